@@ -1,0 +1,261 @@
+"""Validated configuration: pydantic v2 models (unknown keys rejected) and the one YAML loader.
+
+A bad value must name its dotted field path and the rule it broke, so a typo in a config
+never silently trains or trades with a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kwx.cities import EXCLUDED_VC_CITIES, get_city
+from kwx.domain.markets import Bracket
+
+Penalty = Literal["l1", "l2", "elasticnet"]
+ClassWeight = Literal["none", "balanced"]
+FeatureSetName = Literal["baseline", "elasticnet_rich"]
+
+
+def _validate_city(v: str) -> str:
+    get_city(v)
+    return v
+
+
+CityKey = Annotated[str, AfterValidator(_validate_city)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _unique(values: list, what: str) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must not repeat values")
+    return values
+
+
+class SearchSpace(StrictModel):
+    """Optuna ranges: C on a log scale; l1_ratio only when the elasticnet penalty is drawn."""
+
+    C_min: float = Field(1e-3, gt=0)
+    C_max: float = Field(10.0, gt=0)
+    l1_ratio_min: float = Field(0.05, ge=0, le=1)
+    l1_ratio_max: float = Field(0.95, ge=0, le=1)
+    class_weight: list[ClassWeight] = Field(default_factory=lambda: ["none", "balanced"], min_length=1)
+
+    @field_validator("class_weight")
+    @classmethod
+    def _distinct_weights(cls, v: list[str]) -> list[str]:
+        return _unique(v, "class_weight")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.C_min > self.C_max:
+            raise ValueError(f"C_min ({self.C_min}) must be <= C_max ({self.C_max})")
+        if self.l1_ratio_min > self.l1_ratio_max:
+            raise ValueError(f"l1_ratio_min ({self.l1_ratio_min}) must be <= l1_ratio_max ({self.l1_ratio_max})")
+        return self
+
+
+class Calibration(StrictModel):
+    """Isotonic needs many rows to not overfit; below the threshold Platt (sigmoid) scaling is used."""
+
+    method: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    isotonic_min_rows: int = Field(1000, ge=1)
+
+    def method_for(self, n_rows: int) -> Literal["isotonic", "sigmoid"]:
+        if self.method != "auto":
+            return self.method
+        return "isotonic" if n_rows >= self.isotonic_min_rows else "sigmoid"
+
+
+class RiskParams(StrictModel):
+    kelly_alpha: float = Field(0.25, gt=0, le=1, description="fraction of full Kelly to bet")
+    max_spread_cents: float = Field(3, ge=0, le=100)
+    tau_open_cents: float = Field(1.0, ge=0, description="minimum net edge to open")
+    tau_close_cents: float = Field(0.5, ge=0, description="edge below which a resting order is cancelled")
+    slip_per_leg_cents: float = Field(1, ge=0, le=100)
+    max_bankroll_pct_city_day_side: float = Field(0.10, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if self.tau_close_cents > self.tau_open_cents:
+            raise ValueError(
+                f"tau_close_cents ({self.tau_close_cents}) must be <= tau_open_cents ({self.tau_open_cents})"
+            )
+        return self
+
+
+class VCFeatures(StrictModel):
+    """Visual Crossing minute-weather settings for one city."""
+
+    minute_features: bool = Field(True, description="use dew point, humidity and wind from VC minute data")
+    max_obs_age_minutes: int = Field(20, ge=1, le=24 * 60, description="older observations count as missing")
+
+
+class PilotProvenance(StrictModel):
+    directory: str
+    windows: list[str] = Field(default_factory=list)
+    test_rows: int | None = Field(None, ge=0)
+
+    @field_validator("windows")
+    @classmethod
+    def _window_names(cls, v: list[str]) -> list[str]:
+        from kwx.training.windows import parse_window_name
+
+        for name in v:
+            parse_window_name(name)
+        return v
+
+
+class AcceptanceGates(StrictModel):
+    """Promotion is refused unless every gate holds over the run's test windows."""
+
+    max_ece: float = Field(0.08, gt=0, le=1)
+    max_brier: float = Field(0.20, gt=0, le=1)
+    min_windows: int = Field(4, ge=1)
+
+
+
+
+class TrainConfig(StrictModel):
+    city: CityKey
+    bracket: Bracket
+    feature_set: FeatureSetName = "elasticnet_rich"
+    start: date
+    end: date
+    train_days: int = Field(90, ge=1)
+    test_days: int = Field(7, ge=1)
+    step_days: int = Field(7, ge=1)
+    penalties: list[Penalty] = Field(default_factory=lambda: ["elasticnet"], min_length=1)
+    trials: int = Field(40, ge=1)
+    cv_splits: int = Field(4, ge=2)
+    blend_weight: float = Field(0.7, ge=0, le=1)
+    seed: int = Field(42, ge=0)
+    search: SearchSpace = SearchSpace()
+    calibration: Calibration = Calibration()
+    risk: RiskParams = RiskParams()
+    vc_features: dict[CityKey, VCFeatures] = Field(default_factory=dict)
+    acceptance: AcceptanceGates = AcceptanceGates()
+    pilot: PilotProvenance | None = None
+
+    @field_validator("penalties")
+    @classmethod
+    def _distinct_penalties(cls, v: list[str]) -> list[str]:
+        return _unique(v, "penalties")
+
+    @field_validator("vc_features")
+    @classmethod
+    def _vc_cities(cls, v: dict[str, VCFeatures]) -> dict[str, VCFeatures]:
+        for key, settings in v.items():
+            if key in EXCLUDED_VC_CITIES and settings.minute_features:
+                raise ValueError(f"{key} is in EXCLUDED_VC_CITIES: its VC minute features cannot be enabled")
+        return v
+
+    @model_validator(mode="after")
+    def _dates(self) -> Self:
+        if self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        span = (self.end - self.start).days + 1
+        if span < self.train_days + self.test_days:
+            raise ValueError(
+                f"start..end spans {span} days, fewer than train_days + test_days "
+                f"({self.train_days + self.test_days}): no walk-forward window fits"
+            )
+        return self
+
+    def vc_for(self, city: str) -> VCFeatures:
+        default = VCFeatures(minute_features=city not in EXCLUDED_VC_CITIES)
+        return self.vc_features.get(city, default)
+
+    def fingerprint(self) -> str:
+        """Stable hash of the effective config (defaults included): tags models with what made them."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        return (
+            f"{self.city}/{self.bracket} {self.feature_set} {self.start}..{self.end} "
+            f"train={self.train_days}d test={self.test_days}d step={self.step_days}d "
+            f"penalties={','.join(self.penalties)} trials={self.trials} folds={self.cv_splits}"
+        )
+
+
+CONFIG_KINDS: dict[str, type[StrictModel]] = {"train": TrainConfig}
+ModelT = TypeVar("ModelT", bound=StrictModel)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` has one line per failing field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One line per error: dotted field path, the rule, and the offending value."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = _field_path(err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{path}: unknown key (not a field of this config)")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
+        problems.append(f"{path}: {message}{shown}")
+    return problems
+
+
+def parse_config(data: Any, model: type[ModelT], source: str = "<config>") -> ModelT:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of fields, got {type(data).__name__}"])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_problems(exc)) from None
+
+
+def load_config(path: str | Path, model: type[ModelT] = TrainConfig, overrides: dict | None = None) -> ModelT:
+    """Load a YAML config; ``overrides`` maps dotted keys to values (e.g. {"trials": 5})."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), [f"invalid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    data = {} if data is None else data
+    if overrides and isinstance(data, dict):
+        data = apply_overrides(data, overrides)
+    return parse_config(data, model, str(path))
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    merged = json.loads(json.dumps(data, default=str))
+    for dotted, value in overrides.items():
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError("<overrides>", [f"{dotted}: {key} is not a mapping"])
+        node[leaf] = value
+    return merged

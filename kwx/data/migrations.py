@@ -1,0 +1,56 @@
+"""Alembic, driven from code so ``kwx db upgrade`` works from any directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from alembic import command
+from kwx.data.db import database_url, make_engine
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def migrations_dir() -> Path:
+    """The repository's ``alembic/`` (checkout or editable install) or the copy a wheel carries."""
+    for candidate in (_PACKAGE_DIR.parent / "alembic", _PACKAGE_DIR / "_migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"alembic migrations not found next to {_PACKAGE_DIR}")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    # ConfigParser interpolation would choke on a '%' in a URL-encoded password.
+    config.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_at_head(url: str | None = None) -> bool:
+    engine = make_engine(url)
+    try:
+        return current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

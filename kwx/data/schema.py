@@ -1,0 +1,158 @@
+"""ORM schema. Alembic migrations in ``alembic/versions`` must match it (a test checks for drift).
+
+High-volume candle rows keep Kalshi's own ``end_period_ts`` in Unix seconds: an integer is
+unambiguous, compact and loads into numpy without parsing. Lower-volume tables use UTC
+timestamps (``UTCDateTime``), stored as timestamptz on PostgreSQL and as UTC text on SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on every backend; naive datetimes are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; kwx stores aware UTC instants")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Market(Base):
+    __tablename__ = "markets"
+
+    ticker: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_ticker: Mapped[str] = mapped_column(String(64), index=True)
+    series_ticker: Mapped[str] = mapped_column(String(32))
+    city: Mapped[str] = mapped_column(String(32))
+    event_date: Mapped[date] = mapped_column(Date)
+    strike_type: Mapped[str] = mapped_column(String(16))
+    floor_strike: Mapped[float | None] = mapped_column(Float)
+    cap_strike: Mapped[float | None] = mapped_column(Float)
+    open_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    close_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    expiration_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str | None] = mapped_column(String(16))
+    result: Mapped[str | None] = mapped_column(String(8))
+    settlement_value: Mapped[float | None] = mapped_column(Float)
+    rules_primary: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("idx_markets_city_date", "city", "event_date"),)
+
+
+class Candle(Base):
+    """One-minute candle. Prices in cents (fractional cents allowed); NULL means no quote/trade."""
+
+    __tablename__ = "candles"
+
+    market_ticker: Mapped[str] = mapped_column(
+        String(64), ForeignKey("markets.ticker", ondelete="CASCADE"), primary_key=True
+    )
+    end_period_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    yes_bid_open: Mapped[float | None] = mapped_column(Float)
+    yes_bid_high: Mapped[float | None] = mapped_column(Float)
+    yes_bid_low: Mapped[float | None] = mapped_column(Float)
+    yes_bid_close: Mapped[float | None] = mapped_column(Float)
+    yes_ask_open: Mapped[float | None] = mapped_column(Float)
+    yes_ask_high: Mapped[float | None] = mapped_column(Float)
+    yes_ask_low: Mapped[float | None] = mapped_column(Float)
+    yes_ask_close: Mapped[float | None] = mapped_column(Float)
+    price_open: Mapped[float | None] = mapped_column(Float)
+    price_high: Mapped[float | None] = mapped_column(Float)
+    price_low: Mapped[float | None] = mapped_column(Float)
+    price_close: Mapped[float | None] = mapped_column(Float)
+    price_mean: Mapped[float | None] = mapped_column(Float)
+    volume: Mapped[float | None] = mapped_column(Float)
+    open_interest: Mapped[float | None] = mapped_column(Float)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    __table_args__ = (Index("idx_candles_complete", "complete", "end_period_ts"),)
+
+
+class WeatherMinute(Base):
+    __tablename__ = "weather_minutes"
+
+    station: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ts_utc: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    temp_f: Mapped[float | None] = mapped_column(Float)
+    dew_f: Mapped[float | None] = mapped_column(Float)
+    humidity_pct: Mapped[float | None] = mapped_column(Float)
+    wind_mph: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(32))
+
+
+class ClimateDaily(Base):
+    """The settlement value: NWS daily climate report maximum, whole °F, per station and climate day."""
+
+    __tablename__ = "climate_daily"
+
+    station: Mapped[str] = mapped_column(String(16), primary_key=True)
+    climate_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    tmax_f: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(32))
+
+
+class RtSignal(Base):
+    __tablename__ = "rt_signals"
+
+    ts_utc: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    market_ticker: Mapped[str] = mapped_column(String(64), ForeignKey("markets.ticker"), primary_key=True)
+    city: Mapped[str] = mapped_column(String(32))
+    bracket: Mapped[str] = mapped_column(String(16))
+    p_model: Mapped[float | None] = mapped_column(Float)
+    p_market: Mapped[float | None] = mapped_column(Float)
+    p_blend: Mapped[float | None] = mapped_column(Float)
+    edge_cents: Mapped[float | None] = mapped_column(Float)
+    kelly_fraction: Mapped[float | None] = mapped_column(Float)
+    size_fraction: Mapped[float | None] = mapped_column(Float)
+    spread_cents: Mapped[float | None] = mapped_column(Float)
+    minutes_to_close: Mapped[float | None] = mapped_column(Float)
+    model_id: Mapped[str | None] = mapped_column(String(128))
+    wf_window: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        Index("idx_rt_signals_city_bracket", "city", "bracket"),
+        Index("idx_rt_signals_ts_utc", "ts_utc"),
+        Index("idx_rt_signals_edge_cents", "edge_cents"),
+    )

@@ -1,0 +1,1 @@
+"""Walk-forward training: window plan, hyperparameter search, model pipeline, MLflow runner."""

@@ -1,0 +1,76 @@
+"""Shared fixtures: every test gets its own database and never touches a user's kwx.db or MLflow store."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+# Deadlines flake on a loaded 2-core CI box; correctness, not speed, is what property tests check.
+settings.register_profile("kwx", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("kwx"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "kwx")
+
+PG_URL_ENV = "KWX_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the user's environment or writes into the working directory."""
+    for name in list(os.environ):
+        if name.startswith(("MLFLOW_", "KWX_", "VC_API_KEY", "KALSHI_")) and name != PG_URL_ENV:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _admin_url() -> str:
+    return os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The PostgreSQL server, or a skip (locally) / failure (CI) saying why it is missing."""
+    url = _admin_url()
+    try:
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        reason = f"PostgreSQL not reachable at {make_url(url).render_as_string()} ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI requires it (set {PG_URL_ENV} or start the server)")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"kwx_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'kwx-test.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration])])
+def db_url(request) -> str:
+    """The same test against SQLite and against PostgreSQL (optuna's storage-contract habit)."""
+    return request.getfixturevalue(f"{request.param}_url")

@@ -1,0 +1,130 @@
+"""The schema contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.schema import Base, Candle, Market, RtSignal
+
+ALL_TABLES = {"markets", "candles", "weather_minutes", "climate_daily", "rt_signals"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def _drift(url: str) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_every_table_and_index(db_url):
+    migrations.upgrade(db_url)
+    assert _tables(db_url) == ALL_TABLES
+    engine = make_engine(db_url)
+    insp = inspect(engine)
+    candle_indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("candles")}
+    assert candle_indexes["idx_candles_complete"] == ["complete", "end_period_ts"]
+    signal_indexes = {ix["name"] for ix in insp.get_indexes("rt_signals")}
+    assert {"idx_rt_signals_city_bracket", "idx_rt_signals_ts_utc", "idx_rt_signals_edge_cents"} <= signal_indexes
+    assert insp.get_pk_constraint("rt_signals")["constrained_columns"] == ["ts_utc", "market_ticker"]
+    assert insp.get_pk_constraint("candles")["constrained_columns"] == ["market_ticker", "end_period_ts"]
+    fks = insp.get_foreign_keys("rt_signals")
+    assert [(fk["referred_table"], fk["referred_columns"]) for fk in fks] == [("markets", ["ticker"])]
+    engine.dispose()
+    assert migrations.is_at_head(db_url)
+
+
+def test_no_drift_between_orm_and_migrations(db_url):
+    migrations.upgrade(db_url)
+    assert _drift(db_url) == []
+
+
+def test_downgrade_to_base_and_up_again(db_url):
+    migrations.upgrade(db_url)
+    migrations.downgrade(db_url, "base")
+    assert _tables(db_url) == set()
+    migrations.upgrade(db_url)
+    assert _tables(db_url) == ALL_TABLES
+    assert _drift(db_url) == []
+
+
+def test_realtime_migration_is_separate_from_base(db_url):
+    migrations.upgrade(db_url, "5d2e0c8f9a10")
+    assert _tables(db_url) == ALL_TABLES - {"rt_signals"}
+    engine = make_engine(db_url)
+    assert "complete" not in {c["name"] for c in inspect(engine).get_columns("candles")}
+    engine.dispose()
+    migrations.upgrade(db_url)
+    migrations.downgrade(db_url, "-1")
+    assert _tables(db_url) == ALL_TABLES - {"rt_signals"}
+
+
+def _market(ticker: str = "KXHIGHCHI-25NOV28-B33.5") -> Market:
+    opened = datetime(2025, 11, 27, 15, tzinfo=UTC)
+    return Market(
+        ticker=ticker, event_ticker="KXHIGHCHI-25NOV28", series_ticker="KXHIGHCHI", city="chicago",
+        event_date=date(2025, 11, 28), strike_type="between", floor_strike=33, cap_strike=34,
+        open_time=opened, close_time=opened + timedelta(days=1),
+    )
+
+
+def test_round_trips_aware_utc_and_defaults_complete_false(db_url):
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    eastern = timezone(timedelta(hours=-5))
+    with Session(engine) as session:
+        market = _market()
+        market.open_time = datetime(2025, 11, 27, 10, tzinfo=eastern)
+        session.add(market)
+        session.flush()  # no ORM relationship orders the inserts, so the parent goes first explicitly
+        session.add(Candle(market_ticker=market.ticker, end_period_ts=1764288000, yes_bid_close=41.5))
+        session.commit()
+    with Session(engine) as session:
+        stored = session.get(Market, "KXHIGHCHI-25NOV28-B33.5")
+        assert stored.open_time == datetime(2025, 11, 27, 15, tzinfo=UTC)
+        assert stored.open_time.tzinfo is not None
+        candle = session.scalars(select(Candle)).one()
+        assert candle.complete is False
+        assert candle.yes_ask_close is None  # missing stays NULL, never a made-up price
+    engine.dispose()
+
+
+def test_naive_datetimes_are_refused(db_url):
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        market = _market()
+        market.open_time = datetime(2025, 11, 27, 15)
+        session.add(market)
+        with pytest.raises(Exception, match="naive datetime"):
+            session.commit()
+    engine.dispose()
+
+
+def test_signals_need_a_known_market(db_url):
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    with Session(engine) as session:
+        session.add(RtSignal(ts_utc=datetime(2025, 11, 28, tzinfo=UTC), market_ticker="KXHIGHCHI-25NOV28-B99.5",
+                             city="chicago", bracket="between"))
+        with pytest.raises(IntegrityError):
+            session.commit()
+    engine.dispose()
