@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kwx import __version__
 from kwx.config import CONFIG_KINDS, ConfigError, load_config
@@ -21,16 +25,27 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate model and real-time configs.", no_args_is_help=True)
 db_app = typer.Typer(help="Create and migrate the kwx database (alembic).", no_args_is_help=True)
+data_app = typer.Typer(help="Demo data, coverage summary.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
 
-console = Console(soft_wrap=True)
+# Logs and pipes get 140 columns rather than rich's 80, so tables stay readable in CI output.
+_PIPE_WIDTH = None if sys.stdout.isatty() else 140
+console = Console(soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DbUrlOption = Annotated[
     str | None,
     typer.Option("--db-url", help="SQLAlchemy URL; default $KWX_DATABASE_URL or sqlite:///kwx.db", show_default=False),
 ]
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err_console, transient=False,
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -106,11 +121,93 @@ def db_current(db_url: DbUrlOption = None) -> None:
     console.print(f"{redact(database_url(db_url))}: revision {current or '(none)'} ({state})")
 
 
+def _parse_cities(value: str) -> list[str]:
+    from kwx.cities import get_city
+
+    cities = [c.strip() for c in value.split(",") if c.strip()]
+    if not cities:
+        raise typer.BadParameter("give at least one city")
+    for city in cities:
+        try:
+            get_city(city)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return cities
+
+
+DEMO_START = "2025-05-01"
+DEMO_END = "2025-11-15"
+
+
+@data_app.command("demo")
+def data_demo(
+    cities: Annotated[str, typer.Option(help="Comma-separated city keys.")] = "chicago",
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")] = DEMO_START,
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")] = DEMO_END,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 42,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Generate realistic demo markets, candles, weather and settlements, and upsert them (idempotent)."""
+    from kwx.data.db import make_engine
+    from kwx.data.demo import load_demo
+
+    city_list = _parse_cities(cities)
+    if end < start:
+        raise fail(f"--end ({end:%Y-%m-%d}) is before --start ({start:%Y-%m-%d})")
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task("demo data", total=len(city_list))
+
+            def done(city: str, written: dict[str, int]) -> None:
+                bar.update(task, advance=1, description=f"{city}: {written['candles']:,} candles")
+
+            totals = load_demo(engine, city_list, start.date(), end.date(), seed, on_city_done=done)
+    finally:
+        engine.dispose()
+    console.print(
+        f"demo data for {', '.join(city_list)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (seed {seed}): "
+        + ", ".join(f"{n:,} {table}" for table, n in totals.items())
+    )
+
+
+@data_app.command("summary")
+def data_summary(db_url: DbUrlOption = None) -> None:
+    """Per-city counts and date coverage of markets, candles, weather and settlements."""
+    from rich.table import Table
+
+    from kwx.data.db import make_engine
+    from kwx.data.store import coverage_summary
+
+    engine = make_engine(db_url)
+    try:
+        summary = coverage_summary(engine)
+    finally:
+        engine.dispose()
+    if summary.empty:
+        raise fail(f"no data in {redact(database_url(db_url))}: run `kwx data demo` or `kwx ingest ...`")
+    table = Table(title=f"kwx data in {redact(database_url(db_url))}")
+    for column in ("city", "markets", "candles", "event days", "settled", "weather obs", "weather (UTC)"):
+        table.add_column(column, justify="left" if column in ("city", "event days", "weather (UTC)") else "right")
+
+    def span(first, last) -> str:
+        return "" if pd.isna(first) else f"{pd.Timestamp(first):%Y-%m-%d}..{pd.Timestamp(last):%Y-%m-%d}"
+
+    for row in summary.itertuples(index=False):
+        table.add_row(row.city, f"{row.markets:,}", f"{row.candles:,}", span(row.first_event, row.last_event),
+                      f"{row.settled_days:,}", f"{row.weather_obs:,}", span(row.weather_from, row.weather_to))
+    console.print(table)
+
+
 @app.command()
-def demo(db_url: DbUrlOption = None) -> None:
+def demo(db_url: DbUrlOption = None, seed: Annotated[int, typer.Option(help="Demo data seed.")] = 42) -> None:
     """Run the main job end to end on the embedded default (SQLite in the working directory)."""
     url = database_url(db_url)
     console.rule("[bold]kwx demo")
-    console.print(f"1. database: {redact(url)}")
+    console.print(f"1. database {redact(url)}")
     migrations.upgrade(url)
     console.print(f"   migrated to {migrations.head_revision()}")
+    console.print("2. demo data")
+    data_demo(cities="chicago", start=datetime.fromisoformat(DEMO_START), end=datetime.fromisoformat(DEMO_END),
+              seed=seed, db_url=url)

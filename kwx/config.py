@@ -16,11 +16,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kwx.cities import EXCLUDED_VC_CITIES, get_city
+from kwx.domain.features import FEATURE_SETS
 from kwx.domain.markets import Bracket
 
 Penalty = Literal["l1", "l2", "elasticnet"]
 ClassWeight = Literal["none", "balanced"]
-FeatureSetName = Literal["baseline", "elasticnet_rich"]
 
 
 def _validate_city(v: str) -> str:
@@ -29,6 +29,15 @@ def _validate_city(v: str) -> str:
 
 
 CityKey = Annotated[str, AfterValidator(_validate_city)]
+
+
+def _validate_feature_set(v: str) -> str:
+    if v not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {v!r}; known: {', '.join(FEATURE_SETS)}")
+    return v
+
+
+FeatureSetName = Annotated[str, AfterValidator(_validate_feature_set)]
 
 
 class StrictModel(BaseModel):

@@ -1,0 +1,137 @@
+"""The training/replay dataset: candles ⋈ market metadata ⋈ weather as of each candle ⋈ label.
+
+IO only: rows come from the database, every feature from ``kwx.domain.features.build_features``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, and_, select
+
+from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
+from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
+from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
+from kwx.domain.markets import climate_day_bounds, settlement_outcomes
+
+MARKET_COLUMNS = ("ticker", "event_date", "strike_type", "floor_strike", "cap_strike", "open_time", "close_time")
+CANDLE_COLUMNS = ("market_ticker", "end_period_ts", "yes_bid_close", "yes_ask_close", "volume")
+WEATHER_COLUMNS = ("ts_utc", "temp_f", "dew_f", "humidity_pct", "wind_mph")
+
+
+class DatasetError(ValueError):
+    """No usable data for the request; the message says what was asked and what is missing."""
+
+
+def _frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return pd.DataFrame.from_records(rows, columns=list(columns))
+
+
+def _driver_frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Like ``_frame`` but fetched as plain driver tuples: 3-4x faster on millions of numeric rows.
+
+    Only for columns whose driver values need no SQLAlchemy type processing (numbers, strings).
+    """
+    with engine.connect() as conn:
+        compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.params
+        if conn.dialect.positional:
+            params = tuple(params[name] for name in compiled.positiontup)
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(str(compiled), params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    return pd.DataFrame.from_records(rows, columns=list(columns))
+
+
+def load_markets(engine: Engine, city: str, bracket: str | None, start: date, end: date) -> pd.DataFrame:
+    conditions = [Market.city == city, Market.event_date >= start, Market.event_date <= end]
+    if bracket is not None:
+        conditions.append(Market.strike_type == bracket)
+    statement = select(*(getattr(Market, c) for c in MARKET_COLUMNS)).where(and_(*conditions))
+    return _frame(engine, statement.order_by(Market.ticker), MARKET_COLUMNS)
+
+
+def load_candles(engine: Engine, tickers: list[str], until_ts: int | None = None) -> pd.DataFrame:
+    """Candles of the given markets; ``until_ts`` keeps only those ending at or before it."""
+    frames = []
+    # Chunk the IN list: SQLite caps bound parameters and huge IN lists plan badly everywhere.
+    for i in range(0, len(tickers), 500):
+        statement = select(*(getattr(Candle, c) for c in CANDLE_COLUMNS)).where(
+            Candle.market_ticker.in_(tickers[i:i + 500])
+        )
+        if until_ts is not None:
+            statement = statement.where(Candle.end_period_ts <= until_ts)
+        frames.append(_driver_frame(engine, statement, CANDLE_COLUMNS))
+    if not frames:
+        return pd.DataFrame(columns=list(CANDLE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_weather(engine: Engine, city: City, since: datetime, until: datetime) -> pd.DataFrame:
+    """One station's observations in [since, until], with the seed's VC exclusion applied here, at load time."""
+    statement = select(*(getattr(WeatherMinute, c) for c in WEATHER_COLUMNS)).where(
+        WeatherMinute.station == city.station, WeatherMinute.ts_utc >= since, WeatherMinute.ts_utc <= until
+    )
+    weather = _frame(engine, statement.order_by(WeatherMinute.ts_utc), WEATHER_COLUMNS)
+    weather["ts_utc"] = pd.to_datetime(weather["ts_utc"], utc=True)
+    for column in WEATHER_COLUMNS[1:]:
+        weather[column] = weather[column].astype(float)
+    if city.key in EXCLUDED_VC_CITIES:
+        weather[list(VC_EXCLUDABLE_COLUMNS)] = np.nan
+    return weather
+
+
+def load_settlements(engine: Engine, city: City, start: date, end: date) -> pd.Series:
+    statement = select(ClimateDaily.climate_date, ClimateDaily.tmax_f).where(
+        ClimateDaily.station == city.station, ClimateDaily.climate_date >= start, ClimateDaily.climate_date <= end
+    )
+    frame = _frame(engine, statement, ("climate_date", "tmax_f"))
+    return pd.Series(frame["tmax_f"].to_numpy(dtype=float), index=list(frame["climate_date"]))
+
+
+def load_dataset(
+    engine: Engine,
+    city: str,
+    bracket: str,
+    start: date,
+    end: date,
+    feature_set: str = "elasticnet_rich",
+    *,
+    max_obs_age_minutes: int = 20,
+) -> pd.DataFrame:
+    """Feature rows for every candle of ``city``/``bracket`` markets with event dates in [start, end].
+
+    Columns: identifiers (market_ticker, end_period_ts, event_date — the climate day and the CV
+    group — bracket, strikes), the feature set's columns, and ``label`` (1 YES won, 0 lost, NaN
+    while the day is unsettled).
+    """
+    columns = feature_columns(feature_set, bracket)
+    city_spec = get_city(city)
+    markets = load_markets(engine, city, bracket, start, end)
+    if markets.empty:
+        raise DatasetError(
+            f"no {city}/{bracket} markets with event dates {start}..{end} "
+            f"(load some with `kwx data demo` or `kwx ingest kalshi`)"
+        )
+    candles = load_candles(engine, markets["ticker"].tolist())
+    if candles.empty:
+        raise DatasetError(f"{len(markets)} {city}/{bracket} markets in {start}..{end} but no candles")
+    first_open = pd.to_datetime(markets["open_time"], utc=True).min().to_pydatetime()
+    since = min(first_open, climate_day_bounds(start, city_spec)[0]) - timedelta(seconds=WEATHER_LOOKBACK_SECONDS)
+    until = pd.to_datetime(markets["close_time"], utc=True).max().to_pydatetime()
+    weather = load_weather(engine, city_spec, since, until)
+    features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes)
+    tmax = load_settlements(engine, city_spec, start, end)
+    features["label"] = settlement_outcomes(
+        features["bracket"].to_numpy(), features["floor_strike"].to_numpy(), features["cap_strike"].to_numpy(),
+        features["event_date"].map(tmax).to_numpy(dtype=float),
+    )
+    keep = ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike", *columns, "label"]
+    return features[keep]

@@ -1,0 +1,317 @@
+"""Realistic demo data: weather, settlement highs, Kalshi-style ladders and 1-minute candles.
+
+The embedded default dataset for the README demo and for tests. It is built to look like the real
+thing to a model, not like noise:
+
+- daily highs follow a per-city seasonal climatology plus persistent (AR(1)) anomalies; minute
+  temperatures follow a diurnal cycle (low near 06:30, high near 15:00 local standard time) between
+  consecutive daily extremes, with small minute-scale noise; dew point, humidity and wind agree;
+- the settlement high is the whole-°F maximum over the climate day (local standard time);
+- each day has a ladder (less tail, four 2 °F between brackets around the forecast high, greater
+  tail) opening at 10:00 the day before and closing at the end of the climate day;
+- quotes come from a market that knows less than the weather: its estimate of the high is biased
+  per day and noisy, its uncertainty is inflated, and it sharpens as the day's peak approaches.
+
+Everything is vectorised numpy; a seed makes it deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+from scipy.special import ndtr
+
+from kwx.cities import CITIES, City, get_city
+from kwx.domain.markets import LadderSpec, climate_day_bounds, settlement_outcomes
+
+MINUTES_PER_DAY = 1440
+WEATHER_STEP_MINUTES = 5  # ASOS-like 5-minute observations
+LOW_MINUTE = 6 * 60 + 30
+HIGH_MINUTE = 15 * 60
+PEAK_INFO_MINUTE = 16 * 60  # by late afternoon the day's high is essentially known
+OPEN_MINUTE_PREVIOUS_DAY = 10 * 60
+N_BETWEEN = 4
+SOURCE = "demo"
+
+
+@dataclass(frozen=True)
+class Climatology:
+    mean_high_f: float
+    amplitude_f: float
+    diurnal_range_f: float
+    anomaly_sd_f: float
+    dew_depression_f: float
+    wind_mean_mph: float
+    peak_day_of_year: int = 200
+
+
+CLIMATOLOGY: dict[str, Climatology] = {
+    "chicago": Climatology(59, 24, 17, 6.0, 14, 10),
+    "nyc": Climatology(62, 21, 14, 5.0, 15, 9),
+    "miami": Climatology(84, 7, 11, 2.0, 9, 9),
+    "austin": Climatology(81, 17, 20, 4.5, 18, 8),
+    "denver": Climatology(65, 23, 28, 7.0, 30, 9),
+    "la": Climatology(72, 6, 12, 3.5, 16, 7),
+    "philadelphia": Climatology(64, 22, 17, 5.0, 15, 9),
+}
+
+
+@dataclass
+class DemoData:
+    markets: pd.DataFrame
+    candles: pd.DataFrame
+    weather_minutes: pd.DataFrame
+    climate_daily: pd.DataFrame
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Tables in foreign-key order, ready for ``store.upsert_frames``."""
+        return {
+            "markets": self.markets,
+            "candles": self.candles,
+            "weather_minutes": self.weather_minutes,
+            "climate_daily": self.climate_daily,
+        }
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """Stationary AR(1) with marginal standard deviation ``sd``."""
+    shocks = rng.standard_normal(n) * sd * np.sqrt(1 - phi**2)
+    shocks[0] = rng.standard_normal() * sd  # start in the stationary distribution
+    return lfilter([1.0], [1.0, -phi], shocks)
+
+
+def _cosine_interpolate(anchor_t: np.ndarray, anchor_v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Smooth diurnal curve through alternating lows and highs."""
+    seg = np.clip(np.searchsorted(anchor_t, t, side="right") - 1, 0, len(anchor_t) - 2)
+    t0, t1 = anchor_t[seg], anchor_t[seg + 1]
+    frac = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)
+    return anchor_v[seg] + (anchor_v[seg + 1] - anchor_v[seg]) * (1 - np.cos(np.pi * frac)) / 2
+
+
+def _relative_humidity(temp_f: np.ndarray, dew_f: np.ndarray) -> np.ndarray:
+    t, td = (temp_f - 32) / 1.8, (dew_f - 32) / 1.8
+    return 100 * np.exp(17.625 * td / (243.04 + td) - 17.625 * t / (243.04 + t))
+
+
+def _rules(city: City, day: date, bracket: str, floor: float, cap: float) -> str:
+    where = {"between": f"between {floor:g}-{cap:g}°", "greater": f"greater than {floor:g}°",
+             "less": f"less than {cap:g}°"}[bracket]
+    return (f"If the highest temperature recorded at {city.station} for {day:%B %-d, %Y} as reported by the "
+            f"National Weather Service's Climatological Report (Daily) is {where}, then the market resolves to Yes.")
+
+
+def generate_city(city_key: str, start: date, end: date, seed: int) -> DemoData:
+    """Demo data for event days ``start``..``end`` (inclusive) of one city."""
+    if end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    city = get_city(city_key)
+    clim = CLIMATOLOGY[city.key]
+    rng = np.random.default_rng([seed, sorted(CITIES).index(city.key)])
+
+    # Climate days simulated: the day before `start` (markets open then) through `end`, plus one
+    # padding day each side so the diurnal curve has anchors at both ends.
+    first_day = start - timedelta(days=1)
+    n_days = (end - first_day).days + 1
+    ext_days = pd.date_range(first_day - timedelta(days=1), periods=n_days + 2, freq="D")
+    doy = ext_days.dayofyear.to_numpy()
+    season = np.cos(2 * np.pi * (doy - clim.peak_day_of_year) / 365.25)
+    normal_high = clim.mean_high_f + clim.amplitude_f * season
+    anomaly_sd = clim.anomaly_sd_f * (1 - 0.25 * season)  # winter weather is more variable
+    anomaly = _ar1(rng, len(ext_days), 0.7, 1.0) * anomaly_sd
+    high = normal_high + anomaly
+    low = high - clim.diurnal_range_f * np.clip(1 + 0.2 * rng.standard_normal(len(ext_days)), 0.4, 1.6)
+
+    # True temperature every minute of the simulated climate days (minute 0 = first_day 00:00 LST).
+    minute = np.arange(n_days * MINUTES_PER_DAY, dtype=float)
+    day_offsets = (np.arange(len(ext_days)) - 1) * MINUTES_PER_DAY
+    anchor_t = np.ravel(np.column_stack([day_offsets + LOW_MINUTE, day_offsets + HIGH_MINUTE]))
+    anchor_v = np.ravel(np.column_stack([low, high]))
+    temp = _cosine_interpolate(anchor_t, anchor_v, minute) + _ar1(rng, len(minute), 0.98, 0.5)
+
+    by_day = temp.reshape(n_days, MINUTES_PER_DAY)
+    tmax = np.floor(by_day.max(axis=1) + 0.5).astype(int)  # NWS whole-degree report
+    running_max = np.maximum.accumulate(by_day, axis=1).ravel()
+    sim_days = ext_days[1:-1]
+
+    period_start, _ = climate_day_bounds(first_day, city)
+    epoch0 = int(period_start.timestamp())
+
+    weather = _weather(rng, city, clim, temp, epoch0)
+    climate = pd.DataFrame({
+        "station": city.station, "climate_date": sim_days.date, "tmax_f": tmax, "source": SOURCE,
+    })
+    markets, candles = _markets_and_candles(
+        rng, city, sim_days, normal_high[1:-1], anomaly[:-2], anomaly_sd[1:-1], tmax, running_max, epoch0,
+        start,
+    )
+    return DemoData(markets, candles, weather, climate)
+
+
+def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) -> pd.DataFrame:
+    obs_minutes = np.arange(0, len(temp), WEATHER_STEP_MINUTES)
+    keep = rng.random(len(obs_minutes)) > 0.015  # dropped reports
+    # A few multi-hour outages, as real station feeds have.
+    for gap_start in rng.choice(len(obs_minutes), size=max(1, len(obs_minutes) // 6000), replace=False):
+        keep[gap_start: gap_start + rng.integers(12, 30)] = False
+    obs_minutes = obs_minutes[keep]
+    t = temp[obs_minutes]
+    hour = (obs_minutes % MINUTES_PER_DAY) / 60
+    afternoon = np.clip(np.sin(np.pi * (hour - 6) / 14), 0, None)
+    depression = np.clip(clim.dew_depression_f * (0.6 + 0.8 * afternoon) + _ar1(rng, len(t), 0.995, 3.0), 0.5, None)
+    dew = t - depression
+    wind = np.clip(clim.wind_mean_mph * (0.7 + 0.6 * afternoon) * rng.gamma(6.0, 1 / 6.0, len(t)), 0, None)
+    return pd.DataFrame({
+        "station": city.station,
+        "ts_utc": pd.to_datetime(epoch0 + obs_minutes * 60, unit="s", utc=True),
+        "temp_f": np.round(t, 1),
+        "dew_f": np.round(dew, 1),
+        "humidity_pct": np.round(np.clip(_relative_humidity(t, dew), 1, 100), 1),
+        "wind_mph": np.round(wind, 1),
+        "source": SOURCE,
+    })
+
+
+def _markets_and_candles(rng, city, sim_days, normal_high, prev_anomaly, anomaly_sd, tmax, running_max,
+                         epoch0, start) -> tuple[pd.DataFrame, pd.DataFrame]:
+    event_idx = np.arange(1, len(sim_days))  # day 0 only hosts the first markets' opening hours
+    n_events = len(event_idx)
+    forecast = normal_high[event_idx] + 0.7 * prev_anomaly[event_idx]
+    lowest_cap = np.round(forecast).astype(int) - N_BETWEEN
+
+    contracts = [
+        (i, c) for i, d in zip(range(n_events), sim_days[event_idx].date, strict=True)
+        for c in LadderSpec(city.series, d, int(lowest_cap[i]), N_BETWEEN).contracts()
+    ]
+    ev = np.array([i for i, _ in contracts])
+    bracket = np.array([c.bracket for _, c in contracts], dtype=object)
+    floor = np.array([np.nan if c.floor is None else c.floor for _, c in contracts])
+    cap = np.array([np.nan if c.cap is None else c.cap for _, c in contracts])
+    day_start = event_idx[ev] * MINUTES_PER_DAY  # minute index of the event's climate-day start
+    open_minute = day_start - MINUTES_PER_DAY + OPEN_MINUTE_PREVIOUS_DAY
+    close_minute = day_start + MINUTES_PER_DAY
+    outcome = settlement_outcomes(bracket, floor, cap, tmax[event_idx[ev]])
+
+    def to_utc(minutes):
+        return pd.to_datetime(epoch0 + np.asarray(minutes) * 60, unit="s", utc=True)
+
+    markets = pd.DataFrame({
+        "ticker": [c.ticker for _, c in contracts],
+        "event_ticker": [c.ticker.rsplit("-", 1)[0] for _, c in contracts],
+        "series_ticker": city.series,
+        "city": city.key,
+        "event_date": [c.event_date for _, c in contracts],
+        "strike_type": bracket,
+        "floor_strike": floor,
+        "cap_strike": cap,
+        "open_time": to_utc(open_minute),
+        "close_time": to_utc(close_minute),
+        "expiration_time": to_utc(close_minute + 9 * 60),
+        "status": "finalized",
+        "result": np.where(outcome == 1.0, "yes", "no"),
+        "settlement_value": tmax[event_idx[ev]].astype(float),
+        "rules_primary": [_rules(city, c.event_date, c.bracket, c.floor or 0, c.cap or 0) for _, c in contracts],
+    })
+
+    # Candle grid: every market, every minute it is open, thinned to minutes with activity.
+    span = MINUTES_PER_DAY + MINUTES_PER_DAY - OPEN_MINUTE_PREVIOUS_DAY
+    offset = np.tile(np.arange(span), len(contracts))
+    market = np.repeat(np.arange(len(contracts)), span)
+    minute = open_minute[market] + offset  # candle covers [minute, minute + 1)
+    clock = minute % MINUTES_PER_DAY
+    on_event_day = minute >= day_start[market]
+    activity = np.where(~on_event_day, 0.35, np.where(clock < 360, 0.25, 0.9))
+    keep = rng.random(len(minute)) < activity
+    market, minute, on_event_day = market[keep], minute[keep], on_event_day[keep]
+    e = ev[market]
+
+    # What a well-informed forecaster believes about the high, per event and minute; the market is
+    # a worse version of it (day bias, slow noise, inflated uncertainty).
+    info_left = np.clip((day_start[market] + PEAK_INFO_MINUTE - minute) / (PEAK_INFO_MINUTE + span / 2), 0, 1)
+    forecast_err = rng.standard_normal(n_events) * 0.6 * anomaly_sd[event_idx]
+    sigma_true = 0.4 + 0.6 * anomaly_sd[event_idx][e] * info_left**0.7
+    mu_true = tmax[event_idx][e] + forecast_err[e] * info_left**0.8
+    day_bias = rng.standard_normal(n_events) * 1.2
+    slow_noise = _ar1(rng, len(minute), 0.995, 0.9)
+    mu_market = mu_true + day_bias[e] * (0.3 + 0.7 * info_left) + slow_noise
+    sigma_market = 1.3 * sigma_true + 0.6
+    seen_max = np.where(on_event_day, running_max[np.minimum(minute, len(running_max) - 1)], -np.inf)
+    p_market = _bracket_probability(mu_market, sigma_market, floor[market], cap[market], seen_max)
+
+    mid = np.clip(100 * p_market, 1.5, 98.5)
+    overnight = ~on_event_day | (minute % MINUTES_PER_DAY < 360)
+    spread = 1 + rng.poisson(0.6 + 1.5 * overnight + 3 * p_market * (1 - p_market), len(mid))
+    bid_close = np.clip(np.round(mid - spread / 2), 1, 98)
+    ask_close = np.clip(bid_close + spread, bid_close + 1, 99)
+    ticker = markets["ticker"].to_numpy()[market]
+    first_of_market = np.r_[True, market[1:] != market[:-1]]
+    bid_open = np.where(first_of_market, bid_close, np.roll(bid_close, 1))
+    ask_open = np.where(first_of_market, ask_close, np.roll(ask_close, 1))
+    traded = rng.random(len(mid)) < 0.3
+    at_ask = rng.random(len(mid)) < 0.5
+    trade_px = np.where(at_ask, ask_close, bid_close)
+    volume = np.where(traded, 1 + rng.poisson(25, len(mid)), 0).astype(float)
+    open_interest = pd.Series(volume).groupby(market).cumsum().to_numpy() * 0.6
+
+    def nullable(x):
+        return np.where(traded, x, np.nan)
+
+    candles = pd.DataFrame({
+        "market_ticker": ticker,
+        "end_period_ts": epoch0 + (minute + 1) * 60,
+        "yes_bid_open": bid_open,
+        "yes_bid_high": np.maximum(bid_open, bid_close),
+        "yes_bid_low": np.minimum(bid_open, bid_close),
+        "yes_bid_close": bid_close,
+        "yes_ask_open": ask_open,
+        "yes_ask_high": np.maximum(ask_open, ask_close),
+        "yes_ask_low": np.minimum(ask_open, ask_close),
+        "yes_ask_close": ask_close,
+        "price_open": nullable(trade_px),
+        "price_high": nullable(trade_px),
+        "price_low": nullable(trade_px),
+        "price_close": nullable(trade_px),
+        "price_mean": nullable(trade_px),
+        "volume": volume,
+        "open_interest": np.round(open_interest),
+    })
+    markets = markets[markets["event_date"] >= start].reset_index(drop=True)
+    return markets, candles[candles["market_ticker"].isin(set(markets["ticker"]))].reset_index(drop=True)
+
+
+def _bracket_probability(mu, sigma, floor, cap, seen_max) -> np.ndarray:
+    """P(final high lands in the bracket | high ~ N(mu, sigma), high >= the max already seen).
+
+    Whole-degree settlement: the bracket [floor, cap] covers the continuous [floor-0.5, cap+0.5).
+    """
+    lo = np.where(np.isnan(floor), -np.inf, floor - 0.5)
+    hi = np.where(np.isnan(cap), np.inf, cap + 0.5)
+    observed_floor = seen_max - 0.5
+    lo_eff = np.maximum(lo, observed_floor)
+    mass_above_seen = 1 - ndtr((observed_floor - mu) / sigma)
+    in_bracket = np.clip(ndtr((hi - mu) / sigma) - ndtr((lo_eff - mu) / sigma), 0, None)
+    return np.clip(in_bracket / np.maximum(mass_above_seen, 1e-12), 0, 1)
+
+
+def generate(cities: list[str], start: date, end: date, seed: int) -> DemoData:
+    parts = [generate_city(c, start, end, seed) for c in cities]
+    return DemoData(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
+                      for f in ("markets", "candles", "weather_minutes", "climate_daily")))
+
+
+
+def load_demo(engine, cities: list[str], start: date, end: date, seed: int, *, on_city_done=None) -> dict[str, int]:
+    """Generate and upsert each city's demo data in its own transaction; returns rows per table."""
+    from kwx.data.store import upsert_frames
+
+    totals: dict[str, int] = {}
+    for city in cities:
+        written = upsert_frames(engine, generate_city(city, start, end, seed).frames())
+        for name, rows in written.items():
+            totals[name] = totals.get(name, 0) + rows
+        if on_city_done is not None:
+            on_city_done(city, written)
+    return totals

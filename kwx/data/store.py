@@ -1,0 +1,170 @@
+"""Bulk, idempotent writes and the reads the rest of kwx needs.
+
+Writes are upserts keyed on each table's primary key inside one transaction, so re-running an
+ingest or the demo generator changes nothing and a failure leaves no half batch behind.
+PostgreSQL loads through COPY into a temporary table; SQLite through executemany.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table
+
+from kwx.data.schema import Base
+
+# SQLAlchemy's own SQLite text format for DateTime, so ORM and bulk writes store identical values.
+_SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_POSTGRES_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+
+def table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+def _column_kinds(tbl: Table, columns: Iterable[str]) -> dict[str, str]:
+    kinds = {}
+    for name in columns:
+        if name not in tbl.c:
+            raise KeyError(f"{tbl.name} has no column {name!r}")
+        type_name = type(tbl.c[name].type).__name__
+        kinds[name] = {"UTCDateTime": "ts", "Date": "date", "Boolean": "bool"}.get(type_name, "plain")
+    return kinds
+
+
+def _object_column(values: pd.Series, kind: str, dialect: str) -> np.ndarray:
+    """One column as Python objects the driver accepts, with every missing value as None."""
+    if kind == "ts":
+        ts = pd.to_datetime(values, utc=True)
+        text = ts.dt.strftime(_SQLITE_TS_FORMAT if dialect == "sqlite" else _POSTGRES_TS_FORMAT)
+        out = text.to_numpy(dtype=object)
+        out[ts.isna().to_numpy()] = None
+        return out
+    if kind == "date":
+        days = pd.to_datetime(values)
+        out = days.dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+        out[days.isna().to_numpy()] = None
+        return out
+    if kind == "bool":
+        return values.astype(object).map(lambda v: None if pd.isna(v) else bool(v)).to_numpy(dtype=object)
+    # to_numpy(object) yields Python ints/floats/strs, which every DBAPI driver accepts.
+    out = values.to_numpy(dtype=object)
+    out[pd.isna(values).to_numpy()] = None
+    return out
+
+
+def _rows(frame: pd.DataFrame, tbl: Table, dialect: str) -> list[tuple]:
+    kinds = _column_kinds(tbl, frame.columns)
+    columns = [_object_column(frame[name], kinds[name], dialect) for name in frame.columns]
+    return list(zip(*columns, strict=True)) if columns else []
+
+
+def _pk(tbl: Table) -> list[str]:
+    return [c.name for c in tbl.primary_key.columns]
+
+
+def _conflict_clause(tbl: Table, columns: list[str], on_conflict: str) -> str:
+    pk = _pk(tbl)
+    updates = [c for c in columns if c not in pk]
+    if on_conflict == "nothing" or not updates:
+        return f"ON CONFLICT ({', '.join(pk)}) DO NOTHING"
+    assignments = ", ".join(f"{c} = excluded.{c}" for c in updates)
+    return f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {assignments}"
+
+
+def upsert_frame(conn: Connection, table_name: str, frame: pd.DataFrame, on_conflict: str = "update") -> int:
+    """Upsert ``frame``'s columns into a table on its primary key; returns the rows sent.
+
+    Columns not in the frame are left alone on conflict (re-ingesting candles keeps ``complete``).
+    Runs on the caller's connection so several tables commit or roll back together.
+    """
+    if on_conflict not in ("update", "nothing"):
+        raise ValueError(f"on_conflict must be 'update' or 'nothing', got {on_conflict!r}")
+    if frame.empty:
+        return 0
+    tbl = table(table_name)
+    missing_pk = [c for c in _pk(tbl) if c not in frame.columns]
+    if missing_pk:
+        raise KeyError(f"{table_name} upsert needs its primary key column(s) {missing_pk}")
+    frame = frame.drop_duplicates(subset=_pk(tbl), keep="last")
+    columns = list(frame.columns)
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        _copy_upsert(conn, tbl, frame, columns, on_conflict)
+    else:
+        placeholders = ", ".join("?" for _ in columns) if dialect == "sqlite" else ", ".join("%s" for _ in columns)
+        sql = (f"INSERT INTO {tbl.name} ({', '.join(columns)}) VALUES ({placeholders}) "
+               f"{_conflict_clause(tbl, columns, on_conflict)}")
+        conn.exec_driver_sql(sql, _rows(frame, tbl, dialect))
+    return len(frame)
+
+
+def _copy_upsert(conn: Connection, tbl: Table, frame: pd.DataFrame, columns: list[str], on_conflict: str) -> None:
+    staging = f"_kwx_stage_{tbl.name}"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    # csv writes None as an empty field; COPY's FORCE_NULL-free default reads unquoted empty as NULL.
+    writer.writerows(_rows(frame, tbl, "postgresql"))
+    buffer.seek(0)
+    col_list = ", ".join(columns)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {tbl.name} INCLUDING DEFAULTS)")
+    conn.exec_driver_sql(f"TRUNCATE {staging}")
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)", buffer)
+    finally:
+        cursor.close()
+    conn.exec_driver_sql(
+        f"INSERT INTO {tbl.name} ({col_list}) SELECT {col_list} FROM {staging} "
+        f"{_conflict_clause(tbl, columns, on_conflict)}"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {staging}")
+
+
+def upsert_frames(engine: Engine, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Upsert several tables in one transaction, parents first (dict order)."""
+    with engine.begin() as conn:
+        return {name: upsert_frame(conn, name, frame) for name, frame in frames.items()}
+
+
+def coverage_summary(engine: Engine) -> pd.DataFrame:
+    """Per city: markets, candles, weather observations, settled days and date coverage."""
+    from sqlalchemy import func, select
+
+    from kwx.cities import CITIES
+    from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
+
+    station_city = {c.station: c.key for c in CITIES.values()}
+    with engine.connect() as conn:
+        markets = conn.execute(
+            select(Market.city, func.count(), func.min(Market.event_date), func.max(Market.event_date))
+            .group_by(Market.city)
+        ).all()
+        candles = dict(conn.execute(
+            select(Market.city, func.count()).join(Candle, Candle.market_ticker == Market.ticker).group_by(Market.city)
+        ).all())
+        weather = conn.execute(
+            select(WeatherMinute.station, func.count(), func.min(WeatherMinute.ts_utc), func.max(WeatherMinute.ts_utc))
+            .group_by(WeatherMinute.station)
+        ).all()
+        climate = dict(conn.execute(
+            select(ClimateDaily.station, func.count()).group_by(ClimateDaily.station)
+        ).all())
+    rows: dict[str, dict] = {}
+    for city, n, first, last in markets:
+        rows.setdefault(city, {}).update(markets=n, candles=candles.get(city, 0), first_event=first, last_event=last)
+    for station, n, first, last in weather:
+        city = station_city.get(station, station)
+        rows.setdefault(city, {}).update(weather_obs=n, weather_from=first, weather_to=last)
+    for station, n in climate.items():
+        rows.setdefault(station_city.get(station, station), {}).update(settled_days=n)
+    columns = ["markets", "candles", "first_event", "last_event", "settled_days", "weather_obs", "weather_from",
+               "weather_to"]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns).sort_index()
+    for column in ("markets", "candles", "settled_days", "weather_obs"):
+        frame[column] = frame[column].fillna(0).astype(int)
+    return frame.rename_axis("city").reset_index()
