@@ -48,6 +48,19 @@ def progress() -> Progress:
     )
 
 
+def open_engine(db_url: str | None):
+    """An engine on a database at the migration head, or a clear error and exit."""
+    from kwx.data.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        migrations.require_head(engine)
+    except migrations.SchemaNotReadyError as exc:
+        engine.dispose()
+        raise fail(str(exc)) from None
+    return engine
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -177,10 +190,9 @@ def data_summary(db_url: DbUrlOption = None) -> None:
     """Per-city counts and date coverage of markets, candles, weather and settlements."""
     from rich.table import Table
 
-    from kwx.data.db import make_engine
     from kwx.data.store import coverage_summary
 
-    engine = make_engine(db_url)
+    engine = open_engine(db_url)
     try:
         summary = coverage_summary(engine)
     finally:

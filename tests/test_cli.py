@@ -68,3 +68,27 @@ def test_env_var_selects_database(tmp_path, monkeypatch):
     monkeypatch.setenv("KWX_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     assert _invoke("db", "upgrade").exit_code == 0
     assert (tmp_path / "env.db").is_file() and not (tmp_path / "kwx.db").exists()
+
+
+@pytest.mark.integration
+def test_data_demo_and_summary(tmp_path):
+    args = ["data", "demo", "--cities", "chicago,nyc", "--start", "2025-07-01", "--end", "2025-07-02"]
+    first = _invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "24 markets" in first.output
+    assert _invoke(*args).exit_code == 0  # idempotent
+    summary = _invoke("data", "summary")
+    assert summary.exit_code == 0
+    assert "chicago" in summary.output and "nyc" in summary.output
+    assert "2025-07-01..2025-07-02" in summary.output
+
+
+def test_data_commands_reject_bad_input():
+    assert "unknown city 'gotham'" in _invoke("data", "demo", "--cities", "gotham").output
+    result = _invoke("data", "demo", "--start", "2025-07-02", "--end", "2025-07-01")
+    assert result.exit_code != 0 and "before --start" in result.output
+    unmigrated = _invoke("data", "summary")
+    assert unmigrated.exit_code == 2 and "run `kwx db upgrade`" in unmigrated.output
+    assert _invoke("db", "upgrade").exit_code == 0
+    empty = _invoke("data", "summary")
+    assert empty.exit_code == 2 and "no data" in empty.output

@@ -60,7 +60,7 @@ def test_issue_example_names_all_three_problems(tmp_path):
         ({"penalties": ["lasso"]}, "penalties.0: Input should be 'l1', 'l2' or 'elasticnet'"),
         ({"trials": "many"}, "trials: Input should be a valid integer"),
         ({"cv_splits": 1}, "cv_splits: Input should be greater than or equal to 2"),
-        ({"feature_set": "everything"}, "feature_set: unknown feature set 'everything'; known: baseline, elasticnet_rich"),
+        ({"feature_set": "everything"}, "feature_set: unknown feature set 'everything'; known: baseline"),
         ({"risk": {"kelly_alpha": 0}}, "risk.kelly_alpha: Input should be greater than 0"),
         ({"risk": {"kelly_alpha": 1.2}}, "risk.kelly_alpha: Input should be less than or equal to 1"),
         ({"risk": {"tau_open_cents": 0.2}}, "tau_close_cents (0.5) must be <= tau_open_cents (0.2)"),

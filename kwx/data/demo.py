@@ -117,7 +117,7 @@ def generate_city(city_key: str, start: date, end: date, seed: int) -> DemoData:
     first_day = start - timedelta(days=1)
     n_days = (end - first_day).days + 1
     ext_days = pd.date_range(first_day - timedelta(days=1), periods=n_days + 2, freq="D")
-    doy = ext_days.dayofyear.to_numpy()
+    doy = ext_days.day_of_year.to_numpy()
     season = np.cos(2 * np.pi * (doy - clim.peak_day_of_year) / 365.25)
     normal_high = clim.mean_high_f + clim.amplitude_f * season
     anomaly_sd = clim.anomaly_sd_f * (1 - 0.25 * season)  # winter weather is more variable
@@ -236,8 +236,9 @@ def _markets_and_candles(rng, city, sim_days, normal_high, prev_anomaly, anomaly
     mu_true = tmax[event_idx][e] + forecast_err[e] * info_left**0.8
     day_bias = rng.standard_normal(n_events) * 1.2
     slow_noise = _ar1(rng, len(minute), 0.995, 0.9)
-    mu_market = mu_true + day_bias[e] * (0.3 + 0.7 * info_left) + slow_noise
-    sigma_market = 1.3 * sigma_true + 0.6
+    # Once the peak has passed the market converges too, as real ones do; before, it lags the weather.
+    mu_market = mu_true + (day_bias[e] + slow_noise) * (0.2 + 0.8 * info_left)
+    sigma_market = 1.3 * sigma_true + 0.6 * info_left + 0.1
     seen_max = np.where(on_event_day, running_max[np.minimum(minute, len(running_max) - 1)], -np.inf)
     p_market = _bracket_probability(mu_market, sigma_market, floor[market], cap[market], seen_max)
 

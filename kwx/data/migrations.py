@@ -48,6 +48,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+class SchemaNotReadyError(RuntimeError):
+    pass
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to read or write a database that is not at the migration head, saying how to fix it."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        from kwx.data.db import redact
+
+        raise SchemaNotReadyError(
+            f"database {redact(str(engine.url))} is at revision {current or '(none)'}, not head {head}: "
+            f"run `kwx db upgrade`"
+        )
+
+
 def is_at_head(url: str | None = None) -> bool:
     engine = make_engine(url)
     try:

@@ -29,7 +29,9 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_ri
 _NEEDS_FLOOR = frozenset({"temp_to_floor", "max_to_floor"})
 _NEEDS_CAP = frozenset({"temp_to_cap", "max_to_cap"})
 
-# History a streaming caller must supply so that every feature of the newest candle is exact.
+# Bounded history: every feature of a candle at t reads candles in (t - CANDLE_LOOKBACK, t] and
+# observations in (obs - WEATHER_LOOKBACK, obs] of its as-of observation (plus the climate day so far),
+# so a streaming caller can hold a small window and still compute exactly what the batch does.
 WEATHER_LOOKBACK_SECONDS = 3 * 3600
 CANDLE_LOOKBACK_SECONDS = 15 * 60
 
@@ -56,6 +58,11 @@ def epoch_seconds(values) -> np.ndarray:
     return pd.to_datetime(pd.Series(values), utc=True).dt.as_unit("s").astype("int64").to_numpy()
 
 
+def weather_needed_since(now_ts: int, event_day_start_ts: int, max_obs_age_minutes: int) -> int:
+    """Earliest observation time a streaming caller must hold to compute candles at ``now_ts`` exactly."""
+    return min(now_ts - max_obs_age_minutes * 60 - WEATHER_LOOKBACK_SECONDS, event_day_start_ts)
+
+
 def _asof_positions(keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Index of the last key <= target in sorted ``keys`` (-1 when none)."""
     return np.searchsorted(keys, targets, side="right") - 1
@@ -70,8 +77,9 @@ def _weather_features(weather: pd.DataFrame, city: City) -> pd.DataFrame:
     out["temp_now"] = temp
     out["temp_rollmax_3h"] = series.rolling("3h").max().to_numpy()
     out["temp_rollmin_3h"] = series.rolling("3h").min().to_numpy()
-    hour_ago = _asof_positions(ts, ts - 3600)
-    out["temp_delta_1h"] = np.where(hour_ago >= 0, temp - temp[np.maximum(hour_ago, 0)], np.nan)
+    hour_ago = np.maximum(_asof_positions(ts, ts - 3600), 0)
+    usable = (ts - ts[hour_ago] >= 3600) & (ts - ts[hour_ago] < WEATHER_LOOKBACK_SECONDS)
+    out["temp_delta_1h"] = np.where(usable, temp - temp[hour_ago], np.nan)
     offset = int(city.standard_offset.total_seconds())
     out["obs_climate_day"] = (ts + offset) // 86_400
     out["day_max_so_far"] = pd.Series(temp).groupby(out["obs_climate_day"].to_numpy()).cummax().to_numpy()
@@ -129,13 +137,13 @@ def build_features(
     })
     offset = int(city.standard_offset.total_seconds())
     out["hour_of_day_local"] = ((ts + offset) % 86_400) / 3600
-    out["day_of_week"] = event_date.dt.dayofweek.to_numpy()
+    out["day_of_week"] = event_date.dt.day_of_week.to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         out["spread_pct"] = np.where(mid > 0, (ask - bid) / mid, np.nan)
 
-    five_ago = _asof_positions(keys, keys - 300)
-    same = (five_ago >= 0) & (codes[np.maximum(five_ago, 0)] == codes)
-    out["mid_chg_5m"] = np.where(same, mid - mid[np.maximum(five_ago, 0)], np.nan)
+    five_ago = np.maximum(_asof_positions(keys, keys - 300), 0)
+    recent = (codes[five_ago] == codes) & (ts - ts[five_ago] >= 300) & (ts - ts[five_ago] < CANDLE_LOOKBACK_SECONDS)
+    out["mid_chg_5m"] = np.where(recent, mid - mid[five_ago], np.nan)
     cum_volume = pd.Series(frame["volume"].fillna(0).to_numpy(dtype=float)).groupby(codes).cumsum().to_numpy()
     window_start = _asof_positions(keys, keys - 900)
     before = (window_start >= 0) & (codes[np.maximum(window_start, 0)] == codes)

@@ -1,0 +1,105 @@
+"""The dataset on real databases: as-of join, labels from the settlement rule, the NYC VC exclusion."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+from sqlalchemy import delete
+
+from kwx.cities import VC_EXCLUDABLE_COLUMNS
+from kwx.data import migrations
+from kwx.data.dataset import DatasetError, load_dataset, load_weather
+from kwx.data.db import make_engine
+from kwx.data.demo import generate, load_demo
+from kwx.data.schema import ClimateDaily
+from kwx.domain.features import feature_columns
+from kwx.domain.markets import settlement_outcomes
+
+pytestmark = pytest.mark.integration
+START, END = date(2025, 7, 10), date(2025, 7, 14)
+
+
+@pytest.fixture
+def engine(db_url):
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    load_demo(engine, ["chicago", "nyc"], START, END, seed=11)
+    yield engine
+    engine.dispose()
+
+
+def test_rows_identifiers_and_labels(engine):
+    data = load_dataset(engine, "chicago", "between", START, END)
+    assert list(data.columns[:6]) == ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike",
+                                      "cap_strike"]
+    assert data.columns[-1] == "label"
+    assert set(feature_columns("elasticnet_rich", "between")) < set(data.columns)
+    assert (data["bracket"] == "between").all()
+    assert set(data["event_date"]) == {date(2025, 7, d) for d in range(10, 15)}
+    demo = generate(["chicago"], START, END, seed=11)
+    tmax = demo.climate_daily.set_index("climate_date")["tmax_f"]
+    expected = settlement_outcomes(data["bracket"], data["floor_strike"], data["cap_strike"],
+                                   data["event_date"].map(tmax).astype(float))
+    np.testing.assert_array_equal(data["label"].to_numpy(), expected)
+    # one row per stored candle of those markets
+    tickers = demo.markets.loc[demo.markets["strike_type"] == "between", "ticker"]
+    assert len(data) == demo.candles["market_ticker"].isin(tickers).sum()
+
+
+def test_weather_is_joined_as_of_never_after(engine):
+    data = load_dataset(engine, "chicago", "less", START, END)
+    from kwx.cities import get_city
+    weather = load_weather(engine, get_city("chicago"), *_span(data))
+    obs_ts = weather["ts_utc"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    pos = np.searchsorted(obs_ts, data["end_period_ts"].to_numpy(), side="right") - 1
+    fresh = (pos >= 0) & (data["end_period_ts"].to_numpy() - obs_ts[np.maximum(pos, 0)] <= 20 * 60)
+    expected = np.where(fresh, weather["temp_f"].to_numpy()[np.maximum(pos, 0)], np.nan)
+    np.testing.assert_array_equal(data["temp_now"].to_numpy(), expected)
+
+
+def _span(data):
+    import pandas as pd
+    ts = pd.to_datetime(data["end_period_ts"], unit="s", utc=True)
+    return (ts.min() - pd.Timedelta(hours=4)).to_pydatetime(), ts.max().to_pydatetime()
+
+
+def test_nyc_vc_columns_are_null_and_temperature_kept(engine):
+    nyc = load_dataset(engine, "nyc", "between", START, END)
+    chicago = load_dataset(engine, "chicago", "between", START, END)
+    for column in ("dewpoint", "humidity", "windspeed"):
+        assert nyc[column].isna().all(), column
+        assert chicago[column].notna().mean() > 0.95, column
+    assert nyc["temp_now"].notna().mean() > 0.95
+    from kwx.cities import get_city
+    raw = load_weather(engine, get_city("nyc"), *_span(nyc))
+    assert raw[list(VC_EXCLUDABLE_COLUMNS)].isna().all().all() and raw["temp_f"].notna().all()
+
+
+def test_unsettled_days_have_no_label(engine):
+    with engine.begin() as conn:
+        conn.execute(delete(ClimateDaily).where(ClimateDaily.climate_date == END))
+    data = load_dataset(engine, "chicago", "greater", START, END)
+    assert data.loc[data["event_date"] == END, "label"].isna().all()
+    assert data.loc[data["event_date"] < END, "label"].notna().all()
+
+
+def test_clear_errors_for_missing_data(engine):
+    with pytest.raises(DatasetError, match=r"no miami/between markets with event dates 2025-07-10\.\.2025-07-14"):
+        load_dataset(engine, "miami", "between", START, END)
+    with pytest.raises(DatasetError, match="no chicago/between markets with event dates 2024"):
+        load_dataset(engine, "chicago", "between", date(2024, 1, 1), date(2024, 2, 1))
+    with pytest.raises(ValueError, match="unknown feature set"):
+        load_dataset(engine, "chicago", "between", START, END, "fancy")
+
+
+def test_demo_load_is_idempotent(engine):
+    from kwx.data.store import coverage_summary
+
+    before = coverage_summary(engine)
+    load_demo(engine, ["chicago", "nyc"], START, END, seed=11)
+    after = coverage_summary(engine)
+    assert before.equals(after)
+    assert set(after["city"]) == {"chicago", "nyc"}
+    assert (after["markets"] == 6 * 5).all() and (after["settled_days"] == 6).all()

@@ -1,0 +1,91 @@
+"""Bulk upserts: idempotent, all-or-nothing, and they leave columns they were not given alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select, update
+
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.schema import Candle, Market, WeatherMinute
+from kwx.data.store import upsert_frame, upsert_frames
+
+pytestmark = pytest.mark.integration
+
+
+def _markets():
+    return pd.DataFrame({
+        "ticker": ["KXHIGHCHI-25JUL15-B85.5", "KXHIGHCHI-25JUL15-T80"], "event_ticker": "KXHIGHCHI-25JUL15",
+        "series_ticker": "KXHIGHCHI", "city": "chicago", "event_date": [date(2025, 7, 15)] * 2,
+        "strike_type": ["between", "less"], "floor_strike": [85.0, None], "cap_strike": [86.0, 80.0],
+        "open_time": pd.to_datetime(["2025-07-14 15:00"], utc=True).repeat(2),
+        "close_time": pd.to_datetime(["2025-07-16 06:00"], utc=True).repeat(2),
+    })
+
+
+def _candles(bid=40.0):
+    return pd.DataFrame({"market_ticker": "KXHIGHCHI-25JUL15-B85.5", "end_period_ts": [1752595260, 1752595320],
+                         "yes_bid_close": [bid, None], "yes_ask_close": [42.0, 43.0], "volume": [3.0, 0.0]})
+
+
+@pytest.fixture
+def engine(db_url):
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _count(engine, model):
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def test_upsert_is_idempotent_and_updates_values(engine):
+    assert upsert_frames(engine, {"markets": _markets(), "candles": _candles()}) == {"markets": 2, "candles": 2}
+    upsert_frames(engine, {"markets": _markets(), "candles": _candles()})
+    assert _count(engine, Market) == 2 and _count(engine, Candle) == 2
+    upsert_frames(engine, {"candles": _candles(bid=41.0)})
+    with engine.connect() as conn:
+        bids = conn.execute(select(Candle.yes_bid_close).order_by(Candle.end_period_ts)).scalars().all()
+        market = conn.execute(select(Market).where(Market.ticker == "KXHIGHCHI-25JUL15-T80")).one()
+    assert bids == [41.0, None]  # missing stays NULL
+    assert market.floor_strike is None and market.event_date == date(2025, 7, 15)
+    assert market.open_time == datetime(2025, 7, 14, 15, tzinfo=UTC)
+
+
+def test_columns_not_given_are_left_alone(engine):
+    upsert_frames(engine, {"markets": _markets(), "candles": _candles()})
+    with engine.begin() as conn:
+        conn.execute(update(Candle).values(complete=True))
+    upsert_frames(engine, {"candles": _candles(bid=39.0)})
+    with engine.connect() as conn:
+        assert conn.execute(select(Candle.complete)).scalars().all() == [True, True]
+
+
+def test_a_failing_table_rolls_back_the_whole_batch(engine):
+    orphan = _candles().assign(market_ticker="KXHIGHCHI-25JUL15-B99.5")  # violates the foreign key
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        upsert_frames(engine, {"markets": _markets(), "candles": orphan})
+    assert _count(engine, Market) == 0 and _count(engine, Candle) == 0
+
+
+def test_timestamps_round_trip_through_bulk_and_orm_alike(engine):
+    frame = pd.DataFrame({"station": "KMDW", "ts_utc": pd.to_datetime(["2025-07-15 18:05:00"], utc=True),
+                          "temp_f": [84.2], "source": "test"})
+    with engine.begin() as conn:
+        upsert_frame(conn, "weather_minutes", frame)
+        upsert_frame(conn, "weather_minutes", frame)
+    with engine.connect() as conn:
+        stored = conn.execute(select(WeatherMinute.ts_utc)).scalar_one()
+        found = conn.execute(select(func.count()).where(
+            WeatherMinute.ts_utc == datetime(2025, 7, 15, 18, 5, tzinfo=UTC))).scalar_one()
+    assert stored == datetime(2025, 7, 15, 18, 5, tzinfo=UTC) and found == 1
+
+
+def test_rejects_frames_without_the_primary_key(engine):
+    with engine.begin() as conn, pytest.raises(KeyError, match="primary key"):
+        upsert_frame(conn, "candles", _candles().drop(columns="end_period_ts"))
