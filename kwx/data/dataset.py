@@ -21,6 +21,9 @@ CANDLE_COLUMNS = ("market_ticker", "end_period_ts", "yes_bid_close", "yes_ask_cl
 WEATHER_COLUMNS = ("ts_utc", "temp_f", "dew_f", "humidity_pct", "wind_mph")
 
 
+_FETCH_ROWS = 100_000
+
+
 class DatasetError(ValueError):
     """No usable data for the request; the message says what was asked and what is missing."""
 
@@ -42,12 +45,17 @@ def _driver_frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.Dat
         if conn.dialect.positional:
             params = tuple(params[name] for name in compiled.positiontup)
         cursor = conn.connection.driver_connection.cursor()
+        chunks = []
         try:
             cursor.execute(str(compiled), params)
-            rows = cursor.fetchall()
+            # Fetch in slices so Python tuples for millions of rows never all exist at once.
+            while rows := cursor.fetchmany(_FETCH_ROWS):
+                chunks.append(pd.DataFrame.from_records(rows, columns=list(columns)))
         finally:
             cursor.close()
-    return pd.DataFrame.from_records(rows, columns=list(columns))
+    if not chunks:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat(chunks, ignore_index=True)
 
 
 def load_markets(engine: Engine, city: str, bracket: str | None, start: date, end: date) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from kwx.data.schema import Base
 # SQLAlchemy's own SQLite text format for DateTime, so ORM and bulk writes store identical values.
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _POSTGRES_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+_WRITE_ROWS = 200_000
 
 
 def table(name: str) -> Table:
@@ -93,13 +94,16 @@ def upsert_frame(conn: Connection, table_name: str, frame: pd.DataFrame, on_conf
     frame = frame.drop_duplicates(subset=_pk(tbl), keep="last")
     columns = list(frame.columns)
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        _copy_upsert(conn, tbl, frame, columns, on_conflict)
-    else:
-        placeholders = ", ".join("?" for _ in columns) if dialect == "sqlite" else ", ".join("%s" for _ in columns)
-        sql = (f"INSERT INTO {tbl.name} ({', '.join(columns)}) VALUES ({placeholders}) "
-               f"{_conflict_clause(tbl, columns, on_conflict)}")
-        conn.exec_driver_sql(sql, _rows(frame, tbl, dialect))
+    placeholders = ", ".join("?" if dialect == "sqlite" else "%s" for _ in columns)
+    sql = (f"INSERT INTO {tbl.name} ({', '.join(columns)}) VALUES ({placeholders}) "
+           f"{_conflict_clause(tbl, columns, on_conflict)}")
+    # Slices bound the Python objects alive at once; they share the caller's transaction.
+    for begin in range(0, len(frame), _WRITE_ROWS):
+        chunk = frame.iloc[begin:begin + _WRITE_ROWS]
+        if dialect == "postgresql":
+            _copy_upsert(conn, tbl, chunk, columns, on_conflict)
+        else:
+            conn.exec_driver_sql(sql, _rows(chunk, tbl, dialect))
     return len(frame)
 
 
