@@ -212,6 +212,102 @@ def data_summary(db_url: DbUrlOption = None) -> None:
     console.print(table)
 
 
+def _parse_overrides(values: list[str]) -> dict[str, object]:
+    """key=value pairs (repeatable or comma-separated); values are YAML, so numbers stay numbers."""
+    import yaml
+
+    overrides = {}
+    for item in (part for value in values for part in value.split(",") if part.strip()):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"override {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+def _load_train_config(config: Path, overrides: dict):
+    try:
+        return load_config(config, overrides=overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Model config YAML (configs/...).")],
+    plan_only: Annotated[bool, typer.Option("--plan", help="Print the windows and row counts; train nothing.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
+    trials: Annotated[int | None, typer.Option(help="Override the config's Optuna trials.", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (dotted keys).")] = None,
+    optuna_storage: Annotated[str | None, typer.Option(
+        help="Optuna storage: in-memory by default, journal:PATH, or an RDB URL (postgresql://...) shared by "
+        "workers on several hosts.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default kwx-{city}-{bracket}).")] = None,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Walk-forward training: one MLflow run per window, one registered model version per window."""
+    from kwx.data.dataset import DatasetError
+    from kwx.domain.features import UnknownFeatureSetError
+    from kwx.tracking import TrackingUnavailableError
+    from kwx.training import runner
+
+    overrides = _parse_overrides(set_ or [])
+    if trials is not None:
+        overrides["trials"] = trials
+    cfg = _load_train_config(config, overrides)
+    engine = open_engine(db_url)
+    try:
+        if plan_only:
+            _print_plan(cfg, *runner.prepare(cfg, engine)[::2])
+            return
+        n_workers = workers or runner.default_workers()
+        with progress() as bar:
+            task = bar.add_task(f"training {cfg.city}/{cfg.bracket}", total=None)
+
+            def done(window: str, result) -> None:
+                loss = result.metrics["test_log_loss"]
+                bar.update(task, advance=1, description=f"{window}: test log loss {loss:.4f}")
+
+            summary = runner.train(cfg, engine, workers=n_workers, optuna_storage_spec=optuna_storage,
+                                   experiment=experiment, config_text=config.read_text(), on_window_done=done)
+    except (DatasetError, UnknownFeatureSetError, TrackingUnavailableError, runner.TrainingError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    _print_training(summary)
+
+
+def _print_plan(cfg, frame, plans) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.city}/{cfg.bracket} walk-forward plan ({len(frame):,} sampled rows)")
+    for column in ("window", "train", "test", "train rows", "test rows", "status"):
+        table.add_column(column)
+    for p in plans:
+        w = p.window
+        table.add_row(w.name, f"{w.train_start}..{w.train_end} ({p.train_days}d)",
+                      f"{w.test_start}..{w.test_end} ({p.test_days}d)", f"{p.n_train:,}", f"{p.n_test:,}",
+                      "ok" if p.usable else f"skip: {p.skip_reason}")
+    console.print(table)
+
+
+def _print_training(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary.model_name}: parent run {summary.parent_run_id}")
+    for column in ("window", "version", "log loss", "market log loss", "brier", "ece", "auc"):
+        table.add_column(column)
+    for window, m in summary.window_metrics.items():
+        table.add_row(window, summary.versions[window], f"{m['test_log_loss']:.4f}", f"{m['market_log_loss']:.4f}",
+                      f"{m['test_brier']:.4f}", f"{m['test_ece']:.4f}", f"{m['test_auc']:.3f}")
+    console.print(table)
+    for window, reason in summary.skipped.items():
+        console.print(f"[yellow]skipped[/] {window}: {reason}")
+    t = summary.timings
+    console.print(f"{len(summary.versions)} windows in {t['wall_seconds']:.1f} s "
+                  f"({t['seconds_per_fit']:.2f} s per fit, MLflow {100 * t['mlflow_fraction']:.1f} %)")
+
+
 @app.command()
 def demo(db_url: DbUrlOption = None, seed: Annotated[int, typer.Option(help="Demo data seed.")] = 42) -> None:
     """Run the main job end to end on the embedded default (SQLite in the working directory)."""

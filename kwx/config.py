@@ -146,6 +146,9 @@ class TrainConfig(StrictModel):
     penalties: list[Penalty] = Field(default_factory=lambda: ["elasticnet"], min_length=1)
     trials: int = Field(40, ge=1)
     cv_splits: int = Field(4, ge=2)
+    sample_every_minutes: int = Field(
+        10, ge=1, le=60, description="use candles ending on multiples of N minutes: neighbours are near-duplicates"
+    )
     blend_weight: float = Field(0.7, ge=0, le=1)
     seed: int = Field(42, ge=0)
     search: SearchSpace = SearchSpace()
@@ -193,7 +196,8 @@ class TrainConfig(StrictModel):
         return (
             f"{self.city}/{self.bracket} {self.feature_set} {self.start}..{self.end} "
             f"train={self.train_days}d test={self.test_days}d step={self.step_days}d "
-            f"penalties={','.join(self.penalties)} trials={self.trials} folds={self.cv_splits}"
+            f"penalties={','.join(self.penalties)} trials={self.trials} folds={self.cv_splits} "
+            f"sample={self.sample_every_minutes}m"
         )
 
 

@@ -137,7 +137,7 @@ def build_features(
     })
     offset = int(city.standard_offset.total_seconds())
     out["hour_of_day_local"] = ((ts + offset) % 86_400) / 3600
-    out["day_of_week"] = event_date.dt.day_of_week.to_numpy()
+    out["day_of_week"] = event_date.dt.day_of_week.to_numpy(dtype=float)  # float: models see one dtype
     with np.errstate(divide="ignore", invalid="ignore"):
         out["spread_pct"] = np.where(mid > 0, (ask - bid) / mid, np.nan)
 

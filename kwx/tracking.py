@@ -1,0 +1,69 @@
+"""MLflow setup in one explicit step: tracking URI, reachability, experiments, model logging settings."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+# MLflow 3's own default backend; the ./mlruns file store is no longer accepted for tracking.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+LOCAL_ARTIFACTS_DIR = "mlartifacts"
+
+
+class TrackingUnavailableError(RuntimeError):
+    pass
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def configure(explicit: str | None = None) -> str:
+    """Point MLflow at the tracking store and check it answers before anything is logged."""
+    uri = tracking_uri(explicit)
+    mlflow.set_tracking_uri(uri)
+    check_reachable(uri)
+    return uri
+
+
+@contextmanager
+def _fail_fast_http():
+    """A dead server should fail in seconds, not after MLflow's default minutes of retries."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_reachable(uri: str) -> None:
+    try:
+        with _fail_fast_http():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingUnavailableError(
+            f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id by name, created if needed; local stores keep artifacts in ./mlartifacts."""
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    uri = mlflow.get_tracking_uri()
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        artifact_location = (Path.cwd() / LOCAL_ARTIFACTS_DIR).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)

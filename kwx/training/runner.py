@@ -1,0 +1,237 @@
+"""The walk-forward training run: data → window plan → per-window search and fit → MLflow.
+
+The only training module that talks to MLflow. Windows train in worker processes; the parent
+logs each finished window as a nested run and registers its model as a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import yaml
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine
+
+from kwx import tracking
+from kwx.config import TrainConfig
+from kwx.data.dataset import load_dataset
+from kwx.domain.features import feature_columns
+from kwx.plots import reliability_diagram
+from kwx.registry import model_name, pip_requirements, register_window_version
+from kwx.training.model import SKOPS_TRUSTED_TYPES
+from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_window
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainSummary:
+    parent_run_id: str
+    experiment_id: str
+    model_name: str
+    versions: dict[str, str]  # window name -> registered version
+    skipped: dict[str, str]  # window name -> reason
+    window_metrics: dict[str, dict[str, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    columns = ["market_ticker", "end_period_ts", "yes_bid", "yes_ask", "label"]
+    hashed = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5,
+                             check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def optuna_storage(spec: str | None):
+    """None: in-memory; 'journal:PATH': a journal file (safe for several local processes); else an RDB URL."""
+    if spec is None:
+        return None
+    if spec.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(spec.removeprefix("journal:")))
+    return spec
+
+
+def _train_in_worker(frame: pd.DataFrame, features: list[str], config: TrainConfig, window_plan: WindowPlan,
+                     storage_spec: str | None, study_prefix: str) -> WindowResult:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return train_window(frame, features, config, window_plan, optuna_storage=optuna_storage(storage_spec),
+                        study_prefix=study_prefix)
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else key, inner, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _validate_storage(spec: str | None, tracking_uri: str) -> None:
+    if spec and spec.split("?")[0] == tracking_uri.split("?", maxsplit=1)[0]:
+        raise TrainingError("the Optuna storage must not be MLflow's tracking database (their schemas collide)")
+
+
+def prepare(config: TrainConfig, engine: Engine) -> tuple[pd.DataFrame, list[str], list[WindowPlan]]:
+    """Everything that can fail on bad input, before any MLflow run exists."""
+    features = feature_columns(config.feature_set, config.bracket)
+    frame = load_dataset(engine, config.city, config.bracket, config.start, config.end, config.feature_set,
+                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes)
+    frame = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
+    plans = plan(config, frame)
+    if not any(p.usable for p in plans):
+        reasons = "; ".join(f"{p.window.name}: {p.skip_reason}" for p in plans) or "no window fits start..end"
+        raise TrainingError(f"no window of {config.city}/{config.bracket} can train: {reasons}")
+    return frame, features, plans
+
+
+def train(
+    config: TrainConfig, engine: Engine, *, workers: int = 1, optuna_storage_spec: str | None = None,
+    experiment: str | None = None, config_text: str | None = None,
+    on_window_done: Callable[[str, WindowResult], None] | None = None,
+) -> TrainSummary:
+    started = time.perf_counter()
+    frame, features, plans = prepare(config, engine)
+    uri = tracking.configure()
+    _validate_storage(optuna_storage_spec, uri)
+    name = model_name(config.city, config.bracket)
+    client = MlflowClient()
+    # Under `mlflow run`, MLflow already created the parent run (MLFLOW_RUN_ID); children join its experiment.
+    launched_run = os.environ.get("MLFLOW_RUN_ID")
+    experiment_id = (client.get_run(launched_run).info.experiment_id if launched_run
+                     else tracking.ensure_experiment(experiment or name))
+    usable = [p for p in plans if p.usable]
+    skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
+    study_prefix = f"{name}-{config.fingerprint()}"
+    logging_seconds = 0.0
+    results: dict[str, WindowResult] = {}
+    versions: dict[str, str] = {}
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}") as parent:
+        t = time.perf_counter()
+        fingerprint = data_fingerprint(frame)
+        mlflow.set_tags({"kwx.kind": "train", "kwx.city": config.city, "kwx.bracket": config.bracket,
+                         "kwx.config_hash": config.fingerprint(), "kwx.data_fingerprint": fingerprint,
+                         "kwx.git_commit": git_commit(), "kwx.model_name": name})
+        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", config.model_dump(mode="json"), {}).items()})
+        mlflow.log_params({"n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
+                           "n_rows": len(frame), "features": ",".join(features)})
+        mlflow.log_text(config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
+                          "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
+                          "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,
+                          "skip_reason": p.skip_reason} for p in plans], "window_plan.json")
+        logging_seconds += time.perf_counter() - t
+
+        def log_window(result: WindowResult) -> None:
+            nonlocal logging_seconds
+            t = time.perf_counter()
+            versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id)
+            logging_seconds += time.perf_counter() - t
+            results[result.window.name] = result
+            if on_window_done is not None:
+                on_window_done(result.window.name, result)
+
+        jobs = [(_window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
+        if workers <= 1 or len(jobs) == 1:
+            for job in jobs:
+                log_window(_train_in_worker(*job))
+        else:
+            # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_train_in_worker, *job) for job in jobs]
+                # Log in window order so version numbers follow time; the pool still trains in parallel.
+                for future in futures:
+                    log_window(future.result())
+
+        t = time.perf_counter()
+        window_metrics = {w: results[w].metrics for w in sorted(results)}
+        table = pd.DataFrame(window_metrics).T
+        summary_metrics = {}
+        for column in table.columns:
+            summary_metrics[f"mean_{column}"] = float(table[column].mean())
+            summary_metrics[f"std_{column}"] = float(table[column].std(ddof=0))
+        summary_metrics |= {"n_windows": float(len(results)), "n_test_rows": float(
+            sum(int(r.params["n_test"]) for r in results.values()))}
+        mlflow.log_metrics(summary_metrics)
+        mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
+        logging_seconds += time.perf_counter() - t
+        total = time.perf_counter() - started
+        fits = sum(r.metrics["search_fits"] for r in results.values())
+        timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
+                   "mlflow_fraction": logging_seconds / total, "fits": fits,
+                   "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
+        timings["seconds_per_fit"] = timings["search_seconds"] / max(fits, 1)
+        mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
+    return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
+
+
+def _window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
+    w = window_plan.window
+    return frame[(frame["event_date"] >= w.train_start) & (frame["event_date"] <= w.test_end)]
+
+
+def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
+                parent_run_id: str) -> str:
+    window = result.window
+    with mlflow.start_run(experiment_id=experiment_id, run_name=window.name, nested=True) as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"kwx.kind": "window", "kwx.window": window.name, "kwx.parent_run_id": parent_run_id})
+        mlflow.log_params(result.params)
+        mlflow.log_metrics(result.metrics)
+        out = Path(tmp)
+        result.predictions.to_csv(out / "test_predictions.csv", index=False)
+        result.trials.to_csv(out / "optuna_trials.csv", index=False)
+        (out / "reliability.json").write_text(json.dumps(result.reliability))
+        reliability_diagram({"model": result.reliability}, out / "reliability.png",
+                            f"{config.city}/{config.bracket} {window.name} test week")
+        mlflow.log_artifacts(tmp)
+        example = result.input_example
+        info = mlflow.sklearn.log_model(
+            result.model, name="model", serialization_format="skops",
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES), pip_requirements=pip_requirements(),
+            signature=infer_signature(example, result.model.predict_proba(example)), input_example=example,
+            pyfunc_predict_fn="predict_proba",
+        )
+        tags = {"city": config.city, "bracket": config.bracket, "window": window.name,
+                "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
+                "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
+                "feature_set": config.feature_set, "config_hash": config.fingerprint(),
+                "parent_run_id": parent_run_id}
+        version = register_window_version(client, name, info.model_uri, run.info.run_id, tags)
+        mlflow.set_tag("kwx.model_version", version.version)
+    return str(version.version)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+

@@ -1,0 +1,114 @@
+"""Search space mapping, day-grouped folds, calibration switch, skops trust list (MLflow-free)."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from kwx.config import Calibration, TrainConfig
+from kwx.training.model import (
+    SKOPS_TRUSTED_TYPES,
+    ModelParams,
+    fit_calibrated,
+    group_folds,
+    l1_ratio_for,
+    make_pipeline,
+    nonzero_coefficients,
+)
+from kwx.training.search import run_search, suggest_params
+
+BASE = {"city": "chicago", "bracket": "between", "start": "2025-05-01", "end": "2025-09-23"}
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig.model_validate({**BASE, **changes})
+
+
+def _data(n_days=12, per_day=60, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_days * per_day
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "empty": np.nan})
+    y = (X["a"] + 0.5 * rng.normal(size=n) > 0.3).astype(int).to_numpy()
+    groups = np.repeat(pd.date_range("2025-07-01", periods=n_days).date, per_day)
+    return X, y, groups
+
+
+@pytest.mark.parametrize(("penalty", "expected"), [("l1", 1.0), ("l2", 0.0)])
+def test_fixed_penalties_map_to_l1_ratio_without_searching_it(penalty, expected):
+    trial = optuna.trial.FixedTrial({"penalty": penalty, "C": 0.5, "class_weight": "none"})
+    params = suggest_params(trial, _config(penalties=[penalty]))
+    assert params == ModelParams(penalty, 0.5, expected, "none")
+    assert "l1_ratio" not in trial.params
+
+
+def test_elasticnet_searches_l1_ratio_within_the_configured_range():
+    config = _config(penalties=["elasticnet"], search={"l1_ratio_min": 0.2, "l1_ratio_max": 0.4})
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
+    for _ in range(15):
+        trial = study.ask()
+        params = suggest_params(trial, config)
+        assert 0.2 <= params.l1_ratio <= 0.4 and params.l1_ratio == trial.params["l1_ratio"]
+        assert config.search.C_min <= params.C <= config.search.C_max
+        study.tell(trial, 0.0)
+
+
+def test_l1_ratio_mapping_rejects_nonsense():
+    assert l1_ratio_for("elasticnet", 0.3) == 0.3
+    with pytest.raises(ValueError, match="elasticnet needs"):
+        l1_ratio_for("elasticnet")
+    with pytest.raises(ValueError, match="unknown penalty"):
+        l1_ratio_for("lasso")
+
+
+def test_pipeline_uses_saga_and_no_deprecated_penalty():
+    logit = make_pipeline(ModelParams("l1", 1.0, 1.0, "balanced"), seed=3).named_steps["logit"]
+    assert logit.solver == "saga" and logit.l1_ratio == 1.0 and logit.class_weight == "balanced"
+    assert logit.get_params()["penalty"] == "deprecated"
+
+
+def test_group_folds_never_split_a_day():
+    _, _, groups = _data()
+    folds = group_folds(groups, 4)
+    assert len(folds) == 4
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(len(groups)))
+    with pytest.raises(ValueError, match="12 distinct days cannot make 13 folds"):
+        group_folds(groups, 13)
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(180, "isotonic"), (181, "sigmoid")])
+def test_calibration_switches_at_the_threshold(threshold, expected):
+    X, y, groups = _data()  # 12 days x 60 rows in 4 folds: each calibration fold holds 180 rows
+    model, method, report = fit_calibrated(X, y, groups, ModelParams("l2", 1.0, 0.0, "none"),
+                                           Calibration(isotonic_min_rows=threshold), n_splits=4, seed=0)
+    assert method == expected and report.converged
+    assert model.method == expected
+    p = model.predict_proba(X)[:, 1]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert nonzero_coefficients(model) >= 1
+
+
+def test_search_is_seeded_and_prunes_with_fold_reports():
+    X, y, groups = _data()
+    config = _config(trials=8, cv_splits=3, penalties=["l1", "l2", "elasticnet"])
+    a = run_search(X, y, groups, config)
+    b = run_search(X, y, groups, config)
+    assert a.best == b.best and a.best_cv_log_loss == b.best_cv_log_loss
+    assert len(a.trials) == 8 and a.fits <= 8 * 3
+    assert set(a.trials["state"]) <= {"COMPLETE", "PRUNED"}
+
+
+def test_skops_trusted_types_are_exactly_what_models_need():
+    X, y, groups = _data()
+    needed = set()
+    for threshold in (1, 10**6):  # isotonic and sigmoid
+        model, _, _ = fit_calibrated(X, y, groups, ModelParams("elasticnet", 1.0, 0.5, "balanced"),
+                                     Calibration(isotonic_min_rows=threshold), n_splits=3, seed=0)
+        needed |= set(sio.get_untrusted_types(data=sio.dumps(model)))
+        loaded = sio.loads(sio.dumps(model), trusted=list(SKOPS_TRUSTED_TYPES))
+        np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
+    assert needed == set(SKOPS_TRUSTED_TYPES)

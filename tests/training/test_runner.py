@@ -1,0 +1,135 @@
+"""End-to-end walk-forward training into a temporary MLflow store (never the user's)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kwx.config import TrainConfig
+from kwx.data import migrations
+from kwx.data.dataset import DatasetError, load_dataset
+from kwx.data.db import make_engine
+from kwx.data.demo import load_demo
+from kwx.domain.features import feature_columns
+from kwx.tracking import TrackingUnavailableError
+from kwx.training import runner
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {"city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+          "test_days": 4, "step_days": 4, "trials": 3, "cv_splits": 3, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'kwx.db'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(demo_db):
+    engine = make_engine(demo_db)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+
+
+def _runs(client: MlflowClient, experiment_id: str):
+    return client.search_runs([experiment_id])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_trains_one_run_and_version_per_window(engine, tracking, workers):
+    config = TrainConfig.model_validate(CONFIG)
+    summary = runner.train(config, engine, workers=workers)
+    assert list(summary.versions) == ["win_20250701_20250716", "win_20250705_20250720", "win_20250709_20250724"]
+    assert list(summary.versions.values()) == ["1", "2", "3"]  # numbered in window order
+    runs = _runs(tracking, summary.experiment_id)
+    parent = [r for r in runs if r.info.run_id == summary.parent_run_id][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.parent_run_id]
+    assert len(runs) == 4 and len(children) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for key in ("mean_test_log_loss", "std_test_log_loss", "mean_test_ece", "mean_market_brier", "n_windows"):
+        assert key in parent.data.metrics
+    assert parent.data.tags["kwx.data_fingerprint"] and parent.data.params["trials"] == "3"
+    for child in children:
+        metrics, params = child.data.metrics, child.data.params
+        for key in ("test_log_loss", "test_brier", "test_ece", "test_mce", "test_auc", "nonzero_coefs",
+                    "market_log_loss", "market_brier", "market_ece"):
+            assert np.isfinite(metrics[key]), key
+        for key in ("C", "l1_ratio", "penalty", "class_weight", "train_start", "test_end", "n_train", "n_test",
+                    "calibration_method"):
+            assert key in params
+        artifacts = {a.path for a in tracking.list_artifacts(child.info.run_id)}
+        assert {"test_predictions.csv", "optuna_trials.csv", "reliability.png"} <= artifacts
+
+    version = tracking.get_model_version("kwx-chicago-between", "2")
+    assert version.tags["window"] == "win_20250705_20250720"
+    assert (version.tags["test_start"], version.tags["test_end"]) == ("2025-07-17", "2025-07-20")
+    assert version.tags["city"] == "chicago" and version.tags["bracket"] == "between"
+    assert version.tags["config_hash"] == config.fingerprint()
+
+    model = mlflow.pyfunc.load_model("models:/kwx-chicago-between/2")
+    frame = load_dataset(engine, "chicago", "between", date(2025, 7, 17), date(2025, 7, 18))
+    proba = model.predict(frame[feature_columns("elasticnet_rich", "between")])
+    assert proba.shape == (len(frame), 2)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_bad_input_fails_before_any_run(engine, tracking):
+    no_data = TrainConfig.model_validate({**CONFIG, "start": "2024-01-01", "end": "2024-02-01"})
+    with pytest.raises(DatasetError, match="no chicago/between markets"):
+        runner.train(no_data, engine)
+    no_city = TrainConfig.model_validate({**CONFIG, "city": "miami"})
+    with pytest.raises(DatasetError, match="no miami/between markets"):
+        runner.train(no_city, engine)
+    too_short = TrainConfig.model_validate({**CONFIG, "cv_splits": 20})
+    with pytest.raises(runner.TrainingError, match="fewer than cv_splits=20"):
+        runner.train(too_short, engine)
+    assert tracking.search_experiments(filter_string="name = 'kwx-chicago-between'") == []
+
+
+def test_unreachable_tracking_server_fails_fast(engine, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(TrackingUnavailableError, match=r"http://127\.0\.0\.1:9 is unreachable"):
+        runner.train(TrainConfig.model_validate(CONFIG), engine)
+
+
+def test_failure_midway_marks_runs_failed(engine, tracking, monkeypatch):
+    calls = {"n": 0}
+    real = runner._log_window
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_log_window", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        runner.train(TrainConfig.model_validate(CONFIG), engine)
+    experiment = tracking.get_experiment_by_name("kwx-chicago-between")
+    statuses = [r.info.status for r in _runs(tracking, experiment.experiment_id)]
+    assert "RUNNING" not in statuses and "FAILED" in statuses
+
+
+def test_optuna_storage_must_not_be_mlflows_database(engine, tracking, tmp_path):
+    with pytest.raises(runner.TrainingError, match="schemas collide"):
+        runner.train(TrainConfig.model_validate(CONFIG), engine,
+                     optuna_storage_spec=f"sqlite:///{tmp_path / 'mlflow.db'}")
