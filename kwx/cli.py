@@ -28,7 +28,9 @@ db_app = typer.Typer(help="Create and migrate the kwx database (alembic).", no_a
 data_app = typer.Typer(help="Demo data, coverage summary.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+models_app = typer.Typer(help="Registered window models: list and resolve by date.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 # Logs and pipes get 140 columns rather than rich's 80, so tables stay readable in CI output.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 140
@@ -308,14 +310,180 @@ def _print_training(summary) -> None:
                   f"({t['seconds_per_fit']:.2f} s per fit, MLflow {100 * t['mlflow_fraction']:.1f} %)")
 
 
+def _tracking_or_fail():
+    from mlflow.tracking import MlflowClient
+
+    from kwx import tracking
+
+    try:
+        tracking.configure()
+    except tracking.TrackingUnavailableError as exc:
+        raise fail(str(exc)) from None
+    return MlflowClient()
+
+
+def _resolve_run_id(client, run_id: str | None, city: str | None, bracket: str | None) -> str:
+    from kwx.report import latest_training_run
+
+    if run_id:
+        return run_id
+    if not (city and bracket):
+        raise fail("give --run-id, or --city and --bracket for the latest training run")
+    try:
+        return latest_training_run(client, city, bracket)
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+
+
+RunIdOption = Annotated[str | None, typer.Option(help="Training (parent) run id.")]
+CityOption = Annotated[str | None, typer.Option(help="City key, e.g. chicago.")]
+BracketOption = Annotated[str | None, typer.Option(help="between, greater or less.")]
+
+
 @app.command()
-def demo(db_url: DbUrlOption = None, seed: Annotated[int, typer.Option(help="Demo data seed.")] = 42) -> None:
-    """Run the main job end to end on the embedded default (SQLite in the working directory)."""
+def report(run_id: RunIdOption = None, city: CityOption = None, bracket: BracketOption = None,
+           db_url: DbUrlOption = None) -> None:
+    """Write the acceptance report of a training run and log it to the run."""
+    from kwx.report import build_report
+
+    client = _tracking_or_fail()
+    run = _resolve_run_id(client, run_id, city, bracket)
+    engine = open_engine(db_url)
+    try:
+        result = build_report(client, engine, run)
+    except (LookupError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    for check in result.checks:
+        console.print(("[green]" if check.passed else "[red]") + check.line(), highlight=False)
+    verdict = "[green]PASS" if result.passed else "[red]FAIL"
+    console.print(f"{verdict}[/] acceptance report written to {result.directory} and logged to run {run}")
+
+
+@app.command()
+def promote(
+    run_id: RunIdOption = None, city: CityOption = None, bracket: BracketOption = None,
+    stage: Annotated[str, typer.Option(help="Staging or Production.")] = "Production",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the gates and show what would move.")] = False,
+    keep_existing: Annotated[bool, typer.Option(
+        "--keep-existing", help="Do not archive overlapping versions already in the stage.")] = False,
+    reason: Annotated[str, typer.Option(help="Why: recorded as a version tag.")] = "",
+    db_url: DbUrlOption = None,
+) -> None:
+    """Promote every window version of a training run to a stage, only if the acceptance gates hold."""
+    from kwx.registry.promotion import PromotionRefused
+    from kwx.registry.promotion import promote as do_promote
+    from kwx.report import infrastructure_checks
+    from kwx.rt.clock import SystemClock
+
+    client = _tracking_or_fail()
+    run = _resolve_run_id(client, run_id, city, bracket)
+    engine = open_engine(db_url)
+    try:
+        result = do_promote(client, run, stage, now=SystemClock().now(), dry_run=dry_run,
+                            infrastructure=infrastructure_checks(engine, client, run),
+                            archive_existing=not keep_existing, reason=reason)
+    except PromotionRefused as exc:
+        err_console.print(f"[bold red]promotion of run {run} to {stage} refused:[/]", highlight=False)
+        for check in exc.failing:
+            err_console.print(f"  - {check.line()}", highlight=False)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    verb = "would promote" if result.dry_run else "promoted"
+    console.print(f"{verb} {result.name} versions {', '.join(result.promoted)} of run {run} to {result.stage}"
+                  + (f"; archived {', '.join(result.archived)}" if result.archived else ""))
+    for note in result.notes:
+        console.print(note)
+
+
+@models_app.command("list")
+def models_list(city: Annotated[str, typer.Option(help="City key.")],
+                bracket: Annotated[str, typer.Option(help="between, greater or less.")]) -> None:
+    """Versions with their windows, stages, aliases and key test metrics."""
+    from rich.table import Table
+
+    from kwx.registry.versions import all_versions, model_name
+
+    client = _tracking_or_fail()
+    name = model_name(city, bracket)
+    versions = sorted(all_versions(client, name), key=lambda v: int(v.version))
+    if not versions:
+        raise fail(f"no registered versions of {name}: run `kwx train` first")
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(f"@{alias}")
+    table = Table(title=name)
+    for column in ("version", "window", "test period", "stage", "aliases", "log loss", "market", "ece", "promoted"):
+        table.add_column(column)
+    for v in versions:
+        metrics = client.get_run(v.run_id).data.metrics
+
+        def metric(key: str, m=metrics) -> str:
+            return f"{m[key]:.4f}" if key in m else ""
+
+        table.add_row(str(v.version), v.tags.get("window", ""), f"{v.tags.get('test_start')}..{v.tags.get('test_end')}",
+                      v.current_stage, " ".join(aliases.get(str(v.version), [])), metric("test_log_loss"),
+                      metric("market_log_loss"), metric("test_ece"), v.tags.get("promoted_at", "")[:19])
+    console.print(table)
+
+
+@models_app.command("resolve")
+def models_resolve(
+    city: Annotated[str, typer.Option(help="City key.")],
+    bracket: Annotated[str, typer.Option(help="between, greater or less.")],
+    date_: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Trading (climate) day.")],
+    stage: Annotated[str, typer.Option(help="Registry stage to trade.")] = "Production",
+) -> None:
+    """Which window's model trades a date, and why."""
+    from kwx.registry.cache import RegistryCache
+    from kwx.registry.resolution import NoModelError
+
+    client = _tracking_or_fail()
+    try:
+        choice = RegistryCache(client).resolve(city, bracket, date_.date(), stage)
+    except NoModelError as exc:
+        raise fail(str(exc), code=1) from None
+    f = choice.facts
+    stale = f", stale by {choice.stale_days} day(s)" if choice.stale_days else ""
+    console.print(f"{city}/{bracket} on {date_:%Y-%m-%d} ({stage}): {f.name} version {f.version}, {f.window}"
+                  f"{stale}\n  why: {choice.reason}")
+
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "elasticnet_chi_between.yaml"
+
+
+@app.command()
+def demo(
+    db_url: DbUrlOption = None,
+    seed: Annotated[int, typer.Option(help="Demo data seed.")] = 42,
+    trials: Annotated[int, typer.Option(help="Optuna trials per window (the config says 40).", min=1)] = 20,
+    workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
+) -> None:
+    """Run the main job end to end on the embedded default: data, training, report, promotion, resolution."""
     url = database_url(db_url)
     console.rule("[bold]kwx demo")
     console.print(f"1. database {redact(url)}")
     migrations.upgrade(url)
     console.print(f"   migrated to {migrations.head_revision()}")
-    console.print("2. demo data")
+    console.rule("2. demo data")
     data_demo(cities="chicago", start=datetime.fromisoformat(DEMO_START), end=datetime.fromisoformat(DEMO_END),
               seed=seed, db_url=url)
+    console.rule(f"3. walk-forward training ({DEMO_CONFIG.name}, {trials} trials per window)")
+    train(config=DEMO_CONFIG, plan_only=False, workers=workers, trials=trials, set_=None, optuna_storage=None,
+          experiment=None, db_url=url)
+    console.rule("4. acceptance report")
+    report(run_id=None, city="chicago", bracket="between", db_url=url)
+    console.rule("5. promotion to Production")
+    promote(run_id=None, city="chicago", bracket="between", stage="Production", dry_run=False, keep_existing=False,
+            reason="kwx demo: gates passed", db_url=url)
+    models_list(city="chicago", bracket="between")
+    console.rule("6. which model trades which day")
+    for day in ("2025-09-15", "2025-10-20", "2025-07-01"):
+        try:
+            models_resolve(city="chicago", bracket="between", date_=datetime.fromisoformat(day), stage="Production")
+        except typer.Exit:
+            console.print("   (expected: no promoted window covers a day before the first test week)")

@@ -25,6 +25,8 @@ def tracking_uri(explicit: str | None = None) -> str:
 def configure(explicit: str | None = None) -> str:
     """Point MLflow at the tracking store and check it answers before anything is logged."""
     uri = tracking_uri(explicit)
+    # Artifact progress bars would interleave with kwx's own rich output in logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     check_reachable(uri)
     return uri

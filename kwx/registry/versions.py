@@ -1,4 +1,4 @@
-"""The MLflow model registry: one registered model per city × bracket, one version per window.
+"""Registered versions: one registered model per city × bracket, one version per window.
 
 Versions carry the tags that say when they may trade (window test dates), so resolution by date
 reads the registry, never folder names.
@@ -7,8 +7,11 @@ reads the registry, never folder names.
 from __future__ import annotations
 
 import importlib.metadata
+from datetime import date, datetime
 
 from mlflow.tracking import MlflowClient
+
+from kwx.registry.resolution import VersionFacts
 
 WINDOW_TAGS = ("city", "bracket", "window", "train_start", "train_end", "test_start", "test_end", "feature_set",
                "config_hash")
@@ -34,3 +37,23 @@ def register_window_version(client: MlflowClient, name: str, model_uri: str, run
     except Exception:
         client.create_registered_model(name, description="kwx walk-forward window models; tags give each window")
     return client.create_model_version(name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+
+
+def all_versions(client: MlflowClient, name: str) -> list:
+    """Every version of a registered model (empty when the model does not exist yet)."""
+    return list(client.search_model_versions(f"name = '{name}'"))
+
+
+def facts(version) -> VersionFacts:
+    tags = version.tags
+    promoted = tags.get("promoted_at")
+    return VersionFacts(
+        name=version.name, version=str(version.version), window=tags["window"],
+        test_start=date.fromisoformat(tags["test_start"]), test_end=date.fromisoformat(tags["test_end"]),
+        run_id=version.run_id, promoted_at=datetime.fromisoformat(promoted) if promoted else None,
+    )
+
+
+def stage_table(client: MlflowClient, name: str, stage: str) -> list[VersionFacts]:
+    """Versions currently in ``stage`` (case-insensitive, as MLflow stores 'Production')."""
+    return [facts(v) for v in all_versions(client, name) if v.current_stage.lower() == stage.lower()]

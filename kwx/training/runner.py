@@ -31,7 +31,7 @@ from kwx.config import TrainConfig
 from kwx.data.dataset import load_dataset
 from kwx.domain.features import feature_columns
 from kwx.plots import reliability_diagram
-from kwx.registry import model_name, pip_requirements, register_window_version
+from kwx.registry.versions import model_name, pip_requirements, register_window_version
 from kwx.training.model import SKOPS_TRUSTED_TYPES
 from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_window
 
@@ -145,7 +145,10 @@ def train(
         mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", config.model_dump(mode="json"), {}).items()})
         mlflow.log_params({"n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
                            "n_rows": len(frame), "features": ",".join(features)})
-        mlflow.log_text(config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
+        mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        if config_text is not None:
+            mlflow.log_text(config_text, "config_source.yaml")
         mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
                           "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
                           "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,

@@ -1,0 +1,1 @@
+"""Real-time: clocks, data sources and the signal loop."""
