@@ -108,14 +108,14 @@ def promote(
         raise PromotionRefused(failing)
 
     mine = sorted((facts(v) for v in versions), key=lambda f: int(f.version))
-    replaced = [
+    replaced = sorted((
         v for v in all_versions(client, name)
         if v.current_stage == canonical and v.tags.get("parent_run_id") != run_id and archive_existing
         and any(facts(v).test_start <= f.test_end and f.test_start <= facts(v).test_end for f in mine)
-    ]
+    ), key=lambda v: int(v.version))
     latest = max(mine, key=lambda f: (f.test_end, int(f.version)))
-    result = Promotion(run_id, name, canonical, [f.version for f in mine], [v.version for v in replaced], checks,
-                       dry_run, alias=canonical.lower())
+    result = Promotion(run_id, name, canonical, [f.version for f in mine], [str(v.version) for v in replaced],
+                       checks, dry_run, alias=canonical.lower())
     if dry_run:
         return result
     who = actor or os.environ.get("KWX_USER") or getpass.getuser()

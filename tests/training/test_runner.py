@@ -60,7 +60,7 @@ def test_trains_one_run_and_version_per_window(engine, tracking, workers):
     assert list(summary.versions) == ["win_20250701_20250716", "win_20250705_20250720", "win_20250709_20250724"]
     assert list(summary.versions.values()) == ["1", "2", "3"]  # numbered in window order
     runs = _runs(tracking, summary.experiment_id)
-    parent = [r for r in runs if r.info.run_id == summary.parent_run_id][0]
+    parent = next(r for r in runs if r.info.run_id == summary.parent_run_id)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.parent_run_id]
     assert len(runs) == 4 and len(children) == 3
     assert all(r.info.status == "FINISHED" for r in runs)

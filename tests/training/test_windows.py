@@ -1,3 +1,4 @@
+import itertools
 from datetime import date
 
 import pytest
@@ -29,7 +30,7 @@ def test_windows_tile_time_without_leakage(start, train_days, test_days, step_da
         assert (w.test_end - w.test_start).days + 1 == test_days
         assert parse_window_name(w.name) == (w.train_start, w.test_end)
     starts = [w.train_start for w in windows]
-    assert all((b - a).days == step_days for a, b in zip(starts, starts[1:], strict=False))
+    assert all((b - a).days == step_days for a, b in itertools.pairwise(starts))
     # the next window would not fit
     assert date.fromordinal(windows[-1].test_end.toordinal() + step_days) > end
 
