@@ -259,8 +259,9 @@ def train(
     cfg = _load_train_config(config, overrides)
     engine = open_engine(db_url)
     try:
+        prepared = runner.prepare(cfg, engine)
         if plan_only:
-            _print_plan(cfg, *runner.prepare(cfg, engine)[::2])
+            _print_plan(cfg, *prepared[::2])
             return
         n_workers = workers or runner.default_workers()
         with progress() as bar:
@@ -271,7 +272,8 @@ def train(
                 bar.update(task, advance=1, description=f"{window}: test log loss {loss:.4f}")
 
             summary = runner.train(cfg, engine, workers=n_workers, optuna_storage_spec=optuna_storage,
-                                   experiment=experiment, config_text=config.read_text(), on_window_done=done)
+                                   experiment=experiment, config_text=config.read_text(), on_window_done=done,
+                                   prepared=prepared)
     except (DatasetError, UnknownFeatureSetError, TrackingUnavailableError, runner.TrainingError) as exc:
         raise fail(str(exc)) from None
     finally:

@@ -118,9 +118,11 @@ def train(
     config: TrainConfig, engine: Engine, *, workers: int = 1, optuna_storage_spec: str | None = None,
     experiment: str | None = None, config_text: str | None = None,
     on_window_done: Callable[[str, WindowResult], None] | None = None,
+    prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]] | None = None,
 ) -> TrainSummary:
+    """Train every usable window; ``prepared`` is ``prepare(config, engine)`` when the caller already ran it."""
     started = time.perf_counter()
-    frame, features, plans = prepare(config, engine)
+    frame, features, plans = prepared or prepare(config, engine)
     uri = tracking.configure()
     _validate_storage(optuna_storage_spec, uri)
     name = model_name(config.city, config.bracket)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from kwx.config import TrainConfig
 from kwx.domain.metrics import reliability, score
-from kwx.training.model import fit_calibrated, nonzero_coefficients
+from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients
 from kwx.training.search import run_search
 from kwx.training.windows import Window, plan_windows
 
@@ -60,8 +60,19 @@ def plan(config: TrainConfig, frame: pd.DataFrame) -> list[WindowPlan]:
             reason = "training labels are all one class"
         elif test.empty:
             reason = "no settled test rows"
+        else:
+            reason = _single_class_fold(train, config.cv_splits)
         plans.append(WindowPlan(window, len(train), len(test), train_days, test_days, reason))
     return plans
+
+
+def _single_class_fold(train: pd.DataFrame, cv_splits: int) -> str | None:
+    """A fold whose training part holds one class cannot fit a classifier (rare YES brackets, short windows)."""
+    labels = train["label"].to_numpy()
+    for k, (fit_rows, _) in enumerate(group_folds(train["event_date"].to_numpy(), cv_splits)):
+        if np.unique(labels[fit_rows]).size < 2:
+            return f"cross-validation fold {k + 1} of {cv_splits} trains on one label class only"
+    return None
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""The model lifecycle from the command line: train, report, promote, list, resolve."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kwx.cli import app
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_train_report_promote_resolve(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert _invoke("data", "demo", "--cities", "chicago", "--start", "2025-07-01", "--end", "2025-07-24").exit_code == 0
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({
+        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3,
+        "acceptance": {"min_windows": 2, "max_ece": 0.5}}))
+
+    plan = _invoke("train", "--config", str(config), "--plan")
+    assert plan.exit_code == 0 and plan.output.count("win_2025") == 3
+
+    trained = _invoke("train", "--config", str(config), "--workers", "1")
+    assert trained.exit_code == 0, trained.output
+    assert "3 windows in" in trained.output
+
+    report = _invoke("report", "--city", "chicago", "--bracket", "between")
+    assert report.exit_code == 0 and "PASS acceptance report written" in report.output
+
+    strict = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
+    assert strict.exit_code == 0 and "would promote kwx-chicago-between versions 1, 2, 3" in strict.output
+    promoted = _invoke("promote", "--city", "chicago", "--bracket", "between", "--stage", "Production")
+    assert promoted.exit_code == 0 and "alias @production -> version 3" in promoted.output
+
+    listed = _invoke("models", "list", "--city", "chicago", "--bracket", "between")
+    assert listed.exit_code == 0 and listed.output.count("Production") == 3
+
+    inside = _invoke("models", "resolve", "--city", "chicago", "--bracket", "between", "--date", "2025-07-18")
+    assert inside.exit_code == 0 and "version 2, win_20250705_20250720" in inside.output
+    after = _invoke("models", "resolve", "--city", "chicago", "--bracket", "between", "--date", "2025-07-30")
+    assert after.exit_code == 0 and "stale by 6 day(s)" in after.output
+    before = _invoke("models", "resolve", "--city", "chicago", "--bracket", "between", "--date", "2025-07-01")
+    assert before.exit_code == 1 and "no model for chicago/between on 2025-07-01" in before.output
+
+
+def test_gate_refusal_exits_non_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _invoke("data", "demo", "--cities", "chicago", "--start", "2025-07-01", "--end", "2025-07-20")
+    config = tmp_path / "strict.yaml"
+    config.write_text(yaml.safe_dump({
+        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-20", "train_days": 12,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3,
+        "acceptance": {"min_windows": 5, "max_brier": 0.0001}}))
+    assert _invoke("train", "--config", str(config), "--workers", "1").exit_code == 0
+    refused = _invoke("promote", "--city", "chicago", "--bracket", "between")
+    assert refused.exit_code == 1
+    assert "mean test Brier <= max_brier" in refused.output
+    assert "windows >= min_windows: 2 (threshold 5)" in refused.output
+
+
+def test_train_bad_input_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert _invoke("db", "upgrade").exit_code == 0
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"city": "chicago", "bracket": "between", "start": "2025-07-01",
+                                      "end": "2025-07-24", "train_days": 12, "test_days": 4}))
+    empty = _invoke("train", "--config", str(config))
+    assert empty.exit_code == 2 and "no chicago/between markets" in empty.output
+    assert len(empty.output.strip().splitlines()) == 1
+    bad = _invoke("train", "--config", str(config), "--set", "feature_set=fancy")
+    assert bad.exit_code == 2 and "unknown feature set 'fancy'" in bad.output
+    assert "no registered versions" in _invoke("models", "list", "--city", "chicago", "--bracket", "between").output
+    rare = tmp_path / "rare.yaml"
+    _invoke("data", "demo", "--cities", "chicago", "--start", "2025-07-01", "--end", "2025-07-24")
+    rare.write_text(yaml.safe_dump({"city": "chicago", "bracket": "less", "start": "2025-07-01", "end": "2025-07-24",
+                                    "train_days": 12, "test_days": 4, "cv_splits": 3}))
+    skipped = _invoke("train", "--config", str(rare))
+    assert skipped.exit_code == 2 and "no window of chicago/less can train" in skipped.output
+    assert "trains on one label class only" in skipped.output
