@@ -28,6 +28,9 @@ db_app = typer.Typer(help="Create and migrate the kwx database (alembic).", no_a
 data_app = typer.Typer(help="Demo data, coverage summary.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+ingest_app = typer.Typer(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather.",
+                         no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
 models_app = typer.Typer(help="Registered window models: list and resolve by date.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -232,6 +235,87 @@ def _load_train_config(config: Path, overrides: dict):
         return load_config(config, overrides=overrides)
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def _report_ingest(summary, what: str) -> None:
+    console.print(f"{what}: {summary.markets:,} markets, {summary.candles:,} candles, "
+                  f"{summary.weather:,} weather rows, {summary.settled_days:,} settled days")
+    if summary.failures:
+        for failure in summary.failures:
+            err_console.print(f"[red]failed:[/] {failure}", highlight=False)
+        raise typer.Exit(1)
+
+
+@ingest_app.command("kalshi")
+def ingest_kalshi_command(
+    series: Annotated[str, typer.Option(help="Kalshi series ticker, e.g. KXHIGHCHI.")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")],
+    base_url: Annotated[str | None, typer.Option(help="API base URL (default: production).")] = None,
+    demo_env: Annotated[bool, typer.Option("--demo-env", help="Use Kalshi's demo environment.")] = False,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Markets, 1-minute candles and settlements of a series; re-running the same range changes nothing."""
+    from kwx.cities import city_for_series
+    from kwx.data.clients.http import FetchError, PayloadError
+    from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL, KalshiClient
+    from kwx.data.ingestion import ingest_kalshi
+    from kwx.rt.clock import SystemClock
+
+    try:
+        city_for_series(series)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    client = KalshiClient(base_url or (DEMO_URL if demo_env else PRODUCTION_URL))
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"{series} markets", total=None)
+
+            def step(ticker: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=ticker)
+
+            summary = ingest_kalshi(engine, client, series, start.date(), end.date(), now=SystemClock().now(),
+                                    progress=step)
+    except (FetchError, PayloadError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+        client.http.close()
+    _report_ingest(summary, f"{series} {start:%Y-%m-%d}..{end:%Y-%m-%d}")
+
+
+@ingest_app.command("vc")
+def ingest_vc_command(
+    city: Annotated[str, typer.Option(help="City key, e.g. chicago.")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First climate day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last climate day.")],
+    base_url: Annotated[str | None, typer.Option(help="Timeline API base URL.")] = None,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Station-locked minute weather from Visual Crossing (key from VC_API_KEY)."""
+    from kwx.cities import get_city
+    from kwx.data.clients.http import FetchError, PayloadError
+    from kwx.data.clients.visual_crossing import BASE_URL, MissingApiKeyError, VisualCrossingClient, api_key_from_env
+    from kwx.data.ingestion import ingest_vc
+
+    try:
+        get_city(city)
+        client = VisualCrossingClient(api_key_from_env(), base_url or BASE_URL)
+    except (ValueError, MissingApiKeyError) as exc:
+        raise fail(str(exc)) from None
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"{city} weather", total=None)
+            summary = ingest_vc(engine, client, city, start.date(), end.date(),
+                                progress=lambda _s, done, total: bar.update(task, completed=done, total=total))
+    except (FetchError, PayloadError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+        client.http.close()
+    _report_ingest(summary, f"{city} weather {start:%Y-%m-%d}..{end:%Y-%m-%d}")
 
 
 @app.command()

@@ -42,18 +42,18 @@ def _object_column(values: pd.Series, kind: str, dialect: str) -> np.ndarray:
     if kind == "ts":
         ts = pd.to_datetime(values, utc=True)
         text = ts.dt.strftime(_SQLITE_TS_FORMAT if dialect == "sqlite" else _POSTGRES_TS_FORMAT)
-        out = text.to_numpy(dtype=object)
+        out = text.to_numpy(dtype=object, copy=True)
         out[ts.isna().to_numpy()] = None
         return out
     if kind == "date":
         days = pd.to_datetime(values)
-        out = days.dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+        out = days.dt.strftime("%Y-%m-%d").to_numpy(dtype=object, copy=True)
         out[days.isna().to_numpy()] = None
         return out
     if kind == "bool":
         return values.astype(object).map(lambda v: None if pd.isna(v) else bool(v)).to_numpy(dtype=object)
     # to_numpy(object) yields Python ints/floats/strs, which every DBAPI driver accepts.
-    out = values.to_numpy(dtype=object)
+    out = values.to_numpy(dtype=object, copy=True)  # object columns are read-only views under copy-on-write
     out[pd.isna(values).to_numpy()] = None
     return out
 

@@ -1,0 +1,201 @@
+"""Kalshi Trade API v2: markets of a series, 1-minute candlesticks, settlements.
+
+Parsing is separate from fetching and pure: payload → DataFrame in the schema's units (cents). Both
+the older integer-cent fields and the current ``*_dollars`` / ``*_fp`` string fields are read; a
+missing price is NULL, never 0 or 50.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import pandas as pd
+
+from kwx.data.clients.http import JsonHttp, PayloadError
+from kwx.domain.markets import BRACKETS, TickerError, contract_from_ticker
+
+PRODUCTION_URL = "https://api.elections.kalshi.com/trade-api/v2"
+DEMO_URL = "https://demo-api.kalshi.co/trade-api/v2"
+MAX_PAGE = 1000  # Kalshi's cap for GET /markets?limit=
+CANDLE_CAP = 5000  # candlesticks per request; longer ranges are split
+
+
+class KalshiClient:
+    def __init__(self, base_url: str = PRODUCTION_URL, *, http: JsonHttp | None = None,
+                 candle_cap: int = CANDLE_CAP, page_limit: int = MAX_PAGE):
+        if not 1 <= page_limit <= MAX_PAGE:
+            raise ValueError(f"page_limit must be within 1..{MAX_PAGE}")
+        self.http = http or JsonHttp(base_url)
+        self.candle_cap = candle_cap
+        self.page_limit = page_limit
+
+    def markets(self, series: str, min_close_ts: int | None = None, max_close_ts: int | None = None) -> list[dict]:
+        """Every market of ``series`` (closing in the range, when given), following the cursor."""
+        params: dict[str, object] = {"series_ticker": series, "limit": self.page_limit}
+        if min_close_ts is not None:
+            params["min_close_ts"] = min_close_ts
+        if max_close_ts is not None:
+            params["max_close_ts"] = max_close_ts
+        markets: list[dict] = []
+        cursor = None
+        while True:
+            page = self.http.get("/markets", {**params, **({"cursor": cursor} if cursor else {})},
+                                 what=f"markets of {series}")
+            batch = page.get("markets")
+            if not isinstance(batch, list):
+                raise PayloadError(f"markets of {series}: 'markets' is missing or not a list")
+            markets.extend(batch)
+            cursor = page.get("cursor")
+            if not cursor:
+                return markets
+
+    def candlesticks(self, series: str, ticker: str, start_ts: int, end_ts: int) -> list[dict]:
+        """1-minute candlesticks of one market in [start_ts, end_ts], in requests of at most ``candle_cap``."""
+        out: list[dict] = []
+        for chunk_start, chunk_end in _chunks(start_ts, end_ts, self.candle_cap * 60):
+            body = self.http.get(f"/series/{series}/markets/{ticker}/candlesticks",
+                                 {"start_ts": chunk_start, "end_ts": chunk_end, "period_interval": 1},
+                                 what=f"{ticker}: candlesticks {chunk_start}..{chunk_end}")
+            sticks = body.get("candlesticks")
+            if not isinstance(sticks, list):
+                raise PayloadError(f"{ticker}: 'candlesticks' is missing or not a list")
+            out.extend(sticks)
+        return out
+
+
+def _chunks(start: int, end: int, span: int) -> Iterator[tuple[int, int]]:
+    while start <= end:
+        yield start, min(start + span - 1, end)
+        start += span
+
+
+def _number(value, where: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PayloadError(f"{where}: {value!r} is not a number")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise PayloadError(f"{where}: {value!r} is not a number") from None
+
+
+def _cents(block, field: str, where: str) -> float | None:
+    """``field`` of a price block in cents, from ``{field}_dollars`` ("0.4200") or the older ``{field}`` (42)."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise PayloadError(f"{where}: expected an object, got {type(block).__name__}")
+    dollars = _number(block.get(f"{field}_dollars"), f"{where}.{field}_dollars")
+    if dollars is not None:
+        return float(dollars * 100)
+    cents = _number(block.get(field), f"{where}.{field}")
+    return None if cents is None else float(cents)
+
+
+def _count(stick: dict, field: str, where: str) -> float | None:
+    value = _number(stick.get(f"{field}_fp"), f"{where}.{field}_fp")
+    if value is None:
+        value = _number(stick.get(field), f"{where}.{field}")
+    return None if value is None else float(value)
+
+
+CANDLE_FIELDS = [f"{side}_{stat}" for side in ("yes_bid", "yes_ask") for stat in ("open", "high", "low", "close")]
+PRICE_FIELDS = ["open", "high", "low", "close", "mean"]
+
+
+def parse_candles(ticker: str, candlesticks: list) -> pd.DataFrame:
+    rows = []
+    for i, stick in enumerate(candlesticks):
+        where = f"{ticker}: candlesticks[{i}]"
+        if not isinstance(stick, dict):
+            raise PayloadError(f"{where}: expected an object")
+        ts = stick.get("end_period_ts")
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise PayloadError(f"{where}.end_period_ts: {ts!r} is not a Unix timestamp")
+        row: dict[str, object] = {"market_ticker": ticker, "end_period_ts": ts}
+        for side in ("yes_bid", "yes_ask"):
+            for stat in ("open", "high", "low", "close"):
+                row[f"{side}_{stat}"] = _cents(stick.get(side), stat, f"{where}.{side}")
+        price = stick.get("price") or None  # {} when nothing traded
+        for stat in PRICE_FIELDS:
+            row[f"price_{stat}"] = _cents(price, stat, f"{where}.price")
+        row["volume"] = _count(stick, "volume", where)
+        row["open_interest"] = _count(stick, "open_interest", where)
+        rows.append(row)
+    columns = ["market_ticker", "end_period_ts", *CANDLE_FIELDS, *(f"price_{s}" for s in PRICE_FIELDS), "volume",
+               "open_interest"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _time(market: dict, field: str, ticker: str, required: bool = True) -> datetime | None:
+    value = market.get(field)
+    if value in (None, "") and not required:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(f"{ticker}: {field}: {value!r} is not an ISO timestamp") from None
+    if parsed.tzinfo is None:
+        raise PayloadError(f"{ticker}: {field}: {value!r} has no time zone")
+    return parsed
+
+
+def parse_market(market: dict) -> dict:
+    if not isinstance(market, dict):
+        raise PayloadError(f"market entry is {type(market).__name__}, not an object")
+    ticker = market.get("ticker")
+    if not isinstance(ticker, str) or not ticker:
+        raise PayloadError(f"market entry without a ticker: {str(market)[:120]}")
+    strike_type = market.get("strike_type")
+    if strike_type not in BRACKETS:
+        raise PayloadError(f"{ticker}: strike_type: {strike_type!r} is not one of {list(BRACKETS)}")
+    try:
+        contract = contract_from_ticker(ticker, strike_type)
+    except (TickerError, ValueError) as exc:
+        raise PayloadError(f"{ticker}: ticker: {exc}") from None
+    floor = _number(market.get("floor_strike"), f"{ticker}: floor_strike")
+    cap = _number(market.get("cap_strike"), f"{ticker}: cap_strike")
+    needs_floor, needs_cap = strike_type in ("between", "greater"), strike_type in ("between", "less")
+    if (needs_floor and floor is None) or (needs_cap and cap is None):
+        raise PayloadError(f"{ticker}: {strike_type} market is missing its floor_strike/cap_strike")
+    result = market.get("result") or None
+    settled = _number(market.get("expiration_value"), f"{ticker}: expiration_value") if result else None
+    return {
+        "ticker": ticker, "event_ticker": market.get("event_ticker") or ticker.rsplit("-", 1)[0],
+        "series_ticker": contract.series, "city": contract.city, "event_date": contract.event_date,
+        "strike_type": strike_type, "floor_strike": None if floor is None else float(floor),
+        "cap_strike": None if cap is None else float(cap),
+        "open_time": _time(market, "open_time", ticker), "close_time": _time(market, "close_time", ticker),
+        "expiration_time": _time(market, "expiration_time", ticker, required=False),
+        "status": market.get("status"), "result": result,
+        "settlement_value": None if settled is None else float(settled),
+        "rules_primary": market.get("rules_primary"),
+    }
+
+
+def markets_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for column in ("open_time", "close_time", "expiration_time"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def settlements(markets: pd.DataFrame, station: str) -> pd.DataFrame:
+    """climate_daily rows from settled markets: one whole-°F high per event; disagreement is an error."""
+    settled = markets.dropna(subset=["settlement_value"])
+    rows = []
+    for event_date, group in settled.groupby("event_date"):
+        values = set(group["settlement_value"])
+        if len(values) != 1:
+            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: markets disagree on the settlement "
+                               f"value {sorted(values)}")
+        value = values.pop()
+        if not float(value).is_integer():
+            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: settlement value {value} is not whole °F")
+        rows.append({"station": station, "climate_date": event_date, "tmax_f": int(value),
+                     "source": "kalshi_settlement"})
+    return pd.DataFrame(rows, columns=["station", "climate_date", "tmax_f", "source"])
