@@ -74,3 +74,15 @@ def sqlite_url(tmp_path) -> str:
 def db_url(request) -> str:
     """The same test against SQLite and against PostgreSQL (optuna's storage-contract habit)."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(db_url):
+    """A migrated engine on ``db_url`` (SQLite and PostgreSQL), disposed afterwards."""
+    from kwx.data import migrations
+    from kwx.data.db import make_engine
+
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()

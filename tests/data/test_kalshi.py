@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from kwx.data import migrations
 from kwx.data.clients.http import FetchError, JsonHttp, PayloadError, RetryPolicy
 from kwx.data.clients.kalshi import KalshiClient, parse_candles, parse_market
-from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
 from kwx.data.ingestion import ingest_kalshi
 from kwx.data.schema import Candle, ClimateDaily, Market
@@ -89,14 +87,6 @@ def client_for(api: FakeApi, attempts: int = 4, timeout: float = 2.0) -> KalshiC
     http = JsonHttp(api.url, timeout=timeout, retry=RetryPolicy(attempts=attempts), per_second=0,
                     sleep=lambda _s: None)
     return KalshiClient(api.url, http=http, candle_cap=500, page_limit=5)
-
-
-@pytest.fixture
-def engine(db_url):
-    migrations.upgrade(db_url)
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def _stored(engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

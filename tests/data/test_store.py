@@ -8,8 +8,6 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select, update
 
-from kwx.data import migrations
-from kwx.data.db import make_engine
 from kwx.data.schema import Candle, Market, WeatherMinute
 from kwx.data.store import upsert_frame, upsert_frames
 
@@ -29,14 +27,6 @@ def _markets():
 def _candles(bid=40.0):
     return pd.DataFrame({"market_ticker": "KXHIGHCHI-25JUL15-B85.5", "end_period_ts": [1752595260, 1752595320],
                          "yes_bid_close": [bid, None], "yes_ask_close": [42.0, 43.0], "volume": [3.0, 0.0]})
-
-
-@pytest.fixture
-def engine(db_url):
-    migrations.upgrade(db_url)
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def _count(engine, model):

@@ -19,6 +19,13 @@ class PayloadError(ValueError):
     """The server answered, but with something kwx must not store; the message names what and where."""
 
 
+def unix_seconds(value, where: str) -> int:
+    """A payload's Unix timestamp, or a PayloadError naming where it was."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{where}: {value!r} is not a Unix timestamp")
+    return value
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 5

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 import pandas as pd
 
-from kwx.data.clients.http import JsonHttp, PayloadError
+from kwx.data.clients.http import JsonHttp, PayloadError, unix_seconds
 from kwx.domain.markets import BRACKETS, TickerError, contract_from_ticker
 
 PRODUCTION_URL = "https://api.elections.kalshi.com/trade-api/v2"
@@ -112,9 +112,7 @@ def parse_candles(ticker: str, candlesticks: list) -> pd.DataFrame:
         where = f"{ticker}: candlesticks[{i}]"
         if not isinstance(stick, dict):
             raise PayloadError(f"{where}: expected an object")
-        ts = stick.get("end_period_ts")
-        if isinstance(ts, bool) or not isinstance(ts, int):
-            raise PayloadError(f"{where}.end_period_ts: {ts!r} is not a Unix timestamp")
+        ts = unix_seconds(stick.get("end_period_ts"), f"{where}.end_period_ts")
         row: dict[str, object] = {"market_ticker": ticker, "end_period_ts": ts}
         for side in ("yes_bid", "yes_ask"):
             for stat in ("open", "high", "low", "close"):

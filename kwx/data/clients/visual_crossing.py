@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from kwx.cities import City
-from kwx.data.clients.http import JsonHttp, PayloadError
+from kwx.data.clients.http import JsonHttp, PayloadError, unix_seconds
 
 BASE_URL = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
 API_KEY_ENV = "VC_API_KEY"
@@ -76,9 +76,7 @@ def parse_timeline(station: str, payload: dict) -> pd.DataFrame:
                 where = f"{day_name}{prefix}.minutes[{m}]"
                 if not isinstance(minute, dict):
                     raise PayloadError(f"{where}: not an object")
-                epoch = minute.get("datetimeEpoch")
-                if isinstance(epoch, bool) or not isinstance(epoch, int):
-                    raise PayloadError(f"{where}.datetimeEpoch: {epoch!r} is not a Unix timestamp")
+                epoch = unix_seconds(minute.get("datetimeEpoch"), f"{where}.datetimeEpoch")
                 rows.append({"station": station, "ts_utc": epoch, "temp_f": _value(minute, "temp", where),
                              "dew_f": _value(minute, "dew", where), "humidity_pct": _value(minute, "humidity", where),
                              "wind_mph": _value(minute, "windspeed", where), "source": "visualcrossing"})
