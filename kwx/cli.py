@@ -31,6 +31,8 @@ app.add_typer(db_app, name="db")
 ingest_app = typer.Typer(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather.",
                          no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+rt_app = typer.Typer(help="Real-time loop status.", no_args_is_help=True)
+app.add_typer(rt_app, name="rt")
 models_app = typer.Typer(help="Registered window models: list and resolve by date.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -537,6 +539,94 @@ def models_resolve(
     stale = f", stale by {choice.stale_days} day(s)" if choice.stale_days else ""
     console.print(f"{city}/{bracket} on {date_:%Y-%m-%d} ({stage}): {f.name} version {f.version}, {f.window}"
                   f"{stale}\n  why: {choice.reason}")
+
+
+RT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rt.yaml"
+
+
+@app.command("serve-rt")
+def serve_rt(
+    config: Annotated[Path, typer.Option("--config", "-c", help="rt config YAML.")] = RT_CONFIG,
+    replay: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="Replay a stored trading day on a simulated clock instead of trading live.")] = None,
+    speed: Annotated[str, typer.Option(help="Replay speed: 'max', or a multiple of real time (e.g. 60).")] = "max",
+    max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.", min=1)] = None,
+    top: Annotated[int, typer.Option(help="Rows in the closing table of strongest signals.")] = 10,
+    db_url: DbUrlOption = None,
+) -> None:
+    """The real-time signal loop (dry run: signals are written to rt_signals, no orders are placed)."""
+    import logging
+
+    from kwx.config import RtConfig
+    from kwx.rt import replay as replay_mod
+
+    try:
+        cfg = load_config(config, RtConfig)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if replay is None:
+        raise fail("live trading needs the live data source, which is not built yet: use --replay YYYY-MM-DD")
+    if speed != "max":
+        try:
+            float(speed)
+        except ValueError:
+            raise fail(f"--speed must be 'max' or a number, got {speed!r}") from None
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    client = _tracking_or_fail()
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"replay {replay:%Y-%m-%d}", total=None)
+            result = replay_mod.replay_day(
+                cfg, engine, client, replay.date(), speed=None if speed == "max" else float(speed),
+                max_ticks=max_ticks, on_tick=lambda tick, _s: bar.update(task, advance=1,
+                                                                         description=f"{tick['ts_utc']:%H:%M:%S}"))
+    except replay_mod.ReplayError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(f"replayed {result.ticks:,} ticks of {replay:%Y-%m-%d} in {result.seconds:.1f} s "
+                  f"({result.simulated_minutes_per_second:,.0f} simulated minutes/s); "
+                  f"{result.rows:,} signal rows, {result.sized:,} with a position size")
+    _print_signals(result.strongest.head(top), f"strongest signals of {replay:%Y-%m-%d}")
+
+
+def _print_signals(frame, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("time (UTC)", "market", "side", "p_model", "p_market", "p_blend", "edge ¢", "size", "window"):
+        table.add_column(column)
+    for r in frame.itertuples():
+        table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, r.side, f"{r.p_model:.3f}", f"{r.p_market:.3f}",
+                      f"{r.p_blend:.3f}", f"{r.edge_cents:.1f}", f"{r.size_fraction:.3f}", str(r.wf_window))
+    console.print(table)
+
+
+@rt_app.command("status")
+def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", min=1)] = 10,
+              db_url: DbUrlOption = None) -> None:
+    """The last ticks of the loop: markets, signals, skips by reason, latency."""
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from kwx.data.schema import RtTick
+
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(RtTick).order_by(RtTick.ts_utc.desc()).limit(last)).all()
+    finally:
+        engine.dispose()
+    if not rows:
+        raise fail("no ticks recorded yet: run `kwx serve-rt`", code=1)
+    table = Table(title="last ticks")
+    for column in ("tick (UTC)", "mode", "markets", "signals", "latency ms", "skips"):
+        table.add_column(column)
+    for (tick,) in rows:
+        table.add_row(f"{tick.ts_utc:%Y-%m-%d %H:%M:%S}", tick.mode, str(tick.markets), str(tick.signals),
+                      f"{tick.latency_ms:.1f}", tick.skips)
+    console.print(table)
 
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "elasticnet_chi_between.yaml"

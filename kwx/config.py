@@ -201,7 +201,51 @@ class TrainConfig(StrictModel):
         )
 
 
-CONFIG_KINDS: dict[str, type[StrictModel]] = {"train": TrainConfig}
+class MarketSelector(StrictModel):
+    city: CityKey
+    bracket: Bracket
+
+
+class FeeConfig(StrictModel):
+    """Kalshi's quadratic fee parameters: taker on every series; maker per the series' fee type."""
+
+    taker_rate: float = Field(0.07, ge=0, le=1)
+    maker_rate: float = Field(0.0, ge=0, le=1)
+    contracts: int = Field(10, ge=1, description="order size the per-contract fee rounding assumes")
+
+
+class RtConfig(StrictModel):
+    """The real-time loop (`kwx serve-rt`). Keys for the APIs come from the environment only."""
+
+    markets: list[MarketSelector] = Field(min_length=1)
+    tick_seconds: float = Field(9.0, gt=0, le=3600)
+    stage: Literal["Production", "Staging"] = "Production"
+    blend: Literal["linear", "logarithmic"] = "linear"
+    blend_weight: float = Field(0.7, ge=0, le=1)
+    risk: RiskParams = RiskParams()
+    fees: FeeConfig = FeeConfig()
+    max_quote_age_seconds: int = Field(180, ge=1, description="older candles are stale")
+    max_obs_age_minutes: int = Field(20, ge=1, le=24 * 60, description="older weather is stale")
+    min_minutes_to_close: float = Field(5, ge=0, description="stop signalling this close to the close")
+    model_refresh_seconds: float = Field(60, gt=0, description="how often the registry version table is re-read")
+    max_stale_days: int = Field(7, ge=0, description="warn when the model's test week ended longer ago")
+    db_retry_attempts: int = Field(6, ge=1, description="reconnect attempts per write before buffering on")
+    buffer_max_ticks: int = Field(200, ge=1, description="ticks held while the database is unreachable")
+    kalshi_base_url: str = "https://api.elections.kalshi.com/trade-api/v2"
+    vc_base_url: str = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
+
+    @field_validator("markets")
+    @classmethod
+    def _distinct_markets(cls, v: list[MarketSelector]) -> list[MarketSelector]:
+        return _unique(v, "markets")
+
+    def summary(self) -> str:
+        pairs = ", ".join(f"{m.city}/{m.bracket}" for m in self.markets)
+        return (f"rt {pairs} every {self.tick_seconds:g}s stage={self.stage} blend={self.blend}:{self.blend_weight} "
+                f"kelly_alpha={self.risk.kelly_alpha}")
+
+
+CONFIG_KINDS: dict[str, type[StrictModel]] = {"train": TrainConfig, "rt": RtConfig}
 ModelT = TypeVar("ModelT", bound=StrictModel)
 
 

@@ -16,7 +16,8 @@ from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
 from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
 from kwx.domain.markets import climate_day_bounds, settlement_outcomes
 
-MARKET_COLUMNS = ("ticker", "event_date", "strike_type", "floor_strike", "cap_strike", "open_time", "close_time")
+MARKET_COLUMNS = ("ticker", "city", "event_date", "strike_type", "floor_strike", "cap_strike", "open_time",
+                  "close_time")
 CANDLE_COLUMNS = ("market_ticker", "end_period_ts", "yes_bid_close", "yes_ask_close", "volume")
 WEATHER_COLUMNS = ("ts_utc", "temp_f", "dew_f", "humidity_pct", "wind_mph")
 

@@ -150,9 +150,24 @@ class RtSignal(Base):
     minutes_to_close: Mapped[float | None] = mapped_column(Float)
     model_id: Mapped[str | None] = mapped_column(String(128))
     wf_window: Mapped[str | None] = mapped_column(String(32))
+    side: Mapped[str | None] = mapped_column(String(4))
+    skip_reason: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("idx_rt_signals_city_bracket", "city", "bracket"),
         Index("idx_rt_signals_ts_utc", "ts_utc"),
         Index("idx_rt_signals_edge_cents", "edge_cents"),
     )
+
+
+class RtTick(Base):
+    """One row per loop tick: what `kwx rt status` shows."""
+
+    __tablename__ = "rt_ticks"
+
+    ts_utc: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16), primary_key=True)
+    markets: Mapped[int] = mapped_column(Integer)
+    signals: Mapped[int] = mapped_column(Integer)
+    skips: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)

@@ -86,6 +86,7 @@ class RegistryCache:
             "window": facts.window, "train_start": train_start, "test_start": facts.test_start,
             "test_end": facts.test_end, "version": facts.version, "model_id": f"{facts.name}/{facts.version}",
             "run_id": facts.run_id, "stale_days": choice.stale_days, "reason": choice.reason, "stage": stage,
+            "feature_set": facts.feature_set,
         }
         return ModelChoice(self.model(facts), facts.window, metadata)
 

@@ -19,6 +19,7 @@ class VersionFacts:
     test_end: date
     run_id: str
     promoted_at: datetime | None
+    feature_set: str = "elasticnet_rich"
 
 
 @dataclass(frozen=True)

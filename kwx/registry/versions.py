@@ -51,6 +51,7 @@ def facts(version) -> VersionFacts:
         name=version.name, version=str(version.version), window=tags["window"],
         test_start=date.fromisoformat(tags["test_start"]), test_end=date.fromisoformat(tags["test_end"]),
         run_id=version.run_id, promoted_at=datetime.fromisoformat(promoted) if promoted else None,
+        feature_set=tags.get("feature_set", "elasticnet_rich"),
     )
 
 

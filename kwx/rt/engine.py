@@ -1,0 +1,137 @@
+"""One tick's signals from one tick's data: the same pure steps live, in replay and in backtests.
+
+``compute_signals`` turns the newest feature row of every open market into a signal row (or a skip
+with its reason); the model comes from a resolver so the registry stays out of this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+from kwx.config import RtConfig
+from kwx.domain.features import feature_columns
+from kwx.domain.signals import BLENDS, FeeSchedule, best_side, market_probability
+
+SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
+                  "kelly_fraction", "size_fraction", "spread_cents", "minutes_to_close", "model_id", "wf_window",
+                  "side", "skip_reason"]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    model: object
+    model_id: str
+    window: str
+    feature_set: str
+
+
+class ModelUnavailable(LookupError):
+    """The resolver has no model for a (city, bracket, day); the message is the skip reason."""
+
+
+Resolver = Callable[[str, str, date], ModelHandle]
+
+
+def latest_rows(features: pd.DataFrame, now_ts: int) -> pd.DataFrame:
+    """Each market's newest feature row stamped at or before ``now_ts``."""
+    seen = features[features["end_period_ts"] <= now_ts]
+    return seen.sort_values(["market_ticker", "end_period_ts"]).groupby("market_ticker", sort=True).tail(1)
+
+
+@dataclass
+class TickInputs:
+    """Per open market, everything about a tick that depends on the data, not on the exact clock time."""
+
+    tickers: np.ndarray
+    city: np.ndarray
+    bracket: np.ndarray
+    close_ts: np.ndarray
+    candle_ts: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    p_model: np.ndarray
+    model_id: np.ndarray
+    window: np.ndarray
+    data_skip: np.ndarray  # reasons known from the data alone (None where none)
+
+
+def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver) -> TickInputs:
+    """Join each open market with its newest feature row and its model's probability.
+
+    open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
+    latest: the newest feature row per market (``latest_rows``), possibly missing some markets.
+    """
+    frame = open_markets.rename(columns={"ticker": "market_ticker", "strike_type": "bracket"})[
+        ["market_ticker", "city", "bracket", "event_date", "close_time"]
+    ].merge(latest.drop(columns=["bracket", "event_date"], errors="ignore"), on="market_ticker", how="left")
+    frame = frame.sort_values("market_ticker").reset_index(drop=True)
+    n = len(frame)
+    reason = np.full(n, None, dtype=object)
+
+    def skip(mask, text: str) -> None:
+        reason[np.asarray(mask) & pd.isna(reason)] = text
+
+    bid, ask = frame["yes_bid"].to_numpy(dtype=float), frame["yes_ask"].to_numpy(dtype=float)
+    skip(frame["end_period_ts"].isna().to_numpy(), "no candle yet")
+    skip(np.isnan(bid) | np.isnan(ask), "no two-sided quote")
+    skip(frame["temp_now"].isna().to_numpy(), "no fresh weather observation")
+    p_model = np.full(n, np.nan)
+    model_id = np.full(n, None, dtype=object)
+    window = np.full(n, None, dtype=object)
+    for (city, bracket, day), rows in frame[pd.isna(reason)].groupby(["city", "bracket", "event_date"]):
+        try:
+            handle = resolve(city, bracket, day)
+        except ModelUnavailable as exc:
+            skip(frame.index.isin(rows.index), f"no model: {exc}"[:200])
+            continue
+        p_model[rows.index] = handle.model.predict_proba(rows[feature_columns(handle.feature_set, bracket)])[:, 1]
+        model_id[rows.index], window[rows.index] = handle.model_id, handle.window
+    close_ts = pd.to_datetime(frame["close_time"], utc=True).astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    return TickInputs(frame["market_ticker"].to_numpy(dtype=object), frame["city"].to_numpy(dtype=object),
+                      frame["bracket"].to_numpy(dtype=object), close_ts,
+                      frame["end_period_ts"].to_numpy(dtype=float), bid, ask, p_model, model_id, window, reason)
+
+
+def finalize_signals(now_ts: int, inputs: TickInputs, config: RtConfig) -> pd.DataFrame:
+    """The clock-dependent gates and the signal math: cheap, run every tick."""
+    reason = inputs.data_skip.copy()
+
+    def skip(mask, text: str) -> None:
+        reason[np.asarray(mask) & pd.isna(reason)] = text
+
+    minutes_left = (inputs.close_ts - now_ts) / 60
+    skip(minutes_left < config.min_minutes_to_close, "closing: inside min_minutes_to_close")
+    skip(now_ts - inputs.candle_ts > config.max_quote_age_seconds,
+         "stale quote: newest candle older than max_quote_age_seconds")
+    bid, ask, p_model = inputs.bid, inputs.ask, inputs.p_model
+    p_market = market_probability(bid, ask)
+    p_blend = BLENDS[config.blend](p_model, p_market, config.blend_weight)
+    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
+    math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
+                     config.risk, fees)
+    spread = ask - bid
+    skip(spread > config.risk.max_spread_cents, "spread wider than max_spread_cents")
+    skip(math.edge_cents < config.risk.tau_open_cents, "edge below tau_open_cents")
+    trade = pd.isna(reason)
+    modelled = ~np.isnan(p_model)
+    return pd.DataFrame({
+        "ts_utc": pd.Timestamp(now_ts, unit="s", tz="UTC"),
+        "market_ticker": inputs.tickers, "city": inputs.city, "bracket": inputs.bracket,
+        "p_model": p_model, "p_market": p_market, "p_blend": np.where(modelled, p_blend, np.nan),
+        "edge_cents": np.where(modelled, math.edge_cents, np.nan),
+        "kelly_fraction": np.where(trade, math.kelly_fraction, 0.0),
+        "size_fraction": np.where(trade, math.size_fraction, 0.0),
+        "spread_cents": spread, "minutes_to_close": minutes_left, "model_id": inputs.model_id,
+        "wf_window": inputs.window, "side": np.where(trade, math.side, None), "skip_reason": reason,
+    }, columns=SIGNAL_COLUMNS)
+
+
+def compute_signals(now: datetime, open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
+                    config: RtConfig) -> pd.DataFrame:
+    """One row per open market: the signal, or NaNs and a ``skip_reason`` saying why there is none."""
+    return finalize_signals(int(now.timestamp()), prepare_inputs(open_markets, latest, resolve), config)

@@ -1,0 +1,178 @@
+"""The real-time loop: each tick, snapshot → features → model → signals → one upsert transaction.
+
+Live and replay differ only in the clock and the source; everything in between is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from kwx.cities import get_city
+from kwx.config import RtConfig
+from kwx.data.store import upsert_frame
+from kwx.domain.features import build_features
+from kwx.registry.cache import RegistryCache
+from kwx.registry.resolution import NoModelError
+from kwx.rt.clock import Clock, SimulatedClock
+from kwx.rt.engine import ModelHandle, ModelUnavailable, finalize_signals, latest_rows, prepare_inputs
+from kwx.rt.sources import Snapshot
+
+log = logging.getLogger("kwx.rt")
+
+
+class RegistryResolver:
+    """Models from the registry cache, as the engine's resolver (no registry query per tick)."""
+
+    def __init__(self, cache: RegistryCache, stage: str):
+        self.cache, self.stage = cache, stage
+
+    def __call__(self, city: str, bracket: str, day: date) -> ModelHandle:
+        try:
+            choice = self.cache.load_model_for_date(city, bracket, day, self.stage)
+        except NoModelError as exc:
+            raise ModelUnavailable(str(exc)) from None
+        meta = choice.metadata
+        return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
+
+
+def snapshot_features(snap: Snapshot, max_obs_age_minutes: int) -> pd.DataFrame:
+    """build_features per city over the snapshot: exactly what training computed for those candles."""
+    frames = []
+    for city_key, markets in snap.markets.groupby("city"):
+        candles = snap.candles[snap.candles["market_ticker"].isin(markets["ticker"])]
+        if candles.empty:
+            continue
+        frames.append(build_features(candles, markets, snap.weather[city_key], get_city(city_key),
+                                     max_obs_age_minutes=max_obs_age_minutes))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["market_ticker", "end_period_ts"])
+
+
+class TickRunner:
+    def __init__(self, config: RtConfig, source, resolve):
+        self.config, self.source, self.resolve = config, source, resolve
+        self._memo: tuple | None = None
+
+    def run(self, now_ts: int) -> pd.DataFrame:
+        snap = self.source.snapshot(now_ts)
+        key = snap.signature()
+        if self._memo is None or self._memo[0] != key:
+            # Candles are minute bars: most ticks see the same data as the last one, and the same data
+            # gives the same features and model probabilities, so those are computed once per change
+            # (a promotion therefore reaches the loop with the next new candle, well inside the
+            # registry refresh interval); the clock-dependent gates and the math run every tick.
+            latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
+            self._memo = (key, prepare_inputs(snap.markets, latest, self.resolve))
+        return finalize_signals(now_ts, self._memo[1], self.config)
+
+
+class BufferFullError(RuntimeError):
+    pass
+
+
+@dataclass
+class SignalWriter:
+    """Upserts each tick in one transaction; on a lost connection retries with backoff, then buffers.
+
+    Nothing is dropped silently: ticks wait in a bounded buffer until the database is back, and a
+    full buffer stops the loop with an error.
+    """
+
+    engine: Engine
+    mode: str
+    attempts: int = 6
+    buffer_max: int = 200
+    sleep: Callable[[float], None] = time.sleep
+    pending: deque = field(default_factory=deque)
+    written_ticks: int = 0
+    rows_written: int = 0
+
+    def submit(self, signals: pd.DataFrame, tick: dict) -> None:
+        if len(self.pending) >= self.buffer_max:
+            raise BufferFullError(f"{len(self.pending)} ticks unwritten: the database has been unreachable too long")
+        self.pending.append((signals, tick))
+
+    def flush(self) -> bool:
+        """Write every pending tick (oldest first); False if the database is still unreachable."""
+        for attempt in range(self.attempts):
+            if not self.pending:
+                return True
+            # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
+            # is one tick per transaction; a replay batches 100).
+            batch = list(self.pending)
+            signals = pd.concat([s for s, _ in batch], ignore_index=True)
+            try:
+                with self.engine.begin() as conn:
+                    upsert_frame(conn, "rt_signals", signals)
+                    upsert_frame(conn, "rt_ticks", pd.DataFrame([t for _, t in batch]))
+            except DBAPIError as exc:
+                if not exc.connection_invalidated and "connection" not in str(exc).lower():
+                    raise
+                log.warning("database unreachable (%s); retry %d/%d", type(exc.orig).__name__, attempt + 1,
+                            self.attempts)
+                self.sleep(min(0.5 * 2**attempt, 10))
+                continue
+            for _ in batch:
+                self.pending.popleft()
+            self.written_ticks += len(batch)
+            self.rows_written += len(signals)
+            return True
+        return False
+
+
+class StopFlag:
+    """SIGINT/SIGTERM finish the current tick, then the loop exits cleanly."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: setattr(self, "stopped", True))
+
+
+def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalWriter, *, until_ts: int | None = None,
+             max_ticks: int | None = None, realtime: bool = True, stop: StopFlag | None = None,
+             on_tick: Callable[[dict, pd.DataFrame], None] | None = None) -> int:
+    """Run ticks until ``until_ts``/``max_ticks``/a stop signal; returns the number of ticks run."""
+    stop = stop or StopFlag()
+    ticks = 0
+    step = timedelta(seconds=config.tick_seconds)
+    while not stop.stopped and (max_ticks is None or ticks < max_ticks):
+        now = clock.now()
+        now_ts = int(now.timestamp())
+        if until_ts is not None and now_ts > until_ts:
+            break
+        started = time.perf_counter()
+        signals = runner.run(now_ts)
+        skips = Counter(r for r in signals["skip_reason"] if r)
+        latency_ms = (time.perf_counter() - started) * 1000
+        tick = {"ts_utc": now, "mode": writer.mode, "markets": len(signals),
+                "signals": int((signals["size_fraction"] > 0).sum()), "skips": json.dumps(dict(skips)),
+                "latency_ms": latency_ms}
+        writer.submit(signals, tick)
+        if realtime or len(writer.pending) >= 100:
+            writer.flush()
+        log.info(json.dumps({"tick": now.isoformat(), "markets": tick["markets"], "signals": tick["signals"],
+                             "skips": dict(skips), "latency_ms": round(latency_ms, 2),
+                             "unwritten_ticks": len(writer.pending)}))
+        if on_tick is not None:
+            on_tick(tick, signals)
+        ticks += 1
+        if isinstance(clock, SimulatedClock):
+            clock.advance(step)
+        else:
+            time.sleep(max(0.0, config.tick_seconds - (time.perf_counter() - started)))
+    if not writer.flush():
+        raise BufferFullError(f"stopped with {len(writer.pending)} ticks unwritten: the database is unreachable")
+    return ticks
