@@ -623,7 +623,7 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
     table = Table(title="last ticks")
     for column in ("tick (UTC)", "mode", "markets", "signals", "latency ms", "skips"):
         table.add_column(column)
-    for (tick,) in rows:
+    for tick in rows:
         table.add_row(f"{tick.ts_utc:%Y-%m-%d %H:%M:%S}", tick.mode, str(tick.markets), str(tick.signals),
                       f"{tick.latency_ms:.1f}", tick.skips)
     console.print(table)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kwx.config import RtConfig
-from kwx.domain.features import feature_columns
+from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, feature_columns
 from kwx.domain.signals import BLENDS, FeeSchedule, best_side, market_probability
 
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
@@ -38,8 +38,9 @@ Resolver = Callable[[str, str, date], ModelHandle]
 
 
 def latest_rows(features: pd.DataFrame, now_ts: int) -> pd.DataFrame:
-    """Each market's newest feature row stamped at or before ``now_ts``."""
-    seen = features[features["end_period_ts"] <= now_ts]
+    """Each market's newest feature row in (now - CANDLE_LOOKBACK, now]: what a streaming caller holds."""
+    ts = features["end_period_ts"]
+    seen = features[(ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS)]
     return seen.sort_values(["market_ticker", "end_period_ts"]).groupby("market_ticker", sort=True).tail(1)
 
 
@@ -77,7 +78,7 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
         reason[np.asarray(mask) & pd.isna(reason)] = text
 
     bid, ask = frame["yes_bid"].to_numpy(dtype=float), frame["yes_ask"].to_numpy(dtype=float)
-    skip(frame["end_period_ts"].isna().to_numpy(), "no candle yet")
+    skip(frame["end_period_ts"].isna().to_numpy(), "no candle in the candle lookback")
     skip(np.isnan(bid) | np.isnan(ask), "no two-sided quote")
     skip(frame["temp_now"].isna().to_numpy(), "no fresh weather observation")
     p_model = np.full(n, np.nan)

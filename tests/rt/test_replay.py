@@ -1,0 +1,198 @@
+"""serve-rt replay: same signals as a batch computation, no lookahead, idempotent writes, clear skips."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sqlalchemy import create_engine, select, text
+from typer.testing import CliRunner
+
+from kwx.cities import get_city
+from kwx.cli import app
+from kwx.config import RtConfig, TrainConfig
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.demo import load_demo
+from kwx.data.schema import RtSignal
+from kwx.domain.features import build_features
+from kwx.domain.markets import climate_day_bounds
+from kwx.registry.cache import RegistryCache
+from kwx.registry.promotion import promote
+from kwx.report import infrastructure_checks
+from kwx.rt.clock import SimulatedClock
+from kwx.rt.engine import compute_signals, latest_rows
+from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
+from kwx.rt.replay import replay_day
+from kwx.rt.sources import LookaheadError, ReplaySource
+from kwx.training import runner
+
+pytestmark = pytest.mark.integration
+DAY = date(2025, 7, 18)
+RT = {"markets": [{"city": "chicago", "bracket": "between"}], "tick_seconds": 300}
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    db = f"sqlite:///{root / 'kwx.db'}"
+    migrations.upgrade(db)
+    engine = make_engine(db)
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.chdir(root)
+    summary = runner.train(TrainConfig.model_validate({
+        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "acceptance": {"min_windows": 1,
+                                                                                     "max_ece": 0.5}}), engine)
+    client = MlflowClient()
+    promote(client, summary.parent_run_id, "Production", now=datetime(2025, 7, 25, tzinfo=UTC),
+            infrastructure=infrastructure_checks(engine, client, summary.parent_run_id))
+    yield {"engine": engine, "client": client, "db": db}
+    engine.dispose()
+    mp.undo()
+    mlflow.set_tracking_uri(None)
+
+
+def _stored(engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.read_sql(select(RtSignal).order_by(RtSignal.ts_utc, RtSignal.market_ticker), conn)
+    frame["ts_utc"] = pd.to_datetime(frame["ts_utc"], utc=True)
+    return frame
+
+
+def _clear(engine):
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM rt_signals"))
+        conn.execute(text("DELETE FROM rt_ticks"))
+
+
+def test_replay_equals_batch_and_is_idempotent(promoted):
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    config = RtConfig.model_validate(RT)
+    result = replay_day(config, engine, client, DAY)
+    assert result.ticks == 24 * 12 - 1 and result.rows > 0
+    replayed = _stored(engine)
+
+    # Batch: every feature of the whole day at once, then each tick's newest rows.
+    source = ReplaySource(engine, [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    features = build_features(source.candles, source.markets, source.weather["chicago"], get_city("chicago"))
+    resolver = RegistryResolver(RegistryCache(client, SimulatedClock(datetime(2025, 7, 18, tzinfo=UTC))),
+                                "Production")
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    batch = []
+    for k in range(1, result.ticks + 1):
+        now = start + timedelta(seconds=300 * k)
+        now_ts = int(now.timestamp())
+        m = source.markets
+        open_now = m[(m["open_ts"] <= now_ts) & (now_ts < m["close_ts"])]
+        batch.append(compute_signals(now, open_now, latest_rows(features, now_ts), resolver, config))
+    expected = pd.concat(batch, ignore_index=True).sort_values(["ts_utc", "market_ticker"]).reset_index(drop=True)
+    got = replayed[expected.columns].reset_index(drop=True)
+    for column in ("side", "skip_reason", "model_id", "wf_window", "market_ticker", "city", "bracket"):
+        # text columns: the database's NULL and pandas' None/NaN are the same "missing"
+        got[column] = got[column].astype(object).where(got[column].notna(), "")
+        expected[column] = expected[column].astype(object).where(expected[column].notna(), "")
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=False, rtol=1e-9)
+    assert (got["size_fraction"] > 0).any() and got["skip_reason"].notna().any()
+
+    again = replay_day(config, engine, client, DAY)
+    assert again.rows == result.rows
+    pd.testing.assert_frame_equal(_stored(engine), replayed)  # a second replay changes nothing
+
+
+def test_no_tick_reads_data_after_its_clock(promoted, monkeypatch):
+    engine, client = promoted["engine"], promoted["client"]
+    seen = []
+    real = ReplaySource.snapshot
+
+    def spy(self, now_ts):
+        snap = real(self, now_ts)
+        seen.append((now_ts, int(snap.candles["end_period_ts"].max()) if len(snap.candles) else 0))
+        return snap
+
+    monkeypatch.setattr(ReplaySource, "snapshot", spy)
+    replay_day(RtConfig.model_validate(RT), engine, client, DAY, max_ticks=100)
+    assert len(seen) == 100 and all(candle <= now for now, candle in seen)
+
+    source = ReplaySource(engine, [("chicago", "between")], DAY, 20)
+    now_ts = int(source.candles["end_period_ts"].iloc[len(source.candles) // 2])
+    source._candle_ts = source._candle_ts - 600  # a bug that would leak candles from the future
+    with pytest.raises(LookaheadError):
+        source.snapshot(now_ts)
+
+
+def test_a_day_without_a_promoted_model_skips_with_the_reason(promoted):
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    replay_day(RtConfig.model_validate(RT), engine, client, date(2025, 7, 5), max_ticks=100)
+    stored = _stored(engine)
+    modelled = stored["skip_reason"].fillna("")
+    assert len(stored) and (stored["size_fraction"] == 0).all()
+    assert modelled.str.startswith("no model: no model for chicago/between on 2025-07-0").mean() > 0.5
+
+
+def test_writer_buffers_while_the_database_is_away(promoted):
+    dead = create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none", pool_pre_ping=True)
+    writer = SignalWriter(dead, mode="test", attempts=2, buffer_max=2, sleep=lambda _s: None)
+    tick = {"ts_utc": datetime(2025, 7, 18, tzinfo=UTC), "mode": "test", "markets": 0, "signals": 0,
+            "skips": "{}", "latency_ms": 1.0}
+    empty = pd.DataFrame(columns=["ts_utc", "market_ticker"])
+    writer.submit(empty, tick)
+    assert writer.flush() is False and len(writer.pending) == 1  # kept, not dropped
+    writer.submit(empty, tick)
+    with pytest.raises(BufferFullError, match="2 ticks unwritten"):
+        writer.submit(empty, tick)
+
+
+@pytest.mark.postgres
+def test_writer_survives_a_terminated_backend(promoted, postgres_url, postgres_admin_url):
+    migrations.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO markets (ticker, event_ticker, series_ticker, city, event_date, strike_type, "
+                          "open_time, close_time) VALUES ('KXHIGHCHI-25JUL18-B85.5', 'KXHIGHCHI-25JUL18', "
+                          "'KXHIGHCHI', 'chicago', '2025-07-18', 'between', now(), now())"))
+    writer = SignalWriter(engine, mode="test", sleep=lambda _s: None)
+
+    def tick(minute: int):
+        ts = datetime(2025, 7, 18, 12, minute, tzinfo=UTC)
+        signals = pd.DataFrame({"ts_utc": [ts], "market_ticker": ["KXHIGHCHI-25JUL18-B85.5"], "city": ["chicago"],
+                                "bracket": ["between"], "size_fraction": [0.0]})
+        writer.submit(signals, {"ts_utc": ts, "mode": "test", "markets": 1, "signals": 0, "skips": "{}",
+                                "latency_ms": 1.0})
+
+    tick(0)
+    assert writer.flush()
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                              {"db": make_engine(postgres_url).url.database}).all()
+    admin.dispose()
+    assert killed  # the writer's pooled connection was cut
+    tick(1)
+    assert writer.flush() and writer.written_ticks == 2
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rt_signals")).scalar_one() == 2
+    engine.dispose()
+
+
+def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
+    _clear(promoted["engine"])
+    cli = CliRunner()
+    config = tmp_path / "rt.yaml"
+    config.write_text("markets: [{city: chicago, bracket: between}]\ntick_seconds: 300\n")
+    result = cli.invoke(app, ["serve-rt", "--config", str(config), "--replay", "2025-07-18", "--db-url",
+                              promoted["db"]])
+    assert result.exit_code == 0, result.output
+    assert "replayed 287 ticks of 2025-07-18" in result.output and "strongest signals" in result.output
+    status = cli.invoke(app, ["rt", "status", "--db-url", promoted["db"], "--last", "3"])
+    assert status.exit_code == 0 and "replay" in status.output
+    live = cli.invoke(app, ["serve-rt", "--config", str(config), "--db-url", promoted["db"]])
+    assert live.exit_code == 2 and "use --replay" in live.output
