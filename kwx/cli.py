@@ -663,3 +663,6 @@ def demo(
             models_resolve(city="chicago", bracket="between", date_=datetime.fromisoformat(day), stage="Production")
         except typer.Exit:
             console.print("   (expected: no promoted window covers a day before the first test week)")
+    console.rule("7. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
+    serve_rt(config=RT_CONFIG, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
+             db_url=url)
