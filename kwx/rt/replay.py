@@ -16,6 +16,7 @@ from kwx.config import RtConfig
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
 from kwx.rt.clock import SimulatedClock
+from kwx.rt.engine import Resolver
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickRunner, run_loop
 from kwx.rt.sources import ReplaySource
 
@@ -39,11 +40,12 @@ class ReplayResult:
 
 
 def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date, *, speed: float | None = None,
-               max_ticks: int | None = None, on_tick: Callable | None = None) -> ReplayResult:
+               max_ticks: int | None = None, on_tick: Callable | None = None,
+               resolver: Resolver | None = None) -> ReplayResult:
     """Every tick of ``day``'s climate day (the first configured city's), at ``config.tick_seconds``.
 
     ``speed`` None runs as fast as possible; a number sleeps so that simulated time runs that many
-    times faster than real time.
+    times faster than real time. ``resolver`` defaults to the registry at ``config.stage``.
     """
     pairs = [(m.city, m.bracket) for m in config.markets]
     source = ReplaySource(engine, pairs, day, config.max_obs_age_minutes)
@@ -53,7 +55,7 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     clock = SimulatedClock(start + timedelta(seconds=config.tick_seconds))
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    runner = TickRunner(config, source, RegistryResolver(cache, config.stage))
+    runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage))
     writer = SignalWriter(engine, mode="replay", attempts=config.db_retry_attempts,
                           buffer_max=max(config.buffer_max_ticks, 100))
     collected: list[pd.DataFrame] = []

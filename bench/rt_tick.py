@@ -1,0 +1,78 @@
+"""Benchmark: serve-rt ticks over all seven cities' open markets (~50-80 at a time) from local data.
+
+    .venv/bin/python bench/rt_tick.py
+
+Builds demo data for every city, trains small chicago models for the three brackets into a temporary
+MLflow store and lets every city's market use its bracket's model (the tick's cost does not depend on
+which city trained a model), then replays one full day at 9-second ticks through the same loop as
+`kwx serve-rt --replay`. Prints p50/p99 tick latency (excluding network: the data is local), markets
+per tick, and the replay rate in simulated minutes per second. Target: p99 < 100 ms, a day < 60 s.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+DAY = date(2025, 7, 20)
+
+
+def main() -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from kwx.cities import CITIES
+    from kwx.config import RtConfig, TrainConfig
+    from kwx.data import migrations
+    from kwx.data.db import make_engine
+    from kwx.data.demo import load_demo
+    from kwx.registry.versions import model_name
+    from kwx.rt.engine import ModelHandle
+    from kwx.rt.replay import replay_day
+    from kwx.training import runner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        url = f"sqlite:///{Path(tmp) / 'kwx.db'}"
+        migrations.upgrade(url)
+        engine = make_engine(url)
+        load_demo(engine, sorted(CITIES), date(2025, 7, 1), date(2025, 7, 22), seed=3)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        for bracket in ("between", "greater", "less"):
+            runner.train(TrainConfig.model_validate({
+                "city": "chicago", "bracket": bracket, "start": "2025-07-01", "end": "2025-07-22",
+                "train_days": 15, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3}), engine)
+        client = MlflowClient()
+        models = {b: mlflow.sklearn.load_model(f"models:/{model_name('chicago', b)}/1")
+                  for b in ("between", "greater", "less")}
+
+        def every_city_uses_chicago(city, bracket, day):
+            return ModelHandle(models[bracket], f"{model_name('chicago', bracket)}/1", "bench", "elasticnet_rich")
+        config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
+                                                      for b in ("between", "greater", "less")],
+                                          "tick_seconds": 9})
+        latencies, markets = [], []
+
+        def on_tick(tick, signals):
+            latencies.append(tick["latency_ms"])
+            markets.append(tick["markets"])
+
+        started = time.perf_counter()
+        result = replay_day(config, engine, client, DAY, on_tick=on_tick, resolver=every_city_uses_chicago)
+        wall = time.perf_counter() - started
+        latencies.sort()
+        print(f"ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
+              f"median {statistics.median(markets):.0f}, max {max(markets)}")
+        p99 = latencies[int(0.99 * len(latencies))]
+        print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
+        print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "
+              f"({result.rows:,} signal rows written)")
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
