@@ -40,12 +40,12 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'kwx.db'}"
         migrations.upgrade(url)
         engine = make_engine(url)
-        load_demo(engine, sorted(CITIES), date(2025, 7, 1), date(2025, 7, 22), seed=3)
+        load_demo(engine, sorted(CITIES), date(2025, 6, 1), date(2025, 7, 22), seed=3)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for bracket in ("between", "greater", "less"):
             runner.train(TrainConfig.model_validate({
-                "city": "chicago", "bracket": bracket, "start": "2025-07-01", "end": "2025-07-22",
-                "train_days": 15, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3}), engine)
+                "city": "chicago", "bracket": bracket, "start": "2025-06-01", "end": "2025-07-22",
+                "train_days": 40, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3}), engine)
         client = MlflowClient()
         models = {b: mlflow.sklearn.load_model(f"models:/{model_name('chicago', b)}/1")
                   for b in ("between", "greater", "less")}

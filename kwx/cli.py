@@ -551,6 +551,7 @@ def serve_rt(
         formats=["%Y-%m-%d"], help="Replay a stored trading day on a simulated clock instead of trading live.")] = None,
     speed: Annotated[str, typer.Option(help="Replay speed: 'max', or a multiple of real time (e.g. 60).")] = "max",
     max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.", min=1)] = None,
+    once: Annotated[bool, typer.Option("--once", help="Live: run a single tick and exit.")] = False,
     top: Annotated[int, typer.Option(help="Rows in the closing table of strongest signals.")] = 10,
     db_url: DbUrlOption = None,
 ) -> None:
@@ -565,7 +566,8 @@ def serve_rt(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     if replay is None:
-        raise fail("live trading needs the live data source, which is not built yet: use --replay YYYY-MM-DD")
+        _serve_live(cfg, db_url, max_ticks=1 if once else max_ticks, top=top)
+        return
     if speed != "max":
         try:
             float(speed)
@@ -591,6 +593,36 @@ def serve_rt(
     _print_signals(result.strongest.head(top), f"strongest signals of {replay:%Y-%m-%d}")
 
 
+def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> None:
+    import logging
+
+    from kwx.data.clients.kalshi import KalshiClient
+    from kwx.data.clients.visual_crossing import MissingApiKeyError, VisualCrossingClient, api_key_from_env
+    from kwx.rt.live import serve_live
+    from kwx.rt.loop import BufferFullError, StopFlag
+
+    try:
+        vc = VisualCrossingClient(api_key_from_env(), cfg.vc_base_url)
+    except MissingApiKeyError as exc:
+        raise fail(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    client = _tracking_or_fail()
+    engine = open_engine(db_url)
+    stop = StopFlag()
+    stop.install()
+    last = {}
+    try:
+        serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
+                   stop=stop, on_tick=lambda tick, signals: last.update(signals=signals))
+    except BufferFullError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    if "signals" in last:
+        latest = last["signals"].dropna(subset=["p_blend"]).sort_values("edge_cents", ascending=False)
+        _print_signals(latest.head(top), "last tick")
+
+
 def _print_signals(frame, title: str) -> None:
     from rich.table import Table
 
@@ -598,7 +630,7 @@ def _print_signals(frame, title: str) -> None:
     for column in ("time (UTC)", "market", "side", "p_model", "p_market", "p_blend", "edge ¢", "size", "window"):
         table.add_column(column)
     for r in frame.itertuples():
-        table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, r.side, f"{r.p_model:.3f}", f"{r.p_market:.3f}",
+        table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, r.side or "-", f"{r.p_model:.3f}", f"{r.p_market:.3f}",
                       f"{r.p_blend:.3f}", f"{r.edge_cents:.1f}", f"{r.size_fraction:.3f}", str(r.wf_window))
     console.print(table)
 

@@ -61,7 +61,8 @@ class TickInputs:
     data_skip: np.ndarray  # reasons known from the data alone (None where none)
 
 
-def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver) -> TickInputs:
+def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
+                   failed: dict[str, str] | None = None) -> TickInputs:
     """Join each open market with its newest feature row and its model's probability.
 
     open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
@@ -78,6 +79,8 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
         reason[np.asarray(mask) & pd.isna(reason)] = text
 
     bid, ask = frame["yes_bid"].to_numpy(dtype=float), frame["yes_ask"].to_numpy(dtype=float)
+    for ticker, why in (failed or {}).items():
+        skip((frame["market_ticker"] == ticker).to_numpy(), f"data fetch failed: {why}"[:200])
     skip(frame["end_period_ts"].isna().to_numpy(), "no candle in the candle lookback")
     skip(np.isnan(bid) | np.isnan(ask), "no two-sided quote")
     skip(frame["temp_now"].isna().to_numpy(), "no fresh weather observation")

@@ -72,7 +72,7 @@ class TickRunner:
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
-            self._memo = (key, prepare_inputs(snap.markets, latest, self.resolve))
+            self._memo = (key, prepare_inputs(snap.markets, latest, self.resolve, snap.failed))
         return finalize_signals(now_ts, self._memo[1], self.config)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -27,6 +27,7 @@ class Snapshot:
     markets: pd.DataFrame
     candles: pd.DataFrame
     weather: dict[str, pd.DataFrame]
+    failed: dict[str, str] = field(default_factory=dict)  # market ticker -> why its data is missing
 
     def check_no_lookahead(self) -> None:
         if len(self.candles) and int(self.candles["end_period_ts"].max()) > self.now_ts:
@@ -39,7 +40,7 @@ class Snapshot:
         """Changes exactly when the tick's inputs change (new candle, new observation, market set)."""
         last_candle = int(self.candles["end_period_ts"].max()) if len(self.candles) else 0
         last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
-        return last_candle, last_obs, tuple(self.markets["ticker"])
+        return last_candle, last_obs, tuple(self.markets["ticker"]), tuple(sorted(self.failed.items()))
 
 
 class ReplaySource:
@@ -82,3 +83,124 @@ class ReplaySource:
         snap.check_no_lookahead()
         return snap
 
+
+
+class LiveSource:
+    """Polls Kalshi and Visual Crossing, upserts what is new, then serves the tick from the database.
+
+    A market whose fetch fails (timeout, 429/5xx after retries) or whose payload is malformed is
+    skipped for this tick with the reason; the others carry on. Nothing half-parsed is written.
+    """
+
+    def __init__(self, engine: Engine, kalshi, vc, pairs: list[tuple[str, str]], max_obs_age_minutes: int, *,
+                 market_refresh_seconds: int = 600, weather_refresh_seconds: int = 60):
+        self.engine, self.kalshi, self.vc = engine, kalshi, vc
+        self.pairs = pairs
+        self.max_obs_age_minutes = max_obs_age_minutes
+        self.market_refresh_seconds = market_refresh_seconds
+        self.weather_refresh_seconds = weather_refresh_seconds
+        self._markets_at = -10**12
+        self._weather_at: dict[str, int] = {}
+        self._last_candle: dict[str, int] = {}
+        self.failures: dict[str, str] = {}
+
+    def _refresh_markets(self, now_ts: int) -> None:
+        from kwx.cities import get_city
+        from kwx.data.clients.http import FetchError, PayloadError
+        from kwx.data.clients.kalshi import markets_frame, parse_market
+        from kwx.data.store import upsert_frames
+
+        if now_ts - self._markets_at < self.market_refresh_seconds:
+            return
+        for city_key in sorted({c for c, _ in self.pairs}):
+            series = get_city(city_key).series
+            try:
+                raw = self.kalshi.markets(series, min_close_ts=now_ts, max_close_ts=now_ts + 3 * 86_400)
+            except (FetchError, PayloadError) as exc:
+                self.failures[f"markets of {series}"] = str(exc)
+                continue
+            rows = []
+            for market in raw:
+                try:
+                    rows.append(parse_market(market))
+                except PayloadError as exc:
+                    self.failures[str(market.get("ticker", series))] = str(exc)
+            if rows:
+                upsert_frames(self.engine, {"markets": markets_frame(rows)})
+        self._markets_at = now_ts
+
+    def _open_markets(self, now_ts: int) -> pd.DataFrame:
+        from datetime import UTC, datetime
+
+        now = datetime.fromtimestamp(now_ts, UTC)
+        today = now.date()
+        frames = [load_markets(self.engine, c, b, today - timedelta(days=1), today + timedelta(days=2))
+                  for c, b in self.pairs]
+        m = pd.concat(frames, ignore_index=True)
+        if m.empty:
+            return m.assign(open_ts=pd.Series(dtype="int64"), close_ts=pd.Series(dtype="int64"))
+        m = m.assign(open_ts=epoch_seconds(m["open_time"]), close_ts=epoch_seconds(m["close_time"]))
+        return m[(m["open_ts"] <= now_ts) & (now_ts < m["close_ts"])].reset_index(drop=True)
+
+    def _poll_candles(self, markets: pd.DataFrame, now_ts: int) -> None:
+        from kwx.data.clients.http import FetchError, PayloadError
+        from kwx.data.clients.kalshi import parse_candles
+        from kwx.data.store import upsert_frames
+
+        for row in markets.itertuples():
+            since = self._last_candle.get(row.ticker, max(int(row.open_ts), now_ts - CANDLE_LOOKBACK_SECONDS))
+            try:
+                sticks = self.kalshi.candlesticks(row.ticker.split("-")[0], row.ticker, since + 1, now_ts)
+                candles = parse_candles(row.ticker, sticks)
+            except (FetchError, PayloadError) as exc:
+                self.failures[row.ticker] = str(exc)
+                continue
+            candles = candles[candles["end_period_ts"] <= now_ts]
+            if len(candles):
+                upsert_frames(self.engine, {"candles": candles})
+                self._last_candle[row.ticker] = int(candles["end_period_ts"].max())
+
+    def _poll_weather(self, city_key: str, now_ts: int) -> None:
+        from datetime import UTC, datetime
+
+        from kwx.data.clients.http import FetchError, PayloadError
+        from kwx.data.clients.visual_crossing import parse_timeline
+        from kwx.data.store import upsert_frames
+
+        if self.vc is None or now_ts - self._weather_at.get(city_key, -10**12) < self.weather_refresh_seconds:
+            return
+        city = get_city(city_key)
+        today = datetime.fromtimestamp(now_ts, UTC).date()
+        try:
+            frames = [parse_timeline(city.station, p) for p in self.vc.timeline(city, today - timedelta(days=1),
+                                                                                today)]
+        except (FetchError, PayloadError) as exc:
+            self.failures[f"weather {city.station}"] = str(exc)
+            return
+        weather = pd.concat(frames, ignore_index=True)
+        weather = weather[epoch_seconds(weather["ts_utc"]) <= now_ts]
+        if len(weather):
+            upsert_frames(self.engine, {"weather_minutes": weather})
+        self._weather_at[city_key] = now_ts
+
+    def snapshot(self, now_ts: int) -> Snapshot:
+        from datetime import UTC, datetime
+
+        self.failures = {}
+        self._refresh_markets(now_ts)
+        markets = self._open_markets(now_ts)
+        self._poll_candles(markets, now_ts)
+        candles = load_candles(self.engine, markets["ticker"].tolist(), until_ts=now_ts) if len(markets) else (
+            pd.DataFrame(columns=["market_ticker", "end_period_ts"]))
+        candles = candles[candles["end_period_ts"] > now_ts - CANDLE_LOOKBACK_SECONDS]
+        weather = {}
+        for city_key in sorted({c for c, _ in self.pairs}):
+            self._poll_weather(city_key, now_ts)
+            city = get_city(city_key)
+            day_start, _ = climate_day_bounds(datetime.fromtimestamp(now_ts, UTC).date(), city)
+            since = weather_needed_since(now_ts, int(day_start.timestamp()), self.max_obs_age_minutes)
+            weather[city_key] = load_weather(self.engine, city, datetime.fromtimestamp(since, UTC),
+                                             datetime.fromtimestamp(now_ts, UTC))
+        snap = Snapshot(now_ts, markets, candles, weather, failed=dict(self.failures))
+        snap.check_no_lookahead()
+        return snap

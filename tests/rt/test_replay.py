@@ -4,58 +4,29 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-import mlflow
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
 from kwx.cities import get_city
 from kwx.cli import app
-from kwx.config import RtConfig, TrainConfig
+from kwx.config import RtConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
-from kwx.data.demo import load_demo
 from kwx.data.schema import RtSignal
 from kwx.domain.features import build_features
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
-from kwx.registry.promotion import promote
-from kwx.report import infrastructure_checks
 from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day
 from kwx.rt.sources import LookaheadError, ReplaySource
-from kwx.training import runner
 
 pytestmark = pytest.mark.integration
 DAY = date(2025, 7, 18)
 RT = {"markets": [{"city": "chicago", "bracket": "between"}], "tick_seconds": 300}
-
-
-@pytest.fixture(scope="module")
-def promoted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    db = f"sqlite:///{root / 'kwx.db'}"
-    migrations.upgrade(db)
-    engine = make_engine(db)
-    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.chdir(root)
-    summary = runner.train(TrainConfig.model_validate({
-        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
-        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "acceptance": {"min_windows": 1,
-                                                                                     "max_ece": 0.5}}), engine)
-    client = MlflowClient()
-    promote(client, summary.parent_run_id, "Production", now=datetime(2025, 7, 25, tzinfo=UTC),
-            infrastructure=infrastructure_checks(engine, client, summary.parent_run_id))
-    yield {"engine": engine, "client": client, "db": db}
-    engine.dispose()
-    mp.undo()
-    mlflow.set_tracking_uri(None)
 
 
 def _stored(engine) -> pd.DataFrame:
@@ -185,6 +156,7 @@ def test_writer_survives_a_terminated_backend(promoted, postgres_url, postgres_a
 
 def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
     _clear(promoted["engine"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
     cli = CliRunner()
     config = tmp_path / "rt.yaml"
     config.write_text("markets: [{city: chicago, bracket: between}]\ntick_seconds: 300\n")
@@ -192,7 +164,8 @@ def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
                               promoted["db"]])
     assert result.exit_code == 0, result.output
     assert "replayed 287 ticks of 2025-07-18" in result.output and "strongest signals" in result.output
+    assert "win_20250705_20250720" in result.output  # the promoted window's model traded
     status = cli.invoke(app, ["rt", "status", "--db-url", promoted["db"], "--last", "3"])
     assert status.exit_code == 0 and "replay" in status.output
-    live = cli.invoke(app, ["serve-rt", "--config", str(config), "--db-url", promoted["db"]])
-    assert live.exit_code == 2 and "use --replay" in live.output
+    no_key = cli.invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", promoted["db"]])
+    assert no_key.exit_code == 2 and "set VC_API_KEY" in no_key.output
