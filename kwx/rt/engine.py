@@ -87,14 +87,21 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
     p_model = np.full(n, np.nan)
     model_id = np.full(n, None, dtype=object)
     window = np.full(n, None, dtype=object)
+    by_model: dict[str, tuple[ModelHandle, list[np.ndarray]]] = {}
     for (city, bracket, day), rows in frame[pd.isna(reason)].groupby(["city", "bracket", "event_date"]):
         try:
             handle = resolve(city, bracket, day)
         except ModelUnavailable as exc:
             skip(frame.index.isin(rows.index), f"no model: {exc}"[:200])
             continue
-        p_model[rows.index] = handle.model.predict_proba(rows[feature_columns(handle.feature_set, bracket)])[:, 1]
-        model_id[rows.index], window[rows.index] = handle.model_id, handle.window
+        by_model.setdefault(handle.model_id, (handle, []))[1].append(rows.index.to_numpy())
+    for handle, parts in by_model.values():
+        # one predict per model: today's and tomorrow's markets usually share a window's model
+        index = np.concatenate(parts)
+        bracket = frame.at[index[0], "bracket"]
+        features = frame.loc[index, feature_columns(handle.feature_set, bracket)]
+        p_model[index] = handle.model.predict_proba(features)[:, 1]
+        model_id[index], window[index] = handle.model_id, handle.window
     close_ts = pd.to_datetime(frame["close_time"], utc=True).astype("datetime64[s, UTC]").astype("int64").to_numpy()
     return TickInputs(frame["market_ticker"].to_numpy(dtype=object), frame["city"].to_numpy(dtype=object),
                       frame["bracket"].to_numpy(dtype=object), close_ts,
