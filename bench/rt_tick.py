@@ -6,7 +6,8 @@ Builds demo data for every city, trains small chicago models for the three brack
 MLflow store and gives every city its own copy of its bracket's model (21 models, as in production; the
 tick's cost does not depend on which city trained a model), then replays one full day at 9-second
 ticks through the same loop as `kwx serve-rt --replay`. Prints p50/p99 tick latency (excluding
-network: the data is local), markets per tick, and the replay rate in simulated minutes per second. Target: p99 < 100 ms, a day < 60 s.
+network: the data is local), markets per tick, and the replay rate in simulated minutes per second.
+Target: p99 < 100 ms, a day < 60 s.
 """
 
 from __future__ import annotations
