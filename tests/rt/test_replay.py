@@ -169,3 +169,36 @@ def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
     assert status.exit_code == 0 and "replay" in status.output
     no_key = cli.invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", promoted["db"]])
     assert no_key.exit_code == 2 and "set VC_API_KEY" in no_key.output
+
+
+def test_sigint_and_sigterm_finish_the_current_tick(promoted):
+    import os
+    import signal as signals_module
+
+    from kwx.rt.loop import StopFlag, TickRunner, run_loop
+
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    config = RtConfig.model_validate(RT)
+    source = ReplaySource(engine, [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    clock = SimulatedClock(start + timedelta(hours=12))
+    runner_ = TickRunner(config, source, RegistryResolver(RegistryCache(client, clock), "Production"))
+    writer = SignalWriter(engine, mode="replay")
+    previous = {s: signals_module.getsignal(s) for s in (signals_module.SIGINT, signals_module.SIGTERM)}
+    stop = StopFlag()
+    stop.install()
+    try:
+        seen = []
+
+        def interrupt(tick, _signals):
+            seen.append(tick["ts_utc"])
+            if len(seen) == 3:
+                os.kill(os.getpid(), signals_module.SIGTERM)
+
+        ticks = run_loop(config, clock, runner_, writer, realtime=False, stop=stop, on_tick=interrupt)
+    finally:
+        for sig, handler in previous.items():
+            signals_module.signal(sig, handler)
+    assert ticks == 3 and writer.written_ticks == 3 and not writer.pending  # the tick in flight was finished
+    assert _stored(engine)["ts_utc"].nunique() == 3
