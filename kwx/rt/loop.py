@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import DBAPIError
 
 from kwx.cities import get_city
 from kwx.config import RtConfig
+from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
 from kwx.domain.features import build_features
 from kwx.registry.cache import RegistryCache
@@ -62,6 +63,7 @@ class TickRunner:
     def __init__(self, config: RtConfig, source, resolve):
         self.config, self.source, self.resolve = config, source, resolve
         self._memo: tuple | None = None
+        self.newly_complete: list[tuple[str, int]] = []
 
     def run(self, now_ts: int) -> pd.DataFrame:
         snap = self.source.snapshot(now_ts)
@@ -73,7 +75,16 @@ class TickRunner:
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
             self._memo = (key, prepare_inputs(snap.markets, latest, self.resolve, snap.failed))
+            # A candle is complete once it has a two-sided quote and a fresh enough weather observation.
+            done = latest[latest["yes_bid"].notna() & latest["yes_ask"].notna() & latest["temp_now"].notna()]
+            self.newly_complete = list(zip(done["market_ticker"], done["end_period_ts"].astype(int), strict=True))
+        else:
+            self.newly_complete = []
         return finalize_signals(now_ts, self._memo[1], self.config)
+
+
+_MARK_COMPLETE = (update(Candle).where(Candle.market_ticker == bindparam("t"), Candle.end_period_ts == bindparam("ts"))
+                  .values(complete=True))
 
 
 class BufferFullError(RuntimeError):
@@ -97,10 +108,10 @@ class SignalWriter:
     written_ticks: int = 0
     rows_written: int = 0
 
-    def submit(self, signals: pd.DataFrame, tick: dict) -> None:
+    def submit(self, signals: pd.DataFrame, tick: dict, complete: list[tuple[str, int]] = ()) -> None:
         if len(self.pending) >= self.buffer_max:
             raise BufferFullError(f"{len(self.pending)} ticks unwritten: the database has been unreachable too long")
-        self.pending.append((signals, tick))
+        self.pending.append((signals, tick, list(complete)))
 
     def flush(self) -> bool:
         """Write every pending tick (oldest first); False if the database is still unreachable."""
@@ -110,11 +121,14 @@ class SignalWriter:
             # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
             # is one tick per transaction; a replay batches 100).
             batch = list(self.pending)
-            signals = pd.concat([s for s, _ in batch], ignore_index=True)
+            signals = pd.concat([s for s, _, _ in batch], ignore_index=True)
+            complete = [{"t": t, "ts": ts} for _, _, keys in batch for t, ts in keys]
             try:
                 with self.engine.begin() as conn:
                     upsert_frame(conn, "rt_signals", signals)
-                    upsert_frame(conn, "rt_ticks", pd.DataFrame([t for _, t in batch]))
+                    upsert_frame(conn, "rt_ticks", pd.DataFrame([t for _, t, _ in batch]))
+                    if complete:
+                        conn.execute(_MARK_COMPLETE, complete)
             except DBAPIError as exc:
                 if not exc.connection_invalidated and "connection" not in str(exc).lower():
                     raise
@@ -160,7 +174,7 @@ def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalW
         tick = {"ts_utc": now, "mode": writer.mode, "markets": len(signals),
                 "signals": int((signals["size_fraction"] > 0).sum()), "skips": json.dumps(dict(skips)),
                 "latency_ms": latency_ms}
-        writer.submit(signals, tick)
+        writer.submit(signals, tick, runner.newly_complete)
         if realtime or len(writer.pending) >= 100:
             writer.flush()
         log.info(json.dumps({"tick": now.isoformat(), "markets": tick["markets"], "signals": tick["signals"],

@@ -202,3 +202,18 @@ def test_sigint_and_sigterm_finish_the_current_tick(promoted):
             signals_module.signal(sig, handler)
     assert ticks == 3 and writer.written_ticks == 3 and not writer.pending  # the tick in flight was finished
     assert _stored(engine)["ts_utc"].nunique() == 3
+
+
+def test_ticks_mark_candles_complete(promoted):
+    from kwx.data.schema import Candle
+
+    engine, client = promoted["engine"], promoted["client"]
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE candles SET complete = false"))
+    replay_day(RtConfig.model_validate(RT), engine, client, DAY, max_ticks=60)
+    with engine.connect() as conn:
+        marked = pd.read_sql(select(Candle.market_ticker, Candle.end_period_ts, Candle.yes_bid_close)
+                             .where(Candle.complete.is_(True)), conn)
+    assert len(marked) > 10 and marked["yes_bid_close"].notna().all()
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    assert marked["end_period_ts"].max() <= int(start.timestamp()) + 60 * 300  # nothing past the last tick
