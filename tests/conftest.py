@@ -5,11 +5,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 
+import mlflow
 import pytest
 from hypothesis import HealthCheck, settings
+from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from kwx.config import TrainConfig
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.demo import load_demo
+from kwx.registry.promotion import promote
+from kwx.report import infrastructure_checks
+from kwx.training import runner
 
 # Deadlines flake on a loaded 2-core CI box; correctness, not speed, is what property tests check.
 settings.register_profile("kwx", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,10 +90,36 @@ def db_url(request) -> str:
 @pytest.fixture
 def engine(db_url):
     """A migrated engine on ``db_url`` (SQLite and PostgreSQL), disposed afterwards."""
-    from kwx.data import migrations
-    from kwx.data.db import make_engine
-
     migrations.upgrade(db_url)
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+# A promoted chicago/between model (windows testing 2025-07-13..24) in a temporary MLflow store,
+# shared by the rt and backtest tests.
+@pytest.fixture(scope="session")
+def promoted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    db = f"sqlite:///{root / 'kwx.db'}"
+    migrations.upgrade(db)
+    engine = make_engine(db)
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
+    mp = pytest.MonkeyPatch()
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    mp.chdir(root)
+    summary = runner.train(TrainConfig.model_validate({
+        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "acceptance": {"min_windows": 1,
+                                                                                     "max_ece": 0.5}}), engine)
+    client = MlflowClient(tracking_uri)
+    promote(client, summary.parent_run_id, "Production", now=datetime(2025, 7, 25, tzinfo=UTC),
+            infrastructure=infrastructure_checks(engine, client, summary.parent_run_id))
+    yield {"engine": engine, "client": client, "db": db, "tracking_uri": tracking_uri,
+           "run_id": summary.parent_run_id}
+    engine.dispose()
+    mp.undo()
+    mlflow.set_tracking_uri(None)
+
+

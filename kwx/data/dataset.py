@@ -67,19 +67,20 @@ def load_markets(engine: Engine, city: str, bracket: str | None, start: date, en
     return _frame(engine, statement.order_by(Market.ticker), MARKET_COLUMNS)
 
 
-def load_candles(engine: Engine, tickers: list[str], until_ts: int | None = None) -> pd.DataFrame:
+def load_candles(engine: Engine, tickers: list[str], until_ts: int | None = None,
+                 columns: tuple[str, ...] = CANDLE_COLUMNS) -> pd.DataFrame:
     """Candles of the given markets; ``until_ts`` keeps only those ending at or before it."""
     frames = []
     # Chunk the IN list: SQLite caps bound parameters and huge IN lists plan badly everywhere.
     for i in range(0, len(tickers), 500):
-        statement = select(*(getattr(Candle, c) for c in CANDLE_COLUMNS)).where(
+        statement = select(*(getattr(Candle, c) for c in columns)).where(
             Candle.market_ticker.in_(tickers[i:i + 500])
         )
         if until_ts is not None:
             statement = statement.where(Candle.end_period_ts <= until_ts)
-        frames.append(_driver_frame(engine, statement, CANDLE_COLUMNS))
+        frames.append(_driver_frame(engine, statement, columns))
     if not frames:
-        return pd.DataFrame(columns=list(CANDLE_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -95,6 +96,14 @@ def load_weather(engine: Engine, city: City, since: datetime, until: datetime) -
     if city.key in EXCLUDED_VC_CITIES:
         weather[list(VC_EXCLUDABLE_COLUMNS)] = np.nan
     return weather
+
+
+def load_weather_for_markets(engine: Engine, city: City, markets: pd.DataFrame, first_day: date) -> pd.DataFrame:
+    """The station's observations from the weather lookback before the first market opens to the last close."""
+    first_open = pd.to_datetime(markets["open_time"], utc=True).min().to_pydatetime()
+    since = min(first_open, climate_day_bounds(first_day, city)[0]) - timedelta(seconds=WEATHER_LOOKBACK_SECONDS)
+    until = pd.to_datetime(markets["close_time"], utc=True).max().to_pydatetime()
+    return load_weather(engine, city, since, until)
 
 
 def load_settlements(engine: Engine, city: City, start: date, end: date) -> pd.Series:
@@ -132,10 +141,7 @@ def load_dataset(
     candles = load_candles(engine, markets["ticker"].tolist())
     if candles.empty:
         raise DatasetError(f"{len(markets)} {city}/{bracket} markets in {start}..{end} but no candles")
-    first_open = pd.to_datetime(markets["open_time"], utc=True).min().to_pydatetime()
-    since = min(first_open, climate_day_bounds(start, city_spec)[0]) - timedelta(seconds=WEATHER_LOOKBACK_SECONDS)
-    until = pd.to_datetime(markets["close_time"], utc=True).max().to_pydatetime()
-    weather = load_weather(engine, city_spec, since, until)
+    weather = load_weather_for_markets(engine, city_spec, markets, start)
     features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes)
     tmax = load_settlements(engine, city_spec, start, end)
     features["label"] = settlement_outcomes(

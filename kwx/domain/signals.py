@@ -30,12 +30,16 @@ class FeeSchedule:
     contracts: int = 10
 
     def per_contract_cents(self, price_cents, maker: bool = False):
+        return self.order_cents(price_cents, self.contracts, maker) / self.contracts
+
+    def order_cents(self, price_cents, contracts, maker: bool = False):
+        """The fee of one order of ``contracts`` contracts: what a fill actually pays (rounded per order)."""
         price = np.asarray(price_cents, dtype=float) / 100
         rate = self.maker_rate if maker else self.taker_rate
-        dollars = rate * self.contracts * price * (1 - price)
-        # ceil to the next cent; the epsilon keeps exact cents (e.g. 1.75 * 100) from rounding up a cent.
-        cents = np.ceil(np.round(dollars * 100, 9) - 1e-9)
-        return cents / self.contracts
+        dollars = rate * np.asarray(contracts, dtype=float) * price * (1 - price)
+        # ceil to the next cent; the rounding keeps exact cents (e.g. 1.75 * 100) from rounding up a cent,
+        # and + 0.0 turns the -0.0 of a zero fee into 0.0.
+        return np.ceil(np.round(dollars * 100, 9) - 1e-9) + 0.0
 
 
 def market_probability(bid_cents, ask_cents):
@@ -90,27 +94,33 @@ class SignalMath:
     edge_cents: np.ndarray  # net edge of the better side
     kelly_fraction: np.ndarray
     size_fraction: np.ndarray
+    better: np.ndarray  # the side with the larger edge, traded or not: "yes" or "no"
+    price_cents: np.ndarray  # what one contract of the better side costs before fee and slippage
+    target_fraction: np.ndarray  # kelly_alpha·f* capped, whatever the edge gate says (execution's hysteresis)
 
 
-def best_side(p_blend, bid_cents, ask_cents, risk: RiskParams, fees: FeeSchedule) -> SignalMath:
-    """Buy YES at the ask or NO at 100 − bid, whichever has the larger net edge; size it by fractional Kelly.
+def best_side(p_blend, bid_cents, ask_cents, risk: RiskParams, fees: FeeSchedule, *, maker: bool = False
+              ) -> SignalMath:
+    """Buy YES or NO, whichever has the larger net edge; size it by fractional Kelly.
 
-    Size is kelly_alpha × f* capped by max_bankroll_pct_city_day_side, and zero unless the net edge
-    clears tau_open_cents.
+    Taker (default): YES at the ask, NO at 100 − bid, taker fee. Maker: the resting prices, YES at the
+    bid and NO at 100 − ask, maker fee. Size is kelly_alpha × f* capped by
+    max_bankroll_pct_city_day_side, and zero unless the net edge clears tau_open_cents.
     """
     p = np.asarray(p_blend, dtype=float)
-    yes_price = np.asarray(ask_cents, dtype=float)
-    no_price = 100 - np.asarray(bid_cents, dtype=float)
+    bid, ask = np.asarray(bid_cents, dtype=float), np.asarray(ask_cents, dtype=float)
+    yes_price, no_price = (bid, 100 - ask) if maker else (ask, 100 - bid)
     slip = risk.slip_per_leg_cents
-    yes_edge = net_edge_cents(p, yes_price, fees, slip)
-    no_edge = net_edge_cents(1 - p, no_price, fees, slip)
+    yes_edge = net_edge_cents(p, yes_price, fees, slip, maker)
+    no_edge = net_edge_cents(1 - p, no_price, fees, slip, maker)
     take_yes = yes_edge >= no_edge
     edge = np.where(take_yes, yes_edge, no_edge)
     p_win = np.where(take_yes, p, 1 - p)
     price = np.where(take_yes, yes_price, no_price)
-    cost = price + fees.per_contract_cents(price) + slip
+    cost = price + fees.per_contract_cents(price, maker) + slip
     kelly = kelly_fraction(p_win, cost)
+    target = np.minimum(risk.kelly_alpha * kelly, risk.max_bankroll_pct_city_day_side)
     trade = (edge >= risk.tau_open_cents) & (edge > 0)
-    size = np.where(trade, np.minimum(risk.kelly_alpha * kelly, risk.max_bankroll_pct_city_day_side), 0.0)
-    side = np.where(trade, np.where(take_yes, "yes", "no"), "")
-    return SignalMath(side, edge, np.where(trade, kelly, 0.0), size)
+    better = np.where(take_yes, "yes", "no")
+    return SignalMath(np.where(trade, better, ""), edge, np.where(trade, kelly, 0.0), np.where(trade, target, 0.0),
+                      better, price, target)

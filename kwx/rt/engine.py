@@ -15,7 +15,7 @@ import pandas as pd
 
 from kwx.config import RtConfig
 from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, feature_columns
-from kwx.domain.signals import BLENDS, FeeSchedule, best_side, market_probability
+from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
 
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
                   "kelly_fraction", "size_fraction", "spread_cents", "minutes_to_close", "model_id", "wf_window",
@@ -61,9 +61,8 @@ class TickInputs:
     data_skip: np.ndarray  # reasons known from the data alone (None where none)
 
 
-def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
-                   failed: dict[str, str] | None = None) -> TickInputs:
-    """Join each open market with its newest feature row and its model's probability.
+def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
+    """Each open market with its newest feature row (NaN where it has none), in ticker order.
 
     open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
     latest: the newest feature row per market (``latest_rows``), possibly missing some markets.
@@ -71,7 +70,21 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
     frame = open_markets.rename(columns={"ticker": "market_ticker", "strike_type": "bracket"})[
         ["market_ticker", "city", "bracket", "event_date", "close_time"]
     ].merge(latest.drop(columns=["bracket", "event_date"], errors="ignore"), on="market_ticker", how="left")
-    frame = frame.sort_values("market_ticker").reset_index(drop=True)
+    return frame.sort_values("market_ticker").reset_index(drop=True)
+
+
+def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
+                   failed: dict[str, str] | None = None) -> TickInputs:
+    """One tick's inputs: each open market joined with its newest feature row and its model's probability."""
+    return inputs_from_rows(join_latest(open_markets, latest), resolve, failed)
+
+
+def inputs_from_rows(frame: pd.DataFrame, resolve: Resolver, failed: dict[str, str] | None = None) -> TickInputs:
+    """Data gates and model probabilities for rows of (market, newest feature row).
+
+    Live, the rows are one tick's open markets; a backtest passes every (tick, market) row of a
+    period at once. Either way each model predicts once over all its rows.
+    """
     n = len(frame)
     reason = np.full(n, None, dtype=object)
 
@@ -108,8 +121,26 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
                       frame["end_period_ts"].to_numpy(dtype=float), bid, ask, p_model, model_id, window, reason)
 
 
-def finalize_signals(now_ts: int, inputs: TickInputs, config: RtConfig) -> pd.DataFrame:
-    """The clock-dependent gates and the signal math: cheap, run every tick."""
+EDGE_GATE = "edge below tau_open_cents"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The clock-dependent gates and the signal math over a tick's rows (``reason`` None where it trades)."""
+
+    p_market: np.ndarray
+    p_blend: np.ndarray
+    math: SignalMath
+    reason: np.ndarray
+    minutes_left: np.ndarray
+    spread: np.ndarray
+
+
+def decide(now_ts, inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Decision:
+    """Gates and signal math; ``now_ts`` is the tick time, or one time per row for many ticks at once.
+
+    ``maker`` prices the resting side (YES at the bid, NO at 100 − ask) instead of the taker side.
+    """
     reason = inputs.data_skip.copy()
 
     def skip(mask, text: str) -> None:
@@ -124,21 +155,27 @@ def finalize_signals(now_ts: int, inputs: TickInputs, config: RtConfig) -> pd.Da
     p_blend = BLENDS[config.blend](p_model, p_market, config.blend_weight)
     fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
     math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
-                     config.risk, fees)
+                     config.risk, fees, maker=maker)
     spread = ask - bid
     skip(spread > config.risk.max_spread_cents, "spread wider than max_spread_cents")
-    skip(math.edge_cents < config.risk.tau_open_cents, "edge below tau_open_cents")
-    trade = pd.isna(reason)
-    modelled = ~np.isnan(p_model)
+    skip(math.edge_cents < config.risk.tau_open_cents, EDGE_GATE)
+    return Decision(p_market, p_blend, math, reason, minutes_left, spread)
+
+
+def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig) -> pd.DataFrame:
+    """The rt_signals rows of one tick (or of many, with one ``now_ts`` per row): cheap, run every tick."""
+    d = decide(now_ts, inputs, config)
+    trade = pd.isna(d.reason)
+    modelled = ~np.isnan(inputs.p_model)
     return pd.DataFrame({
-        "ts_utc": pd.Timestamp(now_ts, unit="s", tz="UTC"),
+        "ts_utc": pd.to_datetime(now_ts, unit="s", utc=True),
         "market_ticker": inputs.tickers, "city": inputs.city, "bracket": inputs.bracket,
-        "p_model": p_model, "p_market": p_market, "p_blend": np.where(modelled, p_blend, np.nan),
-        "edge_cents": np.where(modelled, math.edge_cents, np.nan),
-        "kelly_fraction": np.where(trade, math.kelly_fraction, 0.0),
-        "size_fraction": np.where(trade, math.size_fraction, 0.0),
-        "spread_cents": spread, "minutes_to_close": minutes_left, "model_id": inputs.model_id,
-        "wf_window": inputs.window, "side": np.where(trade, math.side, None), "skip_reason": reason,
+        "p_model": inputs.p_model, "p_market": d.p_market, "p_blend": np.where(modelled, d.p_blend, np.nan),
+        "edge_cents": np.where(modelled, d.math.edge_cents, np.nan),
+        "kelly_fraction": np.where(trade, d.math.kelly_fraction, 0.0),
+        "size_fraction": np.where(trade, d.math.size_fraction, 0.0),
+        "spread_cents": d.spread, "minutes_to_close": d.minutes_left, "model_id": inputs.model_id,
+        "wf_window": inputs.window, "side": np.where(trade, d.math.side, None), "skip_reason": d.reason,
     }, columns=SIGNAL_COLUMNS)
 
 

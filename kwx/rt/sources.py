@@ -37,10 +37,12 @@ class Snapshot:
                 raise LookaheadError(f"{city} weather after {self.now_ts} handed to a tick")
 
     def signature(self) -> tuple:
-        """Changes exactly when the tick's inputs change (new candle, new observation, market set)."""
+        """Changes exactly when the tick's inputs change: a candle or observation arriving *or leaving*
+        the lookback window (the counts), the market set, a fetch failure."""
         last_candle = int(self.candles["end_period_ts"].max()) if len(self.candles) else 0
         last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
-        return last_candle, last_obs, tuple(self.markets["ticker"]), tuple(sorted(self.failed.items()))
+        counts = (len(self.candles), *(len(w) for w in self.weather.values()))
+        return last_candle, last_obs, counts, tuple(self.markets["ticker"]), tuple(sorted(self.failed.items()))
 
 
 class ReplaySource:

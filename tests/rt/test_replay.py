@@ -22,7 +22,7 @@ from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day
-from kwx.rt.sources import LookaheadError, ReplaySource
+from kwx.rt.sources import LookaheadError, ReplaySource, Snapshot
 
 pytestmark = pytest.mark.integration
 DAY = date(2025, 7, 18)
@@ -217,3 +217,14 @@ def test_ticks_mark_candles_complete(promoted):
     assert len(marked) > 10 and marked["yes_bid_close"].notna().all()
     start, _ = climate_day_bounds(DAY, get_city("chicago"))
     assert marked["end_period_ts"].max() <= int(start.timestamp()) + 60 * 300  # nothing past the last tick
+
+
+def test_a_candle_leaving_the_lookback_changes_the_tick_signature():
+    # The tick reuses features while the signature holds; a candle ageing out of the window must end that,
+    # or the loop reports "stale quote" from memory where the data now say "no candle in the lookback".
+    markets = pd.DataFrame({"ticker": ["KXHIGHCHI-25JUL18-B84.5"]})
+    candles = pd.DataFrame({"market_ticker": ["KXHIGHCHI-25JUL18-B84.5"] * 2, "end_period_ts": [1_000, 1_600]})
+    weather = {"chicago": pd.DataFrame({"ts_utc": pd.to_datetime([1_500], unit="s", utc=True)})}
+    before = Snapshot(1_800, markets, candles, weather).signature()
+    after = Snapshot(1_900, markets, candles.iloc[1:], weather).signature()
+    assert before != after

@@ -1,0 +1,1 @@
+"""Backtests: the live signal path replayed over history with a maker-first fill model, logged to MLflow."""

@@ -1,0 +1,47 @@
+"""Load a backtest period from the database: markets, candles, weather, settlements → decision rows."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from kwx.backtest.engine import Period, decision_rows
+from kwx.cities import get_city
+from kwx.data.dataset import (
+    CANDLE_COLUMNS,
+    DatasetError,
+    load_candles,
+    load_markets,
+    load_settlements,
+    load_weather_for_markets,
+)
+from kwx.domain.features import build_features
+from kwx.domain.markets import settlement_outcomes
+from kwx.rt.engine import Resolver, inputs_from_rows
+
+
+def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: date, resolve: Resolver, *,
+                max_obs_age_minutes: int = 20) -> Period:
+    """Decision rows of every market of ``pairs`` with event dates in [start, end], with model inputs."""
+    frames, outcomes = [], []
+    for city_key, bracket in pairs:
+        city = get_city(city_key)
+        markets = load_markets(engine, city_key, bracket, start, end)
+        if markets.empty:
+            raise DatasetError(f"no {city_key}/{bracket} markets with event dates {start}..{end}")
+        candles = load_candles(engine, markets["ticker"].tolist(), columns=(*CANDLE_COLUMNS, "price_low",
+                                                                            "price_high"))
+        weather = load_weather_for_markets(engine, city, markets, start)
+        features = build_features(candles, markets, weather, city, max_obs_age_minutes=max_obs_age_minutes)
+        frames.append(decision_rows(markets, features, candles))
+        tmax = load_settlements(engine, city, start, end)
+        won = settlement_outcomes(markets["strike_type"].to_numpy(), markets["floor_strike"].to_numpy(dtype=float),
+                                  markets["cap_strike"].to_numpy(dtype=float),
+                                  markets["event_date"].map(tmax).to_numpy(dtype=float))
+        outcomes.append(pd.Series(won, index=markets["ticker"].to_numpy()))
+    rows = pd.concat(frames, ignore_index=True).sort_values(["market_ticker", "tick_ts"], kind="stable")
+    rows = rows.reset_index(drop=True)
+    days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+    return Period(rows, inputs_from_rows(rows, resolve), pd.concat(outcomes), days)

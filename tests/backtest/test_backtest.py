@@ -1,0 +1,175 @@
+"""The backtest on the promoted demo model: the live signal path, out of sample, no lookahead, logged to MLflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from kwx.backtest.data import load_period
+from kwx.backtest.engine import TICK_SECONDS, simulate
+from kwx.backtest.models import ModelSource, OutOfSampleResolver
+from kwx.backtest.runner import parse_grid, run_backtest
+from kwx.cli import app
+from kwx.config import RtConfig, load_config
+from kwx.data.schema import Candle, RtSignal
+from kwx.registry.cache import RegistryCache
+from kwx.rt.engine import finalize_signals
+from kwx.rt.replay import replay_day
+
+pytestmark = pytest.mark.integration
+RT = {"markets": [{"city": "chicago", "bracket": "between"}]}
+FIRST_TEST_DAY = date(2025, 7, 13)  # the promoted run's windows test 2025-07-13..24
+
+
+@pytest.fixture(scope="module")
+def period(promoted):
+    client = promoted["client"]
+    resolver = OutOfSampleResolver([ModelSource.from_run(client, "chicago", "between", promoted["run_id"])],
+                                   RegistryCache(client))
+    return load_period(promoted["engine"], [("chicago", "between")], date(2025, 7, 10), date(2025, 7, 24), resolver)
+
+
+@pytest.fixture
+def tracked(promoted, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
+    return promoted
+
+
+def test_decisions_equal_the_replayed_live_signals(promoted, period):
+    engine, client = promoted["engine"], promoted["client"]
+    config = RtConfig.model_validate({**RT, "tick_seconds": TICK_SECONDS})
+    day = date(2025, 7, 18)
+    replay_day(config, engine, client, day)
+    with engine.connect() as conn:
+        replayed = pd.read_sql(select(RtSignal).where(RtSignal.ts_utc >= datetime(2025, 7, 18, 6, tzinfo=UTC),
+                                                      RtSignal.ts_utc < datetime(2025, 7, 19, 6, tzinfo=UTC)), conn)
+    replayed["ts_utc"] = pd.to_datetime(replayed["ts_utc"], utc=True)
+    ours = finalize_signals(period.rows["tick_ts"].to_numpy(), period.inputs, config)
+    joined = replayed.merge(ours, on=["ts_utc", "market_ticker"], suffixes=("_replay", "_backtest"))
+    assert len(joined) == len(replayed) > 1000  # every replayed (tick, market) is a backtest decision
+    for column in ("p_model", "p_blend", "edge_cents", "size_fraction"):
+        np.testing.assert_allclose(joined[f"{column}_backtest"], joined[f"{column}_replay"], rtol=1e-9,
+                                   equal_nan=True, err_msg=column)
+    for column in ("side", "skip_reason", "wf_window"):
+        pd.testing.assert_series_equal(joined[f"{column}_backtest"].fillna(""), joined[f"{column}_replay"].fillna(""),
+                                       check_names=False)
+
+
+def test_only_out_of_sample_days_trade(period):
+    config = RtConfig.model_validate(RT)
+    result = simulate(period, config)
+    assert len(result.fills) > 0
+    assert (result.fills["event_date"] >= FIRST_TEST_DAY).all()
+    early = period.rows["event_date"] < FIRST_TEST_DAY
+    reasons = pd.Series(period.inputs.data_skip[early.to_numpy()]).dropna()
+    assert reasons.str.startswith("no model: out of sample only").any()
+    assert period.inputs.window[~early.to_numpy() & ~np.isnan(period.inputs.p_model)].size > 0
+
+
+def test_no_decision_sees_the_future_and_no_fill_without_a_trade_through(promoted, period):
+    rows = period.rows
+    assert (rows["end_period_ts"].dropna() <= rows.loc[rows["end_period_ts"].notna(), "tick_ts"]).all()
+    config = RtConfig.model_validate({**RT, "execution": {"taker_fallback_cents": 3}})
+    fills = simulate(period, config).fills
+    maker, taker = fills[fills["liquidity"] == "maker"], fills[fills["liquidity"] == "taker"]
+    assert len(maker) and len(taker)
+    assert (maker["fill_ts"] == maker["decision_ts"] + TICK_SECONDS).all()  # fills on the following minute
+    assert (taker["fill_ts"] == taker["decision_ts"]).all()
+    with promoted["engine"].connect() as conn:
+        candles = pd.read_sql(select(Candle.market_ticker, Candle.end_period_ts, Candle.price_low, Candle.price_high,
+                                     Candle.volume), conn)
+    traded = maker.merge(candles, left_on=["market_ticker", "fill_ts"], right_on=["market_ticker", "end_period_ts"])
+    assert len(traded) == len(maker)
+    through = np.where(traded["side"] == "yes", traded["price_low"] < traded["price_cents"],
+                       traded["price_high"] > 100 - traded["price_cents"])
+    assert through.all()
+    assert (traded.groupby(["market_ticker", "fill_ts", "side"])["contracts"].sum()
+            <= traded.groupby(["market_ticker", "fill_ts", "side"])["volume"].first()).all()
+
+
+def test_caps_hold_per_city_day_and_side(period):
+    config = RtConfig.model_validate({**RT, "risk": {"max_bankroll_pct_city_day_side": 0.02},
+                                      "execution": {"bankroll_dollars": 5000}})
+    fills = simulate(period, config).fills
+    spent = fills.groupby(["city", "event_date", "side"])["cost_cents"].sum()
+    assert len(spent) and (spent <= 0.02 * 5000 * 100 + 1e-6).all()
+    assert spent.max() > 0.9 * 0.02 * 5000 * 100  # the cap binds, it is not trivially loose
+
+
+def test_settlement_pnl_follows_the_market_result(promoted, period):
+    fills = simulate(period, RtConfig.model_validate(RT)).fills
+    won = fills["won"].to_numpy()
+    expected = 100 * fills["contracts"] * won - fills["contracts"] * fills["price_cents"] - fills["fee_cents"] \
+        - fills["slippage_cents"]
+    np.testing.assert_allclose(fills["pnl_cents"], expected)
+    outcomes = period.outcome.reindex(fills["market_ticker"]).to_numpy()
+    np.testing.assert_array_equal(won, np.where(fills["side"] == "yes", outcomes, 1 - outcomes))
+
+
+def test_backtest_run_logs_strategy_baselines_and_grid(tracked, tmp_path):
+    rt_path = tmp_path / "rt.yaml"
+    rt_path.write_text("markets:\n  - {city: chicago, bracket: between}\nblend_weight: 0.7   # keep me\n")
+    result = CliRunner().invoke(app, ["backtest", "--start", "2025-07-13", "--end", "2025-07-24", "--config",
+                                      str(rt_path), "--blend-grid", "0.5:0.7:0.1", "--write-rt-config",
+                                      "--db-url", tracked["db"]])
+    assert result.exit_code == 0, result.output
+    assert "market only (w=0)" in result.output and "model only (w=1)" in result.output
+    client = tracked["client"]
+    experiment = client.get_experiment_by_name("kwx-backtests").experiment_id
+    parent = client.search_runs([experiment], filter_string="tags.`kwx.kind` = 'backtest'",
+                                order_by=["attributes.start_time DESC"])[0]
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(float(c.data.params["blend_weight"]) for c in children) == [0.5, 0.6, 0.7]
+    best = max(children, key=lambda c: c.data.metrics["daily_sharpe"])
+    assert parent.data.metrics["best_blend_weight"] == float(best.data.params["blend_weight"])
+    for key in ("total_pnl", "roi_on_capital", "daily_sharpe", "max_drawdown", "hit_rate", "fill_rate", "fees_paid",
+                "market_only_total_pnl", "model_only_total_pnl"):
+        assert key in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trades.csv", "daily_pnl.csv", "equity_curve.png", "blend_grid.png", "blend_grid.csv",
+            "summary.json", "by_city_bracket.csv"} <= artifacts
+    written = load_config(rt_path, RtConfig)
+    assert written.blend_weight == float(best.data.params["blend_weight"])
+    assert "# keep me" in rt_path.read_text()
+
+
+def test_baselines_are_the_same_engine_at_w0_and_w1(tracked):
+    run = run_backtest(RtConfig.model_validate(RT), tracked["engine"], [("chicago", "between")],
+                       date(2025, 7, 13), date(2025, 7, 24))
+    assert run.baselines["market_only"].blend_weight == 0.0
+    assert run.baselines["model_only"].blend_weight == 1.0
+    metrics = mlflow.get_run(run.run_id).data.metrics
+    assert metrics["model_only_total_pnl"] == pytest.approx(run.baselines["model_only"].summary["total_pnl"])
+    assert metrics["total_pnl"] == pytest.approx(run.strategy.summary["total_pnl"])
+    assert run.strategy.blend_weight == 0.7
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--blend-grid", "0.9:0.5:0.1"], "needs 0 <= START <= STOP <= 1"),
+    (["--blend-grid", "a:b"], "is not START:STOP:STEP"),
+    (["--write-rt-config"], "needs --blend-grid"),
+    (["--city", "chicago"], "give --city and --bracket together"),
+])
+def test_bad_input_fails_with_one_clear_line(tracked, args, message):
+    result = CliRunner().invoke(app, ["backtest", "--start", "2025-07-13", "--end", "2025-07-24",
+                                      "--db-url", tracked["db"], *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_period_without_markets_is_a_clear_error(tracked):
+    result = CliRunner().invoke(app, ["backtest", "--start", "2024-01-01", "--end", "2024-01-31",
+                                      "--db-url", tracked["db"]])
+    assert result.exit_code == 2 and "no chicago/between markets with event dates 2024-01-01..2024-01-31" in (
+        result.output)
+
+
+def test_grid_parsing_includes_both_ends():
+    assert parse_grid("0.5:0.8:0.05") == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
+    assert parse_grid("0.3:0.3:0.1") == [0.3]
