@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kwx.config import Calibration
+from kwx.domain.feature_stability import ZERO
 
 # scikit-learn >= 1.8 deprecates `penalty`; the penalty is expressed through l1_ratio alone.
 PENALTY_L1_RATIO: dict[str, float] = {"l1": 1.0, "l2": 0.0}
@@ -81,10 +82,11 @@ def fit_quietly(estimator, X: pd.DataFrame, y: np.ndarray) -> FitReport:
         warnings.simplefilter("always", ConvergenceWarning)
         estimator.fit(X, y)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return FitReport(converged, int(np.max(_logit(estimator).n_iter_)))
+    return FitReport(converged, int(np.max(fitted_logit(estimator).n_iter_)))
 
 
-def _logit(estimator) -> LogisticRegression:
+def fitted_logit(estimator) -> LogisticRegression:
+    """The logistic regression inside a fitted pipeline, or inside a calibrated one (ensemble=False: one)."""
     if isinstance(estimator, CalibratedClassifierCV):
         estimator = estimator.calibrated_classifiers_[0].estimator
     return estimator.named_steps["logit"]
@@ -116,4 +118,4 @@ def fit_calibrated(
 
 
 def nonzero_coefficients(model) -> int:
-    return int(np.count_nonzero(np.abs(_logit(model).coef_) > 1e-10))
+    return int(np.count_nonzero(np.abs(fitted_logit(model).coef_) > ZERO))

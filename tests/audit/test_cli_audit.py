@@ -1,0 +1,36 @@
+"""The audit commands' help: every option documented."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kwx.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("time", {"cities", "start", "end", "out", "max_gap_minutes", "close_tolerance_minutes", "db_url"}),
+    ("features", {"run_id", "city", "bracket", "repeats", "db_url"}),
+])
+def test_audit_commands_document_every_option(name, options):
+    command = typer.main.get_command(app).commands["audit"].commands[name]
+    assert command.help
+    params = {p.name: p for p in command.params}
+    assert set(params) == options
+    assert all(len(params[o].help or "") > 10 for o in options), {o: params[o].help for o in options}
+    result = runner.invoke(app, ["audit", name, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_audit_group_lists_both_commands():
+    result = runner.invoke(app, ["audit"])
+    assert "time" in result.output and "features" in result.output
+
+
+def test_audit_time_rejects_an_inverted_range(tmp_path):
+    result = runner.invoke(app, ["audit", "time", "--start", "2025-11-08", "--end", "2025-11-01",
+                                 "--db-url", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 2 and "before --start" in result.output

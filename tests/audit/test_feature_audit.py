@@ -1,0 +1,81 @@
+"""`kwx audit features` on a tiny training run in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from kwx.cli import app
+from kwx.config import TrainConfig
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.demo import load_demo
+from kwx.domain.features import feature_columns
+from kwx.training import runner as training
+
+pytestmark = pytest.mark.integration
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit-features")
+    db = f"sqlite:///{root / 'kwx.db'}"
+    migrations.upgrade(db)
+    engine = make_engine(db)
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
+    mp = pytest.MonkeyPatch()
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    mp.chdir(root)
+    summary = training.train(TrainConfig.model_validate({
+        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3}), engine)
+    engine.dispose()
+    yield {"db": db, "tracking_uri": tracking_uri, "run_id": summary.parent_run_id, "windows": sorted(summary.versions)}
+    mp.undo()
+    mlflow.set_tracking_uri(None)
+
+
+def test_audit_features_of_the_latest_run(trained, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["tracking_uri"])
+    result = cli.invoke(app, ["audit", "features", "--city", "chicago", "--bracket", "between", "--repeats", "2",
+                              "--db-url", trained["db"]])
+    assert result.exit_code == 0, result.output
+    run_id = trained["run_id"]
+    assert run_id in result.output and "sign stability" in result.output
+
+    out = tmp_path / "feature_audit" / "chicago_between" / run_id
+    document = json.loads((out / "feature_audit.json").read_text())
+    features = feature_columns("elasticnet_rich", "between")
+    assert set(document["features"]) == set(features)
+    assert document["windows"] == trained["windows"] and len(trained["windows"]) >= 2
+    assert document["permutation_importance"]["repeats"] == 2
+    for stats in document["features"].values():
+        assert 0 <= stats["sign_stability"] <= 1 and 0 <= stats["nonzero_fraction"] <= 1
+        assert {"coef_mean", "coef_std", "sign_flips", "importance_mean", "importance_std",
+                "importance_rank"} <= set(stats)
+        assert stats["importance_std"] >= 0
+    # The model uses some features on the test weeks: shuffling them costs log loss.
+    assert max(s["importance_mean"] for s in document["features"].values()) > 0
+    for window in document["per_window"]:
+        # The test rows rebuilt from the database are the ones training scored.
+        assert window["test_rows"] == window["n_test_logged"] > 0
+        assert window["test_log_loss"] == pytest.approx(window["test_log_loss_logged"], rel=1e-9)
+        assert set(window["coefficients"]) == set(window["importance_mean"]) == set(features)
+    for name in ("coefficients.png", "permutation_importance.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = {a.path for a in MlflowClient(trained["tracking_uri"]).list_artifacts(run_id, "feature_audit")}
+    assert logged == {"feature_audit/feature_audit.json", "feature_audit/coefficients.png",
+                      "feature_audit/permutation_importance.png"}
+
+
+def test_audit_features_needs_a_run(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["tracking_uri"])
+    result = cli.invoke(app, ["audit", "features", "--db-url", trained["db"]])
+    assert result.exit_code == 2 and "--run-id" in result.output
