@@ -1,10 +1,14 @@
-# One image for the kwx CLI and the MLflow tracking server (both need mlflow, psycopg2 and boto3).
+# One image for the kwx CLI, the real-time loop and the MLflow tracking server (all need mlflow, psycopg2, boto3).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini MLproject conda.yaml python_env.yaml ./
 COPY kwx ./kwx
 COPY alembic ./alembic
 COPY configs ./configs
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e . \
+    && useradd --create-home --uid 10001 kwx \
+    && chown kwx /app
+# Not root; the code stays root-owned, /app itself is writable for what commands write there (acceptance_reports/).
+USER kwx
 ENTRYPOINT ["kwx"]
 CMD ["--help"]

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 # MLflow 3's own default backend; the ./mlruns file store is no longer accepted for tracking.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOCAL_ARTIFACTS_DIR = "mlartifacts"
+TRACKING_SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -59,13 +60,17 @@ def check_reachable(uri: str) -> None:
 
 
 def ensure_experiment(name: str) -> str:
-    """Experiment id by name, created if needed; local stores keep artifacts in ./mlartifacts."""
+    """Experiment id by name, created if needed; database stores used directly keep artifacts in ./mlartifacts.
+
+    A tracking server picks the location itself (its ``--artifacts-destination``, proxied), so clients need
+    no S3 credentials; a database URI (sqlite, postgresql, ...) would otherwise default to ./mlruns.
+    """
     client = MlflowClient()
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     uri = mlflow.get_tracking_uri()
     artifact_location = None
-    if uri.startswith("sqlite:"):
+    if not uri.startswith(TRACKING_SERVER_SCHEMES):
         artifact_location = (Path.cwd() / LOCAL_ARTIFACTS_DIR).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)

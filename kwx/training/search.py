@@ -1,15 +1,22 @@
 """Hyperparameter search with Optuna: seeded TPE, median pruning per fold, day-grouped CV.
 
-MLflow-free: the runner logs what this returns.
+MLflow-free: the runner logs what this returns. With a shared storage the same per-window study is
+joined by ``kwx search-worker`` processes on other hosts (``join_search``), which log nothing.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from sklearn.metrics import log_loss
 
 from kwx.config import TrainConfig
@@ -41,20 +48,54 @@ class SearchResult:
     unconverged_fits: int
 
 
-def run_search(
-    X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, *, storage: str | None = None,
-    study_name: str | None = None,
-) -> SearchResult:
-    """Minimise mean day-grouped CV log loss over ``config.trials`` trials.
+class SearchTimeoutError(RuntimeError):
+    pass
 
-    Each fold's log loss is reported as an intermediate value so MedianPruner can stop a bad
-    trial after the warm-up folds. ``storage`` (an Optuna RDB URL or journal) lets workers on
-    several hosts share one study; default in-memory.
-    """
+
+WORKER_ATTR = "worker"  # trial user attribute: which process ran the trial
+DEFAULT_WAIT_SECONDS = 900.0
+# A worker that dies mid-trial stops beating; after the grace period its trial is failed instead of
+# leaving the coordinator waiting on it until the timeout.
+HEARTBEAT_SECONDS = 10
+HEARTBEAT_GRACE_SECONDS = 60
+STORAGE_ATTEMPTS = 3
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_storage(spec: str | None) -> optuna.storages.BaseStorage | None:
+    """None: in-memory; 'journal:PATH': a journal file (safe for several local processes); else an RDB URL."""
+    if spec is None:
+        return None
+    if spec.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(spec.removeprefix("journal:")))
+    # Workers starting together on a fresh database race to create Optuna's tables; the loser sees a
+    # duplicate and succeeds on the next attempt, when the tables exist.
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(spec, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=HEARTBEAT_GRACE_SECONDS)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt >= STORAGE_ATTEMPTS:
+                raise
+            time.sleep(0.5 * attempt)
+            attempt += 1
+
+
+def _objective(X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, counters: dict[str, int]):
     folds = group_folds(groups, config.cv_splits)
-    counters = {"fits": 0, "unconverged": 0}
+    worker = worker_id()
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker)
         params = suggest_params(trial, config)
         losses = []
         for step, (train, test) in enumerate(folds):
@@ -68,18 +109,85 @@ def run_search(
                 raise optuna.TrialPruned()
         return float(np.mean(losses))
 
-    study = optuna.create_study(
+    return objective
+
+
+def _study(config: TrainConfig, storage, study_name: str | None, seed: int) -> optuna.Study:
+    return optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=storage is not None, direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     )
-    # With shared storage several workers run this at once; together they stop at config.trials.
-    study.optimize(objective, n_trials=config.trials,
-                   callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=None)])
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not completed:
-        raise RuntimeError(f"no Optuna trial completed out of {len(study.trials)}")
-    trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+
+
+def _run_until_full(study: optuna.Study, objective, trials: int) -> int:
+    """Run trials while the study (every process's trials, in any state) holds fewer than ``trials``.
+
+    Counting before each trial, not after, means a process joining a finished study adds nothing; two
+    processes racing for the last slot can overshoot by one trial each.
+    """
+    ran = 0
+    while len(study.get_trials(deepcopy=False)) < trials:
+        study.optimize(objective, n_trials=1)
+        ran += 1
+    return ran
+
+
+def wait_for_running_trials(study: optuna.Study, timeout_seconds: float, poll_seconds: float = 0.5) -> None:
+    """Block until no trial of the study is RUNNING (other workers' included), or raise after the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a no-op unless the storage has heartbeats
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            who = ", ".join(f"#{t.number} ({t.user_attrs.get(WORKER_ATTR, 'unknown worker')})" for t in running)
+            raise SearchTimeoutError(
+                f"Optuna study {study.study_name}: trials still running after {timeout_seconds:.0f} s: {who}")
+        time.sleep(poll_seconds)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial of the study, whichever process ran it, with its duration in seconds and its worker."""
+    trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration", "user_attrs"))
     trials["duration"] = trials["duration"].dt.total_seconds()
-    return SearchResult(params_from_trial(study.best_trial), float(study.best_value), trials,
+    return trials.rename(columns={f"user_attrs_{WORKER_ATTR}": WORKER_ATTR})
+
+
+def run_search(
+    X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, *, storage=None,
+    study_name: str | None = None, wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> SearchResult:
+    """Minimise mean day-grouped CV log loss over ``config.trials`` trials.
+
+    Each fold's log loss is reported as an intermediate value so MedianPruner can stop a bad
+    trial after the warm-up folds. ``storage`` (an Optuna storage from ``make_storage``) lets
+    ``join_search`` workers on other hosts share the study: this process runs trials until the study
+    holds ``config.trials``, then waits (at most ``wait_seconds``) for the other workers' running
+    trials before it reads the best one. Default in-memory.
+    """
+    counters = {"fits": 0, "unconverged": 0}
+    study = _study(config, storage, study_name, config.seed)
+    _run_until_full(study, _objective(X, y, groups, config, counters), config.trials)
+    if storage is not None:
+        wait_for_running_trials(study, wait_seconds)
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise RuntimeError(f"no Optuna trial completed out of {len(study.get_trials(deepcopy=False))}")
+    return SearchResult(params_from_trial(study.best_trial), float(study.best_value), trials_table(study),
                         counters["fits"], counters["unconverged"])
+
+
+def join_search(X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, *, storage,
+                study_name: str) -> int:
+    """Contribute trials to a shared study until it holds ``config.trials``; returns how many ran here.
+
+    Each worker seeds its sampler from the config seed and its own identity: with one seed every
+    process would draw the same random start-up trials.
+    """
+    seed = (config.seed + zlib.crc32(worker_id().encode())) % 2**32
+    study = _study(config, storage, study_name, seed)
+    return _run_until_full(study, _objective(X, y, groups, config, {"fits": 0, "unconverged": 0}), config.trials)

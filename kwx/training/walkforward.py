@@ -15,7 +15,7 @@ import pandas as pd
 from kwx.config import TrainConfig
 from kwx.domain.metrics import reliability, score
 from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients
-from kwx.training.search import run_search
+from kwx.training.search import join_search, run_search
 from kwx.training.windows import Window, plan_windows
 
 
@@ -88,11 +88,25 @@ class WindowResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def search_window(
+    frame: pd.DataFrame, features: list[str], config: TrainConfig, window_plan: WindowPlan, *,
+    optuna_storage, study_prefix: str,
+) -> int:
+    """A search worker's share of one window's shared study (``optuna_storage``); returns its trial count."""
+    window = window_plan.window
+    train = _between(frame, window.train_start, window.train_end)
+    return join_search(train[features], train["label"].to_numpy(dtype=int), train["event_date"].to_numpy(), config,
+                       storage=optuna_storage, study_name=f"{study_prefix}-{window.name}")
+
+
 def train_window(
     frame: pd.DataFrame, features: list[str], config: TrainConfig, window_plan: WindowPlan, *,
-    optuna_storage: str | None = None, study_prefix: str = "kwx",
+    optuna_storage=None, study_prefix: str = "kwx",
 ) -> WindowResult:
-    """Search, calibrate and score one window; ``frame`` holds labelled rows of (at least) this window."""
+    """Search, calibrate and score one window; ``frame`` holds labelled rows of (at least) this window.
+
+    ``optuna_storage`` (``search.make_storage``; default in-memory) may be shared with search workers.
+    """
     window = window_plan.window
     train = _between(frame, window.train_start, window.train_end)
     test = _between(frame, window.test_start, window.test_end)
