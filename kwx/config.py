@@ -6,14 +6,26 @@ never silently trains or trades with a default.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kwx.cities import EXCLUDED_VC_CITIES, get_city
 from kwx.domain.features import FEATURE_SETS
@@ -214,6 +226,16 @@ class FeeConfig(StrictModel):
     contracts: int = Field(10, ge=1, description="order size the per-contract fee rounding assumes")
 
 
+class ExecutionParams(StrictModel):
+    """How the backtest trades the signals: maker-first orders, an optional taker fallback, a fixed bankroll."""
+
+    bankroll_dollars: float = Field(10_000, gt=0, description="capital the Kelly fractions and caps refer to")
+    taker_fallback_cents: float | None = Field(
+        None, ge=0, description="cross the spread when the taker edge reaches this; null: maker orders only")
+    cancel_minutes_before_close: float = Field(
+        15, ge=0, description="cancel resting orders (and post none) this close to the market's close")
+
+
 class RtConfig(StrictModel):
     """The real-time loop (`kwx serve-rt`). Keys for the APIs come from the environment only."""
 
@@ -224,6 +246,7 @@ class RtConfig(StrictModel):
     blend_weight: float = Field(0.7, ge=0, le=1)
     risk: RiskParams = RiskParams()
     fees: FeeConfig = FeeConfig()
+    execution: ExecutionParams = ExecutionParams()
     max_quote_age_seconds: int = Field(180, ge=1, description="older candles are stale")
     max_obs_age_minutes: int = Field(20, ge=1, le=24 * 60, description="older weather is stale")
     min_minutes_to_close: float = Field(5, ge=0, description="stop signalling this close to the close")
@@ -239,13 +262,92 @@ class RtConfig(StrictModel):
     def _distinct_markets(cls, v: list[MarketSelector]) -> list[MarketSelector]:
         return _unique(v, "markets")
 
+    @model_validator(mode="after")
+    def _taker_above_open(self) -> Self:
+        fallback = self.execution.taker_fallback_cents
+        if fallback is not None and fallback < self.risk.tau_open_cents:
+            raise ValueError(f"execution.taker_fallback_cents ({fallback}) must be >= risk.tau_open_cents "
+                             f"({self.risk.tau_open_cents}): crossing the spread needs the larger edge")
+        return self
+
     def summary(self) -> str:
         pairs = ", ".join(f"{m.city}/{m.bracket}" for m in self.markets)
         return (f"rt {pairs} every {self.tick_seconds:g}s stage={self.stage} blend={self.blend}:{self.blend_weight} "
                 f"kelly_alpha={self.risk.kelly_alpha}")
 
 
-CONFIG_KINDS: dict[str, type[StrictModel]] = {"train": TrainConfig, "rt": RtConfig}
+def _matrix_dir(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("config_dir", ".")).resolve()
+
+
+def _matching_files(pattern: str, directory: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(directory / pattern)) if Path(p).is_file())
+
+
+def _config_pattern(v: str, info: ValidationInfo) -> str:
+    if not _matching_files(v, _matrix_dir(info)):
+        raise ValueError(f"matches no file in {_matrix_dir(info)}")
+    return v
+
+
+class MatrixConfig(StrictModel):
+    """`kwx train --matrix`: train configs (paths or globs relative to the matrix file) and `--set`-style
+    dotted-key overrides applied to every one of them."""
+
+    configs: list[Annotated[str, AfterValidator(_config_pattern)]] = Field(min_length=1)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    _config_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str = PrivateAttr(default="<matrix>")
+
+    @field_validator("configs")
+    @classmethod
+    def _distinct_configs(cls, v: list[str]) -> list[str]:
+        return _unique(v, "configs")
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in v if k.split(".")[0] not in TrainConfig.model_fields)
+        if unknown:
+            raise ValueError(f"not a field of the train config: {', '.join(unknown)}")
+        return v
+
+    @model_validator(mode="after")
+    def _remember_location(self, info: ValidationInfo) -> Self:
+        self._config_dir = _matrix_dir(info)
+        self._source = str((info.context or {}).get("source", self._source))
+        return self
+
+    def paths(self) -> list[Path]:
+        """Matched files in entry order, each once."""
+        return list(dict.fromkeys(p for pattern in self.configs for p in _matching_files(pattern, self._config_dir)))
+
+    def load_members(self, extra_overrides: dict[str, Any] | None = None) -> list[tuple[Path, TrainConfig]]:
+        """Every member config with the overrides applied (``extra_overrides`` win); all problems at once."""
+        overrides = {**self.overrides, **(extra_overrides or {})}
+        members, problems = [], []
+        for path in self.paths():
+            try:
+                members.append((path, load_config(path, TrainConfig, overrides)))
+            except ConfigError as exc:
+                problems += [f"{path.name}: {problem}" for problem in exc.problems]
+        seen: dict[tuple[str, str], Path] = {}
+        for path, cfg in members:
+            # Two configs of one city/bracket would interleave their versions in one registered model.
+            first = seen.setdefault((cfg.city, cfg.bracket), path)
+            if first != path:
+                problems.append(f"{path.name}: trains {cfg.city}/{cfg.bracket} like {first.name}")
+        if problems:
+            raise ConfigError(self._source, problems)
+        return members
+
+    def summary(self) -> str:
+        names = ", ".join(p.stem.removeprefix("elasticnet_") for p in self.paths())
+        overrides = ",".join(f"{k}={v}" for k, v in self.overrides.items())
+        return f"matrix of {len(self.paths())} configs ({names})" + (f" overrides {overrides}" if overrides else "")
+
+
+CONFIG_KINDS: dict[str, type[StrictModel]] = {"train": TrainConfig, "rt": RtConfig, "matrix": MatrixConfig}
 ModelT = TypeVar("ModelT", bound=StrictModel)
 
 
@@ -277,11 +379,11 @@ def validation_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def parse_config(data: Any, model: type[ModelT], source: str = "<config>") -> ModelT:
+def parse_config(data: Any, model: type[ModelT], source: str = "<config>", context: dict | None = None) -> ModelT:
     if not isinstance(data, dict):
         raise ConfigError(source, [f"(top level): expected a mapping of fields, got {type(data).__name__}"])
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(source, validation_problems(exc)) from None
 
@@ -302,7 +404,27 @@ def load_config(path: str | Path, model: type[ModelT] = TrainConfig, overrides: 
     data = {} if data is None else data
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
-    return parse_config(data, model, str(path))
+    # The file's directory anchors relative paths inside it (a matrix's config globs).
+    return parse_config(data, model, str(path), context={"config_dir": path.parent, "source": str(path)})
+
+
+def write_top_level_value(path: str | Path, key: str, value: float, model: type[StrictModel]) -> None:
+    """Set one top-level scalar in a YAML config in place, keeping its comments, then re-validate it.
+
+    The file is left as it was when the result would not validate.
+    """
+    path = Path(path)
+    original = path.read_text()
+    pattern = re.compile(rf"^({re.escape(key)}:[ \t]*)[^#\n]*?([ \t]*#.*)?$", re.MULTILINE)
+    updated, count = pattern.subn(lambda m: f"{m.group(1)}{value}{m.group(2) or ''}", original, count=1)
+    if not count:
+        updated = original.rstrip("\n") + f"\n{key}: {value}\n"
+    path.write_text(updated)
+    try:
+        load_config(path, model)
+    except ConfigError:
+        path.write_text(original)
+        raise
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:

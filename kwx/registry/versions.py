@@ -7,6 +7,8 @@ reads the registry, never folder names.
 from __future__ import annotations
 
 import importlib.metadata
+from collections import Counter
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from mlflow.tracking import MlflowClient
@@ -27,8 +29,12 @@ def pip_requirements() -> list[str]:
                                                                      "scipy")]
 
 
-def register_window_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]):
-    """A new version of ``name`` from a logged model, tagged with its window (all WINDOW_TAGS required)."""
+def register_window_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], *,
+                            model_id: str):
+    """A new version of ``name`` from a logged model, tagged with its window (all WINDOW_TAGS required).
+
+    ``model_id`` is the logged model's id: a tracking server refuses a ``models:/m-...`` source without it.
+    """
     missing = [t for t in WINDOW_TAGS if t not in tags]
     if missing:
         raise ValueError(f"model version tags missing {missing}")
@@ -36,7 +42,8 @@ def register_window_version(client: MlflowClient, name: str, model_uri: str, run
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="kwx walk-forward window models; tags give each window")
-    return client.create_model_version(name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    return client.create_model_version(name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
+                                       model_id=model_id)
 
 
 def all_versions(client: MlflowClient, name: str) -> list:
@@ -58,3 +65,39 @@ def facts(version) -> VersionFacts:
 def stage_table(client: MlflowClient, name: str, stage: str) -> list[VersionFacts]:
     """Versions currently in ``stage`` (case-insensitive, as MLflow stores 'Production')."""
     return [facts(v) for v in all_versions(client, name) if v.current_stage.lower() == stage.lower()]
+
+
+@dataclass
+class ModelOverview:
+    """One registered kwx model at a glance; metrics are the newest version's training (parent) run's."""
+
+    name: str
+    versions: int
+    windows: int
+    stages: dict[str, int]
+    aliases: list[str]
+    newest_run_id: str | None
+    metrics: dict[str, float]
+
+
+def model_overviews(client: MlflowClient) -> list[ModelOverview]:
+    """Every registered ``kwx-*`` model, by name."""
+    models, token = [], None
+    while True:
+        page = client.search_registered_models("name LIKE 'kwx-%'", max_results=100, page_token=token)
+        models += list(page)
+        token = page.token
+        if not token:
+            break
+    overviews = []
+    for model in sorted(models, key=lambda m: m.name):
+        versions = sorted(all_versions(client, model.name), key=lambda v: int(v.version))
+        newest = versions[-1] if versions else None
+        parent = newest.tags.get("parent_run_id") if newest else None
+        metrics = client.get_run(parent).data.metrics if parent else {}
+        overviews.append(ModelOverview(
+            name=model.name, versions=len(versions), windows=len({v.tags.get("window") for v in versions}),
+            stages=dict(Counter(v.current_stage for v in versions)),
+            aliases=sorted(f"@{alias}->{version}" for alias, version in model.aliases.items()),
+            newest_run_id=parent, metrics=dict(metrics)))
+    return overviews

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,6 +33,7 @@ from kwx.domain.features import feature_columns
 from kwx.plots import reliability_diagram
 from kwx.registry.versions import model_name, pip_requirements, register_window_version
 from kwx.training.model import SKOPS_TRUSTED_TYPES
+from kwx.training.search import make_storage
 from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_window
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -68,22 +69,15 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def optuna_storage(spec: str | None):
-    """None: in-memory; 'journal:PATH': a journal file (safe for several local processes); else an RDB URL."""
-    if spec is None:
-        return None
-    if spec.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(spec.removeprefix("journal:")))
-    return spec
+def search_study_prefix(config: TrainConfig) -> str:
+    """Per-window Optuna studies are named ``{prefix}-{window}``; `kwx search-worker` joins the same names."""
+    return f"{model_name(config.city, config.bracket)}-{config.fingerprint()}"
 
 
 def _train_in_worker(frame: pd.DataFrame, features: list[str], config: TrainConfig, window_plan: WindowPlan,
                      storage_spec: str | None, study_prefix: str) -> WindowResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return train_window(frame, features, config, window_plan, optuna_storage=optuna_storage(storage_spec),
+    return train_window(frame, features, config, window_plan, optuna_storage=make_storage(storage_spec),
                         study_prefix=study_prefix)
 
 
@@ -96,7 +90,7 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def _validate_storage(spec: str | None, tracking_uri: str) -> None:
+def validate_storage(spec: str | None, tracking_uri: str) -> None:
     if spec and spec.split("?")[0] == tracking_uri.split("?", maxsplit=1)[0]:
         raise TrainingError("the Optuna storage must not be MLflow's tracking database (their schemas collide)")
 
@@ -118,13 +112,14 @@ def train(
     config: TrainConfig, engine: Engine, *, workers: int = 1, optuna_storage_spec: str | None = None,
     experiment: str | None = None, config_text: str | None = None,
     on_window_done: Callable[[str, WindowResult], None] | None = None,
-    prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]] | None = None,
+    prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]] | None = None, executor: Executor | None = None,
 ) -> TrainSummary:
-    """Train every usable window; ``prepared`` is ``prepare(config, engine)`` when the caller already ran it."""
+    """Train every usable window; ``prepared`` is ``prepare(config, engine)`` when the caller already ran it,
+    ``executor`` a process pool of ``workers`` the caller shares across several configs."""
     started = time.perf_counter()
     frame, features, plans = prepared or prepare(config, engine)
     uri = tracking.configure()
-    _validate_storage(optuna_storage_spec, uri)
+    validate_storage(optuna_storage_spec, uri)
     name = model_name(config.city, config.bracket)
     client = MlflowClient()
     # Under `mlflow run`, MLflow already created the parent run (MLFLOW_RUN_ID); children join its experiment.
@@ -133,7 +128,7 @@ def train(
                      else tracking.ensure_experiment(experiment or name))
     usable = [p for p in plans if p.usable]
     skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
-    study_prefix = f"{name}-{config.fingerprint()}"
+    study_prefix = search_study_prefix(config)
     logging_seconds = 0.0
     results: dict[str, WindowResult] = {}
     versions: dict[str, str] = {}
@@ -166,10 +161,13 @@ def train(
             if on_window_done is not None:
                 on_window_done(result.window.name, result)
 
-        jobs = [(_window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
+        jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
         if workers <= 1 or len(jobs) == 1:
             for job in jobs:
                 log_window(_train_in_worker(*job))
+        elif executor is not None:  # spawned workers import kwx in seconds: a matrix starts them once, not per config
+            for future in [executor.submit(_train_in_worker, *job) for job in jobs]:
+                log_window(future.result())
         else:
             # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
@@ -200,7 +198,7 @@ def train(
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 
 
-def _window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
+def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
     w = window_plan.window
     return frame[(frame["event_date"] >= w.train_start) & (frame["event_date"] <= w.test_end)]
 
@@ -232,11 +230,17 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
                 "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
                 "feature_set": config.feature_set, "config_hash": config.fingerprint(),
                 "parent_run_id": parent_run_id}
-        version = register_window_version(client, name, info.model_uri, run.info.run_id, tags)
+        version = register_window_version(client, name, info.model_uri, run.info.run_id, tags,
+                                          model_id=info.model_id)
         mlflow.set_tag("kwx.model_version", version.version)
     return str(version.version)
 
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def log_summary(run_id: str, summary: list[dict], artifact_file: str) -> None:
+    """A JSON summary on an existing run (the run `mlflow run` launched a matrix in)."""
+    MlflowClient().log_dict(run_id, summary, artifact_file)
 
