@@ -9,12 +9,11 @@ Trains and promotes a small chicago/between run into a temporary MLflow store, t
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime
-from pathlib import Path
+
+from _workspace import scratch_workspace
 
 
 def main() -> None:
@@ -22,21 +21,14 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from kwx.config import TrainConfig
-    from kwx.data import migrations
-    from kwx.data.db import make_engine
     from kwx.data.demo import load_demo
     from kwx.registry.cache import RegistryCache
     from kwx.registry.promotion import promote
     from kwx.report import infrastructure_checks
     from kwx.training import runner
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        url = f"sqlite:///{Path(tmp) / 'kwx.db'}"
-        migrations.upgrade(url)
-        engine = make_engine(url)
+    with scratch_workspace() as (_tmp, engine):
         load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 8, 4), seed=1)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         config = TrainConfig.model_validate({
             "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-08-04", "train_days": 14,
             "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3, "acceptance": {"min_windows": 1}})
@@ -63,7 +55,6 @@ def main() -> None:
               f"max {max(cold):.3f} s over {len(cold)}")
         print(f"warm resolution: median {1e6 * statistics.median(warm):.1f} us, "
               f"p99 {1e6 * warm[int(0.99 * len(warm))]:.1f} us over {len(warm):,} calls")
-        engine.dispose()
         mlflow.set_tracking_uri(None)
 
 

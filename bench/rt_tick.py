@@ -13,12 +13,11 @@ Target: p99 < 100 ms, a day < 60 s.
 from __future__ import annotations
 
 import copy
-import os
 import statistics
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
+
+from _workspace import scratch_workspace
 
 DAY = date(2025, 7, 20)
 
@@ -29,21 +28,14 @@ def main() -> None:
 
     from kwx.cities import CITIES
     from kwx.config import RtConfig, TrainConfig
-    from kwx.data import migrations
-    from kwx.data.db import make_engine
     from kwx.data.demo import load_demo
     from kwx.registry.versions import model_name
     from kwx.rt.engine import ModelHandle
     from kwx.rt.replay import replay_day
     from kwx.training import runner
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        url = f"sqlite:///{Path(tmp) / 'kwx.db'}"
-        migrations.upgrade(url)
-        engine = make_engine(url)
+    with scratch_workspace() as (_tmp, engine):
         load_demo(engine, sorted(CITIES), date(2025, 6, 1), date(2025, 7, 22), seed=3)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for bracket in ("between", "greater", "less"):
             runner.train(TrainConfig.model_validate({
                 "city": "chicago", "bracket": bracket, "start": "2025-06-01", "end": "2025-07-22",
@@ -77,7 +69,6 @@ def main() -> None:
         print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
         print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "
               f"({result.rows:,} signal rows written)")
-        engine.dispose()
 
 
 if __name__ == "__main__":

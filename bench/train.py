@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from _workspace import scratch_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,18 +29,12 @@ def main() -> None:
     import mlflow
 
     from kwx.config import load_config
-    from kwx.data import migrations
-    from kwx.data.db import make_engine
     from kwx.data.demo import load_demo
     from kwx.training import runner
 
     config = load_config(REPO / "configs" / "elasticnet_chi_between.yaml",
                          overrides={"trials": args.trials, "cv_splits": 4})
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        url = f"sqlite:///{Path(tmp) / 'kwx.db'}"
-        migrations.upgrade(url)
-        engine = make_engine(url)
+    with scratch_workspace() as (tmp, engine):
         started = time.perf_counter()
         load_demo(engine, ["chicago"], config.start, config.end, seed=42)
         print(f"demo data {config.start}..{config.end}: {time.perf_counter() - started:.1f} s")
@@ -51,7 +46,6 @@ def main() -> None:
             print(f"workers={workers}: {len(summary.versions)} windows, {int(t['fits'])} fits, "
                   f"wall {t['wall_seconds']:.1f} s, {t['seconds_per_fit']:.3f} s/fit, "
                   f"MLflow {t['mlflow_seconds']:.1f} s = {100 * t['mlflow_fraction']:.1f} % of wall")
-        engine.dispose()
     print(f"(config: {config.summary()}; bench date {date.today()})")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kwx import __version__
-from kwx.config import CONFIG_KINDS, ConfigError, load_config
+from kwx.config import CONFIG_KINDS, ConfigError, MatrixConfig, load_config
 from kwx.data import migrations
 from kwx.data.db import database_url, redact
 
@@ -36,6 +37,9 @@ app.add_typer(rt_app, name="rt")
 models_app = typer.Typer(help="Registered window models: list and resolve by date.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+audit_app = typer.Typer(help="Audits: time alignment of the data (LST), feature stability of a training run.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 # Logs and pipes get 140 columns rather than rich's 80, so tables stay readable in CI output.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 140
@@ -48,10 +52,10 @@ DbUrlOption = Annotated[
 ]
 
 
-def progress() -> Progress:
+def progress(transient: bool = False) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=False,
+        TimeElapsedColumn(), console=err_console, transient=transient,
     )
 
 
@@ -98,6 +102,8 @@ def config_validate(
         raise fail(f"unknown config kind {kind!r}; expected one of {', '.join(CONFIG_KINDS)}")
     try:
         cfg = load_config(path, CONFIG_KINDS[kind])
+        if isinstance(cfg, MatrixConfig):  # its member configs are files of their own: validate them too
+            cfg.load_members()
     except ConfigError as exc:
         err_console.print(f"[bold red]invalid config[/] {exc.source}:", highlight=False)
         for problem in exc.problems:
@@ -142,8 +148,10 @@ def db_current(db_url: DbUrlOption = None) -> None:
 
 
 def _parse_cities(value: str) -> list[str]:
-    from kwx.cities import get_city
+    from kwx.cities import CITIES, get_city
 
+    if value.strip() == "all":
+        return list(CITIES)
     cities = [c.strip() for c in value.split(",") if c.strip()]
     if not cities:
         raise typer.BadParameter("give at least one city")
@@ -161,7 +169,7 @@ DEMO_END = "2025-11-15"
 
 @data_app.command("demo")
 def data_demo(
-    cities: Annotated[str, typer.Option(help="Comma-separated city keys.")] = "chicago",
+    cities: Annotated[str, typer.Option(help="Comma-separated city keys, or 'all'.")] = "chicago",
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")] = DEMO_START,
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")] = DEMO_END,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 42,
@@ -322,7 +330,13 @@ def ingest_vc_command(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Model config YAML (configs/...).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Model config YAML (configs/...).")] = None,
+    matrix: Annotated[Path | None, typer.Option(
+        help="Matrix YAML (configs/matrix.yaml): train each of its configs, one registered model each.")] = None,
+    all_configs: Annotated[bool, typer.Option(
+        "--all", help="Train every configs/elasticnet_*.yaml (each city × bracket).")] = False,
+    skip_missing: Annotated[bool, typer.Option(
+        "--skip-missing", help="With --matrix/--all: train the configs that can, report those that cannot.")] = False,
     plan_only: Annotated[bool, typer.Option("--plan", help="Print the windows and row counts; train nothing.")] = False,
     workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
     trials: Annotated[int | None, typer.Option(help="Override the config's Optuna trials.", min=1)] = None,
@@ -333,15 +347,25 @@ def train(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default kwx-{city}-{bracket}).")] = None,
     db_url: DbUrlOption = None,
 ) -> None:
-    """Walk-forward training: one MLflow run per window, one registered model version per window."""
+    """Walk-forward training: one MLflow run per window, one registered model version per window
+    (--matrix/--all: each config in turn, one parent run and registered model each)."""
     from kwx.data.dataset import DatasetError
     from kwx.domain.features import UnknownFeatureSetError
     from kwx.tracking import TrackingUnavailableError
     from kwx.training import runner
+    from kwx.training.search import SearchTimeoutError
 
     overrides = _parse_overrides(set_ or [])
     if trials is not None:
         overrides["trials"] = trials
+    if [config is not None, matrix is not None, all_configs].count(True) != 1:
+        raise fail("give exactly one of --config, --matrix or --all")
+    if config is None:
+        _train_matrix(matrix, overrides, plan_only=plan_only, workers=workers, skip_missing=skip_missing,
+                      optuna_storage=optuna_storage, experiment=experiment, db_url=db_url)
+        return
+    if skip_missing:
+        raise fail("--skip-missing applies to --matrix and --all")
     cfg = _load_train_config(config, overrides)
     engine = open_engine(db_url)
     try:
@@ -360,12 +384,117 @@ def train(
             summary = runner.train(cfg, engine, workers=n_workers, optuna_storage_spec=optuna_storage,
                                    experiment=experiment, config_text=config.read_text(), on_window_done=done,
                                    prepared=prepared)
-    except (DatasetError, UnknownFeatureSetError, TrackingUnavailableError, runner.TrainingError) as exc:
+    except (DatasetError, UnknownFeatureSetError, TrackingUnavailableError, runner.TrainingError,
+            SearchTimeoutError) as exc:
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
     _print_training(summary)
 
+
+def _train_matrix(matrix_path: Path | None, overrides: dict, *, plan_only: bool, workers: int | None,
+                  skip_missing: bool, optuna_storage: str | None, experiment: str | None,
+                  db_url: str | None) -> None:
+    """`kwx train --matrix/--all`: prepare every config (one line per failing one), then train them in turn."""
+    from kwx.tracking import TrackingUnavailableError
+    from kwx.training import matrix, runner
+
+    try:
+        members = matrix.load_all(overrides) if matrix_path is None else matrix.load_matrix(matrix_path, overrides)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]invalid matrix[/] {exc.source}:", highlight=False)
+        for problem in exc.problems:
+            err_console.print(f"  - {problem}", highlight=False)
+        raise typer.Exit(2) from None
+    engine = open_engine(db_url)
+    try:
+        with progress(transient=True) as bar:
+            task = bar.add_task("preparing", total=len(members))
+            entries, failures = matrix.prepare_all(
+                members, engine, on_prepared=lambda path: bar.update(task, advance=1, description=path.name))
+        for path, reason in failures.items():
+            err_console.print(f"[red]cannot train[/] {path.name}: {reason}", highlight=False)
+        if failures and not skip_missing:
+            raise fail(f"{len(failures)} of {len(members)} configs cannot train, nothing was trained "
+                       "(--skip-missing trains the others)")
+        if not entries:
+            raise fail("no config of the matrix can train")
+        if plan_only:
+            for entry in entries:
+                _print_plan(entry.config, *entry.prepared[::2])
+            return
+        with progress() as bar:
+            configs_task = bar.add_task("configs", total=len(entries))
+            windows_task = bar.add_task("windows", total=sum(e.usable_windows for e in entries))
+
+            def start(entry) -> None:
+                bar.update(configs_task, completed=entries.index(entry),
+                           description=f"training {entry.config.city}/{entry.config.bracket}")
+
+            def done(entry, window: str, result) -> None:
+                bar.update(windows_task, advance=1,
+                           description=f"{window}: test log loss {result.metrics['test_log_loss']:.4f}")
+
+            results = matrix.train_matrix(entries, engine, workers=workers or runner.default_workers(),
+                                          optuna_storage_spec=optuna_storage, experiment=experiment,
+                                          on_config_start=start, on_window_done=done)
+            bar.update(configs_task, completed=len(entries), description="configs")
+    except (TrackingUnavailableError, *matrix.PREPARE_ERRORS) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    _print_matrix(results, failures)
+
+
+def _print_matrix(results, skipped: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"trained {len(results)} configs")
+    for column in ("config", "model", "windows", "log loss", "market log loss", "ece", "seconds"):
+        table.add_column(column)
+    for r in (result.row() for result in results):
+        table.add_row(r["config"], r["model"], str(r["windows"]), f"{r['test_log_loss']:.4f}",
+                      f"{r['market_log_loss']:.4f}", f"{r['test_ece']:.4f}", f"{r['seconds']:.1f}")
+    console.print(table)
+    for path, reason in skipped.items():
+        console.print(f"[yellow]skipped[/] {path.name}: {reason}", highlight=False)
+    windows = sum(len(r.summary.versions) for r in results)
+    console.print(f"{len(results)} configs, {windows} windows in {sum(r.seconds for r in results):.1f} s")
+
+
+@app.command("search-worker")
+def search_worker(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The coordinator's model config YAML.")],
+    optuna_storage: Annotated[str, typer.Option(
+        help="The coordinator's shared Optuna storage: an RDB URL (postgresql+psycopg2://...) or journal:PATH.")],
+    workers: Annotated[int, typer.Option(help="Windows searched in parallel on this host.", min=1)] = 1,
+    trials: Annotated[int | None, typer.Option(help="The coordinator's --trials, if it gave one.", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="The coordinator's overrides key=value.")] = None,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Extra Optuna trials for a `kwx train --optuna-storage URL` run, from this host; logs nothing to MLflow.
+
+    With the coordinator's config, overrides and storage it joins the same per-window studies until each is full.
+    """
+    from kwx.data.dataset import DatasetError
+    from kwx.domain.features import UnknownFeatureSetError
+    from kwx.training.runner import TrainingError
+    from kwx.training.search_worker import run_worker
+
+    overrides = _parse_overrides(set_ or [])
+    if trials is not None:
+        overrides["trials"] = trials
+    cfg = _load_train_config(config, overrides)
+    engine = open_engine(db_url)
+    try:
+        summary = run_worker(cfg, engine, optuna_storage, workers=workers, on_window_done=lambda window, count:
+                             console.print(f"{window}: {count} trial(s) run here", highlight=False))
+    except (DatasetError, UnknownFeatureSetError, TrainingError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(f"studies {summary.study_prefix}-*: {sum(summary.trials.values())} trial(s) over "
+                  f"{len(summary.trials)} window(s) in {summary.seconds:.1f} s", highlight=False)
 
 def _print_plan(cfg, frame, plans) -> None:
     from rich.table import Table
@@ -423,6 +552,18 @@ def _resolve_run_id(client, run_id: str | None, city: str | None, bracket: str |
         raise fail(str(exc)) from None
 
 
+@contextmanager
+def _training_run(run_id: str | None, city: str | None, bracket: str | None, db_url: str | None):
+    """(MLflow client, the training run's id, an engine at the migration head); the engine is disposed after."""
+    client = _tracking_or_fail()
+    run = _resolve_run_id(client, run_id, city, bracket)
+    engine = open_engine(db_url)
+    try:
+        yield client, run, engine
+    finally:
+        engine.dispose()
+
+
 RunIdOption = Annotated[str | None, typer.Option(help="Training (parent) run id.")]
 CityOption = Annotated[str | None, typer.Option(help="City key, e.g. chicago.")]
 BracketOption = Annotated[str | None, typer.Option(help="between, greater or less.")]
@@ -434,19 +575,106 @@ def report(run_id: RunIdOption = None, city: CityOption = None, bracket: Bracket
     """Write the acceptance report of a training run and log it to the run."""
     from kwx.report import build_report
 
-    client = _tracking_or_fail()
-    run = _resolve_run_id(client, run_id, city, bracket)
-    engine = open_engine(db_url)
-    try:
-        result = build_report(client, engine, run)
-    except (LookupError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    finally:
-        engine.dispose()
+    with _training_run(run_id, city, bracket, db_url) as (client, run, engine):
+        try:
+            result = build_report(client, engine, run)
+        except (LookupError, ValueError) as exc:
+            raise fail(str(exc)) from None
     for check in result.checks:
         console.print(("[green]" if check.passed else "[red]") + check.line(), highlight=False)
     verdict = "[green]PASS" if result.passed else "[red]FAIL"
     console.print(f"{verdict}[/] acceptance report written to {result.directory} and logged to run {run}")
+
+
+@audit_app.command("time")
+def audit_time(
+    cities: Annotated[str | None, typer.Option(
+        help="Comma-separated city keys (default: every city with markets).", show_default=False)] = None,
+    start: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="First climate day (default: each city's first event day).",
+        show_default=False)] = None,
+    end: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="Last climate day (default: each city's last event day).",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Directory for time_alignment.json (default: audit_reports).", show_default=False)] = None,
+    max_gap_minutes: Annotated[int, typer.Option(
+        help="Flag weather gaps (consecutive observations further apart) longer than this.", min=1)] = 30,
+    close_tolerance_minutes: Annotated[int, typer.Option(
+        help="Allowed difference between a market's close_time and the end of its climate day.", min=0)] = 0,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Show that climate days, candles, market close times and weather line up in local standard time.
+
+    Exit 0 when clean, 1 when anything is flagged (DST transition days are informational).
+    """
+    from datetime import timedelta
+
+    from kwx.audit.time_alignment import AUDIT_ROOT, city_table, run_audit
+
+    city_list = _parse_cities(cities) if cities else None
+    if start and end and end < start:
+        raise fail(f"--end ({end:%Y-%m-%d}) is before --start ({start:%Y-%m-%d})")
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task("time alignment", total=len(city_list) if city_list else None)
+            audit = run_audit(engine, city_list, start.date() if start else None, end.date() if end else None,
+                              max_gap=timedelta(minutes=max_gap_minutes),
+                              close_tolerance=timedelta(minutes=close_tolerance_minutes), out=out or AUDIT_ROOT,
+                              on_city=lambda city: bar.update(task, advance=1, description=f"audited {city}"))
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    for document in audit.cities.values():
+        console.print(city_table(document))
+    for city, reason in audit.skipped.items():
+        console.print(f"[yellow]skipped[/] {city}: {reason}", highlight=False)
+    for flag in audit.flags:
+        console.print(f"[red]FLAG[/] {flag}", highlight=False)
+    verdict = "[green]ALIGNED" if audit.passed else f"[red]{len(audit.flags)} FLAG(S)"
+    console.print(f"{verdict}[/] time alignment audit written to {audit.path}", highlight=False)
+    if not audit.passed:
+        raise typer.Exit(1)
+
+
+@audit_app.command("features")
+def audit_features(
+    run_id: RunIdOption = None, city: CityOption = None, bracket: BracketOption = None,
+    repeats: Annotated[int, typer.Option(help="Permutation repeats per feature and window.", min=1)] = 5,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Coefficient sign/size stability and permutation importance of every feature across a run's windows."""
+    from mlflow.exceptions import MlflowException
+    from rich.table import Table
+
+    from kwx.audit.features import build_feature_audit
+
+    with _training_run(run_id, city, bracket, db_url) as (client, run, engine):
+        try:
+            with progress() as bar:
+                task = bar.add_task("feature audit", total=None)
+                result = build_feature_audit(
+                    client, engine, run, repeats=repeats,
+                    on_window=lambda name, done, total: bar.update(task, completed=done, total=total,
+                                                                   description=name))
+        except (LookupError, ValueError, MlflowException) as exc:
+            raise fail(str(exc)) from None
+    doc = result.document
+    table = Table(title=f"{doc['model']} run {run}: {doc['n_windows']} windows, permutation importance on test weeks "
+                        f"(Δ log loss, {repeats} repeats)")
+    for column in ("feature", "coef mean ± std", "non-zero", "sign stability", "flips", "importance mean ± std"):
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for feature, r in result.summary.iterrows():
+        table.add_row(feature, f"{r.coef_mean:+.3f} ± {r.coef_std:.3f}", f"{r.nonzero_fraction:.0%}",
+                      f"{r.sign_stability:.0%}", "[red]yes" if r.sign_flips else "no",
+                      f"{r.importance_mean:.4f} ± {r.importance_std:.4f}")
+    console.print(table)
+    flips = doc["sign_flip_features"]
+    console.print(f"sign flips across windows: {', '.join(flips) if flips else 'none'}", highlight=False)
+    console.print(f"feature audit written to {result.directory} and logged to run {run} under feature_audit/",
+                  highlight=False)
 
 
 @app.command()
@@ -465,22 +693,18 @@ def promote(
     from kwx.report import infrastructure_checks
     from kwx.rt.clock import SystemClock
 
-    client = _tracking_or_fail()
-    run = _resolve_run_id(client, run_id, city, bracket)
-    engine = open_engine(db_url)
-    try:
-        result = do_promote(client, run, stage, now=SystemClock().now(), dry_run=dry_run,
-                            infrastructure=infrastructure_checks(engine, client, run),
-                            archive_existing=not keep_existing, reason=reason)
-    except PromotionRefused as exc:
-        err_console.print(f"[bold red]promotion of run {run} to {stage} refused:[/]", highlight=False)
-        for check in exc.failing:
-            err_console.print(f"  - {check.line()}", highlight=False)
-        raise typer.Exit(1) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        engine.dispose()
+    with _training_run(run_id, city, bracket, db_url) as (client, run, engine):
+        try:
+            result = do_promote(client, run, stage, now=SystemClock().now(), dry_run=dry_run,
+                                infrastructure=infrastructure_checks(engine, client, run),
+                                archive_existing=not keep_existing, reason=reason)
+        except PromotionRefused as exc:
+            err_console.print(f"[bold red]promotion of run {run} to {stage} refused:[/]", highlight=False)
+            for check in exc.failing:
+                err_console.print(f"  - {check.line()}", highlight=False)
+            raise typer.Exit(1) from None
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     verb = "would promote" if result.dry_run else "promoted"
     console.print(f"{verb} {result.name} versions {', '.join(result.promoted)} of run {run} to {result.stage}"
                   + (f"; archived {', '.join(result.archived)}" if result.archived else ""))
@@ -489,14 +713,22 @@ def promote(
 
 
 @models_app.command("list")
-def models_list(city: Annotated[str, typer.Option(help="City key.")],
-                bracket: Annotated[str, typer.Option(help="between, greater or less.")]) -> None:
-    """Versions with their windows, stages, aliases and key test metrics."""
+def models_list(
+    city: Annotated[str | None, typer.Option(help="City key (with --bracket: that model's versions).")] = None,
+    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).")] = None,
+) -> None:
+    """Every registered kwx model, one row each; with --city and --bracket, that model's versions with their
+    windows, stages, aliases and key test metrics."""
     from rich.table import Table
 
     from kwx.registry.versions import all_versions, model_name
 
+    if (city is None) != (bracket is None):
+        raise fail("give both --city and --bracket, or neither to summarise every model")
     client = _tracking_or_fail()
+    if city is None:
+        _print_model_overviews(client)
+        return
     name = model_name(city, bracket)
     versions = sorted(all_versions(client, name), key=lambda v: int(v.version))
     if not versions:
@@ -516,6 +748,27 @@ def models_list(city: Annotated[str, typer.Option(help="City key.")],
         table.add_row(str(v.version), v.tags.get("window", ""), f"{v.tags.get('test_start')}..{v.tags.get('test_end')}",
                       v.current_stage, " ".join(aliases.get(str(v.version), [])), metric("test_log_loss"),
                       metric("market_log_loss"), metric("test_ece"), v.tags.get("promoted_at", "")[:19])
+    console.print(table)
+
+
+def _print_model_overviews(client) -> None:
+    from rich.table import Table
+
+    from kwx.registry.versions import model_overviews
+
+    overviews = model_overviews(client)
+    if not overviews:
+        raise fail("no registered kwx models: run `kwx train` first")
+    table = Table(title="registered kwx models (metrics: newest training run, mean over its windows)")
+    for column in ("model", "versions", "windows", "stages", "aliases", "newest run", "log loss", "market", "ece"):
+        table.add_column(column)
+    for o in overviews:
+        def metric(key: str, m=o.metrics) -> str:
+            return f"{m[key]:.4f}" if key in m else ""
+
+        table.add_row(o.name, str(o.versions), str(o.windows), " ".join(f"{s}:{n}" for s, n in o.stages.items()),
+                      " ".join(o.aliases), (o.newest_run_id or "")[:12], metric("mean_test_log_loss"),
+                      metric("mean_market_log_loss"), metric("mean_test_ece"))
     console.print(table)
 
 
@@ -637,10 +890,15 @@ def _print_signals(frame, title: str) -> None:
 
 @rt_app.command("status")
 def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", min=1)] = 10,
+              max_age: Annotated[float | None, typer.Option(
+                  help="Exit 1 unless the newest live tick is at most this many seconds old (a container "
+                  "health check).", min=0)] = None,
               db_url: DbUrlOption = None) -> None:
     """The last ticks of the loop: markets, signals, skips by reason, latency."""
+    from datetime import UTC
+
     from rich.table import Table
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from kwx.data.schema import RtTick
 
@@ -648,6 +906,7 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
     try:
         with engine.connect() as conn:
             rows = conn.execute(select(RtTick).order_by(RtTick.ts_utc.desc()).limit(last)).all()
+            newest_live = conn.execute(select(func.max(RtTick.ts_utc)).where(RtTick.mode == "live")).scalar()
     finally:
         engine.dispose()
     if not rows:
@@ -659,6 +918,88 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
         table.add_row(f"{tick.ts_utc:%Y-%m-%d %H:%M:%S}", tick.mode, str(tick.markets), str(tick.signals),
                       f"{tick.latency_ms:.1f}", tick.skips)
     console.print(table)
+    if max_age is not None:
+        if newest_live is None:
+            raise fail("no live tick recorded yet", code=1)
+        age = (datetime.now(UTC) - newest_live).total_seconds()
+        if age > max_age:
+            raise fail(f"newest live tick is {age:.0f} s old (--max-age {max_age:g})", code=1)
+
+
+@app.command()
+def backtest(
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event (settlement) day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event (settlement) day.")],
+    city: Annotated[str | None, typer.Option(help="City key (default: every market of the rt config).")] = None,
+    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="rt config: blend, risk, fees, execution.")
+                      ] = RT_CONFIG,
+    run_id: Annotated[str | None, typer.Option(
+        help="Training run whose windows trade (default: the latest finished run of each city/bracket).")] = None,
+    stage: Annotated[str | None, typer.Option(help="Trade the versions in this registry stage instead.")] = None,
+    blend_grid: Annotated[str | None, typer.Option(
+        help="Blend weights START:STOP:STEP, one child run each (e.g. 0.5:0.8:0.05); the best one trades.")] = None,
+    metric: Annotated[str, typer.Option(help="How the grid picks the best weight: daily_sharpe, total_pnl, "
+                                             "roi_on_capital or hit_rate.")] = "daily_sharpe",
+    write_rt_config: Annotated[bool, typer.Option(
+        "--write-rt-config", help="Write the grid's best blend weight back into --config.")] = False,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Maker-first backtest over history through the live signal path, with baselines; logged to MLflow."""
+    from kwx.backtest.runner import BacktestError, parse_grid, run_backtest
+    from kwx.config import RtConfig, write_top_level_value
+    from kwx.data.dataset import DatasetError
+
+    try:
+        cfg = load_config(config, RtConfig)
+        grid = parse_grid(blend_grid) if blend_grid else None
+    except (ConfigError, BacktestError) as exc:
+        raise fail(str(exc)) from None
+    if (city is None) != (bracket is None):
+        raise fail("give --city and --bracket together (or neither, for every market of the rt config)")
+    if write_rt_config and not grid:
+        raise fail("--write-rt-config needs --blend-grid: there is no best weight to write")
+    pairs = [(city, bracket)] if city else [(m.city, m.bracket) for m in cfg.markets]
+    _tracking_or_fail()
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task("backtest", total=None)
+            run = run_backtest(cfg, engine, pairs, start.date(), end.date(), run_id=run_id, stage=stage, grid=grid,
+                               metric=metric, on_step=lambda text: bar.update(task, description=text))
+    except (BacktestError, DatasetError, LookupError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    _print_backtest(run)
+    if write_rt_config:
+        write_top_level_value(config, "blend_weight", run.best_weight, RtConfig)
+        console.print(f"wrote blend_weight: {run.best_weight} to {config}")
+
+
+def _print_backtest(run) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"backtest: models from {'; '.join(run.sources)}")
+    for column in ("strategy", "PnL $", "ROI", "daily Sharpe", "max DD $", "hit rate", "fill rate", "fees $",
+                   "fills", "positions"):
+        table.add_column(column)
+    rows = [(f"blend w={r.blend_weight:.2f}", r) for r in run.grid] if run.grid else [
+        (f"blend w={run.strategy.blend_weight:.2f}", run.strategy)]
+    rows += [(f"{name.replace('_', ' ')} (w={r.blend_weight:g})", r) for name, r in run.baselines.items()]
+    for label, r in rows:
+        s = r.summary
+        best = " *" if run.grid and r is run.strategy else ""
+        table.add_row(label + best, f"{s['total_pnl']:,.2f}", f"{s['roi_on_capital']:.2%}", f"{s['daily_sharpe']:.3f}",
+                      f"{s['max_drawdown']:,.2f}", f"{s['hit_rate']:.1%}", f"{s['fill_rate']:.1%}",
+                      f"{s['fees_paid']:,.2f}", f"{s['n_fills']:,.0f}", f"{s['n_positions']:,.0f}")
+    console.print(table)
+    if run.grid:
+        console.print(f"best blend weight by {run.metric}: {run.best_weight:g} (marked *)")
+    t = run.timings
+    console.print(f"{t['decision_rows']:,.0f} minute × market decisions; load {t['load_seconds']:.1f} s, "
+                  f"trade {t['simulate_seconds']:.1f} s, MLflow {t['log_seconds']:.1f} s; "
+                  f"run {run.run_id} in experiment {run.experiment_id}")
 
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "elasticnet_chi_between.yaml"
@@ -671,7 +1012,8 @@ def demo(
     trials: Annotated[int, typer.Option(help="Optuna trials per window (the config says 40).", min=1)] = 20,
     workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
 ) -> None:
-    """Run the main job end to end on the embedded default: data, training, report, promotion, resolution."""
+    """Run the main job end to end on the embedded default: data, training, report, promotion, resolution,
+    backtest and a replayed trading day."""
     url = database_url(db_url)
     console.rule("[bold]kwx demo")
     console.print(f"1. database {redact(url)}")
@@ -695,6 +1037,10 @@ def demo(
             models_resolve(city="chicago", bracket="between", date_=datetime.fromisoformat(day), stage="Production")
         except typer.Exit:
             console.print("   (expected: no promoted window covers a day before the first test week)")
-    console.rule("7. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
+    console.rule("7. backtest of the test weeks 2025-07-30..2025-09-23, blend grid 0.5:0.8:0.1 (maker-first)")
+    backtest(start=datetime.fromisoformat("2025-07-30"), end=datetime.fromisoformat("2025-09-23"), city="chicago",
+             bracket="between", config=RT_CONFIG, run_id=None, stage=None, blend_grid="0.5:0.8:0.1",
+             metric="daily_sharpe", write_rt_config=False, db_url=url)
+    console.rule("8. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
     serve_rt(config=RT_CONFIG, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
              db_url=url)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt
+import pandas as pd
 
 
 def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> Path:
@@ -22,6 +23,69 @@ def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, t
                    alpha=0.3)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency", title=title)
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def coefficient_heatmap(coefficients, path: Path, title: str) -> Path:
+    """Windows (rows) × features (columns) of coefficients on a diverging scale centred on zero."""
+    values = coefficients.to_numpy(dtype=float)
+    limit = max(float(abs(values).max()), 1e-12)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * values.shape[1] + 2), max(3.0, 0.35 * values.shape[0] + 1.8)))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(values.shape[1]), coefficients.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(values.shape[0]), coefficients.index, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="coefficient")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def importance_bars(summary, path: Path, title: str) -> Path:
+    """Horizontal bars of mean importance with ± std error bars, most important on top."""
+    ordered = summary.sort_values("importance_mean")
+    fig, ax = plt.subplots(figsize=(6.5, max(3.0, 0.3 * len(ordered) + 1.2)))
+    ax.barh(ordered.index, ordered["importance_mean"], xerr=ordered["importance_std"], color="tab:blue",
+            ecolor="grey", capsize=2)
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_xlabel("increase in test log loss when shuffled")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def equity_curves(curves: dict[str, pd.Series], path: Path, title: str) -> Path:
+    """Equity in dollars over settlement days, one line per strategy (e.g. blend, market only, model only)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, equity in curves.items():
+        ax.plot(pd.to_datetime(equity.index), equity.to_numpy(), label=label, linewidth=1.5)
+    ax.set(xlabel="settlement day", ylabel="equity ($)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def metric_by_weight(grid: pd.DataFrame, metric: str, path: Path, title: str) -> Path:
+    """A backtest metric against the blend weight, the best weight marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(grid["blend_weight"], grid[metric], marker="o")
+    best = grid.loc[grid[metric].idxmax()]
+    ax.scatter([best["blend_weight"]], [best[metric]], s=120, facecolors="none", edgecolors="red",
+               label=f"best w={best['blend_weight']:.2f}")
+    ax.set(xlabel="blend weight w (p_blend = w·p_model + (1 − w)·p_market)", ylabel=metric, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

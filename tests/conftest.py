@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -96,15 +98,22 @@ def engine(db_url):
     engine.dispose()
 
 
-# A promoted chicago/between model (windows testing 2025-07-13..24) in a temporary MLflow store,
-# shared by the rt and backtest tests.
-@pytest.fixture(scope="session")
-def promoted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    db = f"sqlite:///{root / 'kwx.db'}"
-    migrations.upgrade(db)
+def demo_database(directory: Path, cities: list[str], start: date, end: date, seed: int) -> str:
+    """A migrated SQLite database in ``directory`` holding demo data for ``cities``; returns its URL."""
+    url = f"sqlite:///{directory / 'kwx.db'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    load_demo(engine, cities, start, end, seed=seed)
+    engine.dispose()
+    return url
+
+
+@contextmanager
+def small_training_run(root: Path) -> Iterator[dict]:
+    """Chicago demo data 2025-07-01..24 (seed 2) and a quick walk-forward run (three windows testing
+    2025-07-13..24) in SQLite stores under ``root``; MLflow points at that store until the block ends."""
+    db = demo_database(root, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
     engine = make_engine(db)
-    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
     mp = pytest.MonkeyPatch()
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
@@ -113,13 +122,20 @@ def promoted(tmp_path_factory):
         "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
         "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "acceptance": {"min_windows": 1,
                                                                                      "max_ece": 0.5}}), engine)
-    client = MlflowClient(tracking_uri)
-    promote(client, summary.parent_run_id, "Production", now=datetime(2025, 7, 25, tzinfo=UTC),
-            infrastructure=infrastructure_checks(engine, client, summary.parent_run_id))
-    yield {"engine": engine, "client": client, "db": db, "tracking_uri": tracking_uri,
-           "run_id": summary.parent_run_id}
-    engine.dispose()
-    mp.undo()
-    mlflow.set_tracking_uri(None)
+    try:
+        yield {"engine": engine, "client": MlflowClient(tracking_uri), "db": db, "tracking_uri": tracking_uri,
+               "run_id": summary.parent_run_id, "windows": sorted(summary.versions)}
+    finally:
+        engine.dispose()
+        mp.undo()
+        mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(scope="session")
+def promoted(tmp_path_factory):
+    """The small training run promoted to Production, shared by the rt and backtest tests."""
+    with small_training_run(tmp_path_factory.mktemp("rt")) as trained:
+        client = trained["client"]
+        promote(client, trained["run_id"], "Production", now=datetime(2025, 7, 25, tzinfo=UTC),
+                infrastructure=infrastructure_checks(trained["engine"], client, trained["run_id"]))
+        yield trained

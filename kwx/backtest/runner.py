@@ -137,7 +137,7 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
         mlflow.set_tags({"kwx.kind": "backtest", "kwx.pairs": label, "kwx.model_sources": "; ".join(run.sources)})
         mlflow.log_params({"start": start.isoformat(), "end": end.isoformat(), "pairs": label, "blend": config.blend,
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
-                           "blend_grid": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",
+                           "blend_weights": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",
                            "tick_seconds": TICK_SECONDS, "decision_rows": len(period.rows),
                            **_flat_params("risk", config.risk), **_flat_params("fees", config.fees),
                            **_flat_params("execution", config.execution)})

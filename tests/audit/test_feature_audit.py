@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from kwx.cli import app
-from kwx.config import TrainConfig
-from kwx.data import migrations
-from kwx.data.db import make_engine
-from kwx.data.demo import load_demo
 from kwx.domain.features import feature_columns
-from kwx.training import runner as training
+from tests.conftest import small_training_run
 
 pytestmark = pytest.mark.integration
 cli = CliRunner()
@@ -24,22 +18,9 @@ cli = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audit-features")
-    db = f"sqlite:///{root / 'kwx.db'}"
-    migrations.upgrade(db)
-    engine = make_engine(db)
-    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
-    mp = pytest.MonkeyPatch()
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    mp.chdir(root)
-    summary = training.train(TrainConfig.model_validate({
-        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
-        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3}), engine)
-    engine.dispose()
-    yield {"db": db, "tracking_uri": tracking_uri, "run_id": summary.parent_run_id, "windows": sorted(summary.versions)}
-    mp.undo()
-    mlflow.set_tracking_uri(None)
+    # A run of its own: the audit logs artifacts to it and reads "the latest run" of chicago/between.
+    with small_training_run(tmp_path_factory.mktemp("audit-features")) as run:
+        yield run
 
 
 def test_audit_features_of_the_latest_run(trained, monkeypatch, tmp_path):

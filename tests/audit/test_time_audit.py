@@ -10,9 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kwx.cli import app
-from kwx.data import migrations
-from kwx.data.db import make_engine
-from kwx.data.demo import load_demo
+from tests.conftest import demo_database
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -21,12 +19,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> str:
     # Spans the 2025-11-02 fall-back so the DST day shows up.
-    url = f"sqlite:///{tmp_path_factory.mktemp('audit-time') / 'kwx.db'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    load_demo(engine, ["chicago"], date(2025, 10, 20), date(2025, 11, 8), seed=3)
-    engine.dispose()
-    return url
+    return demo_database(tmp_path_factory.mktemp("audit-time"), ["chicago"], date(2025, 10, 20),
+                         date(2025, 11, 8), seed=3)
 
 
 def test_audit_time_on_demo_data_is_clean(demo_db, tmp_path):

@@ -10,13 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from kwx.config import TrainConfig
-from kwx.data import migrations
 from kwx.data.dataset import DatasetError, load_dataset
 from kwx.data.db import make_engine
-from kwx.data.demo import load_demo
 from kwx.domain.features import feature_columns
 from kwx.tracking import TrackingUnavailableError
 from kwx.training import runner
+from tests.conftest import demo_database
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +25,7 @@ CONFIG = {"city": "chicago", "bracket": "between", "start": "2025-07-01", "end":
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'kwx.db'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
-    engine.dispose()
-    return url
+    return demo_database(tmp_path_factory.mktemp("db"), ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
 
 
 @pytest.fixture
