@@ -963,7 +963,7 @@ def backtest(
     _tracking_or_fail()
     engine = open_engine(db_url)
     try:
-        with progress() as bar:
+        with progress(transient=True) as bar:
             task = bar.add_task("backtest", total=None)
             run = run_backtest(cfg, engine, pairs, start.date(), end.date(), run_id=run_id, stage=stage, grid=grid,
                                metric=metric, on_step=lambda text: bar.update(task, description=text))
