@@ -55,6 +55,10 @@ def feature_columns(feature_set: str, bracket: str) -> list[str]:
 
 def epoch_seconds(values) -> np.ndarray:
     """Unix seconds of datetime-like values (aware or UTC), whatever resolution pandas stores."""
+    if isinstance(values, pd.Series | pd.Index) and pd.api.types.is_datetime64_any_dtype(values.dtype):
+        # Already datetimes (the hot path of every tick): read the integers, ~30x cheaper than the
+        # Series/accessor round trip below; naive values count as UTC there too.
+        return values.array.as_unit("s").asi8.copy()
     return pd.to_datetime(pd.Series(values), utc=True).dt.as_unit("s").astype("int64").to_numpy()
 
 
