@@ -114,14 +114,20 @@ def build_features(
     frame = candles.sort_values(["market_ticker", "end_period_ts"], kind="stable").reset_index(drop=True)
     ts = frame["end_period_ts"].to_numpy(dtype=np.int64)
     ticker = frame["market_ticker"]
-    codes = pd.Categorical(ticker).codes.astype(np.int64)
+    category = pd.Categorical(ticker)
+    codes = category.codes.astype(np.int64)
     keys = codes * _KEY_SHIFT + ts
 
-    event_date = pd.to_datetime(ticker.map(meta["event_date"]))
-    bracket = ticker.map(meta["strike_type"])
-    floor = ticker.map(meta["floor_strike"]).astype(float).to_numpy()
-    cap = ticker.map(meta["cap_strike"]).astype(float).to_numpy()
-    close_ts = epoch_seconds(ticker.map(meta["close_time"]))
+    # Market constants are computed once per market and spread to its candles by code: per-candle
+    # lookups and datetime accessors dominated the live tick, whose frames are small.
+    per_market = meta.reindex(category.categories)
+    market_day = pd.to_datetime(pd.Series(per_market["event_date"].to_numpy()))
+    event_date = market_day.dt.date.to_numpy(dtype=object)[codes]
+    event_day_number = epoch_seconds(market_day)[codes] // 86_400
+    bracket = per_market["strike_type"].to_numpy(dtype=object)[codes]
+    floor = per_market["floor_strike"].to_numpy(dtype=float)[codes]
+    cap = per_market["cap_strike"].to_numpy(dtype=float)[codes]
+    close_ts = epoch_seconds(per_market["close_time"])[codes]
 
     bid = frame["yes_bid_close"].to_numpy(dtype=float)
     ask = frame["yes_ask_close"].to_numpy(dtype=float)
@@ -132,8 +138,8 @@ def build_features(
     cols: dict[str, object] = {
         "market_ticker": ticker.to_numpy(dtype=object),
         "end_period_ts": ts,
-        "event_date": event_date.dt.date.to_numpy(dtype=object),
-        "bracket": bracket.to_numpy(dtype=object),
+        "event_date": event_date,
+        "bracket": bracket,
         "floor_strike": floor,
         "cap_strike": cap,
         "yes_bid": bid,
@@ -142,7 +148,7 @@ def build_features(
         "spread_cents": ask - bid,
         "minutes_to_close": (close_ts - ts) / 60,
         "hour_of_day_local": ((ts + offset) % 86_400) / 3600,
-        "day_of_week": event_date.dt.day_of_week.to_numpy(dtype=float),  # float: models see one dtype
+        "day_of_week": market_day.dt.day_of_week.to_numpy(dtype=float)[codes],  # float: models see one dtype
     }
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["spread_pct"] = np.where(mid > 0, (ask - bid) / mid, np.nan)
@@ -164,7 +170,6 @@ def build_features(
         values = wx[column].to_numpy(dtype=float) if len(wx) else np.array([np.nan])
         cols[column] = np.where(fresh, values[np.maximum(obs, 0)], np.nan)
     # The running max belongs to the event's climate day only once that day has begun.
-    event_day_number = epoch_seconds(event_date) // 86_400
     obs_day = wx["obs_climate_day"].to_numpy()[np.maximum(obs, 0)] if len(wx) else np.full(len(ts), -1)
     cols["day_max_so_far"] = np.where(obs_day == event_day_number, cols["day_max_so_far"], np.nan)
     cols["temp_to_floor"] = cols["temp_now"] - floor
