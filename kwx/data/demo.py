@@ -35,6 +35,10 @@ HIGH_MINUTE = 15 * 60
 PEAK_INFO_MINUTE = 16 * 60  # by late afternoon the day's high is essentially known
 OPEN_MINUTE_PREVIOUS_DAY = 10 * 60
 N_BETWEEN = 4
+# The ladder is set when its markets open, ~30 h before the afternoon peak, from a forecast that misses
+# the high by ~3 °F (day-2 maximum-temperature errors): its tails win now and then even where the weather
+# is steady (Miami), as real ladders' tails do, so every city × bracket has both outcomes to learn from.
+LADDER_FORECAST_ERROR_F = 3.0
 SOURCE = "demo"
 
 
@@ -144,8 +148,11 @@ def generate_city(city_key: str, start: date, end: date, seed: int) -> DemoData:
     climate = pd.DataFrame({
         "station": city.station, "climate_date": sim_days.date, "tmax_f": tmax, "source": SOURCE,
     })
+    # The day-ahead forecast the ladder is set from: persistence of yesterday's anomaly, calibrated to the
+    # settlement (the maximum of noisy observations sits above the smooth daily high by a steady offset).
+    forecast = normal_high[1:-1] + 0.7 * anomaly[:-2] + float(np.mean(tmax - high[1:-1]))
     markets, candles = _markets_and_candles(
-        rng, city, sim_days, normal_high[1:-1], anomaly[:-2], anomaly_sd[1:-1], tmax, running_max, epoch0,
+        rng, city, sim_days, forecast, anomaly_sd[1:-1], tmax, running_max, epoch0,
         start,
     )
     return DemoData(markets, candles, weather, climate)
@@ -175,12 +182,16 @@ def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) 
     })
 
 
-def _markets_and_candles(rng, city, sim_days, normal_high, prev_anomaly, anomaly_sd, tmax, running_max,
+def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, running_max,
                          epoch0, start) -> tuple[pd.DataFrame, pd.DataFrame]:
     event_idx = np.arange(1, len(sim_days))  # day 0 only hosts the first markets' opening hours
     n_events = len(event_idx)
-    forecast = normal_high[event_idx] + 0.7 * prev_anomaly[event_idx]
-    lowest_cap = np.round(forecast).astype(int) - N_BETWEEN
+    # A spawned stream: the ladder's forecast error leaves every other draw of ``rng`` as it was.
+    ladder_error = rng.spawn(1)[0].standard_normal(n_events) * LADDER_FORECAST_ERROR_F
+    forecast = forecast_high[event_idx] + ladder_error
+    # The 2·N_BETWEEN degrees of between brackets are centred on the forecast (midpoint within ½ °F), so
+    # both tails start about N_BETWEEN + ½ °F away from it.
+    lowest_cap = np.floor(forecast - N_BETWEEN + 1).astype(int)
 
     contracts = [
         (i, c) for i, d in zip(range(n_events), sim_days[event_idx].date, strict=True)

@@ -62,9 +62,23 @@ def epoch_seconds(values) -> np.ndarray:
     return pd.to_datetime(pd.Series(values), utc=True).dt.as_unit("s").astype("int64").to_numpy()
 
 
+def candles_needed_since(now_ts: int) -> int:
+    """Start (exclusive) of the candles a tick at ``now_ts`` must hold to compute its rows exactly.
+
+    The tick uses each market's newest candle of the last CANDLE_LOOKBACK, and that candle's own
+    features read CANDLE_LOOKBACK further back: a stale-ish candle needs history older than the tick's window.
+    """
+    return now_ts - 2 * CANDLE_LOOKBACK_SECONDS
+
+
 def weather_needed_since(now_ts: int, event_day_start_ts: int, max_obs_age_minutes: int) -> int:
-    """Earliest observation time a streaming caller must hold to compute candles at ``now_ts`` exactly."""
-    return min(now_ts - max_obs_age_minutes * 60 - WEATHER_LOOKBACK_SECONDS, event_day_start_ts)
+    """Earliest observation time a streaming caller must hold to compute candles at ``now_ts`` exactly.
+
+    The newest candle may be CANDLE_LOOKBACK old, its as-of observation max_obs_age older, and that
+    observation's features read WEATHER_LOOKBACK before it (the running max, the whole climate day).
+    """
+    oldest_obs = now_ts - CANDLE_LOOKBACK_SECONDS - max_obs_age_minutes * 60
+    return min(oldest_obs - WEATHER_LOOKBACK_SECONDS, event_day_start_ts)
 
 
 def _asof_positions(keys: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -11,7 +11,12 @@ from sqlalchemy import Engine
 
 from kwx.cities import get_city
 from kwx.data.dataset import load_candles, load_markets, load_weather
-from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, epoch_seconds, weather_needed_since
+from kwx.domain.features import (
+    CANDLE_LOOKBACK_SECONDS,
+    candles_needed_since,
+    epoch_seconds,
+    weather_needed_since,
+)
 from kwx.domain.markets import climate_day_bounds
 
 
@@ -37,11 +42,13 @@ class Snapshot:
                 raise LookaheadError(f"{city} weather after {self.now_ts} handed to a tick")
 
     def signature(self) -> tuple:
-        """Changes exactly when the tick's inputs change: a candle or observation arriving *or leaving*
-        the lookback window (the counts), the market set, a fetch failure."""
-        last_candle = int(self.candles["end_period_ts"].max()) if len(self.candles) else 0
+        """Changes exactly when the tick's inputs change: a candle or observation arriving, or leaving the
+        snapshot's window or the candle lookback (the counts), the market set, a fetch failure."""
+        candle_ts = self.candles["end_period_ts"].to_numpy()
+        last_candle = int(candle_ts.max()) if len(candle_ts) else 0
         last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
-        counts = (len(self.candles), *(len(w) for w in self.weather.values()))
+        in_lookback = int((candle_ts > self.now_ts - CANDLE_LOOKBACK_SECONDS).sum())
+        counts = (len(candle_ts), in_lookback, *(len(w) for w in self.weather.values()))
         return last_candle, last_obs, counts, tuple(self.markets["ticker"]), tuple(sorted(self.failed.items()))
 
 
@@ -72,7 +79,7 @@ class ReplaySource:
     def snapshot(self, now_ts: int) -> Snapshot:
         m = self.markets
         open_now = m[(m["open_ts"] <= now_ts) & (now_ts < m["close_ts"])] if len(m) else m
-        lo = np.searchsorted(self._candle_ts, now_ts - CANDLE_LOOKBACK_SECONDS, side="right")
+        lo = np.searchsorted(self._candle_ts, candles_needed_since(now_ts), side="right")
         hi = np.searchsorted(self._candle_ts, now_ts, side="right")
         candles = self.candles.iloc[lo:hi]
         candles = candles[candles["market_ticker"].isin(open_now["ticker"])] if len(candles) else candles
@@ -150,7 +157,7 @@ class LiveSource:
         from kwx.data.store import upsert_frames
 
         for row in markets.itertuples():
-            since = self._last_candle.get(row.ticker, max(int(row.open_ts), now_ts - CANDLE_LOOKBACK_SECONDS))
+            since = self._last_candle.get(row.ticker, max(int(row.open_ts), candles_needed_since(now_ts)))
             try:
                 sticks = self.kalshi.candlesticks(row.ticker.split("-")[0], row.ticker, since + 1, now_ts)
                 candles = parse_candles(row.ticker, sticks)
@@ -194,7 +201,7 @@ class LiveSource:
         self._poll_candles(markets, now_ts)
         candles = load_candles(self.engine, markets["ticker"].tolist(), until_ts=now_ts) if len(markets) else (
             pd.DataFrame(columns=["market_ticker", "end_period_ts"]))
-        candles = candles[candles["end_period_ts"] > now_ts - CANDLE_LOOKBACK_SECONDS]
+        candles = candles[candles["end_period_ts"] > candles_needed_since(now_ts)]
         weather = {}
         for city_key in sorted({c for c, _ in self.pairs}):
             self._poll_weather(city_key, now_ts)

@@ -15,6 +15,7 @@ from kwx.domain.features import (
     FEATURE_SETS,
     UnknownFeatureSetError,
     build_features,
+    candles_needed_since,
     epoch_seconds,
     feature_columns,
     weather_needed_since,
@@ -118,22 +119,26 @@ def test_candles_without_metadata_are_refused():
 
 
 def test_batch_equals_minute_by_minute_streaming():
-    """The live loop sees only data stamped at or before each minute; it must get the batch's rows."""
+    """A tick holds only the bounded windows the live sources keep, ending at its clock time; the rows it
+    uses (each market's newest candle of the lookback, however stale) must equal the batch's."""
     data = generate_city("chicago", date(2025, 8, 4), date(2025, 8, 5), seed=3)
     markets = data.markets[data.markets["event_date"] == date(2025, 8, 5)]
     candles = data.candles[data.candles["market_ticker"].isin(markets["ticker"])]
     weather = data.weather_minutes
     batch = build_features(candles, markets, weather, CHICAGO).set_index(["market_ticker", "end_period_ts"])
     wx_ts = epoch_seconds(weather["ts_utc"])
-    minutes = np.sort(candles["end_period_ts"].unique())
+    first, last = candles["end_period_ts"].min(), candles["end_period_ts"].max()
+    day_start = int(datetime(2025, 8, 5, 6, tzinfo=UTC).timestamp())
     rng = np.random.default_rng(0)
-    for now in rng.choice(minutes, size=60, replace=False):
-        # What a streaming caller holds: the lookback windows ending now, nothing later.
+    stale_rows = 0
+    for now in rng.integers(first, last, size=80):  # any second, not only candle ends
         seen_candles = candles[(candles["end_period_ts"] <= now)
-                               & (candles["end_period_ts"] > now - CANDLE_LOOKBACK_SECONDS)]
-        day_start = int(datetime(2025, 8, 5, 6, tzinfo=UTC).timestamp())
+                               & (candles["end_period_ts"] > candles_needed_since(now))]
         seen_weather = weather[(wx_ts <= now) & (wx_ts >= weather_needed_since(now, day_start, 20))]
         live = build_features(seen_candles, markets, seen_weather, CHICAGO)
-        live = live[live["end_period_ts"] == now].set_index(["market_ticker", "end_period_ts"])
-        assert len(live) > 0
-        pd.testing.assert_frame_equal(live, batch.loc[live.index], check_dtype=False, obj=f"minute {now}")
+        used = live[live["end_period_ts"] > now - CANDLE_LOOKBACK_SECONDS].groupby("market_ticker").tail(1)
+        used = used.set_index(["market_ticker", "end_period_ts"])
+        assert len(used) > 0
+        stale_rows += int((now - used.index.get_level_values("end_period_ts") > 300).sum())
+        pd.testing.assert_frame_equal(used, batch.loc[used.index], check_dtype=False, obj=f"tick {now}")
+    assert stale_rows > 20  # the case that needs history older than the tick's own window is exercised

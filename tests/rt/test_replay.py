@@ -220,11 +220,14 @@ def test_ticks_mark_candles_complete(promoted):
 
 
 def test_a_candle_leaving_the_lookback_changes_the_tick_signature():
-    # The tick reuses features while the signature holds; a candle ageing out of the window must end that,
+    # The tick reuses features while the signature holds; a candle ageing out of the lookback must end that,
     # or the loop reports "stale quote" from memory where the data now say "no candle in the lookback".
     markets = pd.DataFrame({"ticker": ["KXHIGHCHI-25JUL18-B84.5"]})
     candles = pd.DataFrame({"market_ticker": ["KXHIGHCHI-25JUL18-B84.5"] * 2, "end_period_ts": [1_000, 1_600]})
     weather = {"chicago": pd.DataFrame({"ts_utc": pd.to_datetime([1_500], unit="s", utc=True)})}
+    # Both candles stay in the snapshot's window (it reaches back two lookbacks), but at 1,950 the one
+    # from 1,000 has left the candle lookback.
     before = Snapshot(1_800, markets, candles, weather).signature()
-    after = Snapshot(1_900, markets, candles.iloc[1:], weather).signature()
-    assert before != after
+    assert before != Snapshot(1_950, markets, candles, weather).signature()
+    # and a candle leaving the window altogether changes it too
+    assert before != Snapshot(1_800, markets, candles.iloc[1:], weather).signature()
