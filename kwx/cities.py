@@ -58,7 +58,7 @@ VC_EXCLUDABLE_COLUMNS: tuple[str, ...] = ("dew_f", "humidity_pct", "wind_mph")
 
 
 class UnknownCityError(ValueError):
-    pass
+    """A city key kwx does not know; the message lists the known ones."""
 
 
 def get_city(key: str) -> City:

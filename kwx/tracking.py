@@ -16,7 +16,7 @@ TRACKING_SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
 class TrackingUnavailableError(RuntimeError):
-    pass
+    """The MLflow tracking store does not answer; nothing has been logged."""
 
 
 def tracking_uri(explicit: str | None = None) -> str:

@@ -67,7 +67,7 @@ def _wait_healthy(server: subprocess.Popen, url: str, log: Path) -> None:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
-            pass
+            pass  # not listening yet
         time.sleep(0.5)
     pytest.fail(f"mlflow server not healthy within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 

@@ -36,7 +36,7 @@ RANKING_METRICS = ("daily_sharpe", "total_pnl", "roi_on_capital", "hit_rate")
 
 
 class BacktestError(ValueError):
-    pass
+    """A backtest request that cannot run: bad grid, metric or model source; the message says which."""
 
 
 def parse_grid(spec: str) -> list[float]:

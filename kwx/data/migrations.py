@@ -49,7 +49,7 @@ def current_revision(engine: Engine) -> str | None:
 
 
 class SchemaNotReadyError(RuntimeError):
-    pass
+    """The database is not at the migration head: run `kwx db upgrade`."""
 
 
 def require_head(engine: Engine) -> None:

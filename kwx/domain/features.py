@@ -39,7 +39,7 @@ _KEY_SHIFT = np.int64(1) << np.int64(40)  # market code * 2**40 + ts keeps (mark
 
 
 class UnknownFeatureSetError(ValueError):
-    pass
+    """A feature set name that is not in FEATURE_SETS."""
 
 
 def feature_columns(feature_set: str, bracket: str) -> list[str]:

@@ -88,7 +88,7 @@ _MARK_COMPLETE = (update(Candle).where(Candle.market_ticker == bindparam("t"), C
 
 
 class BufferFullError(RuntimeError):
-    pass
+    """The database has been away so long that the bounded tick buffer is full: stop rather than drop."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ from kwx.rt.sources import ReplaySource
 
 
 class ReplayError(RuntimeError):
-    pass
+    """Nothing to replay: no stored markets for the configured cities around the day."""
 
 
 @dataclass

@@ -40,7 +40,7 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 
 
 class TrainingError(RuntimeError):
-    pass
+    """A training request that cannot produce any window: the message lists each window's reason."""
 
 
 @dataclass

@@ -49,7 +49,7 @@ class SearchResult:
 
 
 class SearchTimeoutError(RuntimeError):
-    pass
+    """Other workers' trials of a shared study were still running when the coordinator's wait ran out."""
 
 
 WORKER_ATTR = "worker"  # trial user attribute: which process ran the trial

@@ -16,7 +16,7 @@ ELEMENTS = "datetime,datetimeEpoch,temp,dew,humidity,windspeed"
 
 
 class MissingApiKeyError(RuntimeError):
-    pass
+    """VC_API_KEY is not set: keys come from the environment only."""
 
 
 def api_key_from_env() -> str:
