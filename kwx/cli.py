@@ -349,11 +349,7 @@ def train(
 ) -> None:
     """Walk-forward training: one MLflow run per window, one registered model version per window
     (--matrix/--all: each config in turn, one parent run and registered model each)."""
-    from kwx.data.dataset import DatasetError
-    from kwx.domain.features import UnknownFeatureSetError
-    from kwx.tracking import TrackingUnavailableError
     from kwx.training import runner
-    from kwx.training.search import SearchTimeoutError
 
     overrides = _parse_overrides(set_ or [])
     if trials is not None:
@@ -384,19 +380,27 @@ def train(
             summary = runner.train(cfg, engine, workers=n_workers, optuna_storage_spec=optuna_storage,
                                    experiment=experiment, config_text=config.read_text(), on_window_done=done,
                                    prepared=prepared)
-    except (DatasetError, UnknownFeatureSetError, TrackingUnavailableError, runner.TrainingError,
-            SearchTimeoutError) as exc:
+    except _training_errors() as exc:
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
     _print_training(summary)
 
 
+def _training_errors() -> tuple[type[Exception], ...]:
+    """Bad input to training, a search worker or a matrix (prepare's errors), an unreachable tracking store, a
+    shared study whose other workers never finished: each is one error line and exit 2."""
+    from kwx.tracking import TrackingUnavailableError
+    from kwx.training.runner import PREPARE_ERRORS
+    from kwx.training.search import SearchTimeoutError
+
+    return (*PREPARE_ERRORS, TrackingUnavailableError, SearchTimeoutError)
+
+
 def _train_matrix(matrix_path: Path | None, overrides: dict, *, plan_only: bool, workers: int | None,
                   skip_missing: bool, optuna_storage: str | None, experiment: str | None,
                   db_url: str | None) -> None:
     """`kwx train --matrix/--all`: prepare every config (one line per failing one), then train them in turn."""
-    from kwx.tracking import TrackingUnavailableError
     from kwx.training import matrix, runner
 
     try:
@@ -439,7 +443,7 @@ def _train_matrix(matrix_path: Path | None, overrides: dict, *, plan_only: bool,
                                           optuna_storage_spec=optuna_storage, experiment=experiment,
                                           on_config_start=start, on_window_done=done)
             bar.update(configs_task, completed=len(entries), description="configs")
-    except (TrackingUnavailableError, *matrix.PREPARE_ERRORS) as exc:
+    except _training_errors() as exc:
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
@@ -476,9 +480,6 @@ def search_worker(
 
     With the coordinator's config, overrides and storage it joins the same per-window studies until each is full.
     """
-    from kwx.data.dataset import DatasetError
-    from kwx.domain.features import UnknownFeatureSetError
-    from kwx.training.runner import TrainingError
     from kwx.training.search_worker import run_worker
 
     overrides = _parse_overrides(set_ or [])
@@ -489,12 +490,13 @@ def search_worker(
     try:
         summary = run_worker(cfg, engine, optuna_storage, workers=workers, on_window_done=lambda window, count:
                              console.print(f"{window}: {count} trial(s) run here", highlight=False))
-    except (DatasetError, UnknownFeatureSetError, TrainingError) as exc:
+    except _training_errors() as exc:
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
     console.print(f"studies {summary.study_prefix}-*: {sum(summary.trials.values())} trial(s) over "
                   f"{len(summary.trials)} window(s) in {summary.seconds:.1f} s", highlight=False)
+
 
 def _print_plan(cfg, frame, plans) -> None:
     from rich.table import Table

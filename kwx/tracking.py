@@ -59,6 +59,15 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
+def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config values as MLflow params: dotted keys, string values cut to 500 characters."""
+    params: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        params |= flat_params(value, name) if isinstance(value, dict) else {name: str(value)[:500]}
+    return params
+
+
 def ensure_experiment(name: str) -> str:
     """Experiment id by name, created if needed; database stores used directly keep artifacts in ./mlartifacts.
 

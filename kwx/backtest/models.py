@@ -62,4 +62,4 @@ class OutOfSampleResolver:
             raise ModelUnavailable(f"out of sample only: no window of {source.description} tests {city}/{bracket} "
                                    f"on {day}")
         f = choice.facts
-        return ModelHandle(self.cache.model(f), f"{f.name}/{f.version}", f.window, f.feature_set)
+        return ModelHandle(self.cache.model(f), f.model_id, f.window, f.feature_set)

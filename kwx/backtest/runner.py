@@ -114,10 +114,6 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     return run
 
 
-def _flat_params(prefix: str, model) -> dict[str, str]:
-    return {f"{prefix}.{k}": str(v) for k, v in model.model_dump(mode="json").items()}
-
-
 def _write_result(result: BacktestResult, out: Path) -> None:
     fills = result.fills.assign(fill_time=pd.to_datetime(result.fills["fill_ts"], unit="s", utc=True))
     fills.to_csv(out / "trades.csv", index=False)
@@ -139,8 +135,8 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
                            "blend_weights": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",
                            "tick_seconds": TICK_SECONDS, "decision_rows": len(period.rows),
-                           **_flat_params("risk", config.risk), **_flat_params("fees", config.fees),
-                           **_flat_params("execution", config.execution)})
+                           **tracking.flat_params(config.model_dump(mode="json", include={"risk", "fees",
+                                                                                         "execution"}))})
         mlflow.log_metrics(run.strategy.summary)
         for name, result in run.baselines.items():
             mlflow.log_metrics({f"{name}_{k}": v for k, v in result.summary.items()})

@@ -75,7 +75,7 @@ class RegistryCache:
     def model(self, facts: VersionFacts):
         key = (facts.name, facts.version)
         if key not in self._models:
-            self._models[key] = self._load(f"models:/{facts.name}/{facts.version}")
+            self._models[key] = self._load(f"models:/{facts.model_id}")
         return self._models[key]
 
     def load_model_for_date(self, city: str, bracket: str, target_date: date, stage: str = "Production") -> ModelChoice:
@@ -84,7 +84,7 @@ class RegistryCache:
         train_start, _ = parse_window_name(facts.window)
         metadata = {
             "window": facts.window, "train_start": train_start, "test_start": facts.test_start,
-            "test_end": facts.test_end, "version": facts.version, "model_id": f"{facts.name}/{facts.version}",
+            "test_end": facts.test_end, "version": facts.version, "model_id": facts.model_id,
             "run_id": facts.run_id, "stale_days": choice.stale_days, "reason": choice.reason, "stage": stage,
             "feature_set": facts.feature_set,
         }

@@ -21,6 +21,11 @@ class VersionFacts:
     promoted_at: datetime | None
     feature_set: str = "elasticnet_rich"
 
+    @property
+    def model_id(self) -> str:
+        """``name/version``: what signals record as the model that made them, and the ``models:/`` path."""
+        return f"{self.name}/{self.version}"
+
 
 @dataclass(frozen=True)
 class Resolution:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,11 @@ from sqlalchemy import Engine
 
 from kwx import tracking
 from kwx.config import MatrixConfig, TrainConfig, load_config, parse_config
-from kwx.data.dataset import DatasetError
-from kwx.domain.features import UnknownFeatureSetError
 from kwx.training import runner
 from kwx.training.walkforward import WindowPlan, WindowResult
 
 CONFIGS_DIR = runner.REPO_DIR / "configs"
 ALL_CONFIGS = "elasticnet_*.yaml"
-# What prepare() raises on bad input: a city or date range without data, no window that can train.
-PREPARE_ERRORS = (DatasetError, UnknownFeatureSetError, runner.TrainingError)
 
 Prepared = tuple[pd.DataFrame, list[str], list[WindowPlan]]
 
@@ -83,7 +77,7 @@ def prepare_all(members: list[tuple[Path, TrainConfig]], engine: Engine,
     for path, config in members:
         try:
             entries.append(MatrixEntry(path, config, runner.prepare(config, engine)))
-        except PREPARE_ERRORS as exc:
+        except runner.PREPARE_ERRORS as exc:
             failures[path] = " ".join(str(exc).split())
         if on_prepared is not None:
             on_prepared(path)
@@ -111,9 +105,7 @@ def train_matrix(
     results = []
     with ExitStack() as stack:
         launched = stack.enter_context(_outside_launched_run())
-        # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
-        pool = (stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")))
-                if workers > 1 else None)
+        pool = stack.enter_context(runner.spawn_pool(workers)) if workers > 1 else None
         for entry in entries:
             if on_config_start is not None:
                 on_config_start(entry)

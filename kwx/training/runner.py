@@ -12,8 +12,9 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,8 +29,8 @@ from sqlalchemy import Engine
 
 from kwx import tracking
 from kwx.config import TrainConfig
-from kwx.data.dataset import load_dataset
-from kwx.domain.features import feature_columns
+from kwx.data.dataset import DatasetError, load_dataset
+from kwx.domain.features import UnknownFeatureSetError, feature_columns
 from kwx.plots import reliability_diagram
 from kwx.registry.versions import model_name, pip_requirements, register_window_version
 from kwx.training.model import SKOPS_TRUSTED_TYPES
@@ -41,6 +42,11 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 
 class TrainingError(RuntimeError):
     """A training request that cannot produce any window: the message lists each window's reason."""
+
+
+# What ``prepare`` raises on bad input (a city or date range without data, an unknown feature set, no
+# window that can train), always before any MLflow run exists.
+PREPARE_ERRORS = (DatasetError, UnknownFeatureSetError, TrainingError)
 
 
 @dataclass
@@ -79,15 +85,6 @@ def _train_in_worker(frame: pd.DataFrame, features: list[str], config: TrainConf
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return train_window(frame, features, config, window_plan, optuna_storage=make_storage(storage_spec),
                         study_prefix=study_prefix)
-
-
-def _flatten(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else key, inner, out)
-    else:
-        out[prefix] = value
-    return out
 
 
 def validate_storage(spec: str | None, tracking_uri: str) -> None:
@@ -139,7 +136,7 @@ def train(
         mlflow.set_tags({"kwx.kind": "train", "kwx.city": config.city, "kwx.bracket": config.bracket,
                          "kwx.config_hash": config.fingerprint(), "kwx.data_fingerprint": fingerprint,
                          "kwx.git_commit": git_commit(), "kwx.model_name": name})
-        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", config.model_dump(mode="json"), {}).items()})
+        mlflow.log_params(tracking.flat_params(config.model_dump(mode="json")))
         mlflow.log_params({"n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
                            "n_rows": len(frame), "features": ",".join(features)})
         # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
@@ -162,19 +159,9 @@ def train(
                 on_window_done(result.window.name, result)
 
         jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
-        if workers <= 1 or len(jobs) == 1:
-            for job in jobs:
-                log_window(_train_in_worker(*job))
-        elif executor is not None:  # spawned workers import kwx in seconds: a matrix starts them once, not per config
-            for future in [executor.submit(_train_in_worker, *job) for job in jobs]:
-                log_window(future.result())
-        else:
-            # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_train_in_worker, *job) for job in jobs]
-                # Log in window order so version numbers follow time; the pool still trains in parallel.
-                for future in futures:
-                    log_window(future.result())
+        # Logged in window order so version numbers follow time; the pool still trains in parallel.
+        for result in results_in_order(_train_in_worker, jobs, workers, executor):
+            log_window(result)
 
         t = time.perf_counter()
         window_metrics = {w: results[w].metrics for w in sorted(results)}
@@ -196,6 +183,28 @@ def train(
         timings["seconds_per_fit"] = timings["search_seconds"] / max(fits, 1)
         mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
+
+
+def spawn_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
+def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor: Executor | None = None) -> Iterator:
+    """``fn(*job)`` of every job, yielded in job order while up to ``workers`` processes run them.
+
+    Inline with one worker or one job; ``executor`` is a pool the caller shares across calls (spawned
+    workers take seconds to import kwx, so a matrix starts them once, not per config).
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield fn(*job)
+        return
+    with ExitStack() as stack:
+        pool = executor or stack.enter_context(spawn_pool(min(workers, len(jobs))))
+        futures = [pool.submit(fn, *job) for job in jobs]
+        for future in futures:
+            yield future.result()
 
 
 def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import optuna
 import pandas as pd
@@ -21,7 +19,7 @@ from sqlalchemy import Engine
 
 from kwx import tracking
 from kwx.config import TrainConfig
-from kwx.training.runner import prepare, search_study_prefix, validate_storage, window_slice
+from kwx.training.runner import prepare, results_in_order, search_study_prefix, validate_storage, window_slice
 from kwx.training.search import make_storage
 from kwx.training.walkforward import WindowPlan, search_window
 
@@ -59,15 +57,8 @@ def run_worker(
             on_window_done(name, count)
 
     jobs = [(window_slice(frame, p), features, config, p, storage_spec, prefix) for p in usable]
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            done(job[3].window.name, _search_in_process(*job))
-    else:
-        # spawn, as in the runner: no inherited SQLAlchemy connections in the children.
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-            futures = [(job[3].window.name, pool.submit(_search_in_process, *job)) for job in jobs]
-            for name, future in futures:
-                done(name, future.result())
+    for plan, count in zip(usable, results_in_order(_search_in_process, jobs, workers), strict=True):
+        done(plan.window.name, count)
     return WorkerSummary(prefix, trials, {p.window.name: p.skip_reason for p in plans if not p.usable},
                          time.perf_counter() - started)
 
