@@ -6,13 +6,17 @@ MLflow-free and deterministic for a seed, so it is unit-tested directly.
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
@@ -115,6 +119,128 @@ def fit_calibrated(
     model = CalibratedClassifierCV(make_pipeline(params, seed), method=method, cv=folds, ensemble=False)
     report = fit_quietly(model, X, y)
     return model, method, report
+
+
+# A compiled model must agree with sklearn to this tolerance on its probe rows, or it is not used.
+COMPILED_TOLERANCE = 1e-12
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class YesProbability:
+    """P(label = 1) of one fitted model, over float rows holding its ``columns`` in that order."""
+
+    columns: tuple[str, ...]
+    of_rows: Callable[[np.ndarray], np.ndarray]
+    compiled: bool
+
+    def __call__(self, X: pd.DataFrame) -> np.ndarray:
+        missing = [name for name in self.columns if name not in X.columns]
+        if missing:
+            raise ValueError(f"feature rows lack the model's columns {missing}")
+        return self.of_rows(X[list(self.columns)].to_numpy(dtype=float))
+
+
+def predict_yes(model, X: pd.DataFrame) -> np.ndarray:
+    """``model.predict_proba(X)[:, 1]``, with X's columns matched by name: the only way kwx asks a model."""
+    return yes_probability(model)(X)
+
+
+def yes_probability(model) -> YesProbability:
+    """The model's P(yes), compiled once per model object.
+
+    Training scores, backtests, replay and the live loop all predict through this, so they share
+    one path. Our own model structure is evaluated with plain numpy, because sklearn's per-call input
+    validation costs milliseconds and the live loop predicts a few rows per model every minute.
+    """
+    try:
+        return _compiled[model]
+    except KeyError:
+        _compiled[model] = compiled = compile_yes_probability(model)
+        return compiled
+
+
+def compile_yes_probability(model) -> YesProbability:
+    """Numpy evaluation of a calibrated impute → scale → logit model; sklearn's own ``predict_proba`` otherwise.
+
+    Recognised: ``CalibratedClassifierCV(ensemble=False)`` over the ``make_pipeline`` structure, two
+    classes, sigmoid or isotonic calibration. The compiled function is checked against
+    ``predict_proba`` on probe rows (NaNs included) before it is used; on any disagreement, or
+    for any other estimator, sklearn does the work.
+    """
+    if not hasattr(model, "feature_names_in_"):
+        raise ValueError(f"{type(model).__name__} was fitted without column names; kwx models are fitted on "
+                         "named feature frames")
+    columns = tuple(model.feature_names_in_)
+
+    def with_sklearn(rows: np.ndarray) -> np.ndarray:
+        return model.predict_proba(pd.DataFrame(rows, columns=list(columns)))[:, 1]
+
+    parts = _linear_parts(model)
+    if parts is None:
+        return YesProbability(columns, with_sklearn, compiled=False)
+    fill, mean, scale, coef, intercept, calibrate = parts
+
+    def compiled(rows: np.ndarray) -> np.ndarray:
+        rows = np.where(np.isnan(rows), fill, rows)
+        p = calibrate(((rows - mean) / scale) @ coef + intercept)
+        # as sklearn: a probability an ulp above 1 from the calibrator's arithmetic is 1
+        p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0
+        return p
+
+    probe = _probe_rows(fill, scale)
+    if not np.allclose(compiled(probe), with_sklearn(probe), rtol=0, atol=COMPILED_TOLERANCE):
+        warnings.warn("compiled model disagrees with predict_proba; using scikit-learn", RuntimeWarning,
+                      stacklevel=2)
+        return YesProbability(columns, with_sklearn, compiled=False)
+    return YesProbability(columns, compiled, compiled=True)
+
+
+def _linear_parts(model):
+    """(impute fill, scaler mean, scaler scale, coef, intercept, calibration function) of our structure, else None."""
+    if not (isinstance(model, CalibratedClassifierCV) and len(model.calibrated_classifiers_) == 1
+            and len(model.classes_) == 2):
+        return None
+    calibrated = model.calibrated_classifiers_[0]
+    pipeline = calibrated.estimator
+    calibrate = _calibration_function(calibrated.calibrators[0]) if len(calibrated.calibrators) == 1 else None
+    if calibrate is None:
+        return None
+    if not (isinstance(pipeline, Pipeline) and [type(step) for _, step in pipeline.steps]
+            == [SimpleImputer, StandardScaler, LogisticRegression]):
+        return None
+    imputer, scaler, logit = (step for _, step in pipeline.steps)
+    # an imputer that drops all-missing columns (keep_empty_features=False) changes the column count
+    if not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values)
+            and not imputer.add_indicator and not np.isnan(imputer.statistics_).any()
+            and logit.coef_.shape == (1, len(imputer.statistics_))):
+        return None
+    n = len(imputer.statistics_)
+    mean = np.zeros(n) if scaler.mean_ is None else scaler.mean_
+    scale = np.ones(n) if scaler.scale_ is None else scaler.scale_
+    return imputer.statistics_, mean, scale, logit.coef_[0], logit.intercept_[0], calibrate
+
+
+def _calibration_function(calibrator) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The calibrator's map from decision values to probabilities, without sklearn's input checks."""
+    # by name: sklearn's Platt calibrator is private, so an import could break where this check only misses
+    if type(calibrator).__name__ == "_SigmoidCalibration":
+        a, b = calibrator.a_, calibrator.b_
+        return lambda decision: expit(-(a * decision + b))
+    if isinstance(calibrator, IsotonicRegression) and calibrator.out_of_bounds == "clip":
+        # np.interp holds the end values outside the thresholds, as out_of_bounds="clip" does
+        x, y = calibrator.X_thresholds_, calibrator.y_thresholds_
+        return lambda decision: np.interp(decision, x, y)
+    return None
+
+
+def _probe_rows(fill: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows spread around the training distribution; every other row misses one value, each column in turn."""
+    rng = np.random.default_rng(0)
+    rows = fill + rng.normal(0, 3, size=(64, len(fill))) * scale
+    gappy = np.arange(0, 64, 2)
+    rows[gappy, (gappy // 2) % len(fill)] = np.nan
+    return rows
 
 
 def nonzero_coefficients(model) -> int:

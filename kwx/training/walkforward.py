@@ -14,7 +14,7 @@ import pandas as pd
 
 from kwx.config import TrainConfig
 from kwx.domain.metrics import reliability, score
-from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients
+from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients, predict_yes
 from kwx.training.search import join_search, run_search
 from kwx.training.windows import Window, plan_windows
 
@@ -119,7 +119,7 @@ def train_window(
                                            config.seed)
     fitted = time.perf_counter()
 
-    p_model = model.predict_proba(test[features])[:, 1]
+    p_model = predict_yes(model, test[features])
     y_test = test["label"].to_numpy(dtype=int)
     p_market = np.clip(test["yes_mid"].to_numpy(dtype=float) / 100, 0, 1)
     quoted = ~np.isnan(p_market)
