@@ -8,6 +8,8 @@ standard time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -24,6 +26,7 @@ ELASTICNET_RICH = (
     "day_max_so_far", "max_to_floor", "max_to_cap",
 )
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH}
+ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(c for columns in FEATURE_SETS.values() for c in columns))
 
 # Features that need a bound the bracket does not have (a *less* tail has no floor, *greater* no cap).
 _NEEDS_FLOOR = frozenset({"temp_to_floor", "max_to_floor"})
@@ -36,6 +39,7 @@ WEATHER_LOOKBACK_SECONDS = 3 * 3600
 CANDLE_LOOKBACK_SECONDS = 15 * 60
 
 _KEY_SHIFT = np.int64(1) << np.int64(40)  # market code * 2**40 + ts keeps (market, time) order in one int
+_OBSERVED = ("temp_f", "dew_f", "humidity_pct", "wind_mph")  # the weather columns features read
 
 
 class UnknownFeatureSetError(ValueError):
@@ -59,6 +63,8 @@ def epoch_seconds(values) -> np.ndarray:
         # Already datetimes (the hot path of every tick): read the integers, ~30x cheaper than the
         # Series/accessor round trip below; naive values count as UTC there too.
         return values.array.as_unit("s").asi8.copy()
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        return values.astype("datetime64[s]").astype(np.int64)
     return pd.to_datetime(pd.Series(values), utc=True).dt.as_unit("s").astype("int64").to_numpy()
 
 
@@ -86,25 +92,72 @@ def _asof_positions(keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.searchsorted(keys, targets, side="right") - 1
 
 
-def _weather_features(weather: pd.DataFrame, city: City) -> pd.DataFrame:
-    """Per-observation features that only look backwards along the station's own series."""
-    ts = weather["obs_ts"].to_numpy(dtype=np.int64)
-    temp = weather["temp_f"].to_numpy(dtype=float)
-    series = pd.Series(temp, index=pd.to_datetime(ts, unit="s"))
-    out = pd.DataFrame({"obs_ts": ts})
-    out["temp_now"] = temp
-    out["temp_rollmax_3h"] = series.rolling("3h").max().to_numpy()
-    out["temp_rollmin_3h"] = series.rolling("3h").min().to_numpy()
-    hour_ago = np.maximum(_asof_positions(ts, ts - 3600), 0)
-    usable = (ts - ts[hour_ago] >= 3600) & (ts - ts[hour_ago] < WEATHER_LOOKBACK_SECONDS)
-    out["temp_delta_1h"] = np.where(usable, temp - temp[hour_ago], np.nan)
-    offset = int(city.standard_offset.total_seconds())
-    out["obs_climate_day"] = (ts + offset) // 86_400
-    out["day_max_so_far"] = pd.Series(temp).groupby(out["obs_climate_day"].to_numpy()).cummax().to_numpy()
-    out["dewpoint"] = weather["dew_f"].to_numpy(dtype=float)
-    out["humidity"] = weather["humidity_pct"].to_numpy(dtype=float)
-    out["windspeed"] = weather["wind_mph"].to_numpy(dtype=float)
-    return out
+def _range_reduce(values: np.ndarray, start: np.ndarray, reduce: np.ufunc) -> np.ndarray:
+    """``reduce`` (np.fmax or np.fmin: NaN-skipping) over ``values[start[i]:i + 1]`` for every i.
+
+    A sparse table answers every window in log2(longest window) vectorised passes, so a rolling
+    or running extreme costs the same for one station or seven; all-NaN windows give NaN.
+    """
+    n = len(values)
+    level = np.frexp(np.arange(n) - start + 1)[1] - 1  # floor(log2(window length))
+    result = np.empty(n)
+    table, k = values, 0
+    while True:
+        rows = np.flatnonzero(level == k)
+        result[rows] = reduce(table[start[rows]], table[rows - (1 << k) + 1])
+        if not n or (2 << k) > n or k >= level.max():
+            return result
+        table = reduce(table[: -(1 << k)], table[1 << k:])  # table[j] = reduce(values[j : j + 2**(k+1)])
+        k += 1
+
+
+def _weather_arrays(weather: Mapping[City, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Every station's observations as arrays sorted by (station code, time), with their features.
+
+    Each feature of an observation looks only backwards along its own station's series. Row 0 is a
+    placeholder of station code -1 that matches no market, so lookups never index an empty array.
+    """
+    frames = list(weather.values())
+    obs_ts = np.concatenate([np.zeros(1, np.int64), *(epoch_seconds(w["ts_utc"]) for w in frames)])
+    code = np.concatenate([np.full(1, -1, np.int64), *(np.full(len(w), i, np.int64) for i, w in enumerate(frames))])
+    order = np.lexsort((obs_ts, code))
+    code, obs_ts = code[order], obs_ts[order]
+    # one float block per station, then one row order for all (single-column reads: a list of labels
+    # costs more than the columns themselves on frames this small)
+    measured = np.concatenate([np.full((1, len(_OBSERVED)), np.nan),
+                               *(np.column_stack([w[name].to_numpy(dtype=float) for name in _OBSERVED])
+                                 for w in frames)])[order]
+
+    def column(name: str) -> np.ndarray:
+        return measured[:, _OBSERVED.index(name)]
+
+    keys = code * _KEY_SHIFT + obs_ts
+    temp = column("temp_f")
+    in_3h = np.searchsorted(keys, keys - 3 * 3600, side="right")  # window (t - 3h, t]
+    hour_ago = np.maximum(_asof_positions(keys, keys - 3600), 0)
+    age = obs_ts - obs_ts[hour_ago]
+    usable = (code[hour_ago] == code) & (age >= 3600) & (age < WEATHER_LOOKBACK_SECONDS)
+    offsets = np.array([*(int(c.standard_offset.total_seconds()) for c in weather), 0], dtype=np.int64)
+    climate_day = (obs_ts + offsets[code]) // 86_400
+    # the running max restarts with each station's climate day
+    first_of_day = np.ones(len(keys), dtype=bool)
+    first_of_day[1:] = (code[1:] != code[:-1]) | (climate_day[1:] != climate_day[:-1])
+    day_start = np.maximum.accumulate(np.where(first_of_day, np.arange(len(keys)), 0))
+    return {
+        "code": code, "obs_ts": obs_ts, "keys": keys, "climate_day": climate_day,
+        "temp_now": temp,
+        "temp_rollmax_3h": _range_reduce(temp, in_3h, np.fmax),
+        "temp_rollmin_3h": _range_reduce(temp, in_3h, np.fmin),
+        "temp_delta_1h": np.where(usable, temp - temp[hour_ago], np.nan),
+        "day_max_so_far": np.where(np.isnan(temp), np.nan, _range_reduce(temp, day_start, np.fmax)),
+        "dewpoint": column("dew_f"),
+        "humidity": column("humidity_pct"),
+        "windspeed": column("wind_mph"),
+    }
+
+
+_WEATHER_FEATURES = ("temp_now", "temp_rollmax_3h", "temp_rollmin_3h", "temp_delta_1h", "dewpoint", "humidity",
+                     "windspeed", "day_max_so_far")
 
 
 def build_features(
@@ -115,45 +168,67 @@ def build_features(
     *,
     max_obs_age_minutes: int = 20,
 ) -> pd.DataFrame:
-    """Every feature of every candle, one row per candle, sorted by (market_ticker, end_period_ts).
+    """Every feature of every candle of one city's markets: one row per candle, by (market_ticker, end_period_ts).
 
     candles: market_ticker, end_period_ts, yes_bid_close, yes_ask_close, volume.
     markets: ticker, event_date, strike_type, floor_strike, cap_strike, close_time (aware UTC).
     weather: one station's ts_utc (aware UTC), temp_f, dew_f, humidity_pct, wind_mph.
     """
-    meta = markets.set_index("ticker")
-    unknown = set(candles["market_ticker"].unique()) - set(meta.index)
-    if unknown:
-        raise ValueError(f"candles for markets without metadata: {sorted(unknown)[:5]}")
-    frame = candles.sort_values(["market_ticker", "end_period_ts"], kind="stable").reset_index(drop=True)
-    ts = frame["end_period_ts"].to_numpy(dtype=np.int64)
-    ticker = frame["market_ticker"]
-    category = pd.Categorical(ticker)
-    codes = category.codes.astype(np.int64)
+    return build_features_for_cities(candles, markets.assign(city=city.key), {city: weather},
+                                     max_obs_age_minutes=max_obs_age_minutes)
+
+
+def build_features_for_cities(
+    candles: pd.DataFrame,
+    markets: pd.DataFrame,
+    weather: Mapping[City, pd.DataFrame],
+    *,
+    max_obs_age_minutes: int = 20,
+) -> pd.DataFrame:
+    """``build_features`` for markets of several cities in one pass: the live tick's cost does not grow per city.
+
+    ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
+    observations (an empty frame for a city with none).
+    """
+    tickers = markets["ticker"].to_numpy(dtype=object)
+    candle_ts = candles["end_period_ts"].to_numpy(dtype=np.int64)
+    codes, names = pd.factorize(candles["market_ticker"].to_numpy(dtype=object), sort=True)
+    row_of_market = pd.Index(tickers).get_indexer(names)
+    if (row_of_market < 0).any():
+        raise ValueError(f"candles for markets without metadata: {list(names[row_of_market < 0][:5])}")
+    order = np.lexsort((candle_ts, codes))
+    codes, ts = codes.astype(np.int64)[order], candle_ts[order]
     keys = codes * _KEY_SHIFT + ts
 
     # Market constants are computed once per market and spread to its candles by code: per-candle
     # lookups and datetime accessors dominated the live tick, whose frames are small.
-    per_market = meta.reindex(category.categories)
-    market_day = pd.to_datetime(pd.Series(per_market["event_date"].to_numpy()))
-    event_date = market_day.dt.date.to_numpy(dtype=object)[codes]
-    event_day_number = epoch_seconds(market_day)[codes] // 86_400
-    bracket = per_market["strike_type"].to_numpy(dtype=object)[codes]
-    floor = per_market["floor_strike"].to_numpy(dtype=float)[codes]
-    cap = per_market["cap_strike"].to_numpy(dtype=float)[codes]
-    close_ts = epoch_seconds(per_market["close_time"])[codes]
+    def per_market(name: str, dtype=None) -> np.ndarray:
+        return markets[name].to_numpy(dtype=dtype)[row_of_market]
 
-    bid = frame["yes_bid_close"].to_numpy(dtype=float)
-    ask = frame["yes_ask_close"].to_numpy(dtype=float)
+    event_day = per_market("event_date", object).astype("datetime64[D]")
+    event_day_number = event_day.astype(np.int64)[codes]
+    floor = per_market("floor_strike", float)[codes]
+    cap = per_market("cap_strike", float)[codes]
+    close_ts = epoch_seconds(markets["close_time"])[row_of_market][codes]
+    station_of_city = {c.key: i for i, c in enumerate(weather)}
+    city_keys = per_market("city", object)
+    unknown = sorted(set(city_keys) - set(station_of_city))
+    if unknown:
+        raise ValueError(f"markets of cities without a weather frame: {unknown}")
+    station = np.array([station_of_city[key] for key in city_keys], dtype=np.int64)[codes]
+    offsets = np.array([int(c.standard_offset.total_seconds()) for c in weather], dtype=np.int64)
+    offset = offsets[station]
+
+    bid = candles["yes_bid_close"].to_numpy(dtype=float)[order]
+    ask = candles["yes_ask_close"].to_numpy(dtype=float)[order]
     mid = (bid + ask) / 2
-    offset = int(city.standard_offset.total_seconds())
     # Columns are collected as arrays and framed once: column-by-column assignment dominated the
     # live loop's per-minute cost on small frames.
     cols: dict[str, object] = {
-        "market_ticker": ticker.to_numpy(dtype=object),
+        "market_ticker": names[codes],
         "end_period_ts": ts,
-        "event_date": event_date,
-        "bracket": bracket,
+        "event_date": event_day.astype(object)[codes],
+        "bracket": per_market("strike_type", object)[codes],
         "floor_strike": floor,
         "cap_strike": cap,
         "yes_bid": bid,
@@ -162,7 +237,8 @@ def build_features(
         "spread_cents": ask - bid,
         "minutes_to_close": (close_ts - ts) / 60,
         "hour_of_day_local": ((ts + offset) % 86_400) / 3600,
-        "day_of_week": market_day.dt.day_of_week.to_numpy(dtype=float)[codes],  # float: models see one dtype
+        # Monday = 0 (1970-01-01 was a Thursday); float: models see one dtype
+        "day_of_week": ((event_day_number + 3) % 7).astype(float),
     }
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["spread_pct"] = np.where(mid > 0, (ask - bid) / mid, np.nan)
@@ -170,22 +246,19 @@ def build_features(
     five_ago = np.maximum(_asof_positions(keys, keys - 300), 0)
     recent = (codes[five_ago] == codes) & (ts - ts[five_ago] >= 300) & (ts - ts[five_ago] < CANDLE_LOOKBACK_SECONDS)
     cols["mid_chg_5m"] = np.where(recent, mid - mid[five_ago], np.nan)
-    cum_volume = pd.Series(frame["volume"].fillna(0).to_numpy(dtype=float)).groupby(codes).cumsum().to_numpy()
+    volume = candles["volume"].fillna(0).to_numpy(dtype=float)[order]
+    cum_volume = pd.Series(volume).groupby(codes).cumsum().to_numpy()
     window_start = _asof_positions(keys, keys - 900)
     before = (window_start >= 0) & (codes[np.maximum(window_start, 0)] == codes)
     cols["vol_15m"] = cum_volume - np.where(before, cum_volume[np.maximum(window_start, 0)], 0.0)
 
-    wx = weather.assign(obs_ts=epoch_seconds(weather["ts_utc"]))
-    wx = _weather_features(wx.sort_values("obs_ts", kind="stable").reset_index(drop=True), city)
-    obs = _asof_positions(wx["obs_ts"].to_numpy(), ts)
-    fresh = (obs >= 0) & (ts - wx["obs_ts"].to_numpy()[np.maximum(obs, 0)] <= max_obs_age_minutes * 60)
-    for column in ("temp_now", "temp_rollmax_3h", "temp_rollmin_3h", "temp_delta_1h", "dewpoint", "humidity",
-                   "windspeed", "day_max_so_far"):
-        values = wx[column].to_numpy(dtype=float) if len(wx) else np.array([np.nan])
-        cols[column] = np.where(fresh, values[np.maximum(obs, 0)], np.nan)
+    wx = _weather_arrays(weather)
+    obs = _asof_positions(wx["keys"], station * _KEY_SHIFT + ts)  # >= 0: the placeholder sorts first
+    fresh = (wx["code"][obs] == station) & (ts - wx["obs_ts"][obs] <= max_obs_age_minutes * 60)
+    for column in _WEATHER_FEATURES:
+        cols[column] = np.where(fresh, wx[column][obs], np.nan)
     # The running max belongs to the event's climate day only once that day has begun.
-    obs_day = wx["obs_climate_day"].to_numpy()[np.maximum(obs, 0)] if len(wx) else np.full(len(ts), -1)
-    cols["day_max_so_far"] = np.where(obs_day == event_day_number, cols["day_max_so_far"], np.nan)
+    cols["day_max_so_far"] = np.where(wx["climate_day"][obs] == event_day_number, cols["day_max_so_far"], np.nan)
     cols["temp_to_floor"] = cols["temp_now"] - floor
     cols["temp_to_cap"] = cap - cols["temp_now"]
     cols["max_to_floor"] = cols["day_max_so_far"] - floor

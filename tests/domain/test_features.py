@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kwx.cities import get_city
 from kwx.data.demo import generate_city
@@ -14,7 +16,9 @@ from kwx.domain.features import (
     CANDLE_LOOKBACK_SECONDS,
     FEATURE_SETS,
     UnknownFeatureSetError,
+    _range_reduce,
     build_features,
+    build_features_for_cities,
     candles_needed_since,
     epoch_seconds,
     feature_columns,
@@ -142,3 +146,40 @@ def test_batch_equals_minute_by_minute_streaming():
         stale_rows += int((now - used.index.get_level_values("end_period_ts") > 300).sum())
         pd.testing.assert_frame_equal(used, batch.loc[used.index], check_dtype=False, obj=f"tick {now}")
     assert stale_rows > 20  # the case that needs history older than the tick's own window is exercised
+
+
+def test_cities_in_one_pass_equal_each_city_alone():
+    """The live tick builds every city at once; each row must be what that city alone gives (training's call)."""
+    day = date(2025, 8, 5)
+    per_city, markets, candles, weather = [], [], [], {}
+    for key in ("chicago", "denver", "la"):  # three standard offsets
+        data = generate_city(key, day, day, seed=4)
+        city = get_city(key)
+        # sparse denver observations: its gaps must not be filled from another station
+        weather[city] = data.weather_minutes.iloc[::3] if key == "denver" else data.weather_minutes
+        per_city.append(build_features(data.candles, data.markets, weather[city], city))
+        markets.append(data.markets.assign(city=key))
+        candles.append(data.candles)
+    together = build_features_for_cities(pd.concat(candles), pd.concat(markets), weather)
+    expected = pd.concat(per_city).sort_values(["market_ticker", "end_period_ts"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(together, expected, check_exact=True)
+
+
+def test_a_city_without_observations_gets_no_weather_and_a_missing_city_is_named():
+    candles = _candles([0, 1], [40, 41], [42, 43], [1, 1])
+    f = build_features(candles, _market(), _weather([], []), CHICAGO)
+    assert f["temp_now"].isna().all() and f["day_max_so_far"].isna().all() and (f["yes_mid"] == [41, 42]).all()
+    with pytest.raises(ValueError, match=r"cities without a weather frame: \['chicago'\]"):
+        build_features_for_cities(candles, _market().assign(city="chicago"), {get_city("nyc"): _weather([0], [1.0])})
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(-100, 130), st.just(np.nan)), min_size=1, max_size=70),
+       data=st.data())
+def test_range_extremes_equal_a_plain_window_scan(values, data):
+    values = np.array(values)
+    n = len(values)
+    start = np.array([data.draw(st.integers(0, i)) for i in range(n)])
+    for reduce in (np.fmax, np.fmin):
+        expected = [reduce.reduce(values[s:i + 1]) for i, s in enumerate(start)]
+        np.testing.assert_array_equal(_range_reduce(values, start, reduce), expected)
