@@ -55,7 +55,7 @@ def main() -> None:
                                           "tick_seconds": 9})
         latencies, markets = [], []
 
-        def on_tick(tick, signals):
+        def on_tick(tick, _result):
             latencies.append(tick["latency_ms"])
             markets.append(tick["markets"])
 

@@ -868,7 +868,7 @@ def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> 
     last = {}
     try:
         serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
-                   stop=stop, on_tick=lambda tick, signals: last.update(signals=signals))
+                   stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals))
     except BufferFullError as exc:
         raise fail(str(exc)) from None
     finally:

@@ -51,7 +51,7 @@ def decision_rows(markets: pd.DataFrame, features: pd.DataFrame, candles: pd.Dat
         "end_period_ts": "tick_ts", "price_low": "next_low", "price_high": "next_high", "volume": "next_volume"})
     following = following.assign(tick_ts=following["tick_ts"] - TICK_SECONDS)
     meta = markets.rename(columns={"ticker": "market_ticker", "strike_type": "bracket"})[
-        ["market_ticker", "city", "bracket", "event_date", "close_time"]]
+        ["market_ticker", "city", "bracket", "event_date"]].assign(close_ts=epoch_seconds(markets["close_time"]))
     rows = rows.merge(following, on=["market_ticker", "tick_ts"], how="left").merge(meta, on="market_ticker")
     return rows.sort_values(["market_ticker", "tick_ts"], kind="stable").reset_index(drop=True)
 

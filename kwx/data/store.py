@@ -40,11 +40,11 @@ def _column_kinds(tbl: Table, columns: Iterable[str]) -> dict[str, str]:
 def _object_column(values: pd.Series, kind: str, dialect: str) -> np.ndarray:
     """One column as Python objects the driver accepts, with every missing value as None."""
     if kind == "ts":
-        ts = pd.to_datetime(values, utc=True)
-        text = ts.dt.strftime(_SQLITE_TS_FORMAT if dialect == "sqlite" else _POSTGRES_TS_FORMAT)
-        out = text.to_numpy(dtype=object, copy=True)
-        out[ts.isna().to_numpy()] = None
-        return out
+        # Format each distinct time once: a batch of signal ticks holds one time per ~80 rows.
+        codes, times = pd.factorize(pd.to_datetime(values, utc=True))
+        text = np.asarray(times.strftime(_SQLITE_TS_FORMAT if dialect == "sqlite" else _POSTGRES_TS_FORMAT),
+                          dtype=object)
+        return np.append(text, None)[codes]  # code -1 (missing) picks the appended None
     if kind == "date":
         days = pd.to_datetime(values)
         out = days.dt.strftime("%Y-%m-%d").to_numpy(dtype=object, copy=True)

@@ -6,16 +6,19 @@ with its reason); the model comes from a resolver so the registry stays out of t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from kwx.config import RtConfig
-from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, feature_columns
+from kwx.domain.features import ALL_FEATURES, CANDLE_LOOKBACK_SECONDS, epoch_seconds, feature_columns
 from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
+from kwx.training.model import yes_probability
 
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
                   "kelly_fraction", "size_fraction", "spread_cents", "minutes_to_close", "model_id", "wf_window",
@@ -39,9 +42,13 @@ Resolver = Callable[[str, str, date], ModelHandle]
 
 def latest_rows(features: pd.DataFrame, now_ts: int) -> pd.DataFrame:
     """Each market's newest feature row in (now - CANDLE_LOOKBACK, now]: what a streaming caller holds."""
-    ts = features["end_period_ts"]
-    seen = features[(ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS)]
-    return seen.sort_values(["market_ticker", "end_period_ts"]).groupby("market_ticker", sort=True).tail(1)
+    ts = features["end_period_ts"].to_numpy(dtype=np.int64)
+    codes, _ = pd.factorize(features["market_ticker"].to_numpy(dtype=object), sort=True)
+    seen = np.flatnonzero((ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS))
+    seen = seen[np.lexsort((ts[seen], codes[seen]))]
+    newest = np.ones(len(seen), dtype=bool)
+    newest[:-1] = codes[seen[1:]] != codes[seen[:-1]]
+    return features.iloc[seen[newest]]
 
 
 @dataclass
@@ -61,16 +68,26 @@ class TickInputs:
     data_skip: np.ndarray  # reasons known from the data alone (None where none)
 
 
-def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
-    """Each open market with its newest feature row (NaN where it has none), in ticker order.
+def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each open market with its newest feature row (NaN where it has none), in ticker order, as columns.
 
     open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
     latest: the newest feature row per market (``latest_rows``), possibly missing some markets.
+    Plain arrays, not a DataFrame: framing ~40 columns every minute cost more than using them.
     """
-    frame = open_markets.rename(columns={"ticker": "market_ticker", "strike_type": "bracket"})[
-        ["market_ticker", "city", "bracket", "event_date", "close_time"]
-    ].merge(latest.drop(columns=["bracket", "event_date"], errors="ignore"), on="market_ticker", how="left")
-    return frame.sort_values("market_ticker").reset_index(drop=True)
+    tickers = open_markets["ticker"].to_numpy(dtype=object)
+    order = np.argsort(tickers, kind="stable")
+    at = pd.Index(latest["market_ticker"].to_numpy(dtype=object)).get_indexer(tickers[order])
+    found = at >= 0
+    numeric = [c for c in latest.columns if c not in ("market_ticker", "bracket", "event_date")]
+    block = np.full((len(order), len(numeric)), np.nan)
+    block[found] = np.column_stack([latest[name].to_numpy(dtype=float) for name in numeric])[at[found]]
+    columns = {name: block[:, i] for i, name in enumerate(numeric)}
+    for name, source in (("market_ticker", "ticker"), ("city", "city"), ("bracket", "strike_type"),
+                         ("event_date", "event_date")):
+        columns[name] = open_markets[source].to_numpy(dtype=object)[order]
+    columns["close_ts"] = epoch_seconds(open_markets["close_time"])[order]
+    return columns
 
 
 def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
@@ -79,49 +96,108 @@ def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Re
     return inputs_from_rows(join_latest(open_markets, latest), resolve, failed)
 
 
-def inputs_from_rows(frame: pd.DataFrame, resolve: Resolver, failed: dict[str, str] | None = None) -> TickInputs:
+def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
+                     failed: dict[str, str] | None = None) -> TickInputs:
     """Data gates and model probabilities for rows of (market, newest feature row).
 
-    Live, the rows are one tick's open markets; a backtest passes every (tick, market) row of a
-    period at once. Either way each model predicts once over all its rows.
+    Live, the rows are one tick's open markets (``join_latest``); a backtest passes a DataFrame of
+    every (tick, market) row of a period at once. Either way each model predicts once over all its
+    rows. Columns: market_ticker, city, bracket, event_date, close_ts, and the features.
     """
-    n = len(frame)
+    def column(name: str, dtype=None) -> np.ndarray:
+        return np.asarray(frame[name], dtype=dtype)
+
+    n = len(column("market_ticker"))
     reason = np.full(n, None, dtype=object)
 
     def skip(mask, text: str) -> None:
         reason[np.asarray(mask) & pd.isna(reason)] = text
 
-    bid, ask = frame["yes_bid"].to_numpy(dtype=float), frame["yes_ask"].to_numpy(dtype=float)
+    tickers, brackets = column("market_ticker", object), column("bracket", object)
+    bid, ask, candle_ts = column("yes_bid", float), column("yes_ask", float), column("end_period_ts", float)
     for ticker, why in (failed or {}).items():
-        skip((frame["market_ticker"] == ticker).to_numpy(), f"data fetch failed: {why}"[:200])
-    skip(frame["end_period_ts"].isna().to_numpy(), "no candle in the candle lookback")
+        skip(tickers == ticker, f"data fetch failed: {why}"[:200])
+    skip(np.isnan(candle_ts), "no candle in the candle lookback")
     skip(np.isnan(bid) | np.isnan(ask), "no two-sided quote")
-    skip(frame["temp_now"].isna().to_numpy(), "no fresh weather observation")
+    skip(np.isnan(column("temp_now", float)), "no fresh weather observation")
     p_model = np.full(n, np.nan)
     model_id = np.full(n, None, dtype=object)
     window = np.full(n, None, dtype=object)
     by_model: dict[str, tuple[ModelHandle, list[np.ndarray]]] = {}
-    for (city, bracket, day), rows in frame[pd.isna(reason)].groupby(["city", "bracket", "event_date"]):
+    keys = [column(name, object) for name in ("city", "bracket", "event_date")]
+    for (city, bracket, day), rows in _groups(keys, np.flatnonzero(pd.isna(reason))):
         try:
             handle = resolve(city, bracket, day)
         except ModelUnavailable as exc:
-            skip(frame.index.isin(rows.index), f"no model: {exc}"[:200])
+            reason[rows] = f"no model: {exc}"[:200]
             continue
-        by_model.setdefault(handle.model_id, (handle, []))[1].append(rows.index.to_numpy())
+        by_model.setdefault(handle.model_id, (handle, []))[1].append(rows)
+    # every model reads its columns from one float matrix of the frame's features
+    columns = [c for c in ALL_FEATURES if c in frame]
+    position_of = {c: i for i, c in enumerate(columns)}
+    matrix = np.column_stack([column(c, float) for c in columns]) if columns else np.empty((n, 0))
     for handle, parts in by_model.values():
         # one predict per model: today's and tomorrow's markets usually share a window's model
-        index = np.concatenate(parts)
-        bracket = frame.at[index[0], "bracket"]
-        features = frame.loc[index, feature_columns(handle.feature_set, bracket)]
-        p_model[index] = handle.model.predict_proba(features)[:, 1]
-        model_id[index], window[index] = handle.model_id, handle.window
-    close_ts = pd.to_datetime(frame["close_time"], utc=True).astype("datetime64[s, UTC]").astype("int64").to_numpy()
-    return TickInputs(frame["market_ticker"].to_numpy(dtype=object), frame["city"].to_numpy(dtype=object),
-                      frame["bracket"].to_numpy(dtype=object), close_ts,
-                      frame["end_period_ts"].to_numpy(dtype=float), bid, ask, p_model, model_id, window, reason)
+        rows = np.concatenate(parts)
+        yes = yes_probability(handle.model)
+        expected = feature_columns(handle.feature_set, brackets[rows[0]])
+        if list(yes.columns) != expected:
+            reason[rows] = f"model {handle.model_id} does not take the {handle.feature_set} features"[:200]
+            continue
+        p_model[rows] = yes.of_rows(matrix[np.ix_(rows, [position_of[c] for c in yes.columns])])
+        model_id[rows], window[rows] = handle.model_id, handle.window
+    return TickInputs(tickers, keys[0], brackets, column("close_ts", np.int64), candle_ts, bid, ask, p_model,
+                      model_id, window, reason)
+
+
+def _groups(keys: list[np.ndarray], rows: np.ndarray):
+    """(key tuple, positions) of the given rows grouped by the key columns, in key order."""
+    keys = [values[rows] for values in keys]
+    known = ~np.any([pd.isna(values) for values in keys], axis=0)
+    rows, keys = rows[known], [values[known] for values in keys]
+    codes = np.zeros(len(rows), dtype=np.int64)
+    for values in keys:
+        part, labels = pd.factorize(values, sort=True)
+        codes = codes * len(labels) + part
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
+    for group in np.split(order, starts[1:]) if len(rows) else ():
+        first = group[0]
+        yield tuple(values[first] for values in keys), rows[group]
 
 
 EDGE_GATE = "edge below tau_open_cents"
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """The clock-independent half of a decision: probabilities, the best side's math, the price gates.
+
+    It changes only with the data, so the loop prices once per new candle and gates every tick.
+    """
+
+    p_market: np.ndarray
+    p_blend: np.ndarray
+    math: SignalMath
+    spread: np.ndarray
+    price_skip: np.ndarray  # the spread or edge gate's reason (None where both pass)
+
+
+def price(inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Pricing:
+    """Blend, fees, Kelly and the price gates over a tick's rows.
+
+    ``maker`` prices the resting side (YES at the bid, NO at 100 − ask) instead of the taker side.
+    """
+    bid, ask, p_model = inputs.bid, inputs.ask, inputs.p_model
+    p_market = market_probability(bid, ask)
+    p_blend = BLENDS[config.blend](p_model, p_market, config.blend_weight)
+    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
+    math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
+                     config.risk, fees, maker=maker)
+    spread = ask - bid
+    price_skip = np.where(math.edge_cents < config.risk.tau_open_cents, EDGE_GATE, None)
+    price_skip = np.where(spread > config.risk.max_spread_cents, "spread wider than max_spread_cents", price_skip)
+    return Pricing(p_market, p_blend, math, spread, price_skip)
 
 
 @dataclass(frozen=True)
@@ -135,12 +211,26 @@ class Decision:
     minutes_left: np.ndarray
     spread: np.ndarray
 
+    @property
+    def trade(self) -> np.ndarray:
+        return pd.isna(self.reason)
 
-def decide(now_ts, inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Decision:
+    def sized(self) -> int:
+        """Rows that trade with a positive size: the tick's signals."""
+        return int(np.count_nonzero(self.trade & (self.math.size_fraction > 0)))
+
+    def skip_counts(self) -> dict[str, int]:
+        return dict(Counter(r for r in self.reason if r is not None))
+
+
+def decide(now_ts, inputs: TickInputs, config: RtConfig, *, maker: bool = False,
+           pricing: Pricing | None = None) -> Decision:
     """Gates and signal math; ``now_ts`` is the tick time, or one time per row for many ticks at once.
 
-    ``maker`` prices the resting side (YES at the bid, NO at 100 − ask) instead of the taker side.
+    The first gate that fails names the skip: data, closing, stale quote, then the price gates.
+    ``pricing`` is ``price(inputs, config, maker=maker)`` when the caller already holds it.
     """
+    pricing = pricing or price(inputs, config, maker=maker)
     reason = inputs.data_skip.copy()
 
     def skip(mask, text: str) -> None:
@@ -150,25 +240,47 @@ def decide(now_ts, inputs: TickInputs, config: RtConfig, *, maker: bool = False)
     skip(minutes_left < config.min_minutes_to_close, "closing: inside min_minutes_to_close")
     skip(now_ts - inputs.candle_ts > config.max_quote_age_seconds,
          "stale quote: newest candle older than max_quote_age_seconds")
-    bid, ask, p_model = inputs.bid, inputs.ask, inputs.p_model
-    p_market = market_probability(bid, ask)
-    p_blend = BLENDS[config.blend](p_model, p_market, config.blend_weight)
-    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
-    math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
-                     config.risk, fees, maker=maker)
-    spread = ask - bid
-    skip(spread > config.risk.max_spread_cents, "spread wider than max_spread_cents")
-    skip(math.edge_cents < config.risk.tau_open_cents, EDGE_GATE)
-    return Decision(p_market, p_blend, math, reason, minutes_left, spread)
+    unset = pd.isna(reason)
+    reason[unset] = pricing.price_skip[unset]
+    return Decision(pricing.p_market, pricing.p_blend, pricing.math, reason, minutes_left, pricing.spread)
 
 
-def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig) -> pd.DataFrame:
-    """The rt_signals rows of one tick (or of many, with one ``now_ts`` per row): cheap, run every tick."""
-    d = decide(now_ts, inputs, config)
-    trade = pd.isna(d.reason)
+@dataclass(frozen=True)
+class SignalRows:
+    """rt_signals rows as numpy columns, ``ts_utc`` in Unix seconds.
+
+    Cheap enough to make every tick; the DataFrame is built only when rows are read: a writer's
+    batch of ticks at once, a display. (Framing every tick cost more than the tick's math.)
+    """
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["market_ticker"])
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({name: pd.to_datetime(values, unit="s", utc=True) if name == "ts_utc" else values
+                             for name, values in self.columns.items()})
+
+    def take(self, rows) -> SignalRows:
+        return SignalRows({name: values[rows] for name, values in self.columns.items()})
+
+    @classmethod
+    def concat(cls, parts: list[SignalRows]) -> SignalRows:
+        return cls({name: np.concatenate([part.columns[name] for part in parts]) for name in parts[0].columns})
+
+
+def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig, pricing: Pricing | None = None) -> pd.DataFrame:
+    """The rt_signals rows of one tick (or of many, with one ``now_ts`` per row)."""
+    return signal_rows(now_ts, inputs, decide(now_ts, inputs, config, pricing=pricing)).frame()
+
+
+def signal_rows(now_ts, inputs: TickInputs, d: Decision) -> SignalRows:
+    """The rt_signals rows of a decision over ``inputs`` at ``now_ts`` (one time, or one per row)."""
+    trade = d.trade
     modelled = ~np.isnan(inputs.p_model)
-    return pd.DataFrame({
-        "ts_utc": pd.to_datetime(now_ts, unit="s", utc=True),
+    return SignalRows({
+        "ts_utc": np.broadcast_to(np.asarray(now_ts, dtype=np.int64), trade.shape).copy(),
         "market_ticker": inputs.tickers, "city": inputs.city, "bracket": inputs.bracket,
         "p_model": inputs.p_model, "p_market": d.p_market, "p_blend": np.where(modelled, d.p_blend, np.nan),
         "edge_cents": np.where(modelled, d.math.edge_cents, np.nan),
@@ -176,7 +288,7 @@ def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig) -> pd.DataFra
         "size_fraction": np.where(trade, d.math.size_fraction, 0.0),
         "spread_cents": d.spread, "minutes_to_close": d.minutes_left, "model_id": inputs.model_id,
         "wf_window": inputs.window, "side": np.where(trade, d.math.side, None), "skip_reason": d.reason,
-    }, columns=SIGNAL_COLUMNS)
+    })
 
 
 def compute_signals(now: datetime, open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,

@@ -5,15 +5,18 @@ Live and replay differ only in the clock and the source; everything in between i
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import DBAPIError
@@ -22,11 +25,20 @@ from kwx.cities import get_city
 from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
-from kwx.domain.features import build_features
+from kwx.domain.features import build_features_for_cities
 from kwx.registry.cache import RegistryCache
 from kwx.registry.resolution import NoModelError
 from kwx.rt.clock import Clock, SimulatedClock
-from kwx.rt.engine import ModelHandle, ModelUnavailable, finalize_signals, latest_rows, prepare_inputs
+from kwx.rt.engine import (
+    ModelHandle,
+    ModelUnavailable,
+    SignalRows,
+    decide,
+    latest_rows,
+    prepare_inputs,
+    price,
+    signal_rows,
+)
 from kwx.rt.sources import Snapshot
 
 log = logging.getLogger("kwx.rt")
@@ -48,39 +60,55 @@ class RegistryResolver:
 
 
 def snapshot_features(snap: Snapshot, max_obs_age_minutes: int) -> pd.DataFrame:
-    """build_features per city over the snapshot: exactly what training computed for those candles."""
-    frames = []
-    for city_key, markets in snap.markets.groupby("city"):
-        candles = snap.candles[snap.candles["market_ticker"].isin(markets["ticker"])]
-        if candles.empty:
-            continue
-        frames.append(build_features(candles, markets, snap.weather[city_key], get_city(city_key),
-                                     max_obs_age_minutes=max_obs_age_minutes))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["market_ticker", "end_period_ts"])
+    """The snapshot's candles through the features training used, every city in one pass."""
+    weather = {get_city(key): frame for key, frame in snap.weather.items()}
+    return build_features_for_cities(snap.candles, snap.markets, weather, max_obs_age_minutes=max_obs_age_minutes)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    rows: SignalRows
+    sized: int
+    skips: dict[str, int]  # skip reason -> markets
+    complete: list[tuple[str, int]]  # candles (ticker, end_period_ts) that became complete this tick
+
+    @cached_property
+    def signals(self) -> pd.DataFrame:
+        return self.rows.frame()
 
 
 class TickRunner:
     def __init__(self, config: RtConfig, source, resolve):
         self.config, self.source, self.resolve = config, source, resolve
         self._memo: tuple | None = None
-        self.newly_complete: list[tuple[str, int]] = []
+        self._marked: dict[str, int] = {}  # market -> newest candle already marked complete
 
-    def run(self, now_ts: int) -> pd.DataFrame:
+    def run(self, now_ts: int) -> TickResult:
         snap = self.source.snapshot(now_ts)
         key = snap.signature()
+        complete = []
         if self._memo is None or self._memo[0] != key:
             # Candles are minute bars: most ticks see the same data as the last one, and the same data
             # gives the same features and model probabilities, so those are computed once per change
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
-            self._memo = (key, prepare_inputs(snap.markets, latest, self.resolve, snap.failed))
-            # A candle is complete once it has a two-sided quote and a fresh enough weather observation.
-            done = latest[latest["yes_bid"].notna() & latest["yes_ask"].notna() & latest["temp_now"].notna()]
-            self.newly_complete = list(zip(done["market_ticker"], done["end_period_ts"].astype(int), strict=True))
-        else:
-            self.newly_complete = []
-        return finalize_signals(now_ts, self._memo[1], self.config)
+            inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed)
+            self._memo = (key, inputs, price(inputs, self.config))
+            complete = self._newly_complete(latest)
+        decision = decide(now_ts, self._memo[1], self.config, pricing=self._memo[2])
+        return TickResult(signal_rows(now_ts, self._memo[1], decision), decision.sized(), decision.skip_counts(),
+                          complete)
+
+    def _newly_complete(self, latest: pd.DataFrame) -> list[tuple[str, int]]:
+        """Newest candles with a two-sided quote and a fresh enough weather observation, not marked before."""
+        done = ~np.isnan(np.column_stack([latest[name].to_numpy(dtype=float)
+                                          for name in ("yes_bid", "yes_ask", "temp_now")])).any(axis=1)
+        keys = zip(latest["market_ticker"].to_numpy(dtype=object)[done],
+                   latest["end_period_ts"].to_numpy(dtype=np.int64)[done].tolist(), strict=True)
+        fresh = [(ticker, ts) for ticker, ts in keys if ts > self._marked.get(ticker, -1)]
+        self._marked.update(fresh)
+        return fresh
 
 
 _MARK_COMPLETE = (update(Candle).where(Candle.market_ticker == bindparam("t"), Candle.end_period_ts == bindparam("ts"))
@@ -108,7 +136,7 @@ class SignalWriter:
     written_ticks: int = 0
     rows_written: int = 0
 
-    def submit(self, signals: pd.DataFrame, tick: dict, complete: list[tuple[str, int]] = ()) -> None:
+    def submit(self, signals: SignalRows, tick: dict, complete: list[tuple[str, int]] = ()) -> None:
         if len(self.pending) >= self.buffer_max:
             raise BufferFullError(f"{len(self.pending)} ticks unwritten: the database has been unreachable too long")
         self.pending.append((signals, tick, list(complete)))
@@ -121,7 +149,7 @@ class SignalWriter:
             # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
             # is one tick per transaction; a replay batches 100).
             batch = list(self.pending)
-            signals = pd.concat([s for s, _, _ in batch], ignore_index=True)
+            signals = SignalRows.concat([s for s, _, _ in batch]).frame()
             complete = [{"t": t, "ts": ts} for _, _, keys in batch for t, ts in keys]
             try:
                 with self.engine.begin() as conn:
@@ -157,9 +185,16 @@ class StopFlag:
 
 def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalWriter, *, until_ts: int | None = None,
              max_ticks: int | None = None, realtime: bool = True, stop: StopFlag | None = None,
-             on_tick: Callable[[dict, pd.DataFrame], None] | None = None) -> int:
-    """Run ticks until ``until_ts``/``max_ticks``/a stop signal; returns the number of ticks run."""
+             on_tick: Callable[[dict, TickResult], None] | None = None) -> int:
+    """Run ticks until ``until_ts``/``max_ticks``/a stop signal; returns the number of ticks run.
+
+    ``on_tick(tick, result)`` sees each tick's log record and its ``TickResult`` (``result.signals``
+    frames the rows on demand).
+    """
     stop = stop or StopFlag()
+    # Models, stored history and caches live as long as the loop: a permanent GC generation keeps the
+    # collector from rescanning them every few ticks (measured: most of the collector's time in a replay).
+    gc.freeze()
     ticks = 0
     step = timedelta(seconds=config.tick_seconds)
     while not stop.stopped and (max_ticks is None or ticks < max_ticks):
@@ -168,20 +203,19 @@ def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalW
         if until_ts is not None and now_ts > until_ts:
             break
         started = time.perf_counter()
-        signals = runner.run(now_ts)
-        skips = Counter(r for r in signals["skip_reason"] if r)
+        result = runner.run(now_ts)
+        skips = result.skips
         latency_ms = (time.perf_counter() - started) * 1000
-        tick = {"ts_utc": now, "mode": writer.mode, "markets": len(signals),
-                "signals": int((signals["size_fraction"] > 0).sum()), "skips": json.dumps(dict(skips)),
-                "latency_ms": latency_ms}
-        writer.submit(signals, tick, runner.newly_complete)
+        tick = {"ts_utc": now, "mode": writer.mode, "markets": len(result.rows), "signals": result.sized,
+                "skips": json.dumps(skips), "latency_ms": latency_ms}
+        writer.submit(result.rows, tick, result.complete)
         if realtime or len(writer.pending) >= 100:
             writer.flush()
         log.info(json.dumps({"tick": now.isoformat(), "markets": tick["markets"], "signals": tick["signals"],
-                             "skips": dict(skips), "latency_ms": round(latency_ms, 2),
+                             "skips": skips, "latency_ms": round(latency_ms, 2),
                              "unwritten_ticks": len(writer.pending)}))
         if on_tick is not None:
-            on_tick(tick, signals)
+            on_tick(tick, result)
         ticks += 1
         if isinstance(clock, SimulatedClock):
             clock.advance(step)

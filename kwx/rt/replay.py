@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
@@ -16,8 +17,8 @@ from kwx.config import RtConfig
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
 from kwx.rt.clock import SimulatedClock
-from kwx.rt.engine import Resolver
-from kwx.rt.loop import RegistryResolver, SignalWriter, TickRunner, run_loop
+from kwx.rt.engine import Resolver, SignalRows
+from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
 from kwx.rt.sources import ReplaySource
 
 
@@ -39,6 +40,29 @@ class ReplayResult:
         return 0.0 if self.seconds == 0 else self.ticks * self.tick_seconds / 60 / self.seconds
 
 
+class StrongestSignals:
+    """Each market's largest-edge sized signal of a session, kept as ticks go by (not every row)."""
+
+    def __init__(self):
+        self.sized = 0
+        self._best: dict[str, tuple[float, SignalRows]] = {}
+
+    def add(self, rows: SignalRows) -> None:
+        sized = np.flatnonzero(rows.columns["size_fraction"] > 0)
+        self.sized += len(sized)
+        edges, tickers = rows.columns["edge_cents"], rows.columns["market_ticker"]
+        for row in sized:  # the few sized rows of one tick
+            if edges[row] > self._best.get(tickers[row], (-np.inf,))[0]:
+                self._best[tickers[row]] = (edges[row], rows.take([row]))
+
+    def table(self) -> pd.DataFrame:
+        """One row per market that was ever sized, strongest edge first (empty if none was)."""
+        if not self._best:
+            return pd.DataFrame()
+        rows = SignalRows.concat([row for _, row in self._best.values()]).frame()
+        return rows.sort_values("edge_cents", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date, *, speed: float | None = None,
                max_ticks: int | None = None, on_tick: Callable | None = None,
                resolver: Resolver | None = None) -> ReplayResult:
@@ -58,20 +82,17 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage))
     writer = SignalWriter(engine, mode="replay", attempts=config.db_retry_attempts,
                           buffer_max=max(config.buffer_max_ticks, 100))
-    collected: list[pd.DataFrame] = []
+    strongest = StrongestSignals()
 
-    def tick_done(tick: dict, signals: pd.DataFrame) -> None:
-        collected.append(signals[signals["size_fraction"] > 0])
+    def tick_done(tick: dict, result: TickResult) -> None:
+        strongest.add(result.rows)
         if speed:
             time.sleep(config.tick_seconds / speed)
         if on_tick is not None:
-            on_tick(tick, signals)
+            on_tick(tick, result)
 
     started = time.perf_counter()
     ticks = run_loop(config, clock, runner, writer, until_ts=int(end.timestamp()) - 1, max_ticks=max_ticks,
                      realtime=False, on_tick=tick_done)
     seconds = time.perf_counter() - started
-    sized = pd.concat(collected, ignore_index=True) if collected else pd.DataFrame()
-    strongest = (sized.sort_values("edge_cents", ascending=False).drop_duplicates("market_ticker")
-                 if len(sized) else sized)
-    return ReplayResult(ticks, config.tick_seconds, seconds, writer.rows_written, len(sized), strongest)
+    return ReplayResult(ticks, config.tick_seconds, seconds, writer.rows_written, strongest.sized, strongest.table())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -33,6 +33,8 @@ class Snapshot:
     candles: pd.DataFrame
     weather: dict[str, pd.DataFrame]
     failed: dict[str, str] = field(default_factory=dict)  # market ticker -> why its data is missing
+    # Set by a source that can name its data cheaply (replay: the slice bounds); same version, same data.
+    data_version: tuple | None = None
 
     def check_no_lookahead(self) -> None:
         if len(self.candles) and int(self.candles["end_period_ts"].max()) > self.now_ts:
@@ -45,11 +47,14 @@ class Snapshot:
         """Changes exactly when the tick's inputs change: a candle or observation arriving, or leaving the
         snapshot's window or the candle lookback (the counts), the market set, a fetch failure."""
         candle_ts = self.candles["end_period_ts"].to_numpy()
+        in_lookback = int((candle_ts > self.now_ts - CANDLE_LOOKBACK_SECONDS).sum())
+        failed = tuple(sorted(self.failed.items()))
+        if self.data_version is not None:
+            return self.data_version, in_lookback, failed
         last_candle = int(candle_ts.max()) if len(candle_ts) else 0
         last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
-        in_lookback = int((candle_ts > self.now_ts - CANDLE_LOOKBACK_SECONDS).sum())
-        counts = (len(candle_ts), in_lookback, *(len(w) for w in self.weather.values()))
-        return last_candle, last_obs, counts, tuple(self.markets["ticker"]), tuple(sorted(self.failed.items()))
+        counts = (len(candle_ts), *(len(w) for w in self.weather.values()))
+        return last_candle, last_obs, counts, in_lookback, tuple(self.markets["ticker"]), failed
 
 
 class ReplaySource:
@@ -62,9 +67,15 @@ class ReplaySource:
         self.markets = selected.assign(
             open_ts=epoch_seconds(selected["open_time"]), close_ts=epoch_seconds(selected["close_time"]),
         ) if len(selected) else selected
+        self._open_ts = self.markets["open_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
+        self._close_ts = self.markets["close_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
+        self._last: Snapshot | None = None
         candles = load_candles(engine, self.markets["ticker"].tolist()) if len(selected) else pd.DataFrame()
         self.candles = candles.sort_values("end_period_ts", kind="stable").reset_index(drop=True)
         self._candle_ts = self.candles["end_period_ts"].to_numpy() if len(candles) else np.array([], dtype=np.int64)
+        # each candle's market as a row of self.markets: "is its market open" is then an array lookup
+        self._candle_market = (pd.Index(self.markets["ticker"]).get_indexer(self.candles["market_ticker"])
+                               if len(candles) else np.array([], dtype=np.int64))
         self.weather: dict[str, pd.DataFrame] = {}
         self._weather_ts: dict[str, np.ndarray] = {}
         self.day_start: dict[str, int] = {}
@@ -77,21 +88,26 @@ class ReplaySource:
             self.day_start[city_key] = int(start.timestamp())
 
     def snapshot(self, now_ts: int) -> Snapshot:
-        m = self.markets
-        open_now = m[(m["open_ts"] <= now_ts) & (now_ts < m["close_ts"])] if len(m) else m
+        open_now = np.flatnonzero((self._open_ts <= now_ts) & (now_ts < self._close_ts))
         lo = np.searchsorted(self._candle_ts, candles_needed_since(now_ts), side="right")
         hi = np.searchsorted(self._candle_ts, now_ts, side="right")
-        candles = self.candles.iloc[lo:hi]
-        candles = candles[candles["market_ticker"].isin(open_now["ticker"])] if len(candles) else candles
-        weather = {}
-        for city_key, wx in self.weather.items():
-            ts = self._weather_ts[city_key]
+        bounds = {}
+        for city_key, ts in self._weather_ts.items():
             since = weather_needed_since(now_ts, self.day_start[city_key], self.max_obs_age_minutes)
-            weather[city_key] = wx.iloc[np.searchsorted(ts, since, side="left"):np.searchsorted(ts, now_ts, "right")]
-        snap = Snapshot(now_ts, open_now, candles, weather)
+            bounds[city_key] = (int(np.searchsorted(ts, since, side="left")), int(np.searchsorted(ts, now_ts, "right")))
+        version = (open_now.tobytes(), int(lo), int(hi), tuple(bounds.values()))
+        if self._last is not None and self._last.data_version == version:
+            # Most ticks fall inside the same minute bar: the same slices, seen at a later clock time.
+            return replace(self._last, now_ts=now_ts)
+        markets = self.markets.iloc[open_now]
+        is_open = np.zeros(len(self.markets), dtype=bool)
+        is_open[open_now] = True
+        candles = self.candles.iloc[lo + np.flatnonzero(is_open[self._candle_market[lo:hi]])]
+        weather = {city_key: self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
+        snap = Snapshot(now_ts, markets, candles, weather, data_version=version)
         snap.check_no_lookahead()
+        self._last = snap
         return snap
-
 
 
 class LiveSource:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -19,7 +21,7 @@ from kwx.domain.features import build_features
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
 from kwx.rt.clock import SimulatedClock
-from kwx.rt.engine import compute_signals, latest_rows
+from kwx.rt.engine import SignalRows, compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day
 from kwx.rt.sources import LookaheadError, ReplaySource, Snapshot
@@ -113,7 +115,7 @@ def test_writer_buffers_while_the_database_is_away(promoted):
     writer = SignalWriter(dead, mode="test", attempts=2, buffer_max=2, sleep=lambda _s: None)
     tick = {"ts_utc": datetime(2025, 7, 18, tzinfo=UTC), "mode": "test", "markets": 0, "signals": 0,
             "skips": "{}", "latency_ms": 1.0}
-    empty = pd.DataFrame(columns=["ts_utc", "market_ticker"])
+    empty = SignalRows({"ts_utc": np.zeros(0, np.int64), "market_ticker": np.zeros(0, object)})
     writer.submit(empty, tick)
     assert writer.flush() is False and len(writer.pending) == 1  # kept, not dropped
     writer.submit(empty, tick)
@@ -133,8 +135,10 @@ def test_writer_survives_a_terminated_backend(promoted, postgres_url, postgres_a
 
     def tick(minute: int):
         ts = datetime(2025, 7, 18, 12, minute, tzinfo=UTC)
-        signals = pd.DataFrame({"ts_utc": [ts], "market_ticker": ["KXHIGHCHI-25JUL18-B85.5"], "city": ["chicago"],
-                                "bracket": ["between"], "size_fraction": [0.0]})
+        signals = SignalRows({"ts_utc": np.array([int(ts.timestamp())]),
+                              "market_ticker": np.array(["KXHIGHCHI-25JUL18-B85.5"], dtype=object),
+                              "city": np.array(["chicago"], dtype=object),
+                              "bracket": np.array(["between"], dtype=object), "size_fraction": np.array([0.0])})
         writer.submit(signals, {"ts_utc": ts, "mode": "test", "markets": 1, "signals": 0, "skips": "{}",
                                 "latency_ms": 1.0})
 
@@ -231,3 +235,29 @@ def test_a_candle_leaving_the_lookback_changes_the_tick_signature():
     assert before != Snapshot(1_950, markets, candles, weather).signature()
     # and a candle leaving the window altogether changes it too
     assert before != Snapshot(1_800, markets, candles.iloc[1:], weather).signature()
+
+
+def test_a_snapshot_is_reused_inside_a_minute_and_renewed_by_new_data(promoted):
+    source = ReplaySource(promoted["engine"], [("chicago", "between")], DAY, 20)
+    minute = int(source.candles["end_period_ts"].iloc[len(source.candles) // 2])
+    first = source.snapshot(minute + 9)
+    later = source.snapshot(minute + 45)
+    assert later.data_version == first.data_version and later.now_ts == minute + 45
+    assert later.candles is first.candles  # the same slices, seen at a later clock time
+    renewed = source.snapshot(minute + 60)
+    assert renewed.data_version != first.data_version
+    assert renewed.candles["end_period_ts"].max() == minute + 60
+
+
+def test_tick_records_count_real_skip_reasons(promoted):
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    replay_day(RtConfig.model_validate(RT), engine, client, DAY, max_ticks=40)
+    with engine.connect() as conn:
+        ticks = conn.execute(text("SELECT markets, signals, skips FROM rt_ticks")).all()
+    assert len(ticks) == 40
+    counted = [json.loads(skips) for _, _, skips in ticks]
+    assert all(reason and reason != "NaN" for skips in counted for reason in skips)
+    assert any(counted)
+    for (markets, signals, _), skips in zip(ticks, counted, strict=True):
+        assert sum(skips.values()) + signals <= markets
