@@ -16,7 +16,7 @@ from kwx.cities import get_city
 from kwx.config import RtConfig
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
-from kwx.rt.clock import SimulatedClock
+from kwx.rt.clock import SimulatedClock, SystemClock
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
 from kwx.rt.sources import ReplaySource
@@ -77,7 +77,9 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
         raise ReplayError(f"no stored markets for {', '.join(f'{c}/{b}' for c, b in pairs)} around {day}")
     start, end = climate_day_bounds(day, get_city(pairs[0][0]))
     clock = SimulatedClock(start + timedelta(seconds=config.tick_seconds))
-    cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
+    # The registry changes in real time, not in the replayed day's: re-reading it every simulated
+    # minute (1,440 queries a day) would cost a third of a replay and could show nothing new.
+    cache = RegistryCache(client, SystemClock(), refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
     runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage))
     writer = SignalWriter(engine, mode="replay", attempts=config.db_retry_attempts,

@@ -20,6 +20,7 @@ from kwx.data.schema import RtSignal
 from kwx.domain.features import build_features
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
+from kwx.registry.versions import model_name
 from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import SignalRows, compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
@@ -261,3 +262,19 @@ def test_tick_records_count_real_skip_reasons(promoted):
     assert any(counted)
     for (markets, signals, _), skips in zip(ticks, counted, strict=True):
         assert sum(skips.values()) + signals <= markets
+
+
+def test_a_replay_reads_the_registry_on_real_time_not_simulated_time(promoted, monkeypatch):
+    import kwx.registry.cache as cache_module
+
+    reads = []
+    real = cache_module.stage_table
+
+    def counted(client, name, stage):
+        reads.append(name)
+        return real(client, name, stage)
+
+    monkeypatch.setattr(cache_module, "stage_table", counted)
+    result = replay_day(RtConfig.model_validate(RT), promoted["engine"], promoted["client"], DAY, max_ticks=100)
+    assert result.ticks == 100  # 500 simulated minutes, a few real seconds
+    assert reads == [model_name("chicago", "between")]  # once; on simulated time, every tick
