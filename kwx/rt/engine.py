@@ -230,7 +230,8 @@ def decide(now_ts, inputs: TickInputs, config: RtConfig, *, maker: bool = False,
     The first gate that fails names the skip: data, closing, stale quote, then the price gates.
     ``pricing`` is ``price(inputs, config, maker=maker)`` when the caller already holds it.
     """
-    pricing = pricing or price(inputs, config, maker=maker)
+    if pricing is None:
+        pricing = price(inputs, config, maker=maker)
     reason = inputs.data_skip.copy()
 
     def skip(mask, text: str) -> None:
@@ -270,9 +271,9 @@ class SignalRows:
         return cls({name: np.concatenate([part.columns[name] for part in parts]) for name in parts[0].columns})
 
 
-def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig, pricing: Pricing | None = None) -> pd.DataFrame:
+def finalize_signals(now_ts, inputs: TickInputs, config: RtConfig) -> pd.DataFrame:
     """The rt_signals rows of one tick (or of many, with one ``now_ts`` per row)."""
-    return signal_rows(now_ts, inputs, decide(now_ts, inputs, config, pricing=pricing)).frame()
+    return signal_rows(now_ts, inputs, decide(now_ts, inputs, config)).frame()
 
 
 def signal_rows(now_ts, inputs: TickInputs, d: Decision) -> SignalRows:
