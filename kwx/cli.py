@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import click
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
 from kwx import __version__
-from kwx.config import CONFIG_KINDS, ConfigError, MatrixConfig, load_config
+from kwx.config import CONFIG_KINDS, ConfigError, MatrixConfig, load_config, load_yaml
 from kwx.data import migrations
-from kwx.data.db import database_url, redact
+from kwx.data.db import database_url
+from kwx.data.demo import DEFAULT_MARKET_SKILL
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F
+from kwx.secrets import configure_logging, redact
+
+# Where the --db-url callback leaves the database a command uses, for the error line of a failure.
+_DATABASE_META_KEY = "kwx.database_url"
+
+
+class _KwxGroup(TyperGroup):
+    """Runs every command inside one mapping of database and disk failures (unreachable, read-only, full) to
+    an error line and exit 2, wherever in the command they happen."""
+
+    def invoke(self, ctx: click.Context):
+        from kwx.data.db import DATABASE_FAILURES, database_problem
+
+        try:
+            return super().invoke(ctx)
+        except DATABASE_FAILURES as exc:
+            problem = database_problem(exc, ctx.meta.get(_DATABASE_META_KEY))
+            if problem is None:
+                raise
+            raise fail(problem) from None
+
 
 app = typer.Typer(
+    cls=_KwxGroup,
     help="kwx: Kalshi daily-high-temperature models — data, walk-forward training in MLflow, "
     "gated promotion and real-time signals.",
     no_args_is_help=True,
@@ -40,16 +67,63 @@ app.add_typer(models_app, name="models")
 audit_app = typer.Typer(help="Audits: time alignment of the data (LST), feature stability of a training run.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+runs_app = typer.Typer(help="MLflow runs kwx started: end those whose process died.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 # Logs and pipes get 140 columns rather than rich's 80, so tables stay readable in CI output.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 140
 console = Console(soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
+def _checked_db_url(ctx: typer.Context, value: str | None) -> str | None:
+    """--db-url (or $KWX_DATABASE_URL): a URL of a supported database whose driver is installed."""
+    from kwx.data.db import DATABASE_URL_ENV, DatabaseUrlError, check_url
+
+    url = database_url(value)
+    try:
+        check_url(url)
+    except DatabaseUrlError as exc:
+        raise fail(f"{'--db-url' if value else '$' + DATABASE_URL_ENV}: {exc}") from None
+    ctx.meta[_DATABASE_META_KEY] = url
+    return value
+
+
 DbUrlOption = Annotated[
     str | None,
-    typer.Option("--db-url", help="SQLAlchemy URL; default $KWX_DATABASE_URL or sqlite:///kwx.db", show_default=False),
+    typer.Option("--db-url", help="SQLAlchemy URL; default $KWX_DATABASE_URL or sqlite:///kwx.db", show_default=False,
+                 callback=_checked_db_url),
 ]
+
+
+def _city_key(value: str | None) -> str | None:
+    """--city: a known city key, checked before it reaches a query or an MLflow filter."""
+    from kwx.cities import get_city
+
+    if value is not None:
+        try:
+            get_city(value)
+        except ValueError as exc:
+            raise fail(f"--city: {exc}") from None
+    return value
+
+
+def _bracket_name(value: str | None) -> str | None:
+    from kwx.domain.markets import BRACKETS
+
+    if value is not None and value not in BRACKETS:
+        raise fail(f"--bracket: unknown bracket {value!r}; known brackets: {', '.join(BRACKETS)}")
+    return value
+
+
+def _stage_name(value: str | None) -> str | None:
+    """--stage: Staging or Production (any case), returned as the registry spells it."""
+    stages = ("Staging", "Production")
+    if value is None:
+        return None
+    canonical = {s.lower(): s for s in stages}.get(value.lower())
+    if canonical is None:
+        raise fail(f"--stage: unknown stage {value!r}; known stages: {', '.join(stages)}")
+    return canonical
 
 
 def progress(transient: bool = False) -> Progress:
@@ -73,7 +147,7 @@ def open_engine(db_url: str | None):
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {redact(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -118,7 +192,10 @@ def db_upgrade(
     db_url: DbUrlOption = None,
 ) -> None:
     """Migrate the database up to a revision (default: head), creating it if needed."""
-    migrations.upgrade(db_url, revision)
+    try:
+        migrations.upgrade(db_url, revision)
+    except migrations.MigrationError as exc:
+        raise fail(str(exc)) from None
     console.print(f"database {redact(database_url(db_url))} at revision {revision}")
 
 
@@ -128,7 +205,10 @@ def db_downgrade(
     db_url: DbUrlOption = None,
 ) -> None:
     """Migrate the database down (default: one revision)."""
-    migrations.downgrade(db_url, revision)
+    try:
+        migrations.downgrade(db_url, revision)
+    except migrations.MigrationError as exc:
+        raise fail(str(exc)) from None
     console.print(f"database {redact(database_url(db_url))} downgraded to {revision}")
 
 
@@ -165,6 +245,9 @@ def _parse_cities(value: str) -> list[str]:
 
 DEMO_START = "2025-05-01"
 DEMO_END = "2025-11-15"
+MarketSkillOption = Annotated[float, typer.Option(
+    "--market-skill", help="How informed the demo market is, 0..1: 0 = it lags the weather (day bias, slow noise, "
+    "inflated uncertainty), 1 = it prices with exactly what a well-informed forecaster knows. Only the quotes change.")]
 
 
 @data_app.command("demo")
@@ -172,16 +255,20 @@ def data_demo(
     cities: Annotated[str, typer.Option(help="Comma-separated city keys, or 'all'.")] = "chicago",
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")] = DEMO_START,
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")] = DEMO_END,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 42,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.", min=0, max=2**32 - 1)] = 42,
+    market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
     db_url: DbUrlOption = None,
 ) -> None:
     """Generate realistic demo markets, candles, weather and settlements, and upsert them (idempotent)."""
     from kwx.data.db import make_engine
-    from kwx.data.demo import load_demo
+    from kwx.data.demo import check_market_skill, load_demo
 
     city_list = _parse_cities(cities)
-    if end < start:
-        raise fail(f"--end ({end:%Y-%m-%d}) is before --start ({start:%Y-%m-%d})")
+    _check_range(start, end)
+    try:
+        check_market_skill(market_skill, "--market-skill")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     migrations.upgrade(db_url)
     engine = make_engine(db_url)
     try:
@@ -191,11 +278,13 @@ def data_demo(
             def done(city: str, written: dict[str, int]) -> None:
                 bar.update(task, advance=1, description=f"{city}: {written['candles']:,} candles")
 
-            totals = load_demo(engine, city_list, start.date(), end.date(), seed, on_city_done=done)
+            totals = load_demo(engine, city_list, start.date(), end.date(), seed, market_skill=market_skill,
+                               on_city_done=done)
     finally:
         engine.dispose()
     console.print(
-        f"demo data for {', '.join(city_list)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (seed {seed}): "
+        f"demo data for {', '.join(city_list)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (seed {seed}, "
+        f"market skill {market_skill:g}): "
         + ", ".join(f"{n:,} {table}" for table, n in totals.items())
     )
 
@@ -236,7 +325,11 @@ def _parse_overrides(values: list[str]) -> dict[str, object]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"override {item!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(raw)
+        try:
+            overrides[key.strip()] = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise fail(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})"
+                       ) from None
     return overrides
 
 
@@ -247,12 +340,17 @@ def _load_train_config(config: Path, overrides: dict):
         raise fail(str(exc)) from None
 
 
+def _check_range(start: datetime, end: datetime) -> None:
+    if end < start:
+        raise fail(f"--end ({end:%Y-%m-%d}) is before --start ({start:%Y-%m-%d})")
+
+
 def _report_ingest(summary, what: str) -> None:
     console.print(f"{what}: {summary.markets:,} markets, {summary.candles:,} candles, "
                   f"{summary.weather:,} weather rows, {summary.settled_days:,} settled days")
     if summary.failures:
         for failure in summary.failures:
-            err_console.print(f"[red]failed:[/] {failure}", highlight=False)
+            err_console.print(f"[red]failed:[/] {redact(failure)}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -276,6 +374,8 @@ def ingest_kalshi_command(
         city_for_series(series)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    _check_range(start, end)
+    configure_logging()
     client = KalshiClient(base_url or (DEMO_URL if demo_env else PRODUCTION_URL))
     engine = open_engine(db_url)
     try:
@@ -314,6 +414,8 @@ def ingest_vc_command(
         client = VisualCrossingClient(api_key_from_env(), base_url or BASE_URL)
     except (ValueError, MissingApiKeyError) as exc:
         raise fail(str(exc)) from None
+    _check_range(start, end)
+    configure_logging()
     engine = open_engine(db_url)
     try:
         with progress() as bar:
@@ -541,10 +643,24 @@ def _tracking_or_fail():
     return MlflowClient()
 
 
+def _require_training_run(client, run_id: str) -> None:
+    """--run-id: an existing kwx training (parent) run of the tracking store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise fail(f"--run-id: no run {run_id!r} in the tracking store {mlflow.get_tracking_uri()}") from None
+    if run.data.tags.get("kwx.kind") != "train":
+        raise fail(f"--run-id: run {run_id!r} is not a kwx training (parent) run")
+
+
 def _resolve_run_id(client, run_id: str | None, city: str | None, bracket: str | None) -> str:
     from kwx.report import latest_training_run
 
     if run_id:
+        _require_training_run(client, run_id)
         return run_id
     if not (city and bracket):
         raise fail("give --run-id, or --city and --bracket for the latest training run")
@@ -567,14 +683,18 @@ def _training_run(run_id: str | None, city: str | None, bracket: str | None, db_
 
 
 RunIdOption = Annotated[str | None, typer.Option(help="Training (parent) run id.")]
-CityOption = Annotated[str | None, typer.Option(help="City key, e.g. chicago.")]
-BracketOption = Annotated[str | None, typer.Option(help="between, greater or less.")]
+CityOption = Annotated[str | None, typer.Option(help="City key, e.g. chicago.", callback=_city_key)]
+BracketOption = Annotated[str | None, typer.Option(help="between, greater or less.", callback=_bracket_name)]
 
 
 @app.command()
 def report(run_id: RunIdOption = None, city: CityOption = None, bracket: BracketOption = None,
            db_url: DbUrlOption = None) -> None:
-    """Write the acceptance report of a training run and log it to the run."""
+    """Write the acceptance report of a training run and log it to the run.
+
+    Exit 0 when the verdict is PASS, 1 when it is FAIL (every check is printed, failing ones in red),
+    2 on bad input (no such run, tracking store or database unavailable).
+    """
     from kwx.report import build_report
 
     with _training_run(run_id, city, bracket, db_url) as (client, run, engine):
@@ -586,6 +706,29 @@ def report(run_id: RunIdOption = None, city: CityOption = None, bracket: Bracket
         console.print(("[green]" if check.passed else "[red]") + check.line(), highlight=False)
     verdict = "[green]PASS" if result.passed else "[red]FAIL"
     console.print(f"{verdict}[/] acceptance report written to {result.directory} and logged to run {run}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@runs_app.command("clean")
+def runs_clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be failed; change nothing.")] = False,
+    other_hosts_hours: Annotated[float, typer.Option(
+        help="Also fail RUNNING runs of other hosts (or of no recorded host) started more than this many hours "
+        "ago: their process cannot be checked from here.", min=0.0)] = 48.0,
+) -> None:
+    """End as FAILED every RUNNING kwx run whose process is gone: on this host, its recorded pid no longer
+    names the process that started it (a killed `kwx train`); on other hosts, it is older than
+    --other-hosts-hours. One line per run; exit 0."""
+    from kwx import runs
+
+    if not math.isfinite(other_hosts_hours):
+        raise fail(f"--other-hosts-hours: must be a finite number of hours, not {other_hosts_hours}")
+    verdicts = runs.clean(_tracking_or_fail(), other_hosts_hours=other_hosts_hours, dry_run=dry_run)
+    for verdict in verdicts:
+        console.print(verdict.line(dry_run), style="red" if verdict.dead else "dim", markup=False, highlight=False)
+    if not any(v.dead for v in verdicts):
+        console.print("no RUNNING kwx run is dead", highlight=False)
 
 
 @audit_app.command("time")
@@ -604,9 +747,13 @@ def audit_time(
         help="Flag weather gaps (consecutive observations further apart) longer than this.", min=1)] = 30,
     close_tolerance_minutes: Annotated[int, typer.Option(
         help="Allowed difference between a market's close_time and the end of its climate day.", min=0)] = 0,
+    lock_margin_f: Annotated[float, typer.Option(
+        help="The lock margin (°F) to check against the observed maximum's excess over the settlement.",
+        min=0, max=5)] = DEFAULT_LOCK_MARGIN_F,
     db_url: DbUrlOption = None,
 ) -> None:
-    """Show that climate days, candles, market close times and weather line up in local standard time.
+    """Show that climate days, candles, market close times and weather line up in local standard time,
+    and measure how far the observed daily maximum runs above the settlement (the lock margin it needs).
 
     Exit 0 when clean, 1 when anything is flagged (DST transition days are informational).
     """
@@ -615,15 +762,16 @@ def audit_time(
     from kwx.audit.time_alignment import AUDIT_ROOT, city_table, run_audit
 
     city_list = _parse_cities(cities) if cities else None
-    if start and end and end < start:
-        raise fail(f"--end ({end:%Y-%m-%d}) is before --start ({start:%Y-%m-%d})")
+    if start and end:
+        _check_range(start, end)
     engine = open_engine(db_url)
     try:
         with progress() as bar:
             task = bar.add_task("time alignment", total=len(city_list) if city_list else None)
             audit = run_audit(engine, city_list, start.date() if start else None, end.date() if end else None,
                               max_gap=timedelta(minutes=max_gap_minutes),
-                              close_tolerance=timedelta(minutes=close_tolerance_minutes), out=out or AUDIT_ROOT,
+                              close_tolerance=timedelta(minutes=close_tolerance_minutes),
+                              lock_margin_f=lock_margin_f, out=out or AUDIT_ROOT,
                               on_city=lambda city: bar.update(task, advance=1, description=f"audited {city}"))
     except LookupError as exc:
         raise fail(str(exc)) from None
@@ -682,14 +830,18 @@ def audit_features(
 @app.command()
 def promote(
     run_id: RunIdOption = None, city: CityOption = None, bracket: BracketOption = None,
-    stage: Annotated[str, typer.Option(help="Staging or Production.")] = "Production",
+    stage: Annotated[str, typer.Option(help="Staging or Production.", callback=_stage_name)] = "Production",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the gates and show what would move.")] = False,
     keep_existing: Annotated[bool, typer.Option(
         "--keep-existing", help="Do not archive overlapping versions already in the stage.")] = False,
     reason: Annotated[str, typer.Option(help="Why: recorded as a version tag.")] = "",
     db_url: DbUrlOption = None,
 ) -> None:
-    """Promote every window version of a training run to a stage, only if the acceptance gates hold."""
+    """Promote every window version of a training run to a stage, only if the acceptance gates hold.
+
+    Exit 0 when promoted (with --dry-run: when it would be), 1 when refused (each failing gate is printed),
+    2 on bad input (unknown stage, not a training run, tracking store or database unavailable).
+    """
     from kwx.registry.promotion import PromotionRefused
     from kwx.registry.promotion import promote as do_promote
     from kwx.report import infrastructure_checks
@@ -716,8 +868,10 @@ def promote(
 
 @models_app.command("list")
 def models_list(
-    city: Annotated[str | None, typer.Option(help="City key (with --bracket: that model's versions).")] = None,
-    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).")] = None,
+    city: Annotated[str | None, typer.Option(help="City key (with --bracket: that model's versions).",
+                                             callback=_city_key)] = None,
+    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).",
+                                                callback=_bracket_name)] = None,
 ) -> None:
     """Every registered kwx model, one row each; with --city and --bracket, that model's versions with their
     windows, stages, aliases and key test metrics."""
@@ -776,27 +930,47 @@ def _print_model_overviews(client) -> None:
 
 @models_app.command("resolve")
 def models_resolve(
-    city: Annotated[str, typer.Option(help="City key.")],
-    bracket: Annotated[str, typer.Option(help="between, greater or less.")],
+    city: Annotated[str, typer.Option(help="City key.", callback=_city_key)],
+    bracket: Annotated[str, typer.Option(help="between, greater or less.", callback=_bracket_name)],
     date_: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Trading (climate) day.")],
-    stage: Annotated[str, typer.Option(help="Registry stage to trade.")] = "Production",
+    stage: Annotated[str, typer.Option(help="Registry stage to trade.", callback=_stage_name)] = "Production",
 ) -> None:
-    """Which window's model trades a date, and why."""
+    """Which window's model trades a date, and why; exit 1 when none can, or its model does not load."""
     from kwx.registry.cache import RegistryCache
     from kwx.registry.resolution import NoModelError
+    from kwx.rt.engine import ModelUnavailable
 
     client = _tracking_or_fail()
+    cache = RegistryCache(client)
     try:
-        choice = RegistryCache(client).resolve(city, bracket, date_.date(), stage)
+        choice = cache.resolve(city, bracket, date_.date(), stage)
     except NoModelError as exc:
         raise fail(str(exc), code=1) from None
     f = choice.facts
     stale = f", stale by {choice.stale_days} day(s)" if choice.stale_days else ""
     console.print(f"{city}/{bracket} on {date_:%Y-%m-%d} ({stage}): {f.name} version {f.version}, {f.window}"
                   f"{stale}\n  why: {choice.reason}")
+    if choice.stale_days:
+        err_console.print(f"[bold yellow]warning:[/] {f.window} was never tested on {date_:%Y-%m-%d} (its test "
+                          f"period ended {choice.stale_days} day(s) earlier): retrain and promote", highlight=False)
+    try:
+        cache.model(f)  # resolving is not enough: the loop skips the markets of a model that does not load
+    except ModelUnavailable as exc:
+        raise fail(f"{exc}: its markets are skipped", code=1) from None
 
 
 RT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rt.yaml"
+
+
+def _replay_speed(value: str) -> str:
+    """--speed: 'max' or a positive, finite multiple of real time."""
+    try:
+        multiple = float(value) if value != "max" else 1.0
+    except ValueError:
+        multiple = math.nan
+    if not (math.isfinite(multiple) and multiple > 0):
+        raise fail(f"--speed must be 'max' or a positive, finite multiple of real time (e.g. 60), got {value!r}")
+    return value
 
 
 @app.command("serve-rt")
@@ -804,7 +978,8 @@ def serve_rt(
     config: Annotated[Path, typer.Option("--config", "-c", help="rt config YAML.")] = RT_CONFIG,
     replay: Annotated[datetime | None, typer.Option(
         formats=["%Y-%m-%d"], help="Replay a stored trading day on a simulated clock instead of trading live.")] = None,
-    speed: Annotated[str, typer.Option(help="Replay speed: 'max', or a multiple of real time (e.g. 60).")] = "max",
+    speed: Annotated[str, typer.Option(help="Replay speed: 'max', or a multiple of real time (e.g. 60).",
+                                       callback=_replay_speed)] = "max",
     max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.", min=1)] = None,
     once: Annotated[bool, typer.Option("--once", help="Live: run a single tick and exit.")] = False,
     top: Annotated[int, typer.Option(help="Rows in the closing table of strongest signals.")] = 10,
@@ -823,16 +998,12 @@ def serve_rt(
     if replay is None:
         _serve_live(cfg, db_url, max_ticks=1 if once else max_ticks, top=top)
         return
-    if speed != "max":
-        try:
-            float(speed)
-        except ValueError:
-            raise fail(f"--speed must be 'max' or a number, got {speed!r}") from None
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    configure_logging(logging.WARNING)
     client = _tracking_or_fail()
     engine = open_engine(db_url)
     try:
-        with progress() as bar:
+        # transient: a replay that cannot start leaves its one error line, not an empty bar above it
+        with progress(transient=True) as bar:
             task = bar.add_task(f"replay {replay:%Y-%m-%d}", total=None)
             result = replay_mod.replay_day(
                 cfg, engine, client, replay.date(), speed=None if speed == "max" else float(speed),
@@ -860,15 +1031,15 @@ def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> 
         vc = VisualCrossingClient(api_key_from_env(), cfg.vc_base_url)
     except MissingApiKeyError as exc:
         raise fail(str(exc)) from None
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(logging.INFO)
     client = _tracking_or_fail()
     engine = open_engine(db_url)
     stop = StopFlag()
     stop.install()
     last = {}
     try:
-        serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
-                   stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals))
+        run = serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
+                         stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals))
     except BufferFullError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -876,6 +1047,11 @@ def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> 
     if "signals" in last:
         latest = last["signals"].dropna(subset=["p_blend"]).sort_values("edge_cents", ascending=False)
         _print_signals(latest.head(top), "last tick")
+    # A refused key does not fix itself, and a last tick that could not read the database wrote no signal:
+    # a run (or a `--once` check) ending either way must not look healthy.
+    problems = [*run.rejected.values(), *([run.unreadable] if run.unreadable else [])]
+    if problems:
+        raise fail("; ".join(problems), code=1)
 
 
 def _print_signals(frame, title: str) -> None:
@@ -885,9 +1061,14 @@ def _print_signals(frame, title: str) -> None:
     for column in ("time (UTC)", "market", "side", "p_model", "p_market", "p_blend", "edge ¢", "size", "window"):
         table.add_column(column)
     for r in frame.itertuples():
-        table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, r.side or "-", f"{r.p_model:.3f}", f"{r.p_market:.3f}",
+        side = r.side if isinstance(r.side, str) and r.side else "-"  # a missing side reads back as None or NaN
+        table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, side, f"{r.p_model:.3f}", f"{r.p_market:.3f}",
                       f"{r.p_blend:.3f}", f"{r.edge_cents:.1f}", f"{r.size_fraction:.3f}", str(r.wf_window))
     console.print(table)
+
+
+# `rt status` looks this far back for outages (about 2.5 hours of 9 s ticks), beyond the rows it lists.
+OUTAGE_WINDOW_TICKS = 1000
 
 
 @rt_app.command("status")
@@ -896,19 +1077,22 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
                   help="Exit 1 unless the newest live tick is at most this many seconds old (a container "
                   "health check).", min=0)] = None,
               db_url: DbUrlOption = None) -> None:
-    """The last ticks of the loop: markets, signals, skips by reason, latency."""
+    """The last ticks of the loop: markets, signals, skips by reason, latency; then its recent outages."""
     from datetime import UTC
 
     from rich.table import Table
     from sqlalchemy import func, select
 
     from kwx.data.schema import RtTick
+    from kwx.rt.outages import TickRecord, outage_lines
 
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(select(RtTick).order_by(RtTick.ts_utc.desc()).limit(last)).all()
             newest_live = conn.execute(select(func.max(RtTick.ts_utc)).where(RtTick.mode == "live")).scalar()
+            recent = conn.execute(select(RtTick.ts_utc, RtTick.mode, RtTick.skips).order_by(RtTick.ts_utc.desc())
+                                  .limit(max(last, OUTAGE_WINDOW_TICKS))).all()
     finally:
         engine.dispose()
     if not rows:
@@ -920,6 +1104,11 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
         table.add_row(f"{tick.ts_utc:%Y-%m-%d %H:%M:%S}", tick.mode, str(tick.markets), str(tick.signals),
                       f"{tick.latency_ms:.1f}", tick.skips)
     console.print(table)
+    outages = outage_lines([TickRecord(*r) for r in recent])
+    if outages:
+        console.print(f"outages in the newest {len(recent):,} ticks:", highlight=False)
+        for line in outages:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
     if max_age is not None:
         if newest_live is None:
             raise fail("no live tick recorded yet", code=1)
@@ -932,13 +1121,16 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
 def backtest(
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event (settlement) day.")],
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event (settlement) day.")],
-    city: Annotated[str | None, typer.Option(help="City key (default: every market of the rt config).")] = None,
-    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).")] = None,
+    city: Annotated[str | None, typer.Option(help="City key (default: every market of the rt config).",
+                                             callback=_city_key)] = None,
+    bracket: Annotated[str | None, typer.Option(help="between, greater or less (with --city).",
+                                                callback=_bracket_name)] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="rt config: blend, risk, fees, execution.")
                       ] = RT_CONFIG,
     run_id: Annotated[str | None, typer.Option(
         help="Training run whose windows trade (default: the latest finished run of each city/bracket).")] = None,
-    stage: Annotated[str | None, typer.Option(help="Trade the versions in this registry stage instead.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Trade the versions in this registry stage instead.",
+                                              callback=_stage_name)] = None,
     blend_grid: Annotated[str | None, typer.Option(
         help="Blend weights START:STOP:STEP, one child run each (e.g. 0.5:0.8:0.05); the best one trades.")] = None,
     metric: Annotated[str, typer.Option(help="How the grid picks the best weight: daily_sharpe, total_pnl, "
@@ -954,15 +1146,20 @@ def backtest(
 
     try:
         cfg = load_config(config, RtConfig)
-        grid = parse_grid(blend_grid) if blend_grid else None
-    except (ConfigError, BacktestError) as exc:
+    except ConfigError as exc:
         raise fail(str(exc)) from None
+    try:
+        grid = parse_grid(blend_grid) if blend_grid else None
+    except BacktestError as exc:
+        raise fail(f"--blend-grid: {exc}") from None
     if (city is None) != (bracket is None):
         raise fail("give --city and --bracket together (or neither, for every market of the rt config)")
     if write_rt_config and not grid:
         raise fail("--write-rt-config needs --blend-grid: there is no best weight to write")
     pairs = [(city, bracket)] if city else [(m.city, m.bracket) for m in cfg.markets]
-    _tracking_or_fail()
+    client = _tracking_or_fail()
+    if run_id:
+        _require_training_run(client, run_id)
     engine = open_engine(db_url)
     try:
         with progress(transient=True) as bar:
@@ -996,6 +1193,9 @@ def _print_backtest(run) -> None:
                       f"{s['max_drawdown']:,.2f}", f"{s['hit_rate']:.1%}", f"{s['fill_rate']:.1%}",
                       f"{s['fees_paid']:,.2f}", f"{s['n_fills']:,.0f}", f"{s['n_positions']:,.0f}")
     console.print(table)
+    if run.demo_data:
+        console.print("[yellow]note:[/] these are `kwx data demo` markets, quoted by a simulated market of chosen "
+                      "skill: their P&L and ROI say nothing about a real market.", highlight=False)
     if run.grid:
         console.print(f"best blend weight by {run.metric}: {run.best_weight:g} (marked *)")
     t = run.timings
@@ -1010,12 +1210,17 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "elasticnet_c
 @app.command()
 def demo(
     db_url: DbUrlOption = None,
-    seed: Annotated[int, typer.Option(help="Demo data seed.")] = 42,
+    seed: Annotated[int, typer.Option(help="Demo data seed.", min=0, max=2**32 - 1)] = 42,
     trials: Annotated[int, typer.Option(help="Optuna trials per window (the config says 40).", min=1)] = 20,
     workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
+    market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
 ) -> None:
     """Run the main job end to end on the embedded default: data, training, report, promotion, resolution,
-    backtest and a replayed trading day."""
+    backtest and a replayed trading day.
+
+    Exit 1 when the trained run fails its acceptance report: promotion, resolution and the replay are then
+    skipped (the backtest still runs).
+    """
     url = database_url(db_url)
     console.rule("[bold]kwx demo")
     console.print(f"1. database {redact(url)}")
@@ -1023,26 +1228,42 @@ def demo(
     console.print(f"   migrated to {migrations.head_revision()}")
     console.rule("2. demo data")
     data_demo(cities="chicago", start=datetime.fromisoformat(DEMO_START), end=datetime.fromisoformat(DEMO_END),
-              seed=seed, db_url=url)
+              seed=seed, market_skill=market_skill, db_url=url)
     console.rule(f"3. walk-forward training ({DEMO_CONFIG.name}, {trials} trials per window)")
     train(config=DEMO_CONFIG, plan_only=False, workers=workers, trials=trials, set_=None, optuna_storage=None,
           experiment=None, db_url=url)
     console.rule("4. acceptance report")
-    report(run_id=None, city="chicago", bracket="between", db_url=url)
-    console.rule("5. promotion to Production")
-    promote(run_id=None, city="chicago", bracket="between", stage="Production", dry_run=False, keep_existing=False,
-            reason="kwx demo: gates passed", db_url=url)
-    models_list(city="chicago", bracket="between")
-    console.rule("6. which model trades which day")
-    for day in ("2025-09-15", "2025-10-20", "2025-07-01"):
-        try:
-            models_resolve(city="chicago", bracket="between", date_=datetime.fromisoformat(day), stage="Production")
-        except typer.Exit:
-            console.print("   (expected: no promoted window covers a day before the first test week)")
+    try:
+        report(run_id=None, city="chicago", bracket="between", db_url=url)
+        accepted = True
+    except typer.Exit as exc:
+        if exc.exit_code != 1:
+            raise
+        accepted = False  # a FAIL verdict: the run must not be promoted, but the backtest still says why
+    if accepted:
+        console.rule("5. promotion to Production")
+        promote(run_id=None, city="chicago", bracket="between", stage="Production", dry_run=False,
+                keep_existing=False, reason="kwx demo: gates passed", db_url=url)
+        models_list(city="chicago", bracket="between")
+        console.rule("6. which model trades which day")
+        for day in ("2025-09-15", "2025-10-20", "2025-07-01"):
+            try:
+                models_resolve(city="chicago", bracket="between", date_=datetime.fromisoformat(day),
+                               stage="Production")
+            except typer.Exit:
+                console.print("   (expected: no promoted window covers a day before the first test week)")
+    else:
+        console.print("[yellow]5-6 skipped:[/] the run failed its acceptance gates (above), so it is not promoted "
+                      "and there is no new Production model to resolve.", highlight=False)
     console.rule("7. backtest of the test weeks 2025-07-30..2025-09-23, blend grid 0.5:0.8:0.1 (maker-first)")
     backtest(start=datetime.fromisoformat("2025-07-30"), end=datetime.fromisoformat("2025-09-23"), city="chicago",
              bracket="between", config=RT_CONFIG, run_id=None, stage=None, blend_grid="0.5:0.8:0.1",
              metric="daily_sharpe", write_rt_config=False, db_url=url)
+    if not accepted:
+        # The replay trades the Production stage, which this run never reached.
+        console.print("[yellow]8 skipped:[/] the replay trades Production models; the demo ends with exit 1 "
+                      "because its run failed acceptance.", highlight=False)
+        raise typer.Exit(1)
     console.rule("8. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
     serve_rt(config=RT_CONFIG, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
              db_url=url)

@@ -10,9 +10,11 @@ import glob
 import hashlib
 import json
 import re
+from collections.abc import Hashable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -21,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,8 +31,12 @@ from pydantic import (
 )
 
 from kwx.cities import EXCLUDED_VC_CITIES, get_city
-from kwx.domain.features import FEATURE_SETS
-from kwx.domain.markets import Bracket
+from kwx.domain.features import DEFAULT_FEATURE_SET, FEATURE_SETS
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, Bracket
+
+# Measured on the demo's chicago windows (README, Training): 2 pseudo-rows bound the isotonic ends without
+# moving the pooled log loss or ECE of the bins in between.
+DEFAULT_PRIOR_ROWS = 2.0
 
 Penalty = Literal["l1", "l2", "elasticnet"]
 ClassWeight = Literal["none", "balanced"]
@@ -52,8 +59,25 @@ def _validate_feature_set(v: str) -> str:
 FeatureSetName = Annotated[str, AfterValidator(_validate_feature_set)]
 
 
+def _validate_http_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http(s) URL such as https://host/path")
+    return v
+
+
+HttpUrlText = Annotated[str, AfterValidator(_validate_http_url)]
+
+# Upper bounds keep every accepted value workable: dates stay in range when windows step, and a typo
+# like 1e12 trials is refused instead of running for ever.
+MAX_DAYS = 3650
+MAX_TRIALS = 10_000
+MAX_SEED = 2**32 - 1  # numpy seeds are below 2**32
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: .inf or .nan in YAML is never a usable bound, cost or duration.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _unique(values: list, what: str) -> list:
@@ -86,22 +110,37 @@ class SearchSpace(StrictModel):
 
 
 class Calibration(StrictModel):
-    """Isotonic needs many rows to not overfit; below the threshold Platt (sigmoid) scaling is used."""
+    """Isotonic needs many independent outcomes to not overfit; short of them Platt (sigmoid) scaling is used.
+
+    A market's rows all share its one outcome, so rows overstate what a calibration fold knows: a tail
+    bracket's fold of ~2,000 rows may hold three winning days, and an isotonic map fit to them learns
+    those days' steps (measured on the demo's tails: see README, Training).
+    """
 
     method: Literal["auto", "isotonic", "sigmoid"] = "auto"
     isotonic_min_rows: int = Field(1000, ge=1)
+    isotonic_min_events: int = Field(
+        8, ge=1, le=100_000,
+        description="auto picks isotonic only when every calibration fold also holds this many climate days with "
+                    "a winning and with a losing market")
+    prior_rows: float = Field(
+        DEFAULT_PRIOR_ROWS, gt=0, le=10_000, allow_inf_nan=False,
+        description="pseudo-rows at the base rate added to every calibration bin, so no probability is 0 or 1: "
+                    "a bin of n rows, k positive, says (k + prior_rows·base rate) / (n + prior_rows)")
 
-    def method_for(self, n_rows: int) -> Literal["isotonic", "sigmoid"]:
+    def method_for(self, n_rows: int, n_events: int) -> Literal["isotonic", "sigmoid"]:
+        """``n_rows`` and ``n_events`` (days of the rarer outcome) of the smallest calibration fold."""
         if self.method != "auto":
             return self.method
-        return "isotonic" if n_rows >= self.isotonic_min_rows else "sigmoid"
+        enough = n_rows >= self.isotonic_min_rows and n_events >= self.isotonic_min_events
+        return "isotonic" if enough else "sigmoid"
 
 
 class RiskParams(StrictModel):
     kelly_alpha: float = Field(0.25, gt=0, le=1, description="fraction of full Kelly to bet")
     max_spread_cents: float = Field(3, ge=0, le=100)
-    tau_open_cents: float = Field(1.0, ge=0, description="minimum net edge to open")
-    tau_close_cents: float = Field(0.5, ge=0, description="edge below which a resting order is cancelled")
+    tau_open_cents: float = Field(1.0, ge=0, le=100, description="minimum net edge to open")
+    tau_close_cents: float = Field(0.5, ge=0, le=100, description="edge below which a resting order is cancelled")
     slip_per_leg_cents: float = Field(1, ge=0, le=100)
     max_bankroll_pct_city_day_side: float = Field(0.10, gt=0, le=1)
 
@@ -118,13 +157,13 @@ class VCFeatures(StrictModel):
     """Visual Crossing minute-weather settings for one city."""
 
     minute_features: bool = Field(True, description="use dew point, humidity and wind from VC minute data")
-    max_obs_age_minutes: int = Field(20, ge=1, le=24 * 60, description="older observations count as missing")
+    max_obs_age_minutes: StrictInt = Field(20, ge=1, le=24 * 60, description="older observations count as missing")
 
 
 class PilotProvenance(StrictModel):
     directory: str
     windows: list[str] = Field(default_factory=list)
-    test_rows: int | None = Field(None, ge=0)
+    test_rows: StrictInt | None = Field(None, ge=0)
 
     @field_validator("windows")
     @classmethod
@@ -137,11 +176,23 @@ class PilotProvenance(StrictModel):
 
 
 class AcceptanceGates(StrictModel):
-    """Promotion is refused unless every gate holds over the run's test windows."""
+    """Promotion is refused unless every gate holds over the run's test windows.
 
-    max_ece: float = Field(0.08, gt=0, le=1)
-    max_brier: float = Field(0.20, gt=0, le=1)
-    min_windows: int = Field(4, ge=1)
+    ECE, Brier and Brier skill are each held both to the mean over windows and to all test rows pooled.
+    """
+
+    max_ece: float = Field(0.08, gt=0, le=1, description="highest expected calibration error of the model")
+    max_brier: float = Field(0.20, gt=0, le=1, description="highest Brier score of the model")
+    min_windows: int = Field(4, ge=1, description="fewest walk-forward windows the run must have trained")
+    min_brier_skill: float = Field(
+        0.0, ge=-1, le=1,
+        description="lowest Brier skill 1 − Brier(model) / Brier(market) on unlocked rows the market quotes: "
+                    "0 means the model must be at least as good as yes_mid")
+    min_windows_beating_market: float = Field(
+        0.5, ge=0, le=1,
+        description="lowest share of windows whose model Brier is below the market's on unlocked quoted rows: "
+                    "a majority, not every week, since one test week holds only a few settled days and an "
+                    "honest market wins some of them by chance")
 
 
 
@@ -149,20 +200,23 @@ class AcceptanceGates(StrictModel):
 class TrainConfig(StrictModel):
     city: CityKey
     bracket: Bracket
-    feature_set: FeatureSetName = "elasticnet_rich"
+    feature_set: FeatureSetName = DEFAULT_FEATURE_SET
     start: date
     end: date
-    train_days: int = Field(90, ge=1)
-    test_days: int = Field(7, ge=1)
-    step_days: int = Field(7, ge=1)
+    train_days: StrictInt = Field(90, ge=1, le=MAX_DAYS)
+    test_days: StrictInt = Field(7, ge=1, le=MAX_DAYS)
+    step_days: StrictInt = Field(7, ge=1, le=MAX_DAYS)
     penalties: list[Penalty] = Field(default_factory=lambda: ["elasticnet"], min_length=1)
-    trials: int = Field(40, ge=1)
-    cv_splits: int = Field(4, ge=2)
-    sample_every_minutes: int = Field(
+    trials: StrictInt = Field(40, ge=1, le=MAX_TRIALS)
+    cv_splits: StrictInt = Field(4, ge=2, le=100)
+    sample_every_minutes: StrictInt = Field(
         10, ge=1, le=60, description="use candles ending on multiples of N minutes: neighbours are near-duplicates"
     )
     blend_weight: float = Field(0.7, ge=0, le=1)
-    seed: int = Field(42, ge=0)
+    lock_margin_f: float = Field(
+        DEFAULT_LOCK_MARGIN_F, ge=0, le=5, allow_inf_nan=False,
+        description="°F the observed running maximum may exceed the climate report's: outcomes lock only beyond it")
+    seed: StrictInt = Field(42, ge=0, le=MAX_SEED, description="numpy seeds are below 2**32")
     search: SearchSpace = SearchSpace()
     calibration: Calibration = Calibration()
     risk: RiskParams = RiskParams()
@@ -223,7 +277,7 @@ class FeeConfig(StrictModel):
 
     taker_rate: float = Field(0.07, ge=0, le=1)
     maker_rate: float = Field(0.0, ge=0, le=1)
-    contracts: int = Field(10, ge=1, description="order size the per-contract fee rounding assumes")
+    contracts: StrictInt = Field(10, ge=1, le=1_000_000, description="order size the per-contract fee rounding assumes")
 
 
 class ExecutionParams(StrictModel):
@@ -231,31 +285,42 @@ class ExecutionParams(StrictModel):
 
     bankroll_dollars: float = Field(10_000, gt=0, description="capital the Kelly fractions and caps refer to")
     taker_fallback_cents: float | None = Field(
-        None, ge=0, description="cross the spread when the taker edge reaches this; null: maker orders only")
+        None, ge=0, le=100, description="cross the spread when the taker edge reaches this; null: maker orders only")
     cancel_minutes_before_close: float = Field(
-        15, ge=0, description="cancel resting orders (and post none) this close to the market's close")
+        15, ge=0, le=24 * 60, description="cancel resting orders (and post none) this close to the market's close")
 
 
 class RtConfig(StrictModel):
     """The real-time loop (`kwx serve-rt`). Keys for the APIs come from the environment only."""
 
     markets: list[MarketSelector] = Field(min_length=1)
-    tick_seconds: float = Field(9.0, gt=0, le=3600)
+    tick_seconds: float = Field(9.0, ge=0.5, le=3600, description="below half a second the APIs' rate limits bite")
     stage: Literal["Production", "Staging"] = "Production"
     blend: Literal["linear", "logarithmic"] = "linear"
     blend_weight: float = Field(0.7, ge=0, le=1)
     risk: RiskParams = RiskParams()
     fees: FeeConfig = FeeConfig()
     execution: ExecutionParams = ExecutionParams()
-    max_quote_age_seconds: int = Field(180, ge=1, description="older candles are stale")
-    max_obs_age_minutes: int = Field(20, ge=1, le=24 * 60, description="older weather is stale")
-    min_minutes_to_close: float = Field(5, ge=0, description="stop signalling this close to the close")
-    model_refresh_seconds: float = Field(60, gt=0, description="how often the registry version table is re-read")
-    max_stale_days: int = Field(7, ge=0, description="warn when the model's test week ended longer ago")
-    db_retry_attempts: int = Field(6, ge=1, description="reconnect attempts per write before buffering on")
-    buffer_max_ticks: int = Field(200, ge=1, description="ticks held while the database is unreachable")
-    kalshi_base_url: str = "https://api.elections.kalshi.com/trade-api/v2"
-    vc_base_url: str = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
+    max_quote_age_seconds: StrictInt = Field(180, ge=1, le=24 * 3600, description="older candles are stale")
+    max_obs_age_minutes: StrictInt = Field(20, ge=1, le=24 * 60, description="older weather is stale")
+    lock_margin_f: float = Field(
+        DEFAULT_LOCK_MARGIN_F, ge=0, le=5, allow_inf_nan=False,
+        description="°F the observed running maximum may exceed the climate report's: outcomes lock only beyond it")
+    min_minutes_to_close: float = Field(5, ge=0, le=24 * 60, description="stop signalling this close to the close")
+    model_refresh_seconds: float = Field(60, ge=1, le=24 * 3600,
+                                         description="how often the registry version table is re-read")
+    max_stale_days: StrictInt = Field(7, ge=0, le=MAX_DAYS,
+                                      description="warn when the model's test week ended longer ago")
+    db_retry_attempts: StrictInt = Field(
+        6, ge=1, le=100, description="attempts per database call (live: within a quarter tick) before the tick "
+        "is skipped (reads) or buffered (writes)")
+    fetch_deadline_fraction: float = Field(
+        0.5, gt=0, le=0.9, allow_inf_nan=False,
+        description="share of tick_seconds a tick's fetches may take together; later sources skip their markets")
+    buffer_max_ticks: StrictInt = Field(200, ge=1, le=100_000,
+                                        description="ticks held while the database is unreachable")
+    kalshi_base_url: HttpUrlText = "https://api.elections.kalshi.com/trade-api/v2"
+    vc_base_url: HttpUrlText = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
 
     @field_validator("markets")
     @classmethod
@@ -360,6 +425,37 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a repeated key (plain YAML silently keeps the last one) and keeps an impossible
+    date such as 2025-02-30 a string, so validation names its field instead of the parser failing."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader itself reports an unhashable key
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first_line[key]})", key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as every config and ``--set`` value is read: safe, no duplicate keys, bad dates left to validation."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -392,11 +488,14 @@ def load_config(path: str | Path, model: type[ModelT] = TrainConfig, overrides: 
     """Load a YAML config; ``overrides`` maps dotted keys to values (e.g. {"trials": 5})."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"]
+                          ) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

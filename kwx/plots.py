@@ -8,21 +8,36 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 
-def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> Path:
-    """One line per labelled reliability curve (mean predicted vs observed), marker size ~ rows."""
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, title: str, n_bins: int = 10) -> Path:
+    """Labelled reliability curves (mean predicted vs observed) on one plot, with each curve's rows per bin
+    as grouped bars on a log scale below it, so a bin resting on a handful of rows is visible as such.
+
+    ``n_bins`` is the uniform binning the curves were computed with (``kwx.domain.metrics.reliability``).
+    """
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 7.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
-    for label, curve in curves.items():
-        counts = curve.get("counts") or [1] * len(curve["mean_predicted"])
-        total = max(sum(counts), 1)
-        ax.plot(curve["mean_predicted"], curve["fraction_positive"], marker="o", label=label)
-        ax.scatter(curve["mean_predicted"], curve["fraction_positive"], s=[20 + 400 * c / total for c in counts],
-                   alpha=0.3)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency", title=title)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    width = 0.8 / (n_bins * max(len(curves), 1))
+    for i, (label, curve) in enumerate(curves.items()):
+        color = f"C{i}"
+        mean_predicted = np.asarray(curve["mean_predicted"], dtype=float)
+        counts = curve.get("counts")
+        total = f", {int(np.sum(counts)):,} rows" if counts is not None else ""
+        ax.plot(mean_predicted, curve["fraction_positive"], marker="o", color=color, label=f"{label}{total}")
+        if counts is not None:
+            # A bin's mean prediction lies inside the bin, so the binning rule applied to it recovers the bin.
+            centres = (edges[:-1] + edges[1:])[np.searchsorted(edges[1:-1], mean_predicted)] / 2
+            hist.bar(centres + (i - (len(curves) - 1) / 2) * width, counts, width=width, color=color, alpha=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency", title=title)
     ax.legend(loc="upper left", fontsize=8)
+    hist.set(xlabel="predicted probability", ylabel="rows per bin (log)")
+    hist.set_yscale("log")
+    hist.set_xticks(edges, minor=True)
+    hist.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,13 +7,13 @@ Every check states pass/fail with its measured value and threshold. The report i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, inspect
@@ -23,7 +23,7 @@ from kwx.data import migrations
 from kwx.data.dataset import load_weather
 from kwx.data.schema import Base
 from kwx.domain.markets import climate_day_bounds
-from kwx.domain.metrics import reliability, score
+from kwx.domain.metrics import pooled_metrics, pooled_reliability, reliability, score
 from kwx.plots import reliability_diagram
 from kwx.registry.promotion import Check, metric_gates, run_config, run_versions
 
@@ -48,8 +48,26 @@ def window_runs(client: MlflowClient, run_id: str) -> list:
     parent = client.get_run(run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    # A window whose process died before it logged params has none: it sorts first instead of crashing.
     return sorted((c for c in children if c.data.tags.get("kwx.kind") == "window"),
-                  key=lambda r: r.data.params["test_start"])
+                  key=lambda r: r.data.params.get("test_start", ""))
+
+
+class IncompleteRunError(LookupError):
+    """A training run whose process stopped before it logged everything: a window or the run itself never
+    FINISHED (its window runs end FINISHED only once every artifact and the registered version exist)."""
+
+
+def require_complete(parent, windows: list) -> None:
+    run_id = parent.info.run_id
+    unfinished = sorted(w.data.tags["kwx.window"] for w in windows if w.info.status != "FINISHED")
+    if unfinished:
+        raise IncompleteRunError(
+            f"training run {run_id} is incomplete: window {', '.join(unfinished)} never finished logging (its "
+            "training process stopped before the predictions, plots, model and version were all in) — train again")
+    if parent.info.status != "FINISHED":
+        raise IncompleteRunError(f"training run {run_id} is {parent.info.status}, not FINISHED: its process "
+                                 "stopped before every window was logged — train again")
 
 
 def infrastructure_checks(engine: Engine, client: MlflowClient, run_id: str) -> list[Check]:
@@ -64,7 +82,7 @@ def infrastructure_checks(engine: Engine, client: MlflowClient, run_id: str) -> 
     windows = window_runs(client, run_id)
     _, versions = run_versions(client, run_id)
     registered = {v.tags.get("window") for v in versions}
-    unregistered = [r.data.params["window"] for r in windows if r.data.params["window"] not in registered]
+    unregistered = [r.data.tags["kwx.window"] for r in windows if r.data.tags["kwx.window"] not in registered]
     return [
         Check("database at migration head", current == head, current, head),
         Check("required tables present", not missing, missing or sorted(Base.metadata.tables),
@@ -102,8 +120,29 @@ def vc_exclusion_audit(engine: Engine, start, end) -> dict:
             "passed": all(c.passed for c in checks)}
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+# Window metrics summarised as mean ± std in 01_model_validation_summary.json: summary key -> window metric.
+WINDOW_SUMMARY = {
+    "log_loss": "test_log_loss", "brier": "test_brier", "ece": "test_ece", "mce": "test_mce", "auc": "test_auc",
+    "unlocked_log_loss": "test_unlocked_log_loss", "unlocked_brier": "test_unlocked_brier",
+    "unlocked_ece": "test_unlocked_ece", "sparsity_nonzero_coefs": "nonzero_coefs",
+    "market_log_loss": "market_log_loss", "market_brier": "market_brier", "market_ece": "market_ece",
+    "market_unlocked_log_loss": "market_unlocked_log_loss", "market_unlocked_brier": "market_unlocked_brier",
+    "market_unlocked_ece": "market_unlocked_ece", "brier_skill": "test_brier_skill",
+    "windows_beating_market": "test_beats_market",
+}
+
+
+def _finite(value: float) -> float | None:
+    # JSON has no NaN: a metric without rows to compute it on is null.
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _mean_std(metrics: pd.DataFrame, column: str) -> dict[str, float | None] | None:
+    """Mean ± std over windows (NaN windows skipped, as the runner's mean_/std_); None for a run that never
+    logged the metric."""
+    if column not in metrics:
+        return None
+    return {"mean": _finite(metrics[column].mean()), "std": _finite(metrics[column].std(ddof=0))}
 
 
 @dataclass
@@ -118,48 +157,50 @@ class Report:
 
 
 def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path = REPORT_ROOT) -> Report:
-    config = run_config(run_id)
     parent = client.get_run(run_id)
     windows = window_runs(client, run_id)
     if not windows:
         raise LookupError(f"training run {run_id} has no window runs")
+    require_complete(parent, windows)
+    config = run_config(run_id)
     out = root / f"{config.city}_{config.bracket}" / run_id
     out.mkdir(parents=True, exist_ok=True)
-
-    metrics = pd.DataFrame([r.data.metrics for r in windows])
-    summary = {
-        "run_id": run_id, "model": parent.data.tags.get("kwx.model_name"), "city": config.city,
-        "bracket": config.bracket, "feature_set": config.feature_set, "windows": len(windows),
-        "test_rows": int(sum(int(r.data.params["n_test"]) for r in windows)),
-        "window_names": [r.data.params["window"] for r in windows],
-        **{name: _mean_std(metrics[col].tolist()) for name, col in (
-            ("log_loss", "test_log_loss"), ("brier", "test_brier"), ("ece", "test_ece"), ("mce", "test_mce"),
-            ("auc", "test_auc"), ("sparsity_nonzero_coefs", "nonzero_coefs"),
-            ("market_log_loss", "market_log_loss"), ("market_brier", "market_brier"), ("market_ece", "market_ece"))},
-    }
-    gate_checks = metric_gates(parent.data.metrics, config)
-    summary["gates"] = [c.as_dict() for c in gate_checks]
 
     predictions = pd.concat(
         [pd.read_csv(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="test_predictions.csv",
                                                          dst_path=str(out / "_downloads" / r.info.run_id)))
          .assign(window=r.data.params["window"]) for r in windows], ignore_index=True)
-    pooled = reliability(predictions["label"], predictions["p_model"])
+    metrics = pd.DataFrame([r.data.metrics for r in windows])
+    beating = metrics.get("test_beats_market")
+    summary = {
+        "run_id": run_id, "model": parent.data.tags.get("kwx.model_name"), "city": config.city,
+        "bracket": config.bracket, "feature_set": config.feature_set, "windows": len(windows),
+        "test_rows": int(sum(int(r.data.params["n_test"]) for r in windows)),
+        "window_names": [r.data.params["window"] for r in windows],
+        **{name: _mean_std(metrics, column) for name, column in WINDOW_SUMMARY.items()},
+        "windows_beating_market_count": None if beating is None else int(beating.sum()),
+        # Recomputed from the windows' predictions, so runs logged before pooled metrics existed show them too.
+        "pooled": {k: _finite(v) for k, v in pooled_metrics(predictions).items()},
+    }
+    gate_checks = metric_gates(parent.data.metrics, config)
+    summary["gates"] = [c.as_dict() for c in gate_checks]
+
     last = predictions[predictions["window"] == windows[-1].data.params["window"]]
-    last_rel = reliability(last["label"], last["p_model"])
+    versus = pooled_reliability(predictions)
     calibration = {
         "pooled": {"rows": len(predictions), **score(predictions["label"], predictions["p_model"]),
-                   "curve": pooled.as_dict()},
+                   "curve": reliability(predictions["label"], predictions["p_model"]).as_dict()},
         "last_window": {"window": windows[-1].data.params["window"], "rows": len(last),
-                        **score(last["label"], last["p_model"]), "curve": last_rel.as_dict()},
-        "market_pooled": {"curve": reliability(predictions["label"], predictions["p_market"].clip(0, 1)).as_dict()},
+                        **score(last["label"], last["p_model"]),
+                        "curve": reliability(last["label"], last["p_model"]).as_dict()},
+        "model_vs_market": {"rows": int(summary["pooled"]["pooled_n_comparable_rows"]),
+                            **{name: {"ece": rel.ece, "mce": rel.mce, "curve": rel.as_dict()}
+                               for name, rel in versus.items()}},
     }
-    reliability_diagram({"model (all test weeks)": calibration["pooled"]["curve"],
-                         "model (last window)": calibration["last_window"]["curve"],
-                         "market yes_mid": calibration["market_pooled"]["curve"]},
-                        out / "03_reliability_diagram.png", f"{config.city}/{config.bracket} run {run_id[:8]}")
-    calibration_checks = [Check("pooled ECE <= max_ece", calibration["pooled"]["ece"] <= config.acceptance.max_ece,
-                                round(calibration["pooled"]["ece"], 5), config.acceptance.max_ece)]
+    reliability_diagram({"model": versus["model"].as_dict(), "market yes_mid": versus["market"].as_dict()}
+                        if versus else {}, out / "03_reliability_diagram.png",
+                        f"{config.city}/{config.bracket} run {run_id[:8]}: all test weeks pooled\n"
+                        "(unlocked rows the market quotes)")
 
     first_day = min(pd.to_datetime(predictions["event_date"])).date() - timedelta(days=config.train_days)
     audit = vc_exclusion_audit(engine, first_day, max(pd.to_datetime(predictions["event_date"])).date())
@@ -172,14 +213,14 @@ def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path =
     documents = {
         FILES[0]: summary,
         FILES[1]: audit,
-        FILES[2]: {**calibration, "checks": [c.as_dict() for c in calibration_checks]},
+        FILES[2]: calibration,
         FILES[3]: {"config": config.model_dump(mode="json"), "checks": [c.as_dict() for c in config_checks]},
         FILES[4]: {"checks": [c.as_dict() for c in infra], "passed": all(c.passed for c in infra)},
     }
     for filename, document in documents.items():
         (out / filename).write_text(json.dumps(document, indent=2, default=str))
     audit_checks = [Check(c["check"], c["passed"], c["value"], c["threshold"]) for c in audit["checks"]]
-    checks = gate_checks + calibration_checks + audit_checks + config_checks + infra
+    checks = gate_checks + audit_checks + config_checks + infra
     (out / FILES[5]).write_text(_markdown(summary, calibration, checks))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_artifacts(str(out), artifact_path="acceptance_report")
@@ -187,22 +228,46 @@ def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path =
 
 
 def _markdown(summary: dict, calibration: dict, checks: list[Check]) -> str:
-    def ms(key: str) -> str:
-        return f"{summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
+    pooled = summary["pooled"]
 
+    def ms(key: str) -> str:
+        value = summary[key]
+        if value is None:
+            return "not logged"
+        return "n/a" if value["mean"] is None else f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+    def pool(key: str) -> str:
+        return "n/a" if pooled[key] is None else f"{pooled[key]:.4f}"
+
+    def row(label: str, rows: str, key: str) -> str:
+        model, market = ("", "market_") if rows == "all" else ("unlocked_", "market_unlocked_")
+        return (f"| {label} | {rows} | {ms(model + key)} | {pool('pooled_test_' + model + key)} "
+                f"| {ms(market + key)} | {pool('pooled_' + market + key)} |")
+
+    beating, count = summary["windows_beating_market"], summary["windows_beating_market_count"]
+    beating_cell = ("not logged" if beating is None
+                    else f"{count} of {summary['windows']} ({beating['mean']:.0%})")
+    last = calibration["last_window"]
     lines = [
         f"# Acceptance report: {summary['model']} (run {summary['run_id']})", "",
         f"**Verdict: {'PASS' if all(c.passed for c in checks) else 'FAIL'}** — {summary['windows']} windows, "
         f"{summary['test_rows']:,} test rows, feature set `{summary['feature_set']}`.", "",
-        "| metric (test weeks, mean ± std) | model | market (yes_mid) |", "| --- | --- | --- |",
-        f"| log loss | {ms('log_loss')} | {ms('market_log_loss')} |",
-        f"| Brier | {ms('brier')} | {ms('market_brier')} |",
-        f"| ECE | {ms('ece')} | {ms('market_ece')} |",
-        f"| AUC | {ms('auc')} | |",
-        f"| non-zero coefficients | {ms('sparsity_nonzero_coefs')} | |", "",
-        f"Pooled over all test weeks: ECE {calibration['pooled']['ece']:.4f}, maximum calibration error "
-        f"{calibration['pooled']['mce']:.4f}; last window ({calibration['last_window']['window']}): ECE "
-        f"{calibration['last_window']['ece']:.4f}. Reliability diagram: `03_reliability_diagram.png`.", "",
+        "| metric (test weeks) | rows | model: window mean ± std | model: pooled | market: window mean ± std "
+        "| market: pooled |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(row(label, rows, key) for label, key in (("log loss", "log_loss"), ("Brier", "brier"),
+                                                        ("ECE", "ece")) for rows in ("all", "unlocked")),
+        f"| Brier skill vs market | unlocked, quoted | {ms('brier_skill')} | {pool('pooled_brier_skill')} | | |",
+        f"| windows beating the market (Brier) | unlocked, quoted | {beating_cell} | | | |",
+        f"| AUC | all | {ms('auc')} | {calibration['pooled']['auc']:.4f} | | |",
+        f"| non-zero coefficients | | {ms('sparsity_nonzero_coefs')} | | | |", "",
+        f"Rows: all {pooled['pooled_n_rows']:,.0f}; unlocked (outcome not yet decided by the settlement rule) "
+        f"{pooled['pooled_n_unlocked_rows']:,.0f}; unlocked and quoted by the market "
+        f"{pooled['pooled_n_comparable_rows']:,.0f}. The market (yes_mid) is scored on the rows it quotes; Brier "
+        "skill is 1 − Brier(model) / Brier(market) on unlocked quoted rows.", "",
+        f"Pooled over all test weeks: maximum calibration error {calibration['pooled']['mce']:.4f}; last window "
+        f"({last['window']}): ECE {last['ece']:.4f}. Reliability diagram of model and market on unlocked quoted "
+        "rows, rows per bin below: `03_reliability_diagram.png`.", "",
         "## Checks", "",
         *(f"- {c.line()}" for c in checks), "",
     ]

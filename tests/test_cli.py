@@ -72,10 +72,11 @@ def test_env_var_selects_database(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_data_demo_and_summary(tmp_path):
-    args = ["data", "demo", "--cities", "chicago,nyc", "--start", "2025-07-01", "--end", "2025-07-02"]
+    args = ["data", "demo", "--cities", "chicago,nyc", "--start", "2025-07-01", "--end", "2025-07-02",
+            "--market-skill", "0.8"]
     first = _invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "24 markets" in first.output
+    assert "24 markets" in first.output and "market skill 0.8" in first.output
     assert _invoke(*args).exit_code == 0  # idempotent
     summary = _invoke("data", "summary")
     assert summary.exit_code == 0
@@ -92,3 +93,13 @@ def test_data_commands_reject_bad_input():
     assert _invoke("db", "upgrade").exit_code == 0
     empty = _invoke("data", "summary")
     assert empty.exit_code == 2 and "no data" in empty.output
+
+
+@pytest.mark.parametrize("skill", ["1.5", "-0.1", "nan"])
+def test_market_skill_outside_0_1_is_one_clear_line(tmp_path, skill):
+    result = _invoke("data", "demo", "--market-skill", skill)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --market-skill must be a number in [0, 1] (0 = a market that lags the weather, 1 = one as "
+        f"informed as the forecaster), got {float(skill)!r}"]
+    assert not (tmp_path / "kwx.db").exists()  # rejected before anything is written

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
+from kwx import cli
 from kwx.cli import app
+from tests.conftest import LENIENT_MARKET_GATES
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -23,7 +26,7 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump({
         "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
         "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3,
-        "acceptance": {"min_windows": 2, "max_ece": 0.5}}))
+        "acceptance": {"min_windows": 2, "max_ece": 0.5, **LENIENT_MARKET_GATES}}))
 
     plan = _invoke("train", "--config", str(config), "--plan")
     assert plan.exit_code == 0 and plan.output.count("win_2025") == 3
@@ -33,10 +36,11 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
     assert "3 windows in" in trained.output
 
     report = _invoke("report", "--city", "chicago", "--bracket", "between")
-    assert report.exit_code == 0 and "PASS acceptance report written" in report.output
+    assert report.exit_code == 0 and "PASS acceptance report written" in report.output, report.output
+    assert "PASS pooled Brier skill >= min_brier_skill" in report.output
 
-    strict = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
-    assert strict.exit_code == 0 and "would promote kwx-chicago-between versions 1, 2, 3" in strict.output
+    dry = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
+    assert dry.exit_code == 0 and "would promote kwx-chicago-between versions 1, 2, 3" in dry.output
     promoted = _invoke("promote", "--city", "chicago", "--bracket", "between", "--stage", "Production")
     assert promoted.exit_code == 0 and "alias @production -> version 3" in promoted.output
 
@@ -47,6 +51,7 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
     assert inside.exit_code == 0 and "version 2, win_20250705_20250720" in inside.output
     after = _invoke("models", "resolve", "--city", "chicago", "--bracket", "between", "--date", "2025-07-30")
     assert after.exit_code == 0 and "stale by 6 day(s)" in after.output
+    assert "warning: win_20250709_20250724 was never tested on 2025-07-30" in after.output
     before = _invoke("models", "resolve", "--city", "chicago", "--bracket", "between", "--date", "2025-07-01")
     assert before.exit_code == 1 and "no model for chicago/between on 2025-07-01" in before.output
 
@@ -60,9 +65,16 @@ def test_gate_refusal_exits_non_zero(tmp_path, monkeypatch):
         "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3,
         "acceptance": {"min_windows": 5, "max_brier": 0.0001}}))
     assert _invoke("train", "--config", str(config), "--workers", "1").exit_code == 0
+    report = _invoke("report", "--city", "chicago", "--bracket", "between")
+    assert report.exit_code == 1 and "FAIL acceptance report written" in report.output
+    assert "FAIL mean unlocked test Brier <= max_brier" in report.output
+    dry = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
+    assert dry.exit_code == 1 and "refused" in dry.output and "would promote" not in dry.output
+    unknown_stage = _invoke("promote", "--city", "chicago", "--bracket", "between", "--stage", "Prod", "--dry-run")
+    assert unknown_stage.exit_code == 2 and "'Prod'" in unknown_stage.output
     refused = _invoke("promote", "--city", "chicago", "--bracket", "between")
     assert refused.exit_code == 1
-    assert "mean test Brier <= max_brier" in refused.output
+    assert "mean unlocked test Brier <= max_brier" in refused.output
     assert "windows >= min_windows: 2 (threshold 5)" in refused.output
 
 
@@ -87,3 +99,30 @@ def test_train_bad_input_is_one_line(tmp_path, monkeypatch):
     skipped = _invoke("train", "--config", str(rare))
     assert skipped.exit_code == 2 and "no window of chicago/less can train" in skipped.output
     assert "trains on one label class only" in skipped.output
+
+
+def test_demo_skips_promotion_when_the_report_fails(monkeypatch):
+    calls = []
+
+    def step(name, exit_code=None):
+        def run(**kwargs):
+            calls.append(name)
+            if exit_code is not None:
+                raise typer.Exit(exit_code)
+        return run
+
+    monkeypatch.setattr(cli.migrations, "upgrade", lambda url: None)
+    for name in ("data_demo", "train", "promote", "models_list", "models_resolve", "backtest", "serve_rt"):
+        monkeypatch.setattr(cli, name, step(name))
+    monkeypatch.setattr(cli, "report", step("report", exit_code=1))
+    failed = _invoke("demo", "--db-url", "sqlite:///unused.db")
+    assert failed.exit_code == 1 and "5-6 skipped" in failed.output and "8 skipped" in failed.output
+    assert calls == ["data_demo", "train", "report", "backtest"]
+
+    calls.clear()
+    monkeypatch.setattr(cli, "report", step("report"))
+    assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 0
+    assert calls == ["data_demo", "train", "report", "promote", "models_list", *["models_resolve"] * 3, "backtest",
+                     "serve_rt"]
+    monkeypatch.setattr(cli, "report", step("report", exit_code=2))
+    assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 2

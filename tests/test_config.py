@@ -112,11 +112,12 @@ def test_fingerprint_is_stable_and_sensitive():
     assert a.fingerprint() != parse_config({**MINIMAL, "trials": 41}, TrainConfig).fingerprint()
 
 
-@pytest.mark.parametrize(("method", "rows", "expected"), [
-    ("auto", 999, "sigmoid"), ("auto", 1000, "isotonic"), ("sigmoid", 10**6, "sigmoid"), ("isotonic", 5, "isotonic"),
+@pytest.mark.parametrize(("method", "rows", "events", "expected"), [
+    ("auto", 999, 50, "sigmoid"), ("auto", 1000, 50, "isotonic"), ("auto", 10**6, 7, "sigmoid"),
+    ("auto", 1000, 8, "isotonic"), ("sigmoid", 10**6, 50, "sigmoid"), ("isotonic", 5, 1, "isotonic"),
 ])
-def test_calibration_method_switches_at_threshold(method, rows, expected):
-    assert Calibration(method=method).method_for(rows) == expected
+def test_calibration_method_switches_at_threshold(method, rows, events, expected):
+    assert Calibration(method=method).method_for(rows, events) == expected
 
 
 def test_vc_defaults_follow_the_exclusion():

@@ -24,7 +24,7 @@ from kwx.data.dataset import load_dataset
 from kwx.domain.feature_stability import aggregate_importance, coefficient_stability
 from kwx.plots import coefficient_heatmap, importance_bars
 from kwx.registry.promotion import run_config
-from kwx.report import window_runs
+from kwx.report import require_complete, window_runs
 from kwx.training.model import fitted_logit
 from kwx.training.walkforward import sample_rows
 
@@ -58,13 +58,16 @@ def build_feature_audit(client: MlflowClient, engine: Engine, run_id: str, *, re
     windows = window_runs(client, run_id)
     if not windows:
         raise LookupError(f"training run {run_id} has no window runs")
+    require_complete(parent, windows)
     features = parent.data.params["features"].split(",")
     model_name = parent.data.tags["kwx.model_name"]
 
     first, last = (pd.Timestamp(windows[i].data.params[k]).date() for i, k in ((0, "test_start"), (-1, "test_end")))
     frame = load_dataset(engine, config.city, config.bracket, first, last, config.feature_set,
-                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes)
-    frame = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes)
+                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
+                         lock_margin_f=config.lock_margin_f)
+    # the model speaks only where the settlement rule has not: importance is measured there
+    frame = sample_rows(frame[frame["label"].notna() & ~frame["locked"]], config.sample_every_minutes)
 
     coefficients, importances, per_window = {}, {}, []
     for done, run in enumerate(windows, start=1):
@@ -83,8 +86,10 @@ def build_feature_audit(client: MlflowClient, engine: Engine, run_id: str, *, re
             "window": name, "version": run.data.tags.get("kwx.model_version"),
             "test_start": params["test_start"], "test_end": params["test_end"], "test_rows": len(test),
             # Equal to what training logged when the test rows were rebuilt exactly.
-            "n_test_logged": int(params["n_test"]), "test_log_loss": float(-NEG_LOG_LOSS(model, X, y)),
-            "test_log_loss_logged": run.data.metrics.get("test_log_loss"),
+            "n_test_logged": int(params["n_test"]) - int(params.get("n_test_locked", 0)),
+            "test_log_loss": float(-NEG_LOG_LOSS(model, X, y)),
+            "test_log_loss_logged": run.data.metrics.get("test_unlocked_log_loss",
+                                                         run.data.metrics.get("test_log_loss")),
             "coefficients": dict(zip(features, coefficients[name].tolist(), strict=True)),
             "importance_mean": dict(zip(features, result.importances_mean.tolist(), strict=True)),
             "importance_std": dict(zip(features, result.importances_std.tolist(), strict=True)),
@@ -105,8 +110,8 @@ def build_feature_audit(client: MlflowClient, engine: Engine, run_id: str, *, re
         "coefficients": "standardized (after median imputation and scaling) logistic-regression coefficients of "
                         "the pipeline inside each window's calibrated model",
         "permutation_importance": {"scoring": "neg_log_loss", "repeats": repeats, "random_state": config.seed,
-                                   "rows": "labelled test-week rows, one candle per market every "
-                                           f"{config.sample_every_minutes} min"},
+                                   "rows": "labelled test-week rows the settlement rule leaves open (unlocked), "
+                                           f"one candle per market every {config.sample_every_minutes} min"},
         "features": summary.to_dict("index"),
         "sign_flip_features": summary.index[summary["sign_flips"]].tolist(),
         "per_window": per_window,

@@ -22,7 +22,7 @@ from kwx.data.dataset import load_candles, load_markets, load_settlements, load_
 from kwx.data.schema import Market
 from kwx.domain import alignment
 from kwx.domain.features import epoch_seconds
-from kwx.domain.markets import climate_day_bounds, climate_days_from_epoch
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, climate_day_bounds, climate_days_from_epoch
 
 AUDIT_ROOT = Path("audit_reports")
 FILENAME = "time_alignment.json"
@@ -66,7 +66,7 @@ def _climate_days(city: City, start: date, end: date) -> dict:
 
 
 def audit_city(engine: Engine, city: City, start: date, end: date, *, max_gap: timedelta,
-               close_tolerance: timedelta) -> dict:
+               close_tolerance: timedelta, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F) -> dict:
     """Every check for one city over climate days [start, end]; ``flags`` lists what failed."""
     since, _ = climate_day_bounds(start, city)
     _, until = climate_day_bounds(end, city)
@@ -108,6 +108,11 @@ def audit_city(engine: Engine, city: City, start: date, end: date, *, max_gap: t
         flags.append(f"settlement agrees with the LST day maximum on {agreement['exact']['lst']:.1%} of days, "
                      f"less than the {agreement['best']} day ({agreement['exact'][agreement['best']]:.1%})")
     lst_misses = agreement_days[agreement_days["lst"] != agreement_days["settlement"]].reset_index()
+    lock = alignment.lock_margin_evidence(weather, settlements, city, lock_margin_f)
+    if not lock["passed"]:
+        flags.append(f"lock margin {lock_margin_f:g} °F is too small: the observed maximum ran "
+                     f"{lock['max_above_settlement_f']:g} °F above the settlement; set lock_margin_f above "
+                     f"{lock['margin_needed_f']:g}")
 
     return {
         "city": city.key, "station": city.station, "timezone": city.timezone,
@@ -132,6 +137,7 @@ def audit_city(engine: Engine, city: City, start: date, end: date, *, max_gap: t
                     "largest_gaps": _records(gaps, limit=10), "passed": gaps.empty},
         "settlement_agreement": {**agreement, "rounding": "maximum of the observations, whole °F rounded half up",
                                  "lst_disagreements": _records(lst_misses)},
+        "lock_margin": lock,
         "flags": flags, "passed": not flags,
     }
 
@@ -153,7 +159,8 @@ class TimeAudit:
 
 def run_audit(engine: Engine, cities: list[str] | None, start: date | None, end: date | None, *,
               max_gap: timedelta = timedelta(minutes=30), close_tolerance: timedelta = timedelta(0),
-              out: Path = AUDIT_ROOT, on_city: Callable[[str], None] | None = None) -> TimeAudit:
+              lock_margin_f: float = DEFAULT_LOCK_MARGIN_F, out: Path = AUDIT_ROOT,
+              on_city: Callable[[str], None] | None = None) -> TimeAudit:
     """Audit each requested city (default: every city with markets) and write the JSON document.
 
     Without ``start`` / ``end`` a city's range is its markets' event dates. A requested city
@@ -168,7 +175,8 @@ def run_audit(engine: Engine, cities: list[str] | None, start: date | None, end:
         if first is None or lo > hi or lo > last or hi < first:
             skipped[key] = f"no markets with event dates in {lo or '…'}..{hi or '…'}"
         else:
-            documents[key] = audit_city(engine, city, lo, hi, max_gap=max_gap, close_tolerance=close_tolerance)
+            documents[key] = audit_city(engine, city, lo, hi, max_gap=max_gap, close_tolerance=close_tolerance,
+                                        lock_margin_f=lock_margin_f)
         if on_city is not None:
             on_city(key)
     if not documents:
@@ -222,4 +230,10 @@ def city_table(doc: dict) -> Table:
     else:
         measured = "no comparable days"
     table.add_row("settlement = day max (whole °F)", measured, _status(a["passed"]))
+    lock = doc["lock_margin"]
+    if lock["days"]:
+        table.add_row(f"lock margin {lock['margin_f']:g} °F", f"{lock['days']} days: observed max above the "
+                      f"settlement by up to {lock['max_above_settlement_f']:g} °F (p99 "
+                      f"{lock['p99_above_settlement_f']:g}); locks need a margin above {lock['margin_needed_f']:g}",
+                      _status(lock["passed"]))
     return table

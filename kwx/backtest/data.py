@@ -18,12 +18,12 @@ from kwx.data.dataset import (
     load_weather_for_markets,
 )
 from kwx.domain.features import build_features
-from kwx.domain.markets import settlement_outcomes
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, settlement_outcomes
 from kwx.rt.engine import Resolver, inputs_from_rows
 
 
 def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: date, resolve: Resolver, *,
-                max_obs_age_minutes: int = 20) -> Period:
+                max_obs_age_minutes: int = 20, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F) -> Period:
     """Decision rows of every market of ``pairs`` with event dates in [start, end], with model inputs."""
     frames, outcomes = [], []
     for city_key, bracket in pairs:
@@ -44,4 +44,4 @@ def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: 
     rows = pd.concat(frames, ignore_index=True).sort_values(["market_ticker", "tick_ts"], kind="stable")
     rows = rows.reset_index(drop=True)
     days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
-    return Period(rows, inputs_from_rows(rows, resolve), pd.concat(outcomes), days)
+    return Period(rows, inputs_from_rows(rows, resolve, lock_margin_f=lock_margin_f), pd.concat(outcomes), days)

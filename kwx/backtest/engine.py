@@ -94,14 +94,15 @@ def simulate(period: Period, config: RtConfig) -> BacktestResult:
     events = [rows.loc[filled, columns].assign(
         fill_ts=tick[filled] + TICK_SECONDS, decision_ts=tick[filled], side=side[filled], liquidity="maker",
         price_cents=maker.math.price_cents[filled], target_fraction=maker.math.target_fraction[filled],
-        available=rows.loc[filled, "next_volume"].fillna(0).to_numpy(), episode=episode[filled])]
+        available=rows.loc[filled, "next_volume"].fillna(0).to_numpy(), episode=episode[filled],
+        locked=inputs.locked[filled])]
     if execution.taker_fallback_cents is not None:
         taker = decide(tick, inputs, config, maker=False)
         take = pd.isna(taker.reason) & (taker.math.edge_cents >= execution.taker_fallback_cents) & ~near_close
         events.append(rows.loc[take, columns].assign(
             fill_ts=tick[take], decision_ts=tick[take], side=taker.math.side[take], liquidity="taker",
             price_cents=taker.math.price_cents[take], target_fraction=taker.math.size_fraction[take],
-            available=np.inf, episode=-1))
+            available=np.inf, episode=-1, locked=inputs.locked[take]))
     fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
     caps = Caps(execution.bankroll_dollars * 100, config.risk.max_bankroll_pct_city_day_side,
                 config.risk.slip_per_leg_cents)

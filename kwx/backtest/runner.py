@@ -7,6 +7,7 @@ probabilities) is built once; every blend weight re-runs only the cheap gates, m
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from kwx.backtest.data import load_period
 from kwx.backtest.engine import TICK_SECONDS, BacktestResult, Period, simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
 from kwx.config import RtConfig
+from kwx.data.dataset import has_demo_settlements
 from kwx.plots import equity_curves, metric_by_weight
 from kwx.registry.cache import RegistryCache
 
@@ -39,6 +41,9 @@ class BacktestError(ValueError):
     """A backtest request that cannot run: bad grid, metric or model source; the message says which."""
 
 
+MAX_GRID_WEIGHTS = 101
+
+
 def parse_grid(spec: str) -> list[float]:
     """'0.5:0.8:0.05' -> [0.5, 0.55, ..., 0.8] (both ends included)."""
     parts = spec.split(":")
@@ -46,9 +51,15 @@ def parse_grid(spec: str) -> list[float]:
         low, high, step = (float(p) for p in parts)
     except ValueError:
         raise BacktestError(f"blend grid {spec!r} is not START:STOP:STEP (e.g. 0.5:0.8:0.05)") from None
+    if not all(math.isfinite(v) for v in (low, high, step)):
+        raise BacktestError(f"blend grid {spec!r} needs finite numbers START:STOP:STEP")
     if not (0 <= low <= high <= 1) or step <= 0:
         raise BacktestError(f"blend grid {spec!r} needs 0 <= START <= STOP <= 1 and STEP > 0")
     count = int(np.floor((high - low) / step + 1e-9)) + 1
+    if count > MAX_GRID_WEIGHTS:
+        # Each weight is a full simulated backtest and an MLflow child run.
+        raise BacktestError(f"blend grid {spec!r} has {count:,} weights, more than {MAX_GRID_WEIGHTS}: use a "
+                            "larger STEP")
     return [round(low + k * step, 10) for k in range(count)]
 
 
@@ -61,6 +72,7 @@ class BacktestRun:
     grid: list[BacktestResult]
     metric: str
     sources: list[str]
+    demo_data: bool  # the markets are the demo generator's: their P&L says nothing about a real market
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -94,7 +106,8 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     sources = model_sources(client, pairs, run_id=run_id, stage=stage)
     step("loading candles, weather and model probabilities")
     period = load_period(engine, pairs, start, end, OutOfSampleResolver(sources, RegistryCache(client)),
-                         max_obs_age_minutes=config.max_obs_age_minutes)
+                         max_obs_age_minutes=config.max_obs_age_minutes, lock_margin_f=config.lock_margin_f)
+    demo_data = has_demo_settlements(engine, [city for city, _ in pairs], start, end)
     loaded = time.perf_counter()
 
     def trade(weight: float) -> BacktestResult:
@@ -105,7 +118,7 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     results = [trade(weight) for weight in grid] if grid else []
     strategy = max(results, key=lambda r: r.summary[metric]) if results else trade(config.blend_weight)
     simulated = time.perf_counter()
-    run = BacktestRun("", "", strategy, baselines, results, metric, [s.description for s in sources])
+    run = BacktestRun("", "", strategy, baselines, results, metric, [s.description for s in sources], demo_data)
     step("logging to MLflow")
     run.run_id, run.experiment_id = _log(run, config, pairs, start, end, period, client)
     run.timings = {"load_seconds": loaded - started, "simulate_seconds": simulated - loaded,
@@ -130,7 +143,8 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
     label = ", ".join(f"{c}/{b}" for c, b in pairs)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest {label} {start}..{end}") as parent, \
             tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"kwx.kind": "backtest", "kwx.pairs": label, "kwx.model_sources": "; ".join(run.sources)})
+        mlflow.set_tags({"kwx.kind": "backtest", "kwx.pairs": label, "kwx.model_sources": "; ".join(run.sources),
+                         "kwx.demo_data": str(run.demo_data).lower()})
         mlflow.log_params({"start": start.isoformat(), "end": end.isoformat(), "pairs": label, "blend": config.blend,
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
                            "blend_weights": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",

@@ -9,12 +9,13 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 
 from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
+from kwx.data.demo import SOURCE as DEMO_SOURCE
 from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
-from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
-from kwx.domain.markets import climate_day_bounds, settlement_outcomes
+from kwx.domain.features import DEFAULT_FEATURE_SET, WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, climate_day_bounds, locked_outcomes, settlement_outcomes
 
 MARKET_COLUMNS = ("ticker", "city", "event_date", "strike_type", "floor_strike", "cap_strike", "open_time",
                   "close_time")
@@ -67,6 +68,25 @@ def load_markets(engine: Engine, city: str, bracket: str | None, start: date, en
     return _frame(engine, statement.order_by(Market.ticker), MARKET_COLUMNS)
 
 
+def require_markets_near(engine: Engine, city: str, bracket: str, start: date, end: date, *, margin_days: int) -> None:
+    """DatasetError unless stored markets of ``city``/``bracket`` fall in [start, end] and the range reaches at
+    most ``margin_days`` beyond them: every window out there would be empty, and a start decades early plans
+    thousands of them. One COUNT/MIN/MAX query, before anything is loaded."""
+    statement = select(func.count(), func.min(Market.event_date), func.max(Market.event_date)).where(
+        Market.city == city, Market.strike_type == bracket)
+    with engine.connect() as conn:
+        count, first, last = conn.execute(statement).one()
+    if not count:
+        raise DatasetError(f"no {city}/{bracket} markets with event dates {start}..{end}: none are stored "
+                           f"(load some with `kwx data demo` or `kwx ingest kalshi`)")
+    stored = f"the {count:,} stored {city}/{bracket} markets have event dates {first}..{last}"
+    if end < first or start > last:
+        raise DatasetError(f"no {city}/{bracket} markets with event dates {start}..{end}: {stored}")
+    if (first - start).days > margin_days or (end - last).days > margin_days:
+        raise DatasetError(f"start..end {start}..{end} reaches more than {margin_days} days (train_days + "
+                           f"test_days) beyond the data, where every window would be empty: {stored}")
+
+
 def load_candles(engine: Engine, tickers: list[str], until_ts: int | None = None,
                  columns: tuple[str, ...] = CANDLE_COLUMNS) -> pd.DataFrame:
     """Candles of the given markets; ``until_ts`` keeps only those ending at or before it."""
@@ -114,21 +134,38 @@ def load_settlements(engine: Engine, city: City, start: date, end: date) -> pd.S
     return pd.Series(frame["tmax_f"].to_numpy(dtype=float), index=list(frame["climate_date"]))
 
 
+def has_demo_settlements(engine: Engine, cities: list[str], start: date, end: date) -> bool:
+    """Whether any settlement of ``cities`` in [start, end] was written by the demo generator.
+
+    The generator writes every climate day of its markets, so this flags demo markets; trading them
+    measures a model against a synthetic market, never a real one.
+    """
+    stations = sorted({get_city(city).station for city in cities})
+    statement = select(ClimateDaily.station).where(
+        ClimateDaily.station.in_(stations), ClimateDaily.climate_date >= start, ClimateDaily.climate_date <= end,
+        ClimateDaily.source == DEMO_SOURCE,
+    ).limit(1)
+    with engine.connect() as conn:
+        return conn.execute(statement).first() is not None
+
+
 def load_dataset(
     engine: Engine,
     city: str,
     bracket: str,
     start: date,
     end: date,
-    feature_set: str = "elasticnet_rich",
+    feature_set: str = DEFAULT_FEATURE_SET,
     *,
     max_obs_age_minutes: int = 20,
+    lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
 ) -> pd.DataFrame:
     """Feature rows for every candle of ``city``/``bracket`` markets with event dates in [start, end].
 
     Columns: identifiers (market_ticker, end_period_ts, event_date — the climate day and the CV
-    group — bracket, strikes), the feature set's columns, and ``label`` (1 YES won, 0 lost, NaN
-    while the day is unsettled).
+    group — bracket, strikes), the feature set's columns, ``locked_outcome`` (1/0 where the day's
+    running maximum already decides the market, ``locked_outcomes``; NaN where it is open) and its
+    flag ``locked``, and ``label`` (1 YES won, 0 lost, NaN while the day is unsettled).
     """
     columns = feature_columns(feature_set, bracket)
     city_spec = get_city(city)
@@ -148,5 +185,10 @@ def load_dataset(
         features["bracket"].to_numpy(), features["floor_strike"].to_numpy(), features["cap_strike"].to_numpy(),
         features["event_date"].map(tmax).to_numpy(dtype=float),
     )
-    keep = ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike", *columns, "label"]
+    features["locked_outcome"] = locked_outcomes(features["bracket"].to_numpy(), features["floor_strike"].to_numpy(),
+                                                 features["cap_strike"].to_numpy(),
+                                                 features["day_max_so_far"].to_numpy(), lock_margin_f)
+    features["locked"] = features["locked_outcome"].notna()
+    keep = ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike", *columns,
+            "locked_outcome", "locked", "label"]
     return features[keep]

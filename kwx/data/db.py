@@ -2,21 +2,68 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+
+from kwx.secrets import redact  # one redaction for URLs, logs and errors; also imported from here
 
 DEFAULT_DATABASE_URL = "sqlite:///kwx.db"
 DATABASE_URL_ENV = "KWX_DATABASE_URL"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+# What a database or the disk under it raises when it is unreachable, read-only or full, wherever a
+# command touches it; ``database_problem`` turns each into one line.
+DATABASE_FAILURES = (exc.OperationalError, exc.InterfaceError, OSError)
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL kwx cannot use: not a URL, an unsupported backend, or a driver that is not installed."""
+
+
+def check_url(url: str) -> None:
+    """Parse ``url`` and load its driver without connecting; DatabaseUrlError says what is wrong."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise DatabaseUrlError(f"{url!r} is not a database URL (e.g. sqlite:///kwx.db or "
+                               "postgresql+psycopg2://user@host/kwx)") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise DatabaseUrlError(f"unsupported database {parsed.drivername!r} in {redact(url)}; kwx supports "
+                               f"{' and '.join(SUPPORTED_BACKENDS)}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (exc.NoSuchModuleError, ImportError) as error:
+        raise DatabaseUrlError(f"no driver for {parsed.drivername!r} in {redact(url)} ({error}); "
+                               "e.g. postgresql+psycopg2://... uses the installed psycopg2") from None
+
+
+def database_problem(error: BaseException, url: str | None) -> str | None:
+    """One line for a database or disk failure (None when ``error`` is neither), naming the database."""
+    if isinstance(error, OSError):
+        # Any file the command writes (database, MLflow artifacts, reports) can hit these.
+        what = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system"}.get(error.errno)
+        if what is None:
+            return None
+        return f"{what}: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    where = f"database {redact(url)}" if url else "the database"
+    if not isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return None
+    reason = str(error.orig or error).strip().splitlines()[0]
+    lowered = reason.lower()
+    if "disk is full" in lowered or "no space left" in lowered:
+        return f"disk full writing {where}: {reason}"
+    if "readonly database" in lowered or "read-only" in lowered:
+        return f"{where} is read-only: {reason}"
+    if error.connection_invalidated or "connect" in lowered or "unable to open" in lowered:
+        return f"cannot reach {where}: {reason}"
+    return f"{where} failed: {reason}"
 
 
 def database_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
-
-
-def redact(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def make_engine(url: str | None = None) -> Engine:

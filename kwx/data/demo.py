@@ -9,8 +9,12 @@ thing to a model, not like noise:
 - the settlement high is the whole-°F maximum over the climate day (local standard time);
 - each day has a ladder (less tail, four 2 °F between brackets around the forecast high, greater
   tail) opening at 10:00 the day before and closing at the end of the climate day;
-- quotes come from a market that knows less than the weather: its estimate of the high is biased
-  per day and noisy, its uncertainty is inflated, and it sharpens as the day's peak approaches.
+- quotes come from a market whose skill is a parameter (``market_skill``, 0..1): at 1 it prices with
+  exactly what a well-informed forecaster knows about the high; at 0 its estimate is biased per day and
+  noisy and its uncertainty inflated; in between, bias, noise and inflation shrink linearly. Either way it
+  sharpens as the day's peak approaches. The skill changes only the quotes: the same seed gives the same
+  weather, ladders, settlements, trades and volumes at every skill. Demo P&L therefore measures a model
+  against a market of chosen skill, never against a real one.
 
 Everything is vectorised numpy; a seed makes it deterministic.
 """
@@ -22,7 +26,6 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 from scipy.special import ndtr
 
 from kwx.cities import CITIES, City, get_city
@@ -40,6 +43,10 @@ N_BETWEEN = 4
 # is steady (Miami), as real ladders' tails do, so every city × bracket has both outcomes to learn from.
 LADDER_FORECAST_ERROR_F = 3.0
 SOURCE = "demo"
+# 0 = a market that lags the weather, 1 = one as informed as the forecaster; see ``check_market_skill``.
+# 0.9: the demo's chicago models then beat the market's Brier by a few percent on between brackets (measured
+# with bench/calibration.py), as on a liquid real market, instead of the ~12 % an uninformed market gives away.
+DEFAULT_MARKET_SKILL = 0.9
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,9 @@ class DemoData:
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """Stationary AR(1) with marginal standard deviation ``sd``."""
+    # Imported here: scipy.signal takes ~0.5 s to load, and the CLI imports this module for its defaults.
+    from scipy.signal import lfilter
+
     shocks = rng.standard_normal(n) * sd * np.sqrt(1 - phi**2)
     shocks[0] = rng.standard_normal() * sd  # start in the stationary distribution
     return lfilter([1.0], [1.0, -phi], shocks)
@@ -108,8 +118,17 @@ def _rules(city: City, day: date, bracket: str, floor: float, cap: float) -> str
             f"National Weather Service's Climatological Report (Daily) is {where}, then the market resolves to Yes.")
 
 
-def generate_city(city_key: str, start: date, end: date, seed: int) -> DemoData:
-    """Demo data for event days ``start``..``end`` (inclusive) of one city."""
+def check_market_skill(market_skill: float, name: str = "market_skill") -> None:
+    """A ValueError naming ``name`` and the rule unless ``market_skill`` is a number in [0, 1]."""
+    if not 0.0 <= market_skill <= 1.0:  # also rejects NaN, which compares false with everything
+        raise ValueError(f"{name} must be a number in [0, 1] (0 = a market that lags the weather, 1 = one as "
+                         f"informed as the forecaster), got {market_skill!r}")
+
+
+def generate_city(city_key: str, start: date, end: date, seed: int, *,
+                  market_skill: float = DEFAULT_MARKET_SKILL) -> DemoData:
+    """Demo data for event days ``start``..``end`` (inclusive) of one city, quoted by a market of ``market_skill``."""
+    check_market_skill(market_skill)
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start})")
     city = get_city(city_key)
@@ -153,7 +172,7 @@ def generate_city(city_key: str, start: date, end: date, seed: int) -> DemoData:
     forecast = normal_high[1:-1] + 0.7 * anomaly[:-2] + float(np.mean(tmax - high[1:-1]))
     markets, candles = _markets_and_candles(
         rng, city, sim_days, forecast, anomaly_sd[1:-1], tmax, running_max, epoch0,
-        start,
+        start, market_skill,
     )
     return DemoData(markets, candles, weather, climate)
 
@@ -183,7 +202,7 @@ def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) 
 
 
 def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, running_max,
-                         epoch0, start) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         epoch0, start, market_skill) -> tuple[pd.DataFrame, pd.DataFrame]:
     event_idx = np.arange(1, len(sim_days))  # day 0 only hosts the first markets' opening hours
     n_events = len(event_idx)
     # A spawned stream: the ladder's forecast error leaves every other draw of ``rng`` as it was.
@@ -239,23 +258,33 @@ def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, r
     market, minute, on_event_day = market[keep], minute[keep], on_event_day[keep]
     e = ev[market]
 
-    # What a well-informed forecaster believes about the high, per event and minute; the market is
-    # a worse version of it (day bias, slow noise, inflated uncertainty).
+    # What a well-informed forecaster believes about the high, per event and minute; the uninformed
+    # market is a worse version of it (day bias, slow noise, inflated uncertainty).
     info_left = np.clip((day_start[market] + PEAK_INFO_MINUTE - minute) / (PEAK_INFO_MINUTE + span / 2), 0, 1)
     forecast_err = rng.standard_normal(n_events) * 0.6 * anomaly_sd[event_idx]
     sigma_true = 0.4 + 0.6 * anomaly_sd[event_idx][e] * info_left**0.7
     mu_true = tmax[event_idx][e] + forecast_err[e] * info_left**0.8
     day_bias = rng.standard_normal(n_events) * 1.2
     slow_noise = _ar1(rng, len(minute), 0.995, 0.9)
-    # Once the peak has passed the market converges too, as real ones do; before, it lags the weather.
-    mu_market = mu_true + (day_bias[e] + slow_noise) * (0.2 + 0.8 * info_left)
-    sigma_market = 1.3 * sigma_true + 0.6 * info_left + 0.1
+    # Once the peak has passed the uninformed market converges too, as real ones do; before, it lags the weather.
+    mu_uninformed = mu_true + (day_bias[e] + slow_noise) * (0.2 + 0.8 * info_left)
+    sigma_uninformed = 1.3 * sigma_true + 0.6 * info_left + 0.1
+    # The fully skilled market states exactly the forecaster's error (its sd, not the wider sigma_true the
+    # uninformed market inflates further), so it is calibrated: what is left to beat is its information.
+    # The floor keeps the settled-by-the-afternoon high from looking certain to a tenth of a degree.
+    sigma_informed = np.maximum(0.6 * anomaly_sd[event_idx][e] * info_left**0.8, 0.25)
+    # Bias, noise and inflation shrink linearly with skill; this form makes both ends exact (0: uninformed).
+    mu_market = market_skill * mu_true + (1 - market_skill) * mu_uninformed
+    sigma_market = market_skill * sigma_informed + (1 - market_skill) * sigma_uninformed
     seen_max = np.where(on_event_day, running_max[np.minimum(minute, len(running_max) - 1)], -np.inf)
     p_market = _bracket_probability(mu_market, sigma_market, floor[market], cap[market], seen_max)
+    # Spread widths follow the uninformed price: numpy's Poisson sampler consumes a rate-dependent number
+    # of random draws, so a skill-dependent rate would change every later draw (trades, volumes).
+    p_uninformed = _bracket_probability(mu_uninformed, sigma_uninformed, floor[market], cap[market], seen_max)
 
     mid = np.clip(100 * p_market, 1.5, 98.5)
     overnight = ~on_event_day | (minute % MINUTES_PER_DAY < 360)
-    spread = 1 + rng.poisson(0.6 + 1.5 * overnight + 3 * p_market * (1 - p_market), len(mid))
+    spread = 1 + rng.poisson(0.6 + 1.5 * overnight + 3 * p_uninformed * (1 - p_uninformed), len(mid))
     bid_close = np.clip(np.round(mid - spread / 2), 1, 98)
     ask_close = np.clip(bid_close + spread, bid_close + 1, 99)
     ticker = markets["ticker"].to_numpy()[market]
@@ -308,20 +337,22 @@ def _bracket_probability(mu, sigma, floor, cap, seen_max) -> np.ndarray:
     return np.clip(in_bracket / np.maximum(mass_above_seen, 1e-12), 0, 1)
 
 
-def generate(cities: list[str], start: date, end: date, seed: int) -> DemoData:
-    parts = [generate_city(c, start, end, seed) for c in cities]
+def generate(cities: list[str], start: date, end: date, seed: int, *,
+             market_skill: float = DEFAULT_MARKET_SKILL) -> DemoData:
+    parts = [generate_city(c, start, end, seed, market_skill=market_skill) for c in cities]
     return DemoData(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
                       for f in ("markets", "candles", "weather_minutes", "climate_daily")))
 
 
 
-def load_demo(engine, cities: list[str], start: date, end: date, seed: int, *, on_city_done=None) -> dict[str, int]:
+def load_demo(engine, cities: list[str], start: date, end: date, seed: int, *,
+              market_skill: float = DEFAULT_MARKET_SKILL, on_city_done=None) -> dict[str, int]:
     """Generate and upsert each city's demo data in its own transaction; returns rows per table."""
     from kwx.data.store import upsert_frames
 
     totals: dict[str, int] = {}
     for city in cities:
-        written = upsert_frames(engine, generate_city(city, start, end, seed).frames())
+        written = upsert_frames(engine, generate_city(city, start, end, seed, market_skill=market_skill).frames())
         for name, rows in written.items():
             totals[name] = totals.get(name, 0) + rows
         if on_city_done is not None:

@@ -1,8 +1,10 @@
 """Ingest from Kalshi and Visual Crossing into the database: fetch, parse whole, then upsert atomically.
 
-Each market is fetched and parsed completely before anything of it is written, and its market row and
-candles go in one transaction: a malformed payload or a failed fetch writes nothing of that market,
-is reported by name, and the other markets carry on. Upserts make re-runs change nothing.
+Each market is fetched, parsed and checked completely before anything of it is written, and its market
+row and candles go in one transaction: a malformed or impossible payload (``check_candles``) or a failed
+fetch writes nothing of that market, is reported by name, and the other markets carry on. A market
+listing that never ends stops the ingest before anything is written; a rejected key stops it at once
+(markets already written stay whole). Upserts make re-runs change nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from kwx.cities import city_for_series, get_city
-from kwx.data.clients.http import FetchError, PayloadError
-from kwx.data.clients.kalshi import KalshiClient, markets_frame, parse_candles, parse_market, settlements
+from kwx.data.clients.http import AuthError, FetchError, PayloadError
+from kwx.data.clients.kalshi import (
+    KalshiClient,
+    check_candles,
+    markets_frame,
+    parse_candles,
+    parse_market,
+    settlements,
+)
 from kwx.data.clients.visual_crossing import VisualCrossingClient, parse_timeline
 from kwx.data.store import upsert_frames
 
@@ -57,10 +66,13 @@ def ingest_kalshi(engine: Engine, client: KalshiClient, series: str, start: date
     written = []
     for i, row in enumerate(parsed):
         ticker = row["ticker"]
+        open_ts, close_ts = int(row["open_time"].timestamp()), int(row["close_time"].timestamp())
         try:
-            sticks = client.candlesticks(series, ticker, int(row["open_time"].timestamp()),
-                                         min(int(row["close_time"].timestamp()), now_ts))
+            sticks = client.candlesticks(series, ticker, open_ts, min(close_ts, now_ts))
             candles = parse_candles(ticker, sticks)
+            check_candles(ticker, candles, open_ts, close_ts)
+        except AuthError:
+            raise  # every other market would be refused the same way: stop with the one reason
         except (FetchError, PayloadError) as exc:
             summary.failures.append(str(exc) if ticker in str(exc) else f"{ticker}: {exc}")
         else:

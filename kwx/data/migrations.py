@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 from alembic import command
 from kwx.data.db import database_url, make_engine
+
+# "-1", "+2", "head-1", "ae10+2": relative to the database's current revision, known only once connected.
+_RELATIVE = re.compile(r"^(.*?)[+-]\d+$")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,12 +36,38 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+class MigrationError(ValueError):
+    """A revision alembic cannot migrate to; the message lists the known ones."""
+
+
+def _unknown_revision(revision: str, reason: str) -> MigrationError:
+    script = ScriptDirectory(str(migrations_dir()))
+    known = ", ".join(["head", "base", *(s.revision for s in script.walk_revisions())])
+    return MigrationError(f"cannot migrate to revision {revision!r}: {reason}; known revisions: {known} "
+                          "(or relative, e.g. -1)")
+
+
+def _migrate(step, url: str | None, revision: str) -> None:
+    config = alembic_config(url)
+    anchor = match.group(1) if (match := _RELATIVE.match(revision)) else revision
+    # An absolute revision is checked before connecting, so a typo never creates a database file.
+    if anchor:
+        try:
+            ScriptDirectory.from_config(config).get_revisions(anchor)
+        except CommandError as exc:
+            raise _unknown_revision(revision, str(exc)) from None
+    try:
+        step(config, revision)
+    except CommandError as exc:
+        raise _unknown_revision(revision, str(exc)) from None
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    _migrate(command.upgrade, url, revision)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+    _migrate(command.downgrade, url, revision)
 
 
 def head_revision() -> str:

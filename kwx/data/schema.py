@@ -152,6 +152,8 @@ class RtSignal(Base):
     wf_window: Mapped[str | None] = mapped_column(String(32))
     side: Mapped[str | None] = mapped_column(String(4))
     skip_reason: Mapped[str | None] = mapped_column(String(200))
+    # the settlement rule already decided the market (p_model is exactly 1 or 0, no model asked)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("idx_rt_signals_city_bracket", "city", "bracket"),

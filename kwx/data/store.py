@@ -51,6 +51,8 @@ def _object_column(values: pd.Series, kind: str, dialect: str) -> np.ndarray:
         out[days.isna().to_numpy()] = None
         return out
     if kind == "bool":
+        if pd.api.types.is_bool_dtype(values.dtype):  # no missing values: numpy makes Python bools at C speed
+            return values.to_numpy(dtype=bool).astype(object)
         return values.astype(object).map(lambda v: None if pd.isna(v) else bool(v)).to_numpy(dtype=object)
     # to_numpy(object) yields Python ints/floats/strs, which every DBAPI driver accepts.
     out = values.to_numpy(dtype=object, copy=True)  # object columns are read-only views under copy-on-write

@@ -163,6 +163,31 @@ def daily_maxima(weather: pd.DataFrame, city: City) -> pd.DataFrame:
     return pd.DataFrame(whole_degrees(frame.to_numpy()), index=index, columns=frame.columns)
 
 
+def lock_margin_evidence(weather: pd.DataFrame, settlements: pd.Series, city: City, margin_f: float) -> dict:
+    """How far the stored observations' climate-day maximum runs above the settlement, and the lock margin
+    that needs.
+
+    A lock trusts the running maximum less ``margin_f`` rounded half up (``locked_outcomes``), which
+    can only overstate the report's high T when the raw maximum reaches T + 0.5 + margin: a margin
+    above ``max(raw maximum − T) − 0.5`` never locked wrongly on these days.
+    """
+    observed = weather[weather["temp_f"].notna()]
+    day = climate_days_from_epoch(epoch_seconds(observed["ts_utc"]), city)
+    raw = pd.Series(observed["temp_f"].to_numpy(dtype=float)).groupby(day).max()
+    raw.index = raw.index.to_numpy().astype("datetime64[D]").astype(object)
+    settled = pd.Series(settlements, dtype=float).dropna()
+    excess = (raw - settled).dropna()
+    if excess.empty:
+        return {"days": 0, "margin_f": margin_f, "passed": True}
+    needed = max(0.0, float(excess.max()) - 0.5)
+    return {"days": len(excess), "max_above_settlement_f": round(float(excess.max()), 3),
+            "p99_above_settlement_f": round(float(excess.quantile(0.99)), 3),
+            "mean_above_settlement_f": round(float(excess.mean()), 3),
+            "margin_needed_f": round(needed, 3), "margin_f": margin_f,
+            "days_a_lock_would_misjudge": (excess >= 0.5 + margin_f).sum().item(),
+            "passed": bool((excess < 0.5 + margin_f).all())}
+
+
 def settlement_agreement(weather: pd.DataFrame, settlements: pd.Series, city: City) -> pd.DataFrame:
     """Per settled day: the settlement value and the rounded observed maximum under each day cut.
 

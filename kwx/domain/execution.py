@@ -18,7 +18,7 @@ import pandas as pd
 from kwx.domain.signals import FeeSchedule
 
 FILL_COLUMNS = ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side", "liquidity",
-                "price_cents", "contracts", "fee_cents", "slippage_cents", "target_fraction", "episode"]
+                "price_cents", "contracts", "fee_cents", "slippage_cents", "target_fraction", "episode", "locked"]
 
 
 def series_starts(codes: np.ndarray) -> np.ndarray:
@@ -81,7 +81,8 @@ def allocate(events: pd.DataFrame, caps: Caps, fees: FeeSchedule) -> pd.DataFram
 
     events: fill_ts, decision_ts, market_ticker, city, bracket, event_date, side, liquidity ("maker"/"taker"),
     price_cents, target_fraction (Kelly target of the position as a bankroll fraction), available
-    (contracts the market offered: the minute's volume for a maker fill), episode.
+    (contracts the market offered: the minute's volume for a maker fill), episode, and optionally
+    locked (the decision priced a settled-by-rule outcome).
 
     A position (market, side) grows towards ``target_fraction`` of the bankroll and never shrinks
     before settlement; all positions of one city, climate day and side together cost at most
@@ -112,7 +113,7 @@ def allocate(events: pd.DataFrame, caps: Caps, fees: FeeSchedule) -> pd.DataFram
         spent[group] = spent.get(group, 0.0) + contracts * unit + fee
         rows.append((e.fill_ts, e.decision_ts, e.market_ticker, e.city, e.bracket, e.event_date, e.side, e.liquidity,
                      e.price_cents, contracts, fee, contracts * caps.slip_per_leg_cents, e.target_fraction,
-                     e.episode))
+                     e.episode, bool(getattr(e, "locked", False))))
     return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 

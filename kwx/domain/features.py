@@ -25,7 +25,19 @@ ELASTICNET_RICH = (
     # What a weather trader watches most: the high so far today bounds the final high from below.
     "day_max_so_far", "max_to_floor", "max_to_cap",
 )
-FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH}
+# elasticnet_rich without the absolute temperature levels, which drift with the season out of a 90-day
+# window's range (the tails' test weeks suffered most: a tail wins on the season's extreme days); every
+# temperature is relative to the bracket, to the last hours or to the dew point, and the market's price
+# also enters in log-odds, the scale on which a logistic model can reproduce and correct it.
+ELASTICNET_RELATIVE = (
+    "yes_bid", "yes_ask", "yes_mid", "market_logit", "spread_cents", "spread_pct", "minutes_to_close",
+    "hour_of_day_local", "day_of_week", "mid_chg_5m", "vol_15m",
+    "temp_to_floor", "temp_to_cap", "max_to_floor", "max_to_cap", "below_3h_max", "above_3h_min", "temp_delta_1h",
+    "dew_depression", "humidity", "windspeed",
+)
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH,
+                                            "elasticnet_relative": ELASTICNET_RELATIVE}
+DEFAULT_FEATURE_SET = "elasticnet_relative"
 ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(c for columns in FEATURE_SETS.values() for c in columns))
 
 # Features that need a bound the bracket does not have (a *less* tail has no floor, *greater* no cap).
@@ -242,6 +254,8 @@ def build_features_for_cities(
     }
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["spread_pct"] = np.where(mid > 0, (ask - bid) / mid, np.nan)
+    quoted = np.clip(mid, 1, 99)  # a one-sided 0 or 100 mid has no finite log-odds
+    cols["market_logit"] = np.log(quoted / (100 - quoted))
 
     five_ago = np.maximum(_asof_positions(keys, keys - 300), 0)
     recent = (codes[five_ago] == codes) & (ts - ts[five_ago] >= 300) & (ts - ts[five_ago] < CANDLE_LOOKBACK_SECONDS)
@@ -263,4 +277,7 @@ def build_features_for_cities(
     cols["temp_to_cap"] = cap - cols["temp_now"]
     cols["max_to_floor"] = cols["day_max_so_far"] - floor
     cols["max_to_cap"] = cap - cols["day_max_so_far"]
+    cols["below_3h_max"] = cols["temp_rollmax_3h"] - cols["temp_now"]
+    cols["above_3h_min"] = cols["temp_now"] - cols["temp_rollmin_3h"]
+    cols["dew_depression"] = cols["temp_now"] - cols["dewpoint"]
     return pd.DataFrame(cols)

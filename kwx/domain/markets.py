@@ -153,6 +153,40 @@ def settlement_outcomes(brackets, floors, caps, tmax_f) -> np.ndarray:
     return out
 
 
+
+# Observed maxima can sit above the climate report's by up to ~0.9 °F (°C-rounded 5-minute reports
+# converted to °F; the report keeps the 1-minute sensor's whole-°F maximum), so a lock trusts the
+# running maximum only this far below what it reads. `kwx audit time` measures the margin a dataset
+# needs (``lock_margin_needed``): the demo needs 0.05 °F.
+DEFAULT_LOCK_MARGIN_F = 1.0
+
+
+def locked_outcomes(brackets, floors, caps, running_max_f, margin_f: float = DEFAULT_LOCK_MARGIN_F) -> np.ndarray:
+    """1.0 / 0.0 where the settlement rule already decides the outcome, NaN where it is still open.
+
+    The day's high can only rise, and the report's whole-°F high T is at least the running maximum
+    of the observations less ``margin_f``, rounded as the settlement rounds (half up). So *greater*
+    (T > floor) is YES once that bound exceeds the floor; *less* (T < cap) is NO once it reaches the
+    cap; *between* (floor <= T <= cap) is NO once it exceeds the cap. Nothing else can be decided
+    before the day ends: a YES for *between*/*less* or a NO for *greater* needs the final high.
+    """
+    if not np.isfinite(margin_f) or margin_f < 0:
+        raise ValueError(f"lock margin must be a finite number of °F >= 0, got {margin_f!r}")
+    brackets = np.asarray(brackets, dtype=object)
+    floors = np.asarray(floors, dtype=float)
+    caps = np.asarray(caps, dtype=float)
+    with np.errstate(invalid="ignore"):
+        high_at_least = np.floor(np.asarray(running_max_f, dtype=float) - margin_f + 0.5)
+        yes = (brackets == "greater") & (high_at_least > floors)
+        no = ((brackets == "less") & (high_at_least >= caps)) | ((brackets == "between") & (high_at_least > caps))
+    return np.where(yes, 1.0, np.where(no, 0.0, np.nan))
+
+
+def with_locked_outcomes(p_yes, locked_outcome) -> np.ndarray:
+    """``p_yes`` where the outcome is open, the decided outcome (exactly 1 or 0) where it is locked."""
+    locked_outcome = np.asarray(locked_outcome, dtype=float)
+    return np.where(np.isnan(locked_outcome), np.asarray(p_yes, dtype=float), locked_outcome)
+
 @dataclass(frozen=True)
 class LadderSpec:
     """One event's ladder: a *less* tail, ``n_between`` two-degree brackets, a *greater* tail."""

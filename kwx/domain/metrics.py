@@ -96,3 +96,64 @@ def score(y_true, p, n_bins: int = 10) -> dict[str, float]:
     rel = reliability(y_true, p, n_bins)
     return {"log_loss": log_loss(y_true, p), "brier": brier(y_true, p), "ece": rel.ece, "mce": rel.mce,
             "auc": auc(y_true, p)}
+
+
+def brier_skill(y_true, p_model, p_market) -> float:
+    """1 − Brier(model) / Brier(market) on the same rows: > 0 when the model beats the market.
+
+    NaN when there is no row to compare on, or when the market's Brier is 0 (nothing to improve on).
+    """
+    if len(y_true) == 0:
+        return float("nan")
+    market = brier(y_true, p_market)
+    return float("nan") if market == 0 else 1 - brier(y_true, p_model) / market
+
+
+def _row_sets(predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, p_model, p_market, unlocked, comparable): comparable rows are unlocked with a market quote."""
+    y = np.asarray(predictions["label"], dtype=float)
+    p_model = np.asarray(predictions["p_model"], dtype=float)
+    p_market = np.asarray(predictions["p_market"], dtype=float)
+    # Runs logged before the settlement lock existed have no `locked` column: none of their rows was locked.
+    locked = np.asarray(predictions["locked"], dtype=bool) if "locked" in predictions else np.zeros(len(y), bool)
+    unlocked = ~locked
+    return y, p_model, p_market, unlocked, unlocked & ~np.isnan(p_market)
+
+
+def _scored(prefix: str, y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, float]:
+    if len(y) == 0:
+        return {f"{prefix}_{k}": float("nan") for k in ("log_loss", "brier", "ece")}
+    return {f"{prefix}_log_loss": log_loss(y, p), f"{prefix}_brier": brier(y, p),
+            f"{prefix}_ece": reliability(y, p, n_bins).ece}
+
+
+def pooled_metrics(predictions, n_bins: int = 10) -> dict[str, float]:
+    """Metrics over every window's test rows at once, beside the per-window means.
+
+    ``predictions`` is the concatenated ``test_predictions`` frames (columns label, p_model, p_market
+    and, in newer runs, locked). ``pooled_test_*`` score the model on all rows, ``pooled_test_unlocked_*``
+    on rows whose outcome is still open; ``pooled_market_*`` score yes_mid on quoted rows and
+    ``pooled_market_unlocked_*`` on unlocked quoted rows, where ``pooled_brier_skill`` compares the two.
+    A row set that is empty gives NaN, never an error.
+    """
+    y, p_model, p_market, unlocked, comparable = _row_sets(predictions)
+    quoted = ~np.isnan(p_market)
+    return {
+        **_scored("pooled_test", y, p_model, n_bins),
+        **_scored("pooled_test_unlocked", y[unlocked], p_model[unlocked], n_bins),
+        **_scored("pooled_market", y[quoted], p_market[quoted], n_bins),
+        **_scored("pooled_market_unlocked", y[comparable], p_market[comparable], n_bins),
+        "pooled_brier_skill": brier_skill(y[comparable], p_model[comparable], p_market[comparable]),
+        "pooled_n_rows": float(len(y)),
+        "pooled_n_unlocked_rows": float(unlocked.sum()),
+        "pooled_n_comparable_rows": float(comparable.sum()),
+    }
+
+
+def pooled_reliability(predictions, n_bins: int = 10) -> dict[str, Reliability]:
+    """Model and market reliability on the rows they compete on (unlocked, quoted); empty without such rows."""
+    y, p_model, p_market, _, comparable = _row_sets(predictions)
+    if not comparable.any():
+        return {}
+    return {"model": reliability(y[comparable], p_model[comparable], n_bins),
+            "market": reliability(y[comparable], p_market[comparable], n_bins)}

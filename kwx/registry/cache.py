@@ -3,7 +3,9 @@
 The version table of each (model, stage) is cached and re-read at most every ``refresh_seconds``
 (by the injected clock); loaded models are cached by version, which never changes once registered.
 A promotion therefore reaches the live loop within one refresh interval, and ``invalidate()`` makes it
-immediate.
+immediate. A version whose model cannot be loaded (artifacts deleted or damaged) raises
+``ModelUnavailable`` with the reason, so only its markets skip, and is tried again once the refresh
+interval has passed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kwx.domain.markets import climate_day
 from kwx.registry.resolution import Resolution, VersionFacts, resolve
 from kwx.registry.versions import model_name, stage_table
 from kwx.rt.clock import Clock, SystemClock
+from kwx.rt.engine import ModelUnavailable
 from kwx.training.windows import parse_window_name
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class RegistryCache:
         self._load = loader or mlflow.sklearn.load_model
         self._tables: dict[tuple[str, str], tuple[datetime, list[VersionFacts]]] = {}
         self._models: dict[tuple[str, str], object] = {}
+        self._broken: dict[tuple[str, str], tuple[datetime, str]] = {}  # version -> (failed at, reason)
         self.registry_reads = 0
 
     @property
@@ -74,9 +78,22 @@ class RegistryCache:
 
     def model(self, facts: VersionFacts):
         key = (facts.name, facts.version)
-        if key not in self._models:
-            self._models[key] = self._load(f"models:/{facts.model_id}")
-        return self._models[key]
+        if key in self._models:
+            return self._models[key]
+        now = self._clock.now()
+        failed = self._broken.get(key)
+        if failed is not None and now - failed[0] < self._refresh:
+            raise ModelUnavailable(failed[1])
+        try:
+            model = self._load(f"models:/{facts.model_id}")
+        except Exception as exc:  # missing, truncated or unreadable artifacts all mean the same: no model
+            reason = f"model {facts.model_id} ({facts.window}) cannot be loaded: {type(exc).__name__}: {exc}"
+            log.warning("%s; its markets skip until it loads (next try in %s)", reason, self._refresh)
+            self._broken[key] = (now, reason)
+            raise ModelUnavailable(reason) from None
+        self._broken.pop(key, None)
+        self._models[key] = model
+        return model
 
     def load_model_for_date(self, city: str, bracket: str, target_date: date, stage: str = "Production") -> ModelChoice:
         choice = self.resolve(city, bracket, target_date, stage)

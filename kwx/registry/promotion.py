@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import math
 import os
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from kwx.config import TrainConfig, parse_config
-from kwx.registry.versions import all_versions, facts
+from kwx.registry.resolution import PromotionRecord, stage_members
+from kwx.registry.versions import PENDING_TAG, all_versions, facts, record_tag, registry_state
 
 STAGES = ("Staging", "Production")
 
@@ -50,16 +53,40 @@ def run_config(run_id: str) -> TrainConfig:
     return parse_config(yaml.safe_load(text), TrainConfig, f"run {run_id} config.yaml")
 
 
+def _gate(name: str, parent_metrics: dict[str, float], key: str, threshold: float, *, at_most: bool) -> Check:
+    """``key`` of the parent run held to ``threshold``; unlogged or NaN fails with the reason, never raises."""
+    value = parent_metrics.get(key)
+    if value is None:
+        return Check(name, False, None, threshold, f"{key} was not logged by this run: retrain it")
+    if math.isnan(value):
+        return Check(name, False, None, threshold,
+                     f"{key} is NaN: no test rows to compute it on (for skill: no unlocked rows the market quotes)")
+    return Check(name, value <= threshold if at_most else value >= threshold, round(value, 5), threshold)
+
+
 def metric_gates(parent_metrics: dict[str, float], config: TrainConfig) -> list[Check]:
+    """The acceptance gates on a training run's parent metrics: per-window means and pooled test rows."""
     gates = config.acceptance
-    ece, brier = parent_metrics.get("mean_test_ece"), parent_metrics.get("mean_test_brier")
-    windows = int(parent_metrics.get("n_windows", 0))
+    windows = parent_metrics.get("n_windows")
     return [
-        Check("mean test ECE <= max_ece", ece is not None and ece <= gates.max_ece,
-              None if ece is None else round(ece, 5), gates.max_ece),
-        Check("mean test Brier <= max_brier", brier is not None and brier <= gates.max_brier,
-              None if brier is None else round(brier, 5), gates.max_brier),
-        Check("windows >= min_windows", windows >= gates.min_windows, windows, gates.min_windows),
+        # over unlocked rows: locked ones are exactly right by rule, and would flatter the model
+        _gate("mean unlocked test ECE <= max_ece", parent_metrics, "mean_test_unlocked_ece", gates.max_ece,
+              at_most=True),
+        _gate("pooled unlocked test ECE <= max_ece", parent_metrics, "pooled_test_unlocked_ece", gates.max_ece,
+              at_most=True),
+        _gate("mean unlocked test Brier <= max_brier", parent_metrics, "mean_test_unlocked_brier", gates.max_brier,
+              at_most=True),
+        _gate("pooled unlocked test Brier <= max_brier", parent_metrics, "pooled_test_unlocked_brier",
+              gates.max_brier, at_most=True),
+        _gate("mean Brier skill >= min_brier_skill", parent_metrics, "mean_test_brier_skill",
+              gates.min_brier_skill, at_most=False),
+        _gate("pooled Brier skill >= min_brier_skill", parent_metrics, "pooled_brier_skill",
+              gates.min_brier_skill, at_most=False),
+        _gate("share of windows beating the market >= min_windows_beating_market", parent_metrics,
+              "mean_test_beats_market", gates.min_windows_beating_market, at_most=False),
+        Check("windows >= min_windows", windows is not None and windows >= gates.min_windows,
+              None if windows is None else int(windows), gates.min_windows,
+              "" if windows is not None else "n_windows was not logged by this run: retrain it"),
     ]
 
 
@@ -93,6 +120,11 @@ def promote(
 
     Versions already in ``stage`` from other runs whose test periods overlap this run's are archived
     (the ones this promotion replaces); non-overlapping older windows keep trading their dates.
+
+    All or nothing for resolution, whenever it is killed: the new versions enter the stage marked
+    pending, then one registered-model tag records the promotion (from that write on they trade and
+    the replaced ones do not), then the alias moves, tags are written and the replaced are archived.
+    Running it again after a kill finishes the job.
     """
     canonical = {s.lower(): s for s in STAGES}.get(stage.lower())
     if canonical is None:
@@ -107,33 +139,51 @@ def promote(
     if failing:
         raise PromotionRefused(failing)
 
-    mine = sorted((facts(v) for v in versions), key=lambda f: int(f.version))
+    everything, records = registry_state(client, name)
+    trading = {f.version for f in stage_members([facts(v) for v in everything], records, canonical)}
+    mine = sorted((facts(v) for v in everything if v.tags.get("parent_run_id") == run_id),
+                  key=lambda f: int(f.version))
     replaced = sorted((
-        v for v in all_versions(client, name)
+        facts(v) for v in everything
         if v.current_stage == canonical and v.tags.get("parent_run_id") != run_id and archive_existing
         and any(facts(v).test_start <= f.test_end and f.test_start <= facts(v).test_end for f in mine)
-    ), key=lambda v: int(v.version))
+    ), key=lambda f: int(f.version))
     latest = max(mine, key=lambda f: (f.test_end, int(f.version)))
-    result = Promotion(run_id, name, canonical, [f.version for f in mine], [str(v.version) for v in replaced],
+    result = Promotion(run_id, name, canonical, [f.version for f in mine], [f.version for f in replaced],
                        checks, dry_run, alias=canonical.lower())
     if dry_run:
         return result
     who = actor or os.environ.get("KWX_USER") or getpass.getuser()
     stamp = now.isoformat()
+    # ids sort in promotion order (newest promotion wins an overlap); the token keeps concurrent ones apart
+    record = PromotionRecord(f"{len(records) + 1:06d}-{uuid.uuid4().hex[:8]}", canonical, run_id, now,
+                             tuple(result.promoted), tuple(result.archived))
     with warnings.catch_warnings():
         # MLflow 3 warns that stages are deprecated (since 2.9); the product promises stage transitions,
         # and sets aliases alongside, which is MLflow's recommended path.
         warnings.simplefilter("ignore", FutureWarning)
-        for v in replaced:
-            client.transition_model_version_stage(name, v.version, "Archived")
-            client.set_model_version_tag(name, v.version, "archived_by_run", run_id)
-            client.set_model_version_tag(name, v.version, "archived_at", stamp)
         for f in mine:
-            client.transition_model_version_stage(name, f.version, canonical, archive_existing_versions=False)
+            if f.version not in trading:
+                # marked pending before it enters the stage, so it cannot trade before the record exists
+                client.set_model_version_tag(name, f.version, PENDING_TAG, record.id)
+                if f.stage != canonical:
+                    client.transition_model_version_stage(name, f.version, canonical,
+                                                          archive_existing_versions=False)
+        # The one write that switches trading from the old set to the new; a kill before it leaves the
+        # old set trading, and every write after it only brings stages, alias and tags in line.
+        key, value = record_tag(record)
+        client.set_registered_model_tag(name, key, value)
+        client.set_registered_model_alias(name, canonical.lower(), latest.version)
+        for f in mine:
             for key, value in (("promoted_at", stamp), ("promoted_by", who), ("promoted_stage", canonical),
-                               ("promotion_reason", reason or "gates passed"), ("promotion_run_id", run_id)):
+                               ("promotion_reason", reason or "gates passed"), ("promotion_run_id", run_id),
+                               ("promotion_id", record.id)):
                 client.set_model_version_tag(name, f.version, key, value)
-    client.set_registered_model_alias(name, canonical.lower(), latest.version)
-    result.notes.append(f"alias @{canonical.lower()} -> version {latest.version} ({latest.window})")
+        for f in replaced:
+            client.set_model_version_tag(name, f.version, "archived_by_run", run_id)
+            client.set_model_version_tag(name, f.version, "archived_at", stamp)
+            client.transition_model_version_stage(name, f.version, "Archived")
+    result.notes.append(f"alias @{canonical.lower()} -> version {latest.version} ({latest.window}); "
+                        f"promotion {record.id} recorded")
     return result
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -20,11 +20,51 @@ class VersionFacts:
     run_id: str
     promoted_at: datetime | None
     feature_set: str = "elasticnet_rich"
+    stage: str = ""  # the registry stage it is in now
+    pending: str | None = None  # the promotion that is moving it into ``stage``, if one did not finish
 
     @property
     def model_id(self) -> str:
         """``name/version``: what signals record as the model that made them, and the ``models:/`` path."""
         return f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """A finished promotion: written in one registry call, after which its versions trade and its
+    replaced versions stop, all at once. ``id`` sorts in promotion order."""
+
+    id: str
+    stage: str
+    run_id: str
+    at: datetime
+    promoted: tuple[str, ...]
+    replaced: tuple[str, ...]
+
+
+def stage_members(versions: list[VersionFacts], records: list[PromotionRecord], stage: str) -> list[VersionFacts]:
+    """The versions that trade at ``stage``: the registry's stage, as the finished promotions left it.
+
+    A version trades when it is in ``stage`` and the newest finished promotion naming it promoted it to
+    ``stage`` (``promoted_at`` becomes that promotion's time), or, when no promotion record names it (it
+    was promoted before records were kept), its stage alone says so. A version still pending an
+    unfinished promotion never trades: a killed ``kwx promote`` leaves the previous set trading.
+    """
+    finished = {r.id for r in records}
+    newest: dict[str, tuple[PromotionRecord, bool]] = {}
+    for record in sorted(records, key=lambda r: r.id):
+        newest.update({v: (record, True) for v in record.promoted})
+        newest.update({v: (record, False) for v in record.replaced})
+    members = []
+    for f in versions:
+        if f.stage.lower() != stage.lower() or (f.pending is not None and f.pending not in finished):
+            continue
+        record, promoted = newest.get(f.version, (None, True))
+        if record is None:
+            members.append(f)
+        elif promoted and record.stage.lower() == stage.lower():
+            members.append(replace(f, promoted_at=record.at))
+    return members
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,19 @@ reads the registry, never folder names.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from kwx.registry.resolution import VersionFacts
+from kwx.registry.resolution import PromotionRecord, VersionFacts, stage_members
 
+PENDING_TAG = "pending_promotion"  # version tag: the promotion moving it, until that promotion's record exists
+RECORD_PREFIX = "kwx.promotion."  # registered-model tag key of a finished promotion's record, + its id
 WINDOW_TAGS = ("city", "bracket", "window", "train_start", "train_end", "test_start", "test_end", "feature_set",
                "config_hash")
 
@@ -58,13 +63,51 @@ def facts(version) -> VersionFacts:
         name=version.name, version=str(version.version), window=tags["window"],
         test_start=date.fromisoformat(tags["test_start"]), test_end=date.fromisoformat(tags["test_end"]),
         run_id=version.run_id, promoted_at=datetime.fromisoformat(promoted) if promoted else None,
-        feature_set=tags.get("feature_set", "elasticnet_rich"),
+        feature_set=tags.get("feature_set", "elasticnet_rich"), stage=version.current_stage,
+        pending=tags.get(PENDING_TAG),
     )
 
 
+def record_tag(record: PromotionRecord) -> tuple[str, str]:
+    """(key, value) of the registered-model tag that records a finished promotion."""
+    return RECORD_PREFIX + record.id, json.dumps({**asdict(record), "at": record.at.isoformat()})
+
+
+def promotion_records(client: MlflowClient, name: str) -> list[PromotionRecord]:
+    """Every finished promotion of a registered model (none when the model does not exist yet)."""
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return []
+        raise
+    records = []
+    for key, value in tags.items():
+        if key.startswith(RECORD_PREFIX):
+            doc = json.loads(value)
+            records.append(PromotionRecord(
+                id=doc["id"], stage=doc["stage"], run_id=doc["run_id"], at=datetime.fromisoformat(doc["at"]),
+                promoted=tuple(doc["promoted"]), replaced=tuple(doc["replaced"])))
+    return sorted(records, key=lambda r: r.id)
+
+
+def registry_state(client: MlflowClient, name: str) -> tuple[list, list[PromotionRecord]]:
+    """(every version, every finished promotion) of one moment: a promotion finishing between the two
+    reads would pair its versions' new state with the records before it, so the records are read again
+    and the pair re-read until no promotion finished in between."""
+    records = promotion_records(client, name)
+    while True:
+        versions = all_versions(client, name)
+        again = promotion_records(client, name)
+        if again == records:
+            return versions, records
+        records = again
+
+
 def stage_table(client: MlflowClient, name: str, stage: str) -> list[VersionFacts]:
-    """Versions currently in ``stage`` (case-insensitive, as MLflow stores 'Production')."""
-    return [facts(v) for v in all_versions(client, name) if v.current_stage.lower() == stage.lower()]
+    """The versions that trade at ``stage`` (case-insensitive, as MLflow stores 'Production')."""
+    versions, records = registry_state(client, name)
+    return stage_members([facts(v) for v in versions], records, stage)
 
 
 @dataclass

@@ -17,12 +17,13 @@ from numpy.typing import ArrayLike
 
 from kwx.config import RtConfig
 from kwx.domain.features import ALL_FEATURES, CANDLE_LOOKBACK_SECONDS, epoch_seconds, feature_columns
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, locked_outcomes
 from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
 from kwx.training.model import yes_probability
 
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
                   "kelly_fraction", "size_fraction", "spread_cents", "minutes_to_close", "model_id", "wf_window",
-                  "side", "skip_reason"]
+                  "side", "skip_reason", "locked"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,27 @@ class TickInputs:
     candle_ts: np.ndarray
     bid: np.ndarray
     ask: np.ndarray
-    p_model: np.ndarray
+    p_model: np.ndarray  # the decided outcome (exactly 1 or 0) where ``locked``
     model_id: np.ndarray
     window: np.ndarray
     data_skip: np.ndarray  # reasons known from the data alone (None where none)
+    locked: np.ndarray  # the settlement rule already decides the market: its model is not asked
+
+
+def unavailable_inputs(last: TickInputs | None, now_ts: int, reason: str) -> TickInputs:
+    """Inputs for a tick that could not read its data: the markets of ``last`` still open at ``now_ts``,
+    with no data, no model and ``reason`` as their skip (none at all when no tick has read data yet)."""
+    if last is None:
+        tickers = city = bracket = np.zeros(0, dtype=object)
+        close_ts = np.zeros(0, dtype=np.int64)
+    else:
+        rows = np.flatnonzero(last.close_ts > now_ts)
+        tickers, city, bracket, close_ts = last.tickers[rows], last.city[rows], last.bracket[rows], last.close_ts[rows]
+    n = len(tickers)
+    nothing = np.full(n, np.nan)
+    return TickInputs(tickers, city, bracket, close_ts, nothing, nothing, nothing, nothing.copy(),
+                      np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.full(n, reason, dtype=object),
+                      np.zeros(n, dtype=bool))
 
 
 def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -91,18 +109,23 @@ def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, n
 
 
 def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
-                   failed: dict[str, str] | None = None) -> TickInputs:
+                   failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F
+                   ) -> TickInputs:
     """One tick's inputs: each open market joined with its newest feature row and its model's probability."""
-    return inputs_from_rows(join_latest(open_markets, latest), resolve, failed)
+    return inputs_from_rows(join_latest(open_markets, latest), resolve, failed, lock_margin_f=lock_margin_f)
 
 
 def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
-                     failed: dict[str, str] | None = None) -> TickInputs:
+                     failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F
+                     ) -> TickInputs:
     """Data gates and model probabilities for rows of (market, newest feature row).
 
     Live, the rows are one tick's open markets (``join_latest``); a backtest passes a DataFrame of
     every (tick, market) row of a period at once. Either way each model predicts once over all its
-    rows. Columns: market_ticker, city, bracket, event_date, close_ts, and the features.
+    rows. Columns: market_ticker, city, bracket, event_date, close_ts, floor_strike, cap_strike and
+    the features. Rows whose outcome the day's running maximum already decides (``locked_outcomes``)
+    take that outcome as their probability; they still need a model for their day (a market trades
+    only under a promoted model), which is not asked.
     """
     def column(name: str, dtype=None) -> np.ndarray:
         return np.asarray(frame[name], dtype=dtype)
@@ -120,7 +143,10 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
     skip(np.isnan(candle_ts), "no candle in the candle lookback")
     skip(np.isnan(bid) | np.isnan(ask), "no two-sided quote")
     skip(np.isnan(column("temp_now", float)), "no fresh weather observation")
-    p_model = np.full(n, np.nan)
+    decided = locked_outcomes(brackets, column("floor_strike", float), column("cap_strike", float),
+                              column("day_max_so_far", float), lock_margin_f)
+    locked = ~np.isnan(decided)
+    p_model = np.where(locked, decided, np.nan)
     model_id = np.full(n, None, dtype=object)
     window = np.full(n, None, dtype=object)
     by_model: dict[str, tuple[ModelHandle, list[np.ndarray]]] = {}
@@ -144,10 +170,11 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
         if list(yes.columns) != expected:
             reason[rows] = f"model {handle.model_id} does not take the {handle.feature_set} features"[:200]
             continue
-        p_model[rows] = yes.of_rows(matrix[np.ix_(rows, [position_of[c] for c in yes.columns])])
+        asked = rows[~locked[rows]]
+        p_model[asked] = yes.of_rows(matrix[np.ix_(asked, [position_of[c] for c in yes.columns])])
         model_id[rows], window[rows] = handle.model_id, handle.window
     return TickInputs(tickers, keys[0], brackets, column("close_ts", np.int64), candle_ts, bid, ask, p_model,
-                      model_id, window, reason)
+                      model_id, window, reason, locked)
 
 
 def _groups(keys: list[np.ndarray], rows: np.ndarray):
@@ -190,7 +217,8 @@ def price(inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Prici
     """
     bid, ask, p_model = inputs.bid, inputs.ask, inputs.p_model
     p_market = market_probability(bid, ask)
-    p_blend = BLENDS[config.blend](p_model, p_market, config.blend_weight)
+    # a decided outcome is not an opinion to pool with the market's
+    p_blend = np.where(inputs.locked, p_model, BLENDS[config.blend](p_model, p_market, config.blend_weight))
     fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
     math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
                      config.risk, fees, maker=maker)
@@ -289,6 +317,7 @@ def signal_rows(now_ts, inputs: TickInputs, d: Decision) -> SignalRows:
         "size_fraction": np.where(trade, d.math.size_fraction, 0.0),
         "spread_cents": d.spread, "minutes_to_close": d.minutes_left, "model_id": inputs.model_id,
         "wf_window": inputs.window, "side": np.where(trade, d.math.side, None), "skip_reason": d.reason,
+        "locked": inputs.locked,
     })
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
@@ -11,19 +12,30 @@ from kwx.config import RtConfig
 from kwx.registry.cache import RegistryCache
 from kwx.rt.clock import Clock, SystemClock
 from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickRunner, run_loop
+from kwx.rt.retry import LIVE_WAIT_SHARE, Backoff, DbRetry
 from kwx.rt.sources import LiveSource
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    writer: SignalWriter
+    rejected: dict[str, str]  # source -> why it refused kwx's credentials, still so when the loop stopped
+    unreadable: str | None  # why the last tick could not read the database (None: it could)
 
 
 def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi, vc, clock: Clock | None = None,
                max_ticks: int | None = None, stop: StopFlag | None = None,
-               on_tick: Callable | None = None) -> SignalWriter:
+               on_tick: Callable | None = None) -> LiveRun:
     """Tick every ``config.tick_seconds`` until stopped (SIGINT/SIGTERM) or ``max_ticks``."""
     clock = clock or SystemClock()
     pairs = [(m.city, m.bracket) for m in config.markets]
-    source = LiveSource(engine, kalshi, vc, pairs, config.max_obs_age_minutes)
+    # One policy for every database touch of the loop, paced by the tick.
+    db = DbRetry(Backoff(config.db_retry_attempts, budget=config.tick_seconds * LIVE_WAIT_SHARE))
+    source = LiveSource(engine, kalshi, vc, pairs, config.max_obs_age_minutes, db=db,
+                        fetch_deadline_seconds=config.tick_seconds * config.fetch_deadline_fraction)
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    runner = TickRunner(config, source, RegistryResolver(cache, config.stage))
-    writer = SignalWriter(engine, mode="live", attempts=config.db_retry_attempts, buffer_max=config.buffer_max_ticks)
+    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db))
+    writer = SignalWriter(engine, mode="live", retry=db, buffer_max=config.buffer_max_ticks)
     run_loop(config, clock, runner, writer, max_ticks=max_ticks, realtime=True, stop=stop, on_tick=on_tick)
-    return writer
+    return LiveRun(writer, {name: why for name, (_city, why) in source.rejected.items()}, runner.unreadable)

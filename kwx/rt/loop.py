@@ -19,7 +19,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, bindparam, update
-from sqlalchemy.exc import DBAPIError
 
 from kwx.cities import get_city
 from kwx.config import RtConfig
@@ -38,23 +37,30 @@ from kwx.rt.engine import (
     prepare_inputs,
     price,
     signal_rows,
+    unavailable_inputs,
 )
+from kwx.rt.retry import UNPACED, DatabaseUnavailable, DbRetry
 from kwx.rt.sources import Snapshot
 
 log = logging.getLogger("kwx.rt")
 
 
 class RegistryResolver:
-    """Models from the registry cache, as the engine's resolver (no registry query per tick)."""
+    """Models from the registry cache, as the engine's resolver (no registry query per tick).
 
-    def __init__(self, cache: RegistryCache, stage: str):
-        self.cache, self.stage = cache, stage
+    A registry whose database stays unreachable through ``db`` skips the markets it would have served.
+    """
+
+    def __init__(self, cache: RegistryCache, stage: str, db: DbRetry = UNPACED):
+        self.cache, self.stage, self.db = cache, stage, db
 
     def __call__(self, city: str, bracket: str, day: date) -> ModelHandle:
         try:
-            choice = self.cache.load_model_for_date(city, bracket, day, self.stage)
+            choice = self.db(self.cache.load_model_for_date, city, bracket, day, self.stage)
         except NoModelError as exc:
             raise ModelUnavailable(str(exc)) from None
+        except DatabaseUnavailable as exc:
+            raise ModelUnavailable(f"registry unavailable: {exc}") from None
         meta = choice.metadata
         return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
 
@@ -82,6 +88,7 @@ class TickRunner:
         self.config, self.source, self.resolve = config, source, resolve
         self._memo: tuple | None = None
         self._marked: dict[str, int] = {}  # market -> newest candle already marked complete
+        self.unreadable: str | None = None  # the last tick's reason when it could not read the database
 
     def run(self, now_ts: int) -> TickResult:
         snap = self.source.snapshot(now_ts)
@@ -93,12 +100,24 @@ class TickRunner:
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
-            inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed)
+            inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
+                                    lock_margin_f=self.config.lock_margin_f)
             self._memo = (key, inputs, price(inputs, self.config))
             complete = self._newly_complete(latest)
         decision = decide(now_ts, self._memo[1], self.config, pricing=self._memo[2])
+        self.unreadable = None
         return TickResult(signal_rows(now_ts, self._memo[1], decision), decision.sized(), decision.skip_counts(),
                           complete)
+
+    def skipped(self, now_ts: int, reason: str) -> TickResult:
+        """A tick whose data could not be read: every market last seen and still open, skipped with ``reason``.
+
+        The skip counts always name the reason (with 0 markets before any tick has read the database).
+        """
+        self.unreadable = reason
+        inputs = unavailable_inputs(self._memo[1] if self._memo else None, now_ts, reason)
+        rows = signal_rows(now_ts, inputs, decide(now_ts, inputs, self.config))
+        return TickResult(rows, 0, {reason: len(rows)}, [])
 
     def _newly_complete(self, latest: pd.DataFrame) -> list[tuple[str, int]]:
         """Newest candles with a two-sided quote and a fresh enough weather observation, not marked before."""
@@ -121,7 +140,7 @@ class BufferFullError(RuntimeError):
 
 @dataclass
 class SignalWriter:
-    """Upserts each tick in one transaction; on a lost connection retries with backoff, then buffers.
+    """Upserts each tick in one transaction; on a lost connection retries (``retry``), then buffers.
 
     Nothing is dropped silently: ticks wait in a bounded buffer until the database is back, and a
     full buffer stops the loop with an error.
@@ -129,9 +148,8 @@ class SignalWriter:
 
     engine: Engine
     mode: str
-    attempts: int = 6
+    retry: DbRetry = UNPACED
     buffer_max: int = 200
-    sleep: Callable[[float], None] = time.sleep
     pending: deque = field(default_factory=deque)
     written_ticks: int = 0
     rows_written: int = 0
@@ -143,33 +161,32 @@ class SignalWriter:
 
     def flush(self) -> bool:
         """Write every pending tick (oldest first); False if the database is still unreachable."""
-        for attempt in range(self.attempts):
-            if not self.pending:
-                return True
-            # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
-            # is one tick per transaction; a replay batches 100).
-            batch = list(self.pending)
-            signals = SignalRows.concat([s for s, _, _ in batch]).frame()
-            complete = [{"t": t, "ts": ts} for _, _, keys in batch for t, ts in keys]
-            try:
-                with self.engine.begin() as conn:
-                    upsert_frame(conn, "rt_signals", signals)
-                    upsert_frame(conn, "rt_ticks", pd.DataFrame([t for _, t, _ in batch]))
-                    if complete:
-                        conn.execute(_MARK_COMPLETE, complete)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated and "connection" not in str(exc).lower():
-                    raise
-                log.warning("database unreachable (%s); retry %d/%d", type(exc.orig).__name__, attempt + 1,
-                            self.attempts)
-                self.sleep(min(0.5 * 2**attempt, 10))
-                continue
-            for _ in batch:
-                self.pending.popleft()
-            self.written_ticks += len(batch)
-            self.rows_written += len(signals)
+        if not self.pending:
             return True
-        return False
+        # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
+        # is one tick per transaction, or the whole backlog after an outage; a replay batches 100).
+        batch = list(self.pending)
+        signals = SignalRows.concat([s for s, _, _ in batch]).frame()
+        ticks = pd.DataFrame([t for _, t, _ in batch])
+        complete = [{"t": t, "ts": ts} for _, _, keys in batch for t, ts in keys]
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                upsert_frame(conn, "rt_signals", signals)
+                upsert_frame(conn, "rt_ticks", ticks)
+                if complete:
+                    conn.execute(_MARK_COMPLETE, complete)
+
+        try:
+            self.retry(write)
+        except DatabaseUnavailable as exc:
+            log.warning("database unreachable (%s): %d ticks buffered", exc, len(self.pending))
+            return False
+        for _ in batch:
+            self.pending.popleft()
+        self.written_ticks += len(batch)
+        self.rows_written += len(signals)
+        return True
 
 
 class StopFlag:
@@ -203,7 +220,10 @@ def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalW
         if until_ts is not None and now_ts > until_ts:
             break
         started = time.perf_counter()
-        result = runner.run(now_ts)
+        try:
+            result = runner.run(now_ts)
+        except DatabaseUnavailable as exc:
+            result = runner.skipped(now_ts, f"database unavailable: {exc}"[:200])
         skips = result.skips
         latency_ms = (time.perf_counter() - started) * 1000
         tick = {"ts_utc": now, "mode": writer.mode, "markets": len(result.rows), "signals": result.sized,

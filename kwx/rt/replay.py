@@ -19,6 +19,7 @@ from kwx.registry.cache import RegistryCache
 from kwx.rt.clock import SimulatedClock, SystemClock
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
+from kwx.rt.retry import Backoff, DbRetry
 from kwx.rt.sources import ReplaySource
 
 
@@ -82,7 +83,7 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     cache = RegistryCache(client, SystemClock(), refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
     runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage))
-    writer = SignalWriter(engine, mode="replay", attempts=config.db_retry_attempts,
+    writer = SignalWriter(engine, mode="replay", retry=DbRetry(Backoff(config.db_retry_attempts)),
                           buffer_max=max(config.buffer_max_ticks, 100))
     strongest = StrongestSignals()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
@@ -18,6 +20,9 @@ from kwx.domain.features import (
     weather_needed_since,
 )
 from kwx.domain.markets import climate_day_bounds
+from kwx.rt.retry import DbRetry
+
+log = logging.getLogger("kwx.rt")
 
 
 class LookaheadError(AssertionError):
@@ -70,7 +75,7 @@ class ReplaySource:
         self._open_ts = self.markets["open_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._close_ts = self.markets["close_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._last: Snapshot | None = None
-        candles = load_candles(engine, self.markets["ticker"].tolist()) if len(selected) else pd.DataFrame()
+        candles = load_candles(engine, self.markets["ticker"].tolist() if len(selected) else [])
         self.candles = candles.sort_values("end_period_ts", kind="stable").reset_index(drop=True)
         self._candle_ts = self.candles["end_period_ts"].to_numpy() if len(candles) else np.array([], dtype=np.int64)
         # each candle's market as a row of self.markets: "is its market open" is then an array lookup
@@ -115,11 +120,21 @@ class LiveSource:
 
     A market whose fetch fails (timeout, 429/5xx after retries) or whose payload is malformed is
     skipped for this tick with the reason; the others carry on. Nothing half-parsed is written.
+    A source that rejects kwx's credentials (401/403) skips every market of its city with that
+    reason, tick after tick, until a fetch from it succeeds again: the stored data would otherwise
+    let those markets trade on quietly until it aged out.
+
+    Every fetch of a tick shares one deadline (``fetch_deadline_seconds``): a source that has not
+    answered by then skips the markets it feeds for that tick, so a hung server cannot stretch a tick.
+    Every database touch goes through ``db``, the loop's one retry policy; a database still unreachable
+    after it raises ``DatabaseUnavailable`` out of ``snapshot`` (the loop records a skipped tick).
     """
 
     def __init__(self, engine: Engine, kalshi, vc, pairs: list[tuple[str, str]], max_obs_age_minutes: int, *,
-                 market_refresh_seconds: int = 600, weather_refresh_seconds: int = 60):
+                 db: DbRetry, fetch_deadline_seconds: float, market_refresh_seconds: int = 600,
+                 weather_refresh_seconds: int = 60):
         self.engine, self.kalshi, self.vc = engine, kalshi, vc
+        self.db, self.fetch_deadline_seconds = db, fetch_deadline_seconds
         self.pairs = pairs
         self.max_obs_age_minutes = max_obs_age_minutes
         self.market_refresh_seconds = market_refresh_seconds
@@ -128,6 +143,20 @@ class LiveSource:
         self._weather_at: dict[str, int] = {}
         self._last_candle: dict[str, int] = {}
         self.failures: dict[str, str] = {}
+        self.rejected: dict[str, tuple[str, str]] = {}  # source -> (city key, why it refused kwx)
+        self.late: dict[str, tuple[str, str]] = {}  # this tick: source -> (city key, the deadline it missed)
+
+    def _record(self, source: str, city_key: str, exc: Exception) -> None:
+        """A failed fetch: for this tick, or (credentials rejected) until the source accepts kwx again."""
+        from kwx.data.clients.http import AuthError, DeadlineError
+
+        self.failures[source] = str(exc)
+        if isinstance(exc, DeadlineError):
+            self.late[source] = (city_key, str(exc))
+        if isinstance(exc, AuthError):
+            if source not in self.rejected:
+                log.error("%s", exc)
+            self.rejected[source] = (city_key, str(exc))
 
     def _refresh_markets(self, now_ts: int) -> None:
         from kwx.cities import get_city
@@ -142,8 +171,9 @@ class LiveSource:
             try:
                 raw = self.kalshi.markets(series, min_close_ts=now_ts, max_close_ts=now_ts + 3 * 86_400)
             except (FetchError, PayloadError) as exc:
-                self.failures[f"markets of {series}"] = str(exc)
+                self._record(f"markets of {series}", city_key, exc)
                 continue
+            self.rejected.pop(f"markets of {series}", None)
             rows = []
             for market in raw:
                 try:
@@ -151,7 +181,7 @@ class LiveSource:
                 except PayloadError as exc:
                     self.failures[str(market.get("ticker", series))] = str(exc)
             if rows:
-                upsert_frames(self.engine, {"markets": markets_frame(rows)})
+                self.db(upsert_frames, self.engine, {"markets": markets_frame(rows)})
         self._markets_at = now_ts
 
     def _open_markets(self, now_ts: int) -> pd.DataFrame:
@@ -159,7 +189,7 @@ class LiveSource:
 
         now = datetime.fromtimestamp(now_ts, UTC)
         today = now.date()
-        frames = [load_markets(self.engine, c, b, today - timedelta(days=1), today + timedelta(days=2))
+        frames = [self.db(load_markets, self.engine, c, b, today - timedelta(days=1), today + timedelta(days=2))
                   for c, b in self.pairs]
         m = pd.concat(frames, ignore_index=True)
         if m.empty:
@@ -168,21 +198,28 @@ class LiveSource:
         return m[(m["open_ts"] <= now_ts) & (now_ts < m["close_ts"])].reset_index(drop=True)
 
     def _poll_candles(self, markets: pd.DataFrame, now_ts: int) -> None:
-        from kwx.data.clients.http import FetchError, PayloadError
-        from kwx.data.clients.kalshi import parse_candles
+        from kwx.data.clients.http import AuthError, FetchError, PayloadError
+        from kwx.data.clients.kalshi import check_candles, parse_candles
         from kwx.data.store import upsert_frames
 
         for row in markets.itertuples():
+            series = row.ticker.split("-")[0]
+            if f"candles of {series}" in self.failures:
+                continue  # refused once this tick: the series' other markets would be refused alike
             since = self._last_candle.get(row.ticker, max(int(row.open_ts), candles_needed_since(now_ts)))
             try:
-                sticks = self.kalshi.candlesticks(row.ticker.split("-")[0], row.ticker, since + 1, now_ts)
+                sticks = self.kalshi.candlesticks(series, row.ticker, since + 1, now_ts)
                 candles = parse_candles(row.ticker, sticks)
+                check_candles(row.ticker, candles, int(row.open_ts), int(row.close_ts))
             except (FetchError, PayloadError) as exc:
                 self.failures[row.ticker] = str(exc)
+                if isinstance(exc, AuthError):
+                    self._record(f"candles of {series}", row.city, exc)
                 continue
+            self.rejected.pop(f"candles of {series}", None)
             candles = candles[candles["end_period_ts"] <= now_ts]
             if len(candles):
-                upsert_frames(self.engine, {"candles": candles})
+                self.db(upsert_frames, self.engine, {"candles": candles})
                 self._last_candle[row.ticker] = int(candles["end_period_ts"].max())
 
     def _poll_weather(self, city_key: str, now_ts: int) -> None:
@@ -200,32 +237,46 @@ class LiveSource:
             frames = [parse_timeline(city.station, p) for p in self.vc.timeline(city, today - timedelta(days=1),
                                                                                 today)]
         except (FetchError, PayloadError) as exc:
-            self.failures[f"weather {city.station}"] = str(exc)
+            self._record(f"weather {city.station}", city_key, exc)
+            if f"weather {city.station}" in self.rejected:
+                self._weather_at[city_key] = now_ts  # a refused key is asked again at the usual pace, not every tick
             return
+        self.rejected.pop(f"weather {city.station}", None)
         weather = pd.concat(frames, ignore_index=True)
         weather = weather[epoch_seconds(weather["ts_utc"]) <= now_ts]
         if len(weather):
-            upsert_frames(self.engine, {"weather_minutes": weather})
+            self.db(upsert_frames, self.engine, {"weather_minutes": weather})
         self._weather_at[city_key] = now_ts
 
     def snapshot(self, now_ts: int) -> Snapshot:
         from datetime import UTC, datetime
 
-        self.failures = {}
-        self._refresh_markets(now_ts)
-        markets = self._open_markets(now_ts)
-        self._poll_candles(markets, now_ts)
-        candles = load_candles(self.engine, markets["ticker"].tolist(), until_ts=now_ts) if len(markets) else (
-            pd.DataFrame(columns=["market_ticker", "end_period_ts"]))
-        candles = candles[candles["end_period_ts"] > candles_needed_since(now_ts)]
-        weather = {}
-        for city_key in sorted({c for c, _ in self.pairs}):
-            self._poll_weather(city_key, now_ts)
-            city = get_city(city_key)
-            day_start, _ = climate_day_bounds(datetime.fromtimestamp(now_ts, UTC).date(), city)
-            since = weather_needed_since(now_ts, int(day_start.timestamp()), self.max_obs_age_minutes)
-            weather[city_key] = load_weather(self.engine, city, datetime.fromtimestamp(since, UTC),
-                                             datetime.fromtimestamp(now_ts, UTC))
-        snap = Snapshot(now_ts, markets, candles, weather, failed=dict(self.failures))
+        from kwx.data.clients.http import Deadline
+
+        self.failures, self.late = {}, {}
+        deadline = Deadline(self.fetch_deadline_seconds)
+        with ExitStack() as fetches:
+            for client in (self.kalshi, self.vc):
+                if client is not None:
+                    fetches.enter_context(client.http.within(deadline))
+            self._refresh_markets(now_ts)
+            markets = self._open_markets(now_ts)
+            self._poll_candles(markets, now_ts)
+            candles = self.db(load_candles, self.engine, markets["ticker"].tolist(), until_ts=now_ts) if len(
+                markets) else pd.DataFrame(columns=["market_ticker", "end_period_ts"])
+            candles = candles[candles["end_period_ts"] > candles_needed_since(now_ts)]
+            weather = {}
+            for city_key in sorted({c for c, _ in self.pairs}):
+                self._poll_weather(city_key, now_ts)
+                city = get_city(city_key)
+                day_start, _ = climate_day_bounds(datetime.fromtimestamp(now_ts, UTC).date(), city)
+                since = weather_needed_since(now_ts, int(day_start.timestamp()), self.max_obs_age_minutes)
+                weather[city_key] = self.db(load_weather, self.engine, city, datetime.fromtimestamp(since, UTC),
+                                            datetime.fromtimestamp(now_ts, UTC))
+        failed = dict(self.failures)
+        for city_key, why in [*self.rejected.values(), *self.late.values()]:
+            for ticker in markets.loc[markets["city"] == city_key, "ticker"]:
+                failed.setdefault(ticker, why)
+        snap = Snapshot(now_ts, markets, candles, weather, failed=failed)
         snap.check_no_lookahead()
         return snap

@@ -33,10 +33,12 @@ TOL = 1e-2
 
 # Types inside a fitted CalibratedClassifierCV(Pipeline) that skops does not trust by default. Kept
 # explicit and minimal (a test checks both): anything else in a model must fail loudly, not load.
+# Models registered before calibration was bounded (``bound_calibration``) hold a Platt calibrator.
+LEGACY_SKOPS_TYPES: tuple[str, ...] = ("sklearn.calibration._SigmoidCalibration",)
 SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
+    *LEGACY_SKOPS_TYPES,
 )
 
 
@@ -78,6 +80,7 @@ def make_pipeline(params: ModelParams, seed: int) -> Pipeline:
 class FitReport:
     converged: bool
     n_iter: int
+    bounds: tuple[float, float] = (0.0, 1.0)  # the calibrated model's lowest and highest probability
 
 
 def fit_quietly(estimator, X: pd.DataFrame, y: np.ndarray) -> FitReport:
@@ -115,10 +118,83 @@ def fit_calibrated(
     """
     folds = group_folds(groups, n_splits)
     calibration_rows = min(len(test) for _, test in folds)
-    method = calibration.method_for(calibration_rows)
+    method = calibration.method_for(calibration_rows, min(outcome_days(groups[held_out], y[held_out])
+                                                          for _, held_out in folds))
     model = CalibratedClassifierCV(make_pipeline(params, seed), method=method, cv=folds, ensemble=False)
     report = fit_quietly(model, X, y)
+    report.bounds = bound_calibration(model, out_of_fold_decisions(X, y, folds, params, seed), y,
+                                      calibration.prior_rows)
     return model, method, report
+
+
+def outcome_days(groups, y: np.ndarray) -> int:
+    """Days of the rarer outcome: how many climate days hold a winning row, or a losing one, if fewer.
+
+    A market's rows share one outcome, and a day's brackets are one draw of the weather, so these days,
+    not rows, are the independent outcomes a calibrator learns from.
+    """
+    days = pd.DataFrame({"day": np.asarray(groups), "won": np.asarray(y)}).drop_duplicates()
+    return int(min((days["won"] == 1).sum(), (days["won"] == 0).sum()))
+
+
+def out_of_fold_decisions(X: pd.DataFrame, y: np.ndarray, folds, params: ModelParams, seed: int) -> np.ndarray:
+    """The decision values the calibrator was fit on: each fold's rows scored by a pipeline fit on the others.
+
+    The same folds, parameters and seed as ``CalibratedClassifierCV(cv=folds)``, so the same values
+    (saga is deterministic for a seed).
+    """
+    decisions = np.empty(len(y))
+    for fit_rows, held_out in folds:
+        pipeline = make_pipeline(params, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # fit_calibrated's report already records it
+            pipeline.fit(X.iloc[fit_rows], y[fit_rows])
+        decisions[held_out] = pipeline.decision_function(X.iloc[held_out])
+    return decisions
+
+
+# Points a Platt (sigmoid) map is tabulated on: linear interpolation between them is within ~1e-5 of it.
+SIGMOID_KNOTS = 1024
+
+
+def bound_calibration(model: CalibratedClassifierCV, decisions: np.ndarray, y: np.ndarray,
+                      prior_rows: float) -> tuple[float, float]:
+    """Keep the calibrated probability inside (0, 1) by what the calibration data can support.
+
+    Isotonic calibration fits each bin of decision values its observed rate, so a pure bin says
+    exactly 0 or 1 — certainty no finite sample earns. Each bin's rate becomes a Bayesian estimate
+    with ``prior_rows`` pseudo-rows at the base rate, (k + m·π) / (n + m), then re-pooled so the map
+    stays monotone. A Platt map is bounded the same way as if all N calibration rows were one pure
+    bin, and tabulated over the decision values the calibration saw (held at its ends beyond them,
+    as isotonic maps are). Either way the calibrator becomes a plain ``IsotonicRegression``, so the
+    registered artifact, ``predict_yes`` and ``mlflow models serve`` all give the bounded values.
+    Returns the map's lowest and highest probability.
+    """
+    if prior_rows <= 0:
+        raise ValueError(f"prior_rows must be > 0, got {prior_rows}")
+    calibrated = model.calibrated_classifiers_[0]
+    calibrator = calibrated.calibrators[0]
+    base_rate = float(np.mean(y))
+    if isinstance(calibrator, IsotonicRegression):
+        fitted = calibrator.predict(decisions)
+        rates, rows_in_bin = np.unique(fitted, return_counts=True)
+        positives = np.bincount(np.searchsorted(rates, fitted), weights=y, minlength=len(rates))
+        shrunk = (positives + prior_rows * base_rate) / (rows_in_bin + prior_rows)
+        # shrinking toward the base rate can reorder a small bin and its neighbour: pool them again
+        shrunk = IsotonicRegression().fit(rates, shrunk, sample_weight=rows_in_bin + prior_rows).predict(rates)
+        knots = calibrator.X_thresholds_
+        values = np.interp(calibrator.y_thresholds_, rates, shrunk)
+        increasing = True
+    else:
+        low = prior_rows * base_rate / (len(y) + prior_rows)
+        high = 1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows)
+        platt = _calibration_function(calibrator)
+        knots = np.linspace(decisions.min(), decisions.max(), SIGMOID_KNOTS)
+        values = np.clip(platt(knots), low, high)
+        increasing = bool(values[-1] >= values[0])
+    bounded = IsotonicRegression(out_of_bounds="clip", increasing=increasing).fit(knots, values)
+    calibrated.calibrators[0] = bounded
+    return float(bounded.y_thresholds_.min()), float(bounded.y_thresholds_.max())
 
 
 # A compiled model must agree with sklearn to this tolerance on its probe rows, or it is not used.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -22,15 +24,17 @@ from pathlib import Path
 import mlflow
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 import yaml
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
-from kwx import tracking
+from kwx import runs, tracking
 from kwx.config import TrainConfig
-from kwx.data.dataset import DatasetError, load_dataset
+from kwx.data.dataset import DatasetError, load_dataset, require_markets_near
 from kwx.domain.features import UnknownFeatureSetError, feature_columns
+from kwx.domain.metrics import pooled_metrics, pooled_reliability
 from kwx.plots import reliability_diagram
 from kwx.registry.versions import model_name, pip_requirements, register_window_version
 from kwx.training.model import SKOPS_TRUSTED_TYPES
@@ -38,6 +42,8 @@ from kwx.training.search import make_storage
 from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_window
 
 REPO_DIR = Path(__file__).resolve().parents[2]
+PARENT_POLL_SECONDS = 0.5
+log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -88,15 +94,25 @@ def _train_in_worker(frame: pd.DataFrame, features: list[str], config: TrainConf
 
 
 def validate_storage(spec: str | None, tracking_uri: str) -> None:
+    """Open the Optuna storage once here, before any MLflow run: a bad one would fail every window later."""
     if spec and spec.split("?")[0] == tracking_uri.split("?", maxsplit=1)[0]:
         raise TrainingError("the Optuna storage must not be MLflow's tracking database (their schemas collide)")
+    try:
+        make_storage(spec)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"Optuna storage {spec!r} cannot be opened: {reason} (give journal:PATH or a "
+                            "database URL such as postgresql+psycopg2://user@host/optuna)") from None
 
 
 def prepare(config: TrainConfig, engine: Engine) -> tuple[pd.DataFrame, list[str], list[WindowPlan]]:
     """Everything that can fail on bad input, before any MLflow run exists."""
     features = feature_columns(config.feature_set, config.bracket)
+    require_markets_near(engine, config.city, config.bracket, config.start, config.end,
+                         margin_days=config.train_days + config.test_days)
     frame = load_dataset(engine, config.city, config.bracket, config.start, config.end, config.feature_set,
-                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes)
+                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
+                         lock_margin_f=config.lock_margin_f)
     frame = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
     plans = plan(config, frame)
     if not any(p.usable for p in plans):
@@ -123,6 +139,10 @@ def train(
     launched_run = os.environ.get("MLFLOW_RUN_ID")
     experiment_id = (client.get_run(launched_run).info.experiment_id if launched_run
                      else tracking.ensure_experiment(experiment or name))
+    # Runs a killed `kwx train` of this host left RUNNING; only provably dead ones, other hosts' are left alone.
+    for verdict in runs.clean(client, [experiment_id], other_hosts_hours=None):
+        if verdict.dead:
+            log.warning(verdict.line())
     usable = [p for p in plans if p.usable]
     skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
     study_prefix = search_study_prefix(config)
@@ -130,10 +150,12 @@ def train(
     results: dict[str, WindowResult] = {}
     versions: dict[str, str] = {}
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}") as parent:
+    # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
+                          tags={"kwx.kind": "train", **runs.process_tags()}) as parent:
         t = time.perf_counter()
         fingerprint = data_fingerprint(frame)
-        mlflow.set_tags({"kwx.kind": "train", "kwx.city": config.city, "kwx.bracket": config.bracket,
+        mlflow.set_tags({"kwx.city": config.city, "kwx.bracket": config.bracket,
                          "kwx.config_hash": config.fingerprint(), "kwx.data_fingerprint": fingerprint,
                          "kwx.git_commit": git_commit(), "kwx.model_name": name})
         mlflow.log_params(tracking.flat_params(config.model_dump(mode="json")))
@@ -172,6 +194,8 @@ def train(
             summary_metrics[f"std_{column}"] = float(table[column].std(ddof=0))
         summary_metrics |= {"n_windows": float(len(results)), "n_test_rows": float(
             sum(int(r.params["n_test"]) for r in results.values()))}
+        summary_metrics |= _log_pooled(pd.concat([results[w].predictions for w in sorted(results)],
+                                                 ignore_index=True), f"{config.city}/{config.bracket}")
         mlflow.log_metrics(summary_metrics)
         mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
         logging_seconds += time.perf_counter() - t
@@ -185,9 +209,39 @@ def train(
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 
 
+def _log_pooled(predictions: pd.DataFrame, label: str) -> dict[str, float]:
+    """Pooled metrics of all windows' test rows, for the active (parent) run; logs the pooled reliability."""
+    curves = {name: rel.as_dict() for name, rel in pooled_reliability(predictions).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "reliability_pooled.json").write_text(json.dumps(curves))
+        reliability_diagram(curves, out / "reliability_pooled.png",
+                            f"{label} all test weeks pooled (unlocked rows the market quotes)")
+        mlflow.log_artifacts(tmp)
+    return pooled_metrics(predictions)
+
+
 def spawn_pool(workers: int) -> ProcessPoolExecutor:
     # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the worker exits once the process that started it is gone.
+
+    A SIGKILLed parent never shuts its pool down, and each worker holds the call queue's write end itself, so
+    it would wait for work forever. An orphan is re-parented, which changes ``os.getppid()``: polled from a
+    daemon thread this works on Linux and macOS alike, and whatever thread of the parent spawned the worker
+    (prctl's PR_SET_PDEATHSIG is Linux-only and fires when that *thread* exits). The pid comes from the
+    parent, so a parent that died before this ran is noticed too.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kwx-exit-with-parent", daemon=True).start()
 
 
 def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor: Executor | None = None) -> Iterator:
@@ -215,9 +269,10 @@ def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
                 parent_run_id: str) -> str:
     window = result.window
-    with mlflow.start_run(experiment_id=experiment_id, run_name=window.name, nested=True) as run, \
+    run_tags = {"kwx.kind": "window", "kwx.window": window.name, "kwx.parent_run_id": parent_run_id,
+                **runs.process_tags()}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=window.name, nested=True, tags=run_tags) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"kwx.kind": "window", "kwx.window": window.name, "kwx.parent_run_id": parent_run_id})
         mlflow.log_params(result.params)
         mlflow.log_metrics(result.metrics)
         out = Path(tmp)
@@ -234,6 +289,8 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
             signature=infer_signature(example, result.model.predict_proba(example)), input_example=example,
             pyfunc_predict_fn="predict_proba",
         )
+        # Registered last, after predictions, trials, plots and model: a window whose process died midway
+        # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
         tags = {"city": config.city, "bracket": config.bracket, "window": window.name,
                 "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
                 "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from kwx.config import TrainConfig
-from kwx.domain.metrics import reliability, score
+from kwx.domain.markets import with_locked_outcomes
+from kwx.domain.metrics import brier, reliability, score
 from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients, predict_yes
 from kwx.training.search import join_search, run_search
 from kwx.training.windows import Window, plan_windows
@@ -45,12 +46,19 @@ def _between(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
     return frame[(days >= first) & (days <= last)]
 
 
+def _training_rows(frame: pd.DataFrame, window: Window) -> pd.DataFrame:
+    """The window's training days without their locked rows: the settlement rule already answers those,
+    so they teach the model nothing it may use and would pull its fit toward a step it cannot draw."""
+    train = _between(frame, window.train_start, window.train_end)
+    return train[~train["locked"].to_numpy(dtype=bool)]
+
+
 def plan(config: TrainConfig, frame: pd.DataFrame) -> list[WindowPlan]:
     """Every window of the config with its row counts; a window that cannot train says why."""
     labelled = frame[frame["label"].notna()]
     plans = []
     for window in plan_windows(config.start, config.end, config.train_days, config.test_days, config.step_days):
-        train = _between(labelled, window.train_start, window.train_end)
+        train = _training_rows(labelled, window)
         test = _between(labelled, window.test_start, window.test_end)
         train_days, test_days = train["event_date"].nunique(), test["event_date"].nunique()
         reason = None
@@ -75,6 +83,38 @@ def _single_class_fold(train: pd.DataFrame, cv_splits: int) -> str | None:
     return None
 
 
+def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, locked: np.ndarray) -> dict[str, float]:
+    """A window's test-week scores: over all rows (``test_*``, ``market_*``) and over the rows the
+    settlement rule leaves open (``*_unlocked_*``), where the model alone speaks.
+
+    ``test_brier_skill`` = 1 − Brier_model / Brier_market and ``test_beats_market`` (1 or 0) compare
+    the two on the open rows where the market quotes: what promotion asks the model to add.
+    """
+    quoted = ~np.isnan(p_market)
+    open_quoted = quoted & ~locked
+    metrics = {f"test_{k}": v for k, v in score(y, p_model).items()}
+    metrics |= _scores("market", y[quoted], p_market[quoted], auc=False)
+    metrics |= _scores("test_unlocked", y[~locked], p_model[~locked])
+    metrics |= _scores("market_unlocked", y[open_quoted], p_market[open_quoted], auc=False)
+    if open_quoted.any():
+        model_brier, market_brier = brier(y[open_quoted], p_model[open_quoted]), brier(y[open_quoted],
+                                                                                    p_market[open_quoted])
+        metrics["test_brier_skill"] = 1 - model_brier / market_brier if market_brier > 0 else float("nan")
+        metrics["test_beats_market"] = float(model_brier < market_brier)
+    else:
+        metrics["test_brier_skill"] = metrics["test_beats_market"] = float("nan")
+    metrics["test_locked_fraction"] = float(np.mean(locked))
+    metrics["test_at_bounds_fraction"] = float(np.mean((p_model[~locked] <= 0) | (p_model[~locked] >= 1))) \
+        if (~locked).any() else 0.0
+    return metrics
+
+
+def _scores(prefix: str, y: np.ndarray, p: np.ndarray, *, auc: bool = True) -> dict[str, float]:
+    """``score`` under ``prefix``; NaN for every metric when there is no row to score."""
+    values = score(y, p) if len(y) else dict.fromkeys(("log_loss", "brier", "ece", "mce", "auc"), float("nan"))
+    return {f"{prefix}_{k}": v for k, v in values.items() if auc or k != "auc"}
+
+
 @dataclass
 class WindowResult:
     window: Window
@@ -94,7 +134,7 @@ def search_window(
 ) -> int:
     """A search worker's share of one window's shared study (``optuna_storage``); returns its trial count."""
     window = window_plan.window
-    train = _between(frame, window.train_start, window.train_end)
+    train = _training_rows(frame, window)
     return join_search(train[features], train["label"].to_numpy(dtype=int), train["event_date"].to_numpy(), config,
                        storage=optuna_storage, study_name=f"{study_prefix}-{window.name}")
 
@@ -108,7 +148,7 @@ def train_window(
     ``optuna_storage`` (``search.make_storage``; default in-memory) may be shared with search workers.
     """
     window = window_plan.window
-    train = _between(frame, window.train_start, window.train_end)
+    train = _training_rows(frame, window)
     test = _between(frame, window.test_start, window.test_end)
     X, y, groups = train[features], train["label"].to_numpy(dtype=int), train["event_date"].to_numpy()
 
@@ -119,12 +159,11 @@ def train_window(
                                            config.seed)
     fitted = time.perf_counter()
 
-    p_model = predict_yes(model, test[features])
+    locked = test["locked"].to_numpy(dtype=bool)
+    p_model = with_locked_outcomes(predict_yes(model, test[features]), test["locked_outcome"].to_numpy(dtype=float))
     y_test = test["label"].to_numpy(dtype=int)
     p_market = np.clip(test["yes_mid"].to_numpy(dtype=float) / 100, 0, 1)
-    quoted = ~np.isnan(p_market)
-    metrics = {f"test_{k}": v for k, v in score(y_test, p_model).items()}
-    metrics |= {f"market_{k}": v for k, v in score(y_test[quoted], p_market[quoted]).items() if k != "auc"}
+    metrics = window_scores(y_test, p_model, p_market, locked)
     metrics |= {
         "cv_log_loss": search.best_cv_log_loss,
         "nonzero_coefs": float(nonzero_coefficients(model)),
@@ -137,10 +176,12 @@ def train_window(
         "window": window.name,
         "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
         "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
-        "n_train": len(train), "n_test": len(test), "calibration_method": method,
+        "n_train": len(train), "n_test": len(test), "n_test_locked": int(locked.sum()),
+        "calibration_method": method, "calibration_bounds": f"{report.bounds[0]:.3g},{report.bounds[1]:.3g}",
+        "lock_margin_f": config.lock_margin_f,
         "feature_set": config.feature_set, "n_features": len(features),
     }
-    predictions = test[["market_ticker", "end_period_ts", "event_date", "yes_mid", "label"]].assign(
+    predictions = test[["market_ticker", "end_period_ts", "event_date", "yes_mid", "locked", "label"]].assign(
         p_model=p_model, p_market=p_market
     )
     return WindowResult(

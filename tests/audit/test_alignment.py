@@ -152,3 +152,21 @@ def test_demo_markets_and_candles_line_up(demo_summer):
     result = alignment.candle_alignment(demo_summer.candles, demo_summer.markets, CHICAGO)
     assert result["after_close"] == result["before_open"] == 0
     assert set(result["climate_day_offset"]) == {-1, 0}
+
+
+def test_lock_margin_evidence_measures_the_observed_excess_over_the_settlement():
+    # climate day 2025-07-01 in Chicago (LST = UTC-6): observed max 80.7, settled 80 -> 0.7 above
+    weather = pd.DataFrame({"ts_utc": [_utc(2025, 7, 1, 18), _utc(2025, 7, 1, 21)], "temp_f": [79.0, 80.7]})
+    settlements = pd.Series({date(2025, 7, 1): 80.0})
+    tight = alignment.lock_margin_evidence(weather, settlements, CHICAGO, 0.1)
+    assert tight["days"] == 1 and tight["max_above_settlement_f"] == pytest.approx(0.7)
+    assert tight["margin_needed_f"] == pytest.approx(0.2) and not tight["passed"]  # 80.7 - 0.1 rounds to 81 > 80
+    assert tight["days_a_lock_would_misjudge"] == 1
+    assert alignment.lock_margin_evidence(weather, settlements, CHICAGO, 0.3)["passed"]
+
+
+def test_demo_data_needs_far_less_than_the_default_lock_margin(demo_summer):
+    evidence = alignment.lock_margin_evidence(demo_summer.weather_minutes, demo_summer.climate_daily.set_index(
+        "climate_date")["tmax_f"], CHICAGO, 1.0)
+    assert evidence["passed"] and evidence["days"] > 20
+    assert evidence["margin_needed_f"] < 0.1  # 0.1 °F reports of a smooth curve: at most 0.05 above its maximum

@@ -12,7 +12,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(("name", "options"), [
-    ("time", {"cities", "start", "end", "out", "max_gap_minutes", "close_tolerance_minutes", "db_url"}),
+    ("time", {"cities", "start", "end", "out", "max_gap_minutes", "close_tolerance_minutes", "lock_margin_f",
+              "db_url"}),
     ("features", {"run_id", "city", "bracket", "repeats", "db_url"}),
 ])
 def test_audit_commands_document_every_option(name, options):

@@ -33,7 +33,7 @@ def test_audit_features_of_the_latest_run(trained, monkeypatch, tmp_path):
 
     out = tmp_path / "feature_audit" / "chicago_between" / run_id
     document = json.loads((out / "feature_audit.json").read_text())
-    features = feature_columns("elasticnet_rich", "between")
+    features = feature_columns("elasticnet_relative", "between")
     assert set(document["features"]) == set(features)
     assert document["windows"] == trained["windows"] and len(trained["windows"]) >= 2
     assert document["permutation_importance"]["repeats"] == 2

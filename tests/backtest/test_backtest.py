@@ -120,6 +120,7 @@ def test_backtest_run_logs_strategy_baselines_and_grid(tracked, tmp_path):
                                       "--db-url", tracked["db"]])
     assert result.exit_code == 0, result.output
     assert "market only (w=0)" in result.output and "model only (w=1)" in result.output
+    assert "their P&L and ROI say nothing about a real market" in result.output  # the data is demo data
     client = tracked["client"]
     experiment = client.get_experiment_by_name("kwx-backtests").experiment_id
     parent = client.search_runs([experiment], filter_string="tags.`kwx.kind` = 'backtest'",
@@ -149,6 +150,7 @@ def test_baselines_are_the_same_engine_at_w0_and_w1(tracked):
     assert metrics["model_only_total_pnl"] == pytest.approx(run.baselines["model_only"].summary["total_pnl"])
     assert metrics["total_pnl"] == pytest.approx(run.strategy.summary["total_pnl"])
     assert run.strategy.blend_weight == 0.7
+    assert run.demo_data and mlflow.get_run(run.run_id).data.tags["kwx.demo_data"] == "true"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -31,7 +31,7 @@ def engine(db_url):
 
 
 def test_rows_identifiers_and_labels(engine):
-    data = load_dataset(engine, "chicago", "between", START, END)
+    data = load_dataset(engine, "chicago", "between", START, END, "elasticnet_rich")
     assert list(data.columns[:6]) == ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike",
                                       "cap_strike"]
     assert data.columns[-1] == "label"
@@ -49,7 +49,7 @@ def test_rows_identifiers_and_labels(engine):
 
 
 def test_weather_is_joined_as_of_never_after(engine):
-    data = load_dataset(engine, "chicago", "less", START, END)
+    data = load_dataset(engine, "chicago", "less", START, END, "elasticnet_rich")
     from kwx.cities import get_city
     weather = load_weather(engine, get_city("chicago"), *_span(data))
     obs_ts = weather["ts_utc"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
@@ -66,12 +66,14 @@ def _span(data):
 
 
 def test_nyc_vc_columns_are_null_and_temperature_kept(engine):
-    nyc = load_dataset(engine, "nyc", "between", START, END)
-    chicago = load_dataset(engine, "chicago", "between", START, END)
+    nyc = load_dataset(engine, "nyc", "between", START, END, "elasticnet_rich")
+    chicago = load_dataset(engine, "chicago", "between", START, END, "elasticnet_rich")
     for column in ("dewpoint", "humidity", "windspeed"):
         assert nyc[column].isna().all(), column
         assert chicago[column].notna().mean() > 0.95, column
     assert nyc["temp_now"].notna().mean() > 0.95
+    relative = load_dataset(engine, "nyc", "between", START, END)  # the default set derives from dew point too
+    assert relative["dew_depression"].isna().all() and relative["temp_to_cap"].notna().mean() > 0.95
     from kwx.cities import get_city
     raw = load_weather(engine, get_city("nyc"), *_span(nyc))
     assert raw[list(VC_EXCLUDABLE_COLUMNS)].isna().all().all() and raw["temp_f"].notna().all()
@@ -103,3 +105,15 @@ def test_demo_load_is_idempotent(engine):
     assert before.equals(after)
     assert set(after["city"]) == {"chicago", "nyc"}
     assert (after["markets"] == 6 * 5).all() and (after["settled_days"] == 6).all()
+
+
+@pytest.mark.parametrize("bracket", ["between", "greater", "less"])
+def test_locked_rows_are_decided_and_agree_with_the_settlement(engine, bracket):
+    data = load_dataset(engine, "chicago", bracket, START, END)
+    locked = data[data["locked"]]
+    assert len(locked) and (~data["locked"]).any()
+    np.testing.assert_array_equal(locked["locked_outcome"].to_numpy(), locked["label"].to_numpy())
+    assert data.loc[~data["locked"], "locked_outcome"].isna().all()
+    # a larger margin locks a subset of the rows, never different ones
+    wide = load_dataset(engine, "chicago", bracket, START, END, lock_margin_f=3.0)
+    assert not (wide["locked"] & ~data["locked"]).any() and wide["locked"].sum() <= data["locked"].sum()

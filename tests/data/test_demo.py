@@ -1,4 +1,4 @@
-"""The demo generator must look like the real thing: seasons, diurnal cycle, ladders, an imperfect market."""
+"""The demo generator must look like the real thing: seasons, diurnal cycle, ladders, a market of chosen skill."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 
 from kwx.cities import get_city
-from kwx.data.demo import generate_city
+from kwx.data.dataset import has_demo_settlements
+from kwx.data.demo import generate, generate_city, load_demo
+from kwx.data.store import upsert_frames
 from kwx.domain.features import epoch_seconds
 from kwx.domain.markets import climate_days_from_epoch, contract_from_ticker, parse_ticker
+from kwx.domain.metrics import brier
 
 CHICAGO = get_city("chicago")
 
@@ -109,9 +112,10 @@ def test_candles_are_quotes_inside_market_hours(summer):
     assert 1000 < per_market.mean() < 1700  # ~3 million candles a year for one city
 
 
-def test_market_sharpens_through_the_day_but_knows_less_than_the_weather(summer):
-    c = summer.candles.merge(summer.markets[["ticker", "close_time", "result"]],
-                             left_on="market_ticker", right_on="ticker")
+def test_uninformed_market_sharpens_through_the_day_but_knows_less_than_the_weather():
+    uninformed = generate_city("chicago", date(2025, 7, 1), date(2025, 7, 28), seed=7, market_skill=0.0)
+    c = uninformed.candles.merge(uninformed.markets[["ticker", "close_time", "result"]],
+                                 left_on="market_ticker", right_on="ticker")
     p = (c["yes_bid_close"] + c["yes_ask_close"]) / 200
     y = (c["result"] == "yes").astype(float)
     hours_left = (pd.to_datetime(c["close_time"]) - pd.to_datetime(c["end_period_ts"], unit="s", utc=True))
@@ -121,3 +125,57 @@ def test_market_sharpens_through_the_day_but_knows_less_than_the_weather(summer)
     assert brier_late < brier_early / 2
     # Even near the close the market is not an oracle: there is something for a model to learn.
     assert brier_late > 0.005
+
+
+SKILLS = (0.0, 0.5, 1.0)
+QUOTE_COLUMNS = [f"yes_{side}_{part}" for side in ("bid", "ask") for part in ("open", "high", "low", "close")] + [
+    f"price_{part}" for part in ("open", "high", "low", "close", "mean")]  # trades print at the bid or the ask
+
+
+@pytest.fixture(scope="module")
+def by_skill():
+    return {skill: generate_city("chicago", date(2025, 7, 1), date(2025, 7, 20), seed=7, market_skill=skill)
+            for skill in SKILLS}
+
+
+def test_market_skill_changes_only_the_quotes(by_skill):
+    uninformed = by_skill[0.0]
+    for skill in SKILLS[1:]:
+        data = by_skill[skill]
+        for name in ("markets", "weather_minutes", "climate_daily"):
+            pd.testing.assert_frame_equal(data.frames()[name], uninformed.frames()[name], obj=name)
+        others = data.candles.columns.difference(QUOTE_COLUMNS)
+        pd.testing.assert_frame_equal(data.candles[others], uninformed.candles[others])
+        pd.testing.assert_frame_equal(data.candles[QUOTE_COLUMNS].isna(), uninformed.candles[QUOTE_COLUMNS].isna())
+        assert not data.candles["yes_bid_close"].equals(uninformed.candles["yes_bid_close"])
+
+
+def _market_brier(data) -> float:
+    """Brier score of the quotes' mid as the probability of YES, against the settled result."""
+    c = data.candles.merge(data.markets[["ticker", "result"]], left_on="market_ticker", right_on="ticker")
+    mid = (c["yes_bid_close"] + c["yes_ask_close"]).to_numpy() / 200
+    return brier((c["result"] == "yes").to_numpy(dtype=float), mid)
+
+
+def test_a_more_skilled_market_prices_better(by_skill):
+    scores = [_market_brier(by_skill[skill]) for skill in SKILLS]
+    assert scores[0] > scores[1] > scores[2], scores
+
+
+@pytest.mark.parametrize("skill", [-0.1, 1.5, float("nan"), float("inf")])
+def test_market_skill_outside_0_1_is_rejected(skill):
+    with pytest.raises(ValueError, match=r"market_skill must be a number in \[0, 1\]"):
+        generate_city("chicago", date(2025, 7, 1), date(2025, 7, 2), seed=7, market_skill=skill)
+    with pytest.raises(ValueError, match="market_skill"):
+        generate(["chicago"], date(2025, 7, 1), date(2025, 7, 2), seed=7, market_skill=skill)
+
+
+def test_demo_settlements_are_recognised(engine):
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 2), seed=7)
+    assert has_demo_settlements(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 2))
+    assert has_demo_settlements(engine, ["nyc", "chicago"], date(2025, 7, 2), date(2025, 7, 9))
+    assert not has_demo_settlements(engine, ["chicago"], date(2025, 8, 1), date(2025, 8, 9))
+    real = pd.DataFrame({"station": [get_city("nyc").station], "climate_date": [date(2025, 7, 1)], "tmax_f": [88],
+                         "source": ["kalshi_settlement"]})
+    upsert_frames(engine, {"climate_daily": real})
+    assert not has_demo_settlements(engine, ["nyc"], date(2025, 7, 1), date(2025, 7, 2))

@@ -7,10 +7,21 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
-from kwx.data.clients.http import FetchError, JsonHttp, PayloadError, RetryPolicy
-from kwx.data.clients.kalshi import KalshiClient, parse_candles, parse_market
+from kwx.cli import app
+from kwx.data.clients.http import AuthError, FetchError, JsonHttp, PagingError, PayloadError, RetryPolicy
+from kwx.data.clients.kalshi import (
+    CANDLE_CLOSE_GRACE_SECONDS,
+    KalshiClient,
+    check_candles,
+    parse_candles,
+    parse_market,
+)
+from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
 from kwx.data.ingestion import ingest_kalshi
 from kwx.data.schema import Candle, ClimateDaily, Market
@@ -213,3 +224,165 @@ def test_timeouts_are_retried_then_reported():
         with pytest.raises(FetchError, match="HTTP 401"):
             client_for(api).markets(SERIES)
         assert api.count("/markets") == 2 + 2 + 1  # slow+retry, two timeouts, and the 401 only once
+
+
+# --- impossible candles: the rule, then the ingest -------------------------------------------------
+
+OPEN_TS, CLOSE_TS = 1_751_385_600, 1_751_522_400
+GRACE = CANDLE_CLOSE_GRACE_SECONDS
+
+
+def _sticks(rows: list[tuple[int, int | None, int | None, int | None]]) -> list[dict]:
+    """Candlesticks in the older cent format from (end_period_ts, bid close, ask close, last trade)."""
+    return [{"end_period_ts": ts, "yes_bid": {"close": bid}, "yes_ask": {"close": ask},
+             "price": {"close": trade} if trade is not None else {}} for ts, bid, ask, trade in rows]
+
+
+prices = st.none() | st.integers(-60, 500)
+
+
+@given(st.lists(st.tuples(st.integers(OPEN_TS - 7200, CLOSE_TS + GRACE + 7200), prices, prices, prices),
+                max_size=6))
+def test_a_batch_passes_iff_within_the_markets_life_and_0_le_bid_le_ask_le_100(rows):
+    def in_range(value):
+        return value is None or 0 <= value <= 100
+
+    valid = all(OPEN_TS <= ts <= CLOSE_TS + GRACE and in_range(bid) and in_range(ask) and in_range(trade)
+                and (bid is None or ask is None or bid <= ask) for ts, bid, ask, trade in rows)
+    candles = parse_candles(TICKER, _sticks(rows))
+    if valid:
+        check_candles(TICKER, candles, OPEN_TS, CLOSE_TS)
+    else:
+        with pytest.raises(PayloadError, match=f"^{TICKER}: candle at "):
+            check_candles(TICKER, candles, OPEN_TS, CLOSE_TS)
+
+
+@pytest.mark.parametrize(("row", "rule"), [
+    ((OPEN_TS - 60, 40, 45, None), "is before the market opened (2025-07-01T16:00:00Z)"),
+    ((CLOSE_TS + GRACE + 60, 40, 45, None), "is after the market closed (2025-07-03T06:00:00Z)"),
+    ((OPEN_TS + 60, 420, 450, None), "yes_bid_close 420¢ is outside 0..100"),
+    ((OPEN_TS + 60, 20, -30, None), "yes_ask_close -30¢ is outside 0..100"),
+    ((OPEN_TS + 60, 60, 40, None), "yes_bid_close 60¢ is above yes_ask_close 40¢"),
+])
+def test_impossible_candles_are_named(row, rule):
+    with pytest.raises(PayloadError) as info:
+        check_candles(TICKER, parse_candles(TICKER, _sticks([row])), OPEN_TS, CLOSE_TS)
+    assert str(info.value).startswith(f"{TICKER}: candle at ") and rule in str(info.value)
+
+
+@pytest.mark.integration
+def test_impossible_candles_reject_that_markets_batch_only(engine, demo):
+    tickers = sorted(demo.markets["ticker"])
+    life = demo.markets.set_index("ticker")
+    broken = {  # ticker -> (a candle it serves, the rule its batch breaks)
+        tickers[0]: ((int(life.loc[tickers[0], "open_time"].timestamp()) - 3600, 40, 45, None), "before the market"),
+        tickers[1]: ((int(life.loc[tickers[1], "close_time"].timestamp()) + 86_400, 40, 45, None), "after the market"),
+        tickers[2]: ((int(life.loc[tickers[2], "open_time"].timestamp()) + 60, 420, 450, None), "yes_bid_close 420¢"),
+        tickers[3]: ((int(life.loc[tickers[3], "open_time"].timestamp()) + 60, 20, -30, None), "yes_ask_close -30¢"),
+        tickers[4]: ((int(life.loc[tickers[4], "open_time"].timestamp()) + 60, 60, 40, None), "above yes_ask_close"),
+    }
+    with FakeApi() as api:
+        serve_kalshi(api, demo)
+        for ticker, (row, _rule) in broken.items():
+            served = [candle_json(r, dollars=True) for r in demo.candles[demo.candles["market_ticker"] == ticker]
+                      .head(5).itertuples()] + _sticks([row])
+            api.handlers[f"/series/{SERIES}/markets/{ticker}/candlesticks"] = (
+                lambda q, sticks=served: Reply({"candlesticks": sticks}))
+        summary = ingest_kalshi(engine, client_for(api), SERIES, date(2025, 7, 2), date(2025, 7, 3), now=NOW)
+    assert len(summary.failures) == len(broken)
+    for failure, (ticker, (_row, rule)) in zip(sorted(summary.failures), sorted(broken.items()), strict=True):
+        assert failure.startswith(f"{ticker}: candle at ") and rule in failure
+    markets, candles, _ = _stored(engine)
+    assert set(markets["ticker"]) == set(tickers) - set(broken)  # nothing of a rejected market, all of the rest
+    assert set(candles["market_ticker"]) == set(tickers) - set(broken)
+
+
+@pytest.mark.integration
+def test_a_nul_byte_in_a_text_field_is_stripped_and_every_market_lands(engine, demo):
+    tickers = sorted(demo.markets["ticker"])
+    with FakeApi() as api:
+        serve_kalshi(api, demo)
+        listing = api.handlers["/markets"]
+
+        def with_nul(query):
+            reply = listing(query)
+            for market in reply.body["markets"]:
+                if market["ticker"] == tickers[0]:
+                    market["rules_primary"] = "If the high\x00 is above 85.5°F"
+                    market["status"] = "final\x00ized"
+            return reply
+
+        api.handlers["/markets"] = with_nul
+        summary = ingest_kalshi(engine, client_for(api), SERIES, date(2025, 7, 2), date(2025, 7, 3), now=NOW)
+    assert summary.ok, summary.failures
+    markets, _, _ = _stored(engine)
+    assert set(markets["ticker"]) == set(tickers)
+    stored = markets.set_index("ticker").loc[tickers[0]]
+    assert (stored["rules_primary"], stored["status"]) == ("If the high is above 85.5°F", "finalized")
+
+
+# --- servers that misbehave ------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_a_repeated_cursor_stops_paging_with_the_series_named():
+    page = {"markets": [], "cursor": "c-1"}
+    with FakeApi() as api:
+        api.handlers["/markets"] = lambda q: Reply(page)
+        with pytest.raises(PagingError, match=r"^markets of KXHIGHCHI: the server repeated cursor 'c-1' after 2"):
+            client_for(api).markets(SERIES)
+        assert api.count("/markets") == 2
+        # cursors that never repeat and never end: bounded by max_pages
+        api.handlers["/markets"] = lambda q: Reply({"markets": [],
+                                                    "cursor": f"c-{int(q.get('cursor', 'c-0')[2:]) + 1}"})
+        client = KalshiClient(api.url, http=client_for(api).http, max_pages=7)
+        with pytest.raises(PagingError, match="markets of KXHIGHCHI: still more pages after 7"):
+            client.markets(SERIES)
+        assert api.count("/markets") == 2 + 7
+
+
+@pytest.mark.integration
+def test_ingest_cli_stops_on_a_repeated_cursor_and_writes_nothing(tmp_path, demo):
+    db = f"sqlite:///{tmp_path / 'kwx.db'}"
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade", "--db-url", db]).exit_code == 0
+    with FakeApi() as api:
+        serve_kalshi(api, demo)  # a full first page of 5 markets, then the same cursor forever
+        listing = api.handlers["/markets"]
+        api.handlers["/markets"] = lambda q: Reply({**listing({}).body, "cursor": "again"})
+        result = runner.invoke(app, ["ingest", "kalshi", "--series", SERIES, "--start", "2025-07-02", "--end",
+                                     "2025-07-03", "--base-url", api.url, "--db-url", db])
+        requests = len(api.requests)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == ["error: markets of KXHIGHCHI: the server repeated cursor 'again' after 2 pages"]
+    assert requests == 2
+    engine = make_engine(db)
+    markets, candles, climate = _stored(engine)
+    engine.dispose()
+    assert markets.empty and candles.empty and climate.empty
+
+
+@pytest.mark.integration
+def test_a_refused_request_is_not_retried_and_stops_the_ingest(engine, demo):
+    with FakeApi() as api:
+        serve_kalshi(api, demo)
+        for path in [p for p in api.handlers if p.endswith("/candlesticks")]:
+            api.handlers[path] = lambda q: Reply({"error": "unauthorized"}, status=403)
+        with pytest.raises(AuthError, match=r"candlesticks .*: Kalshi refused the request \(HTTP 403\)"):
+            ingest_kalshi(engine, client_for(api), SERIES, date(2025, 7, 2), date(2025, 7, 3), now=NOW)
+        # one refusal: no retry, and no other market asked only to be refused the same way
+        assert sum(path.endswith("/candlesticks") for path, _ in api.requests) == 1
+    markets, candles, _ = _stored(engine)
+    assert markets.empty and candles.empty
+
+
+@pytest.mark.parametrize("source", [["kalshi", "--series", SERIES], ["vc", "--city", "chicago"]])
+def test_ingest_end_before_start_is_one_line_and_writes_nothing(tmp_path, monkeypatch, source):
+    monkeypatch.setenv("VC_API_KEY", "k3y")
+    db = tmp_path / "kwx.db"
+    with FakeApi() as api:
+        result = CliRunner().invoke(app, ["ingest", *source, "--start", "2025-07-03", "--end", "2025-07-02",
+                                          "--base-url", api.url, "--db-url", f"sqlite:///{db}"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --end (2025-07-02) is before --start (2025-07-03)"
+    assert api.requests == [] and not db.exists()

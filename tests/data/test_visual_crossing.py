@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kwx.cities import get_city
 from kwx.cli import app
 from kwx.data import migrations
-from kwx.data.clients.http import JsonHttp, PayloadError, RetryPolicy
+from kwx.data.clients.http import AuthError, JsonHttp, PayloadError, RetryPolicy
 from kwx.data.clients.visual_crossing import MissingApiKeyError, VisualCrossingClient, api_key_from_env, parse_timeline
 from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
@@ -139,3 +139,20 @@ def test_ingest_cli_commands(tmp_path, monkeypatch, weather):
     bad_series = runner.invoke(app, ["ingest", "kalshi", "--series", "KXHIGHGOTHAM", "--start", "2025-07-02",
                                      "--end", "2025-07-02"])
     assert bad_series.exit_code == 2 and "unknown Kalshi series" in bad_series.output
+
+
+@pytest.mark.integration
+def test_a_rejected_key_is_named_not_retried_and_never_quoted():
+    key = "SENTINEL-vc-key-0001"
+    with FakeApi() as api:
+        api.handlers["/stn:KMDW/2025-07-01/2025-07-03"] = lambda q: Reply(
+            raw=f"Invalid API key {q['key']} for this account. ".encode() * 40, status=401)
+        vc = VisualCrossingClient(key, api.url, chunk_days=3,
+                                  http=JsonHttp(api.url, retry=RetryPolicy(attempts=3), sleep=lambda _s: None))
+        with pytest.raises(AuthError) as info:
+            vc.timeline(CHICAGO, date(2025, 7, 1), date(2025, 7, 3))
+        assert api.count("/stn:KMDW/2025-07-01/2025-07-03") == 1
+    message = str(info.value)
+    assert message.startswith("KMDW weather 2025-07-01..2025-07-03: Visual Crossing rejected the API key "
+                              "(VC_API_KEY) (HTTP 401): Invalid API key *** for this account.")
+    assert key not in message and len(message) < 250  # the body is redacted and cut, not quoted whole

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kwx.cities import CITIES, get_city
@@ -18,9 +18,11 @@ from kwx.domain.markets import (
     climate_days_from_epoch,
     contract_from_ticker,
     format_ticker,
+    locked_outcomes,
     parse_ticker,
     settlement_outcomes,
     to_local_standard,
+    with_locked_outcomes,
 )
 
 CHICAGO = get_city("chicago")
@@ -182,3 +184,88 @@ def test_climate_day_is_monotonic_across_transitions(ts):
     later = ts + timedelta(minutes=1)
     for city in CITIES.values():
         assert 0 <= (climate_day(later, city) - climate_day(ts, city)).days <= 1
+
+
+# --- locked outcomes ------------------------------------------------------------------------------
+
+def _whole(x):
+    return np.floor(np.asarray(x, dtype=float) + 0.5)  # the climate report's rounding, half up
+
+
+@pytest.mark.parametrize(("bracket", "floor", "cap", "running_max", "margin", "expected"), [
+    # greater (T > 80): YES once the high is surely >= 81
+    ("greater", 80, None, 80.4, 0, np.nan), ("greater", 80, None, 80.5, 0, 1.0), ("greater", 80, None, 81.4, 1, np.nan),
+    ("greater", 80, None, 81.5, 1, 1.0),
+    # less (T < 80): NO once the high is surely >= 80
+    ("less", None, 80, 79.4, 0, np.nan), ("less", None, 80, 79.5, 0, 0.0), ("less", None, 80, 80.49, 1, np.nan),
+    ("less", None, 80, 80.5, 1, 0.0),
+    # between 80-81: NO once the high is surely >= 82; never YES before the day ends
+    ("between", 80, 81, 81.4, 0, np.nan), ("between", 80, 81, 81.5, 0, 0.0), ("between", 80, 81, 80.7, 0, np.nan),
+    ("between", 80, 81, 82.49, 1, np.nan), ("between", 80, 81, 82.5, 1, 0.0),
+    # no observation yet: nothing is decided
+    ("greater", 80, None, np.nan, 0, np.nan), ("less", None, 80, np.nan, 0, np.nan),
+])
+def test_lock_boundaries(bracket, floor, cap, running_max, margin, expected):
+    got = locked_outcomes([bracket], [np.nan if floor is None else floor], [np.nan if cap is None else cap],
+                          [running_max], margin)
+    np.testing.assert_array_equal(got, [expected])
+
+
+@pytest.mark.parametrize("margin", [-0.1, np.nan, np.inf])
+def test_lock_margin_must_be_finite_and_non_negative(margin):
+    with pytest.raises(ValueError, match="lock margin"):
+        locked_outcomes(["greater"], [80.0], [np.nan], [90.0], margin)
+
+
+def test_locked_probabilities_replace_only_locked_rows():
+    np.testing.assert_array_equal(with_locked_outcomes([0.3, 0.6, 0.9], [np.nan, 0.0, 1.0]), [0.3, 0.0, 1.0])
+
+
+def _ladder(lowest_cap: int, n_between: int):
+    contracts = LadderSpec("KXHIGHCHI", date(2025, 7, 1), lowest_cap, n_between).contracts()
+    return ([c.bracket for c in contracts], [np.nan if c.floor is None else c.floor for c in contracts],
+            [np.nan if c.cap is None else c.cap for c in contracts])
+
+
+observation_days = st.lists(st.floats(-30, 120, allow_nan=False), min_size=1, max_size=60)
+
+
+@settings(max_examples=300)
+@given(observation_days, st.integers(-30, 110), st.integers(1, 6), st.floats(0, 3))
+def test_a_lock_always_matches_the_settlement_of_the_same_observations(temps, lowest_cap, n_between, margin):
+    """At every point of a random day, whatever the margin, a locked outcome is the day's final outcome."""
+    brackets, floors, caps = _ladder(lowest_cap, n_between)
+    settled = settlement_outcomes(brackets, floors, caps, [_whole(max(temps))] * len(brackets))
+    running = np.maximum.accumulate(temps)
+    for seen in running:
+        locked = locked_outcomes(brackets, floors, caps, [seen] * len(brackets), margin)
+        decided = ~np.isnan(locked)
+        np.testing.assert_array_equal(locked[decided], settled[decided])
+
+
+@settings(max_examples=300)
+@given(observation_days, st.integers(-30, 110), st.integers(1, 6))
+def test_at_the_close_with_no_margin_every_outcome_the_maximum_decides_is_locked(temps, lowest_cap, n_between):
+    """Exactly the outcomes a rising maximum can settle are locked: greater YES, less NO, between NO above."""
+    brackets, floors, caps = _ladder(lowest_cap, n_between)
+    high = _whole(max(temps))
+    locked = locked_outcomes(brackets, floors, caps, [max(temps)] * len(brackets), 0.0)
+    b, f, c = np.asarray(brackets), np.asarray(floors), np.asarray(caps)
+    decidable = ((b == "greater") & (high > f)) | ((b == "less") & (high >= c)) | ((b == "between") & (high > c))
+    np.testing.assert_array_equal(~np.isnan(locked), decidable)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.floats(-30, 120, allow_nan=False), st.floats(0, 1)), min_size=1, max_size=60),
+       st.integers(-30, 110), st.integers(1, 6), st.floats(0, 1.5), st.floats(0, 1.5))
+def test_observations_off_by_at_most_the_margin_never_lock_wrongly(truth, lowest_cap, n_between, error, extra):
+    """Stored observations may read up to ``error`` °F above the report's sensor (°C rounding, 5-minute
+    samples); with a margin of at least that, a lock still agrees with the official settlement."""
+    true_temps = np.array([t for t, _ in truth])
+    observed = true_temps + np.array([u for _, u in truth]) * error  # never more than `error` above the truth
+    brackets, floors, caps = _ladder(lowest_cap, n_between)
+    settled = settlement_outcomes(brackets, floors, caps, [_whole(true_temps.max())] * len(brackets))
+    for seen in np.maximum.accumulate(observed):
+        locked = locked_outcomes(brackets, floors, caps, [seen] * len(brackets), error + extra)
+        decided = ~np.isnan(locked)
+        np.testing.assert_array_equal(locked[decided], settled[decided])

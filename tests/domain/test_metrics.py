@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +11,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 
-from kwx.domain.metrics import auc, brier, log_loss, reliability, score
+from kwx.domain.metrics import auc, brier, brier_skill, log_loss, pooled_metrics, pooled_reliability, reliability, score
 
 
 @st.composite
@@ -58,3 +59,51 @@ def test_ece_and_mce_by_hand():
 def test_bad_inputs_are_named(y, p, message):
     with pytest.raises(ValueError, match=message):
         score(y, p)
+
+
+# Four pooled test rows: a locked row (the model says exactly 1, the outcome is decided) and an unquoted one.
+POOLED = pd.DataFrame({"label": [1, 0, 1, 0], "p_model": [0.8, 0.2, 1.0, 0.4], "p_market": [0.6, 0.5, 0.9, np.nan],
+                       "locked": [False, False, True, False]})
+
+
+def test_pooled_metrics_by_hand():
+    m = pooled_metrics(POOLED)
+    assert m["pooled_test_brier"] == pytest.approx((0.04 + 0.04 + 0 + 0.16) / 4)
+    assert m["pooled_test_log_loss"] == pytest.approx(-(2 * np.log(0.8) + np.log(0.6)) / 4)
+    assert m["pooled_test_ece"] == pytest.approx((0.2 + 0.2 + 0 + 0.4) / 4)  # one row per bin
+    assert m["pooled_test_unlocked_brier"] == pytest.approx((0.04 + 0.04 + 0.16) / 3)
+    assert m["pooled_market_brier"] == pytest.approx((0.16 + 0.25 + 0.01) / 3)  # every quoted row
+    # The comparison rows are the first two: unlocked and quoted.
+    assert m["pooled_market_unlocked_brier"] == pytest.approx((0.16 + 0.25) / 2)
+    assert m["pooled_brier_skill"] == pytest.approx(1 - 0.04 / 0.205)
+    assert (m["pooled_n_rows"], m["pooled_n_unlocked_rows"], m["pooled_n_comparable_rows"]) == (4, 3, 2)
+    curves = pooled_reliability(POOLED)
+    assert set(curves) == {"model", "market"} and curves["model"].counts.sum() == 2
+    np.testing.assert_allclose(curves["market"].mean_predicted, [0.5, 0.6])
+
+
+def test_pooled_brier_skill_is_negative_when_the_market_is_better():
+    quoted = POOLED.iloc[:3]
+    swapped = quoted.assign(p_model=quoted["p_market"], p_market=quoted["p_model"])
+    assert pooled_metrics(swapped)["pooled_brier_skill"] == pytest.approx(1 - 0.205 / 0.04)
+    assert brier_skill(np.array([1.0, 0.0]), np.array([0.7, 0.3]), np.array([0.7, 0.3])) == 0
+
+
+def test_runs_without_a_locked_column_count_every_row_as_unlocked():
+    m = pooled_metrics(POOLED.drop(columns="locked"))
+    assert m["pooled_n_unlocked_rows"] == 4 and m["pooled_n_comparable_rows"] == 3
+    assert m["pooled_test_unlocked_brier"] == m["pooled_test_brier"]
+
+
+@pytest.mark.parametrize("rows", [POOLED.assign(locked=True), POOLED.assign(p_market=np.nan)])
+def test_no_comparable_rows_gives_nan_not_an_error(rows):
+    m = pooled_metrics(rows)
+    assert m["pooled_n_comparable_rows"] == 0
+    assert np.isnan(m["pooled_brier_skill"]) and np.isnan(m["pooled_market_unlocked_brier"])
+    assert m["pooled_test_brier"] == pytest.approx(0.06)
+    assert pooled_reliability(rows) == {}
+
+
+def test_skill_against_a_perfect_market_is_nan():
+    assert np.isnan(brier_skill(np.array([1.0, 0.0]), np.array([0.9, 0.1]), np.array([1.0, 0.0])))
+    assert np.isnan(brier_skill(np.array([]), np.array([]), np.array([])))

@@ -43,8 +43,30 @@ def _rows(n=4) -> dict[str, np.ndarray]:
     rows |= {"market_ticker": np.array([f"KXHIGHCHI-25JUL18-B{80 + i}.5" for i in range(n)], dtype=object),
              "city": np.full(n, "chicago", dtype=object), "bracket": np.full(n, "between", dtype=object),
              "event_date": np.full(n, DAY, dtype=object), "close_ts": np.full(n, 1_752_900_000),
-             "yes_bid": np.full(n, 40.0), "yes_ask": np.full(n, 42.0), "end_period_ts": np.full(n, 1_752_850_000.0)}
+             "yes_bid": np.full(n, 40.0), "yes_ask": np.full(n, 42.0), "end_period_ts": np.full(n, 1_752_850_000.0),
+             "floor_strike": 80.0 + np.arange(n), "cap_strike": 81.0 + np.arange(n), "day_max_so_far": np.full(n, 70.0)}
     return rows
+
+
+def test_locked_rows_take_the_decided_outcome_under_their_days_model(baseline_model):
+    rows = _rows()
+    rows["day_max_so_far"][:] = [83.4, 83.6, 79.0, np.nan]
+
+    def resolve(city, bracket, day):
+        return ModelHandle(baseline_model, "m/1", "w", "baseline")
+
+    inputs = inputs_from_rows(rows, resolve)
+    # B80.5 pays on 80-81 and B81.5 on 81-82: highs of at least 82 and 83 (max - 1 °F, rounded half up)
+    assert list(inputs.locked) == [True, True, False, False]
+    assert list(inputs.p_model[:2]) == [0.0, 0.0] and 0 < inputs.p_model[2] < 1
+    assert (inputs.model_id == "m/1").all()  # a locked market still trades only under a promoted model
+    d = decide(1_752_850_030, inputs, CONFIG)
+    assert list(d.p_blend[:2]) == [0.0, 0.0]  # not pooled with the market's 41 %
+    frame = signal_rows(1_752_850_030, inputs, d).frame()
+    assert frame["locked"].tolist() == [True, True, False, False]
+    # with 1.5 °F: 83.4 -> at least 82 (above 81), 83.6 -> at least 82 (not above 82); with 2 °F: nothing
+    assert list(inputs_from_rows(rows, resolve, lock_margin_f=1.5).locked) == [True, False, False, False]
+    assert not inputs_from_rows(rows, resolve, lock_margin_f=2.0).locked.any()
 
 
 def test_each_model_predicts_its_own_columns_and_a_mismatched_feature_set_is_skipped(baseline_model):

@@ -16,15 +16,16 @@ from kwx.cli import app
 from kwx.config import RtConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
-from kwx.data.schema import RtSignal
+from kwx.data.schema import Market, RtSignal
 from kwx.domain.features import build_features
-from kwx.domain.markets import climate_day_bounds
+from kwx.domain.markets import climate_day_bounds, locked_outcomes
 from kwx.registry.cache import RegistryCache
 from kwx.registry.versions import model_name
 from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import SignalRows, compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day
+from kwx.rt.retry import Backoff, DbRetry
 from kwx.rt.sources import LookaheadError, ReplaySource, Snapshot
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,37 @@ def test_replay_equals_batch_and_is_idempotent(promoted):
     pd.testing.assert_frame_equal(_stored(engine), replayed)  # a second replay changes nothing
 
 
+def test_unlocked_probabilities_are_never_0_or_1_and_locks_are_the_rules(promoted):
+    """Over a whole replayed day: every open market's probability is strictly inside (0, 1); every locked
+    one is exactly the outcome the settlement rule decides from the day's running maximum, and it settled so."""
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    config = RtConfig.model_validate(RT)
+    replay_day(config, engine, client, DAY)
+    stored = _stored(engine)
+    priced = stored[stored["p_model"].notna()]
+    open_rows, locked = priced[~priced["locked"]], priced[priced["locked"]]
+    assert len(open_rows) > 1000 and len(locked) > 50
+    assert ((open_rows["p_model"] > 0) & (open_rows["p_model"] < 1)).all()
+    assert set(locked["p_model"]) <= {0.0, 1.0} and (locked["p_blend"] == locked["p_model"]).all()
+
+    source = ReplaySource(engine, [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    features = build_features(source.candles, source.markets, source.weather["chicago"], get_city("chicago"))
+    rule = []
+    for ts, rows in stored.groupby("ts_utc"):
+        newest = latest_rows(features, int(ts.timestamp())).set_index("market_ticker").reindex(rows["market_ticker"])
+        rule.append(pd.Series(locked_outcomes(newest["bracket"].fillna("between").to_numpy(),
+                                              newest["floor_strike"].to_numpy(), newest["cap_strike"].to_numpy(),
+                                              newest["day_max_so_far"].to_numpy(), config.lock_margin_f),
+                              index=rows.index))
+    decided = pd.concat(rule).reindex(stored.index)
+    np.testing.assert_array_equal(stored["locked"].to_numpy(), decided.notna().to_numpy())
+    with engine.connect() as conn:
+        results = dict(conn.execute(select(Market.ticker, Market.result)).all())
+    settled = pd.Series(results).map({"yes": 1.0, "no": 0.0})
+    np.testing.assert_array_equal(locked["p_model"].to_numpy(), settled[locked["market_ticker"]].to_numpy())
+
+
 def test_no_tick_reads_data_after_its_clock(promoted, monkeypatch):
     engine, client = promoted["engine"], promoted["client"]
     seen = []
@@ -113,7 +145,7 @@ def test_a_day_without_a_promoted_model_skips_with_the_reason(promoted):
 
 def test_writer_buffers_while_the_database_is_away(promoted):
     dead = create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none", pool_pre_ping=True)
-    writer = SignalWriter(dead, mode="test", attempts=2, buffer_max=2, sleep=lambda _s: None)
+    writer = SignalWriter(dead, mode="test", retry=DbRetry(Backoff(attempts=2), sleep=lambda _s: None), buffer_max=2)
     tick = {"ts_utc": datetime(2025, 7, 18, tzinfo=UTC), "mode": "test", "markets": 0, "signals": 0,
             "skips": "{}", "latency_ms": 1.0}
     empty = SignalRows({"ts_utc": np.zeros(0, np.int64), "market_ticker": np.zeros(0, object)})
@@ -132,7 +164,7 @@ def test_writer_survives_a_terminated_backend(promoted, postgres_url, postgres_a
         conn.execute(text("INSERT INTO markets (ticker, event_ticker, series_ticker, city, event_date, strike_type, "
                           "open_time, close_time) VALUES ('KXHIGHCHI-25JUL18-B85.5', 'KXHIGHCHI-25JUL18', "
                           "'KXHIGHCHI', 'chicago', '2025-07-18', 'between', now(), now())"))
-    writer = SignalWriter(engine, mode="test", sleep=lambda _s: None)
+    writer = SignalWriter(engine, mode="test", retry=DbRetry(sleep=lambda _s: None))
 
     def tick(minute: int):
         ts = datetime(2025, 7, 18, 12, minute, tzinfo=UTC)
@@ -174,6 +206,18 @@ def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
     assert status.exit_code == 0 and "replay" in status.output
     no_key = cli.invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", promoted["db"]])
     assert no_key.exit_code == 2 and "set VC_API_KEY" in no_key.output
+
+
+def test_replay_of_a_day_with_no_stored_data_is_one_line_exit_2(promoted, sqlite_url, tmp_path, monkeypatch):
+    migrations.upgrade(sqlite_url)  # an empty database
+    # the shared store: the CLI points MLflow's process-wide URI at it, and later tests load models from it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
+    config = tmp_path / "rt.yaml"
+    config.write_text("markets: [{city: chicago, bracket: between}]\n")
+    result = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--replay", "1999-01-01",
+                                      "--db-url", sqlite_url])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: no stored markets for chicago/between around 1999-01-01"
 
 
 def test_sigint_and_sigterm_finish_the_current_tick(promoted):

@@ -10,6 +10,7 @@ import skops.io as sio
 
 from kwx.config import Calibration, TrainConfig
 from kwx.training.model import (
+    LEGACY_SKOPS_TYPES,
     SKOPS_TRUSTED_TYPES,
     ModelParams,
     fit_calibrated,
@@ -17,6 +18,7 @@ from kwx.training.model import (
     l1_ratio_for,
     make_pipeline,
     nonzero_coefficients,
+    outcome_days,
 )
 from kwx.training.search import run_search, suggest_params
 
@@ -80,11 +82,27 @@ def test_group_folds_never_split_a_day():
         group_folds(groups, 13)
 
 
+@pytest.mark.parametrize(("events", "expected"), [(3, "isotonic"), (4, "sigmoid")])
+def test_isotonic_needs_enough_outcome_days_not_just_rows(events, expected):
+    X, y, groups = _data()  # each calibration fold holds 3 days, each with winning and losing rows
+    _, method, _ = fit_calibrated(X, y, groups, ModelParams("l2", 1.0, 0.0, "none"),
+                                  Calibration(isotonic_min_rows=1, isotonic_min_events=events), n_splits=4, seed=0)
+    assert method == expected
+
+
+def test_outcome_days_count_the_rarer_outcomes_days():
+    days = np.repeat(np.array(["d1", "d2", "d3", "d4"]), 3)
+    won = np.array([1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0])  # wins on d1 and d3; losses on d2, d3, d4
+    assert outcome_days(days, won) == 2
+    assert outcome_days(days, np.zeros(12)) == 0
+
+
 @pytest.mark.parametrize(("threshold", "expected"), [(180, "isotonic"), (181, "sigmoid")])
 def test_calibration_switches_at_the_threshold(threshold, expected):
     X, y, groups = _data()  # 12 days x 60 rows in 4 folds: each calibration fold holds 180 rows
     model, method, report = fit_calibrated(X, y, groups, ModelParams("l2", 1.0, 0.0, "none"),
-                                           Calibration(isotonic_min_rows=threshold), n_splits=4, seed=0)
+                                           Calibration(isotonic_min_rows=threshold, isotonic_min_events=1),
+                                           n_splits=4, seed=0)
     assert method == expected and report.converged
     assert model.method == expected
     p = model.predict_proba(X)[:, 1]
@@ -107,8 +125,9 @@ def test_skops_trusted_types_are_exactly_what_models_need():
     needed = set()
     for threshold in (1, 10**6):  # isotonic and sigmoid
         model, _, _ = fit_calibrated(X, y, groups, ModelParams("elasticnet", 1.0, 0.5, "balanced"),
-                                     Calibration(isotonic_min_rows=threshold), n_splits=3, seed=0)
+                                     Calibration(isotonic_min_rows=threshold, isotonic_min_events=1), n_splits=3,
+                                     seed=0)
         needed |= set(sio.get_untrusted_types(data=sio.dumps(model)))
         loaded = sio.loads(sio.dumps(model), trusted=list(SKOPS_TRUSTED_TYPES))
         np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
-    assert needed == set(SKOPS_TRUSTED_TYPES)
+    assert needed | set(LEGACY_SKOPS_TYPES) == set(SKOPS_TRUSTED_TYPES)

@@ -17,7 +17,7 @@ from kwx.config import Calibration
 from kwx.training import model as model_module
 from kwx.training.model import ModelParams, compile_yes_probability, fit_calibrated, predict_yes
 
-SIGMOID, ISOTONIC = Calibration(isotonic_min_rows=10**6), Calibration(isotonic_min_rows=1)
+SIGMOID, ISOTONIC = Calibration(isotonic_min_rows=10**6), Calibration(isotonic_min_rows=1, isotonic_min_events=1)
 
 
 def _data(seed=0, n_days=10, per_day=40):

@@ -80,7 +80,7 @@ def test_trains_one_run_and_version_per_window(engine, tracking, workers):
 
     model = mlflow.pyfunc.load_model("models:/kwx-chicago-between/2")
     frame = load_dataset(engine, "chicago", "between", date(2025, 7, 17), date(2025, 7, 18))
-    proba = model.predict(frame[feature_columns("elasticnet_rich", "between")])
+    proba = model.predict(frame[feature_columns("elasticnet_relative", "between")])
     assert proba.shape == (len(frame), 2)
     assert ((proba >= 0) & (proba <= 1)).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)

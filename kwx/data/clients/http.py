@@ -5,14 +5,29 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
+from kwx.secrets import is_secret_param, snippet
+
 
 class FetchError(RuntimeError):
     """The request could not be completed (after retries, or a non-retryable status)."""
+
+
+class AuthError(FetchError):
+    """The server rejected kwx's credentials (401/403): no retry can help until the key changes."""
+
+
+class PagingError(FetchError):
+    """The server's pagination does not end (a repeated cursor, or more pages than any real listing has)."""
+
+
+class DeadlineError(FetchError):
+    """The shared deadline (the live loop's tick) passed before the server answered."""
 
 
 class PayloadError(ValueError):
@@ -37,6 +52,18 @@ class RetryPolicy:
             return min(retry_after, self.max_backoff_seconds)
         base = min(self.backoff_seconds * 2**attempt, self.max_backoff_seconds)
         return base * (0.75 + 0.5 * random.random())  # jitter: many clients must not retry in lockstep
+
+
+class Deadline:
+    """A moment every request of one tick shares: each asks what is left instead of keeping its own timeout."""
+
+    def __init__(self, seconds: float, monotonic: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._monotonic = monotonic
+        self._at = monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._at - self._monotonic())
 
 
 class RateLimiter:
@@ -67,6 +94,8 @@ class JsonHttp:
                  per_second: float = 10.0, headers: dict[str, str] | None = None,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic):
         self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers or {})
+        self._timeout = timeout
+        self._deadline: Deadline | None = None
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._limiter = RateLimiter(per_second, sleep, monotonic)
@@ -75,28 +104,60 @@ class JsonHttp:
     def close(self) -> None:
         self._client.close()
 
-    def get(self, path: str, params: dict | None = None, *, what: str) -> dict:
-        """GET JSON; retries 429 (honouring Retry-After), 5xx, timeouts and connection errors."""
+    @contextmanager
+    def within(self, deadline: Deadline) -> Iterator[None]:
+        """Every request inside the block, retries and their waits included, ends by ``deadline``."""
+        previous, self._deadline = self._deadline, deadline
+        try:
+            yield
+        finally:
+            self._deadline = previous
+
+    def _time_left(self, what: str) -> float:
+        """The timeout of the next attempt; DeadlineError once the deadline has passed."""
+        if self._deadline is None:
+            return self._timeout
+        left = self._deadline.remaining()
+        if left <= 0:
+            raise DeadlineError(f"{what}: did not answer within the tick deadline ({self._deadline.seconds:g} s)")
+        return min(self._timeout, left)
+
+    def _wait(self, seconds: float) -> None:
+        self._sleep(seconds if self._deadline is None else min(seconds, self._deadline.remaining()))
+
+    def get(self, path: str, params: dict | None = None, *, what: str,
+            rejected: str = "the server rejected the credentials") -> dict:
+        """GET JSON; retries 429 (honouring Retry-After), 5xx, timeouts and connection errors.
+
+        A 401/403 raises AuthError with ``rejected`` (e.g. "Visual Crossing rejected the API key").
+        Error messages quote at most a redacted snippet of the body: it may echo the key sent.
+        """
+        sent_secrets = [str(v) for k, v in (params or {}).items() if is_secret_param(k)]
         last_error = ""
         for attempt in range(self._retry.attempts):
+            timeout = self._time_left(what)
             self._limiter.wait()
             self.requests += 1
             try:
-                response = self._client.get(path, params=params)
+                response = self._client.get(path, params=params, timeout=timeout)
             except httpx.TimeoutException:
+                self._time_left(what)  # a timeout the deadline cut short is the deadline's, not the server's
                 last_error = "timed out"
-                self._sleep(self._retry.delay(attempt))
+                self._wait(self._retry.delay(attempt))
                 continue
             except httpx.TransportError as exc:
                 last_error = f"connection failed ({type(exc).__name__})"
-                self._sleep(self._retry.delay(attempt))
+                self._wait(self._retry.delay(attempt))
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 last_error = f"HTTP {response.status_code}"
-                self._sleep(self._retry.delay(attempt, _retry_after(response)))
+                self._wait(self._retry.delay(attempt, _retry_after(response)))
                 continue
+            if response.status_code in (401, 403):
+                raise AuthError(f"{what}: {rejected} (HTTP {response.status_code}): "
+                                f"{snippet(response.text, sent_secrets)}")
             if response.status_code >= 400:
-                raise FetchError(f"{what}: HTTP {response.status_code}: {response.text[:200]}")
+                raise FetchError(f"{what}: HTTP {response.status_code}: {snippet(response.text, sent_secrets)}")
             try:
                 body = response.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:

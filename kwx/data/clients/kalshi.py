@@ -8,31 +8,41 @@ missing price is NULL, never 0 or 50.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
+import numpy as np
 import pandas as pd
 
-from kwx.data.clients.http import JsonHttp, PayloadError, unix_seconds
+from kwx.data.clients.http import JsonHttp, PagingError, PayloadError, unix_seconds
 from kwx.domain.markets import BRACKETS, TickerError, contract_from_ticker
 
 PRODUCTION_URL = "https://api.elections.kalshi.com/trade-api/v2"
 DEMO_URL = "https://demo-api.kalshi.co/trade-api/v2"
 MAX_PAGE = 1000  # Kalshi's cap for GET /markets?limit=
 CANDLE_CAP = 5000  # candlesticks per request; longer ranges are split
+# A series lists a few markets a day: 1,000 pages is decades of markets even at small page sizes, and a
+# bound on a server whose cursors never end (without repeating) stops the loop within minutes.
+MAX_PAGES = 1000
+REJECTED = "Kalshi refused the request"
 
 
 class KalshiClient:
     def __init__(self, base_url: str = PRODUCTION_URL, *, http: JsonHttp | None = None,
-                 candle_cap: int = CANDLE_CAP, page_limit: int = MAX_PAGE):
+                 candle_cap: int = CANDLE_CAP, page_limit: int = MAX_PAGE, max_pages: int = MAX_PAGES):
         if not 1 <= page_limit <= MAX_PAGE:
             raise ValueError(f"page_limit must be within 1..{MAX_PAGE}")
         self.http = http or JsonHttp(base_url)
         self.candle_cap = candle_cap
         self.page_limit = page_limit
+        self.max_pages = max_pages
 
     def markets(self, series: str, min_close_ts: int | None = None, max_close_ts: int | None = None) -> list[dict]:
-        """Every market of ``series`` (closing in the range, when given), following the cursor."""
+        """Every market of ``series`` (closing in the range, when given), following the cursor.
+
+        A cursor the server already gave, or more than ``max_pages`` pages, raises PagingError naming
+        the series: following it would loop forever.
+        """
         params: dict[str, object] = {"series_ticker": series, "limit": self.page_limit}
         if min_close_ts is not None:
             params["min_close_ts"] = min_close_ts
@@ -40,9 +50,10 @@ class KalshiClient:
             params["max_close_ts"] = max_close_ts
         markets: list[dict] = []
         cursor = None
-        while True:
+        seen: set[str] = set()
+        for pages in range(1, self.max_pages + 1):
             page = self.http.get("/markets", {**params, **({"cursor": cursor} if cursor else {})},
-                                 what=f"markets of {series}")
+                                 what=f"markets of {series}", rejected=REJECTED)
             batch = page.get("markets")
             if not isinstance(batch, list):
                 raise PayloadError(f"markets of {series}: 'markets' is missing or not a list")
@@ -50,6 +61,14 @@ class KalshiClient:
             cursor = page.get("cursor")
             if not cursor:
                 return markets
+            if not isinstance(cursor, str):
+                raise PayloadError(f"markets of {series}: cursor {cursor!r} is not a string")
+            if cursor in seen:
+                raise PagingError(f"markets of {series}: the server repeated cursor {cursor[:40]!r} "
+                                  f"after {pages} pages")
+            seen.add(cursor)
+        raise PagingError(f"markets of {series}: still more pages after {self.max_pages} "
+                          f"({len(markets):,} markets); refusing to page further")
 
     def candlesticks(self, series: str, ticker: str, start_ts: int, end_ts: int) -> list[dict]:
         """1-minute candlesticks of one market in [start_ts, end_ts], in requests of at most ``candle_cap``."""
@@ -57,7 +76,7 @@ class KalshiClient:
         for chunk_start, chunk_end in _chunks(start_ts, end_ts, self.candle_cap * 60):
             body = self.http.get(f"/series/{series}/markets/{ticker}/candlesticks",
                                  {"start_ts": chunk_start, "end_ts": chunk_end, "period_interval": 1},
-                                 what=f"{ticker}: candlesticks {chunk_start}..{chunk_end}")
+                                 what=f"{ticker}: candlesticks {chunk_start}..{chunk_end}", rejected=REJECTED)
             sticks = body.get("candlesticks")
             if not isinstance(sticks, list):
                 raise PayloadError(f"{ticker}: 'candlesticks' is missing or not a list")
@@ -128,6 +147,48 @@ def parse_candles(ticker: str, candlesticks: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+# Candles are stamped at the end of their minute; one an hour past the close is not this market's.
+CANDLE_CLOSE_GRACE_SECONDS = 3600
+PRICE_COLUMNS = [*CANDLE_FIELDS, *(f"price_{s}" for s in PRICE_FIELDS)]
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_candles(ticker: str, candles: pd.DataFrame, open_ts: int, close_ts: int) -> None:
+    """Reject a market's candle batch that cannot be real, naming the market and the rule it breaks.
+
+    A batch passes iff every candle ends within the market's life (open_ts .. close_ts plus an hour),
+    every price is within 0..100 cents, and at the open and the close of each minute bid <= ask (the
+    highs and lows of bid and ask come from different moments, so they may cross).
+    """
+    if candles.empty:
+        return
+    ts = candles["end_period_ts"].to_numpy(dtype=np.int64)
+    early = np.flatnonzero(ts < open_ts)
+    if len(early):
+        raise PayloadError(f"{ticker}: candle at {_utc(int(ts[early[0]]))} is before the market opened "
+                           f"({_utc(open_ts)})")
+    late = np.flatnonzero(ts > close_ts + CANDLE_CLOSE_GRACE_SECONDS)
+    if len(late):
+        raise PayloadError(f"{ticker}: candle at {_utc(int(ts[late[0]]))} is after the market closed "
+                           f"({_utc(close_ts)})")
+    for column in PRICE_COLUMNS:
+        values = candles[column].to_numpy(dtype=float)
+        outside = np.flatnonzero((values < 0) | (values > 100))  # NaN (no price) compares False
+        if len(outside):
+            i = outside[0]
+            raise PayloadError(f"{ticker}: candle at {_utc(int(ts[i]))}: {column} {values[i]:g}¢ is outside 0..100")
+    for stat in ("open", "close"):
+        bid, ask = (candles[f"yes_{side}_{stat}"].to_numpy(dtype=float) for side in ("bid", "ask"))
+        crossed = np.flatnonzero(bid > ask)
+        if len(crossed):
+            i = crossed[0]
+            raise PayloadError(f"{ticker}: candle at {_utc(int(ts[i]))}: yes_bid_{stat} {bid[i]:g}¢ is above "
+                               f"yes_ask_{stat} {ask[i]:g}¢")
+
+
 def _time(market: dict, field: str, ticker: str, required: bool = True) -> datetime | None:
     value = market.get(field)
     if value in (None, "") and not required:
@@ -139,6 +200,16 @@ def _time(market: dict, field: str, ticker: str, required: bool = True) -> datet
     if parsed.tzinfo is None:
         raise PayloadError(f"{ticker}: {field}: {value!r} has no time zone")
     return parsed
+
+
+def _text(market: dict, field: str, ticker: str) -> str | None:
+    """A text field, NUL bytes removed: PostgreSQL text cannot hold them, and one would abort the write."""
+    value = market.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{ticker}: {field}: {value!r} is not text")
+    return value.replace("\x00", "") or None
 
 
 def parse_market(market: dict) -> dict:
@@ -159,18 +230,18 @@ def parse_market(market: dict) -> dict:
     needs_floor, needs_cap = strike_type in ("between", "greater"), strike_type in ("between", "less")
     if (needs_floor and floor is None) or (needs_cap and cap is None):
         raise PayloadError(f"{ticker}: {strike_type} market is missing its floor_strike/cap_strike")
-    result = market.get("result") or None
+    result = _text(market, "result", ticker)
     settled = _number(market.get("expiration_value"), f"{ticker}: expiration_value") if result else None
     return {
-        "ticker": ticker, "event_ticker": market.get("event_ticker") or ticker.rsplit("-", 1)[0],
+        "ticker": ticker, "event_ticker": _text(market, "event_ticker", ticker) or ticker.rsplit("-", 1)[0],
         "series_ticker": contract.series, "city": contract.city, "event_date": contract.event_date,
         "strike_type": strike_type, "floor_strike": None if floor is None else float(floor),
         "cap_strike": None if cap is None else float(cap),
         "open_time": _time(market, "open_time", ticker), "close_time": _time(market, "close_time", ticker),
         "expiration_time": _time(market, "expiration_time", ticker, required=False),
-        "status": market.get("status"), "result": result,
+        "status": _text(market, "status", ticker), "result": result,
         "settlement_value": None if settled is None else float(settled),
-        "rules_primary": market.get("rules_primary"),
+        "rules_primary": _text(market, "rules_primary", ticker),
     }
 
 

@@ -44,6 +44,7 @@ class VisualCrossingClient:
                 {"unitGroup": "us", "include": "minutes", "maxStations": 1, "maxDistance": 0,
                  "elements": ELEMENTS, "key": self.api_key, "contentType": "json"},
                 what=f"{city.station} weather {first}..{last}",
+                rejected=f"Visual Crossing rejected the API key ({API_KEY_ENV})",
             ))
             first = last + timedelta(days=1)
         return payloads
