@@ -72,6 +72,16 @@ def test_only_out_of_sample_days_trade(period):
     assert period.inputs.window[~early.to_numpy() & ~np.isnan(period.inputs.p_model)].size > 0
 
 
+def test_backtest_probabilities_are_open_inside_0_1_and_locked_exactly_0_or_1(period):
+    p, locked = period.inputs.p_model, period.inputs.locked
+    priced = ~np.isnan(p)
+    assert locked.any() and (priced & ~locked).any()
+    assert ((p[priced & ~locked] > 0) & (p[priced & ~locked] < 1)).all()
+    assert set(np.unique(p[locked])) <= {0.0, 1.0}
+    fills = simulate(period, RtConfig.model_validate(RT)).fills
+    assert fills["locked"].dtype == bool  # each fill says whether the rule or the model priced it
+
+
 def test_no_decision_sees_the_future_and_no_fill_without_a_trade_through(promoted, period):
     rows = period.rows
     assert (rows["end_period_ts"].dropna() <= rows.loc[rows["end_period_ts"].notna(), "tick_ts"]).all()
