@@ -168,7 +168,7 @@ class PilotProvenance(StrictModel):
     @field_validator("windows")
     @classmethod
     def _window_names(cls, v: list[str]) -> list[str]:
-        from kwx.training.windows import parse_window_name
+        from kwx.domain.windows import parse_window_name
 
         for name in v:
             parse_window_name(name)
@@ -482,6 +482,18 @@ def parse_config(data: Any, model: type[ModelT], source: str = "<config>", conte
         return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(source, validation_problems(exc)) from None
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def sample_configs_dir() -> Path:
+    """The sample configs kwx ships: the copy a wheel carries inside the package (looked for first, since a
+    site-packages directory may hold anyone's ``configs/``), else the checkout's ``configs/``."""
+    for candidate in (_PACKAGE_DIR / "sample_configs", _PACKAGE_DIR.parent / "configs"):
+        if (candidate / "rt.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"the sample configs are missing next to {_PACKAGE_DIR}")
 
 
 def load_config(path: str | Path, model: type[ModelT] = TrainConfig, overrides: dict | None = None) -> ModelT:

@@ -31,7 +31,7 @@ TRAIN = ("city: chicago\nbracket: between\nstart: 2025-07-01\nend: 2025-07-24\nt
 RT = "markets:\n  - {city: chicago, bracket: between}\n"
 REPLAY = ("serve-rt", "-c", "rt.yaml", "--replay", "2025-07-01")
 TRAIN_PLAN = ("train", "-c", "train.yaml", "--plan")
-BACKTEST = ("backtest", "--start", "2025-07-01", "--end", "2025-07-02")
+BACKTEST = ("backtest", "-c", "rt.yaml", "--start", "2025-07-01", "--end", "2025-07-02")
 UNREACHABLE_PG = "postgresql+psycopg2://kwx@127.0.0.1:1/kwx"
 
 

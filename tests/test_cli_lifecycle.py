@@ -7,8 +7,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from kwx import cli
 from kwx.cli import app
+from kwx.cli import demo as demo_cli
 from tests.conftest import LENIENT_MARKET_GATES
 
 pytestmark = pytest.mark.integration
@@ -111,18 +111,18 @@ def test_demo_skips_promotion_when_the_report_fails(monkeypatch):
                 raise typer.Exit(exit_code)
         return run
 
-    monkeypatch.setattr(cli.migrations, "upgrade", lambda url: None)
+    monkeypatch.setattr(demo_cli.migrations, "upgrade", lambda url: None)
     for name in ("data_demo", "train", "promote", "models_list", "models_resolve", "backtest", "serve_rt"):
-        monkeypatch.setattr(cli, name, step(name))
-    monkeypatch.setattr(cli, "report", step("report", exit_code=1))
+        monkeypatch.setattr(demo_cli, name, step(name))
+    monkeypatch.setattr(demo_cli, "report", step("report", exit_code=1))
     failed = _invoke("demo", "--db-url", "sqlite:///unused.db")
     assert failed.exit_code == 1 and "5-6 skipped" in failed.output and "8 skipped" in failed.output
     assert calls == ["data_demo", "train", "report", "backtest"]
 
     calls.clear()
-    monkeypatch.setattr(cli, "report", step("report"))
+    monkeypatch.setattr(demo_cli, "report", step("report"))
     assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 0
     assert calls == ["data_demo", "train", "report", "promote", "models_list", *["models_resolve"] * 3, "backtest",
                      "serve_rt"]
-    monkeypatch.setattr(cli, "report", step("report", exit_code=2))
+    monkeypatch.setattr(demo_cli, "report", step("report", exit_code=2))
     assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 2

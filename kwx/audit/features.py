@@ -43,9 +43,10 @@ class FeatureAudit:
 
 
 def load_window_model(run, model_name: str):
-    """The window's registered version when it has one (the served model), else its logged ``model``."""
+    """The window's registered version when it has one (the served model), else the model its run logged."""
     version = run.data.tags.get("kwx.model_version")
-    uri = f"models:/{model_name}/{version}" if version else f"runs:/{run.info.run_id}/model"
+    # By the logged model's id, not ``runs:/<run>/<name>``: its name is the window's, or "model" in older runs.
+    uri = f"models:/{model_name}/{version}" if version else f"models:/{run.outputs.model_outputs[0].model_id}"
     return mlflow.sklearn.load_model(uri)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,32 @@ import pandas as pd
 from kwx.config import RtConfig
 from kwx.domain.execution import Caps, allocate, episode_ids, resting_orders, settle, trades_through
 from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, epoch_seconds
-from kwx.domain.performance import by_city_bracket, daily_pnl, summarize
+from kwx.domain.performance import DayCoverage, by_city_bracket, daily_pnl, day_coverage, summarize
 from kwx.domain.signals import FeeSchedule
 from kwx.rt.engine import EDGE_GATE, TickInputs, decide
 from kwx.rt.sources import LookaheadError
 
 TICK_SECONDS = 60  # decisions once per minute, when each new candle is in
+# Why a decision row could not trade, in the order ``inputs_from_rows`` checks: its data first (candle, quote,
+# weather), then, only for rows with data, its model (none for the day, or one that rejects the features).
+NO_DATA, NO_MODEL = "no data", "no model"
+OUT_OF_SAMPLE = "no model (out of sample only)"
+MODEL_REJECTS_FEATURES = "model does not take the features"
+SKIP_CHECKS = (NO_DATA, NO_MODEL, OUT_OF_SAMPLE, MODEL_REJECTS_FEATURES)
+
+
+def skip_kinds(data_skip: np.ndarray) -> np.ndarray:
+    """Each row's data or model skip reason as one of SKIP_CHECKS (None where the row had a model and data)."""
+    reasons = pd.Series(data_skip, dtype=object)
+    present = reasons.notna().to_numpy()
+    text = reasons.where(present, "")
+
+    def starts(prefix: str) -> np.ndarray:
+        return text.str.startswith(prefix).to_numpy(dtype=bool)
+
+    # the first matching condition wins: out of sample is the specific "no model" of backtests
+    return np.select([~present, starts("no model: out of sample only"), starts("no model: "), starts("model ")],
+                     [None, OUT_OF_SAMPLE, NO_MODEL, MODEL_REJECTS_FEATURES], NO_DATA).astype(object)
 
 
 def tick_grid(markets: pd.DataFrame) -> pd.DataFrame:
@@ -65,6 +86,11 @@ class Period:
     outcome: pd.Series  # market ticker -> 1.0 YES won, 0.0 lost, NaN unsettled
     days: list[date]
 
+    @cached_property
+    def coverage(self) -> DayCoverage:
+        """Traded and skipped days: the same at every blend weight, as they depend on data and models only."""
+        return day_coverage(self.rows["event_date"], skip_kinds(self.inputs.data_skip), self.days, SKIP_CHECKS)
+
 
 @dataclass
 class BacktestResult:
@@ -73,6 +99,7 @@ class BacktestResult:
     daily: pd.DataFrame
     fills: pd.DataFrame
     by_city_bracket: pd.DataFrame
+    coverage: DayCoverage
 
 
 def simulate(period: Period, config: RtConfig) -> BacktestResult:
@@ -107,7 +134,8 @@ def simulate(period: Period, config: RtConfig) -> BacktestResult:
     caps = Caps(execution.bankroll_dollars * 100, config.risk.max_bankroll_pct_city_day_side,
                 config.risk.slip_per_leg_cents)
     settled = settle(allocate(pd.concat(events, ignore_index=True), caps, fees), period.outcome)
-    daily = daily_pnl(settled, period.days)
+    coverage = period.coverage
+    daily = daily_pnl(settled, coverage.traded)
     posted = int(np.unique(episode[episode >= 0]).size)
-    return BacktestResult(config.blend_weight, summarize(settled, daily, execution.bankroll_dollars, posted), daily,
-                          settled, by_city_bracket(settled))
+    return BacktestResult(config.blend_weight, summarize(settled, daily, execution.bankroll_dollars, posted, coverage),
+                          daily, settled, by_city_bracket(settled), coverage)

@@ -143,8 +143,10 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
     label = ", ".join(f"{c}/{b}" for c, b in pairs)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest {label} {start}..{end}") as parent, \
             tempfile.TemporaryDirectory() as tmp:
+        coverage = run.strategy.coverage  # the same at every weight
         mlflow.set_tags({"kwx.kind": "backtest", "kwx.pairs": label, "kwx.model_sources": "; ".join(run.sources),
-                         "kwx.demo_data": str(run.demo_data).lower()})
+                         "kwx.demo_data": str(run.demo_data).lower(),
+                         "kwx.days_skipped": json.dumps(coverage.skipped_by_reason)})
         mlflow.log_params({"start": start.isoformat(), "end": end.isoformat(), "pairs": label, "blend": config.blend,
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
                            "blend_weights": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",
@@ -164,8 +166,12 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
         daily = pd.DataFrame({"strategy_pnl": run.strategy.daily["pnl"],
                               **{f"{n}_pnl": r.daily["pnl"] for n, r in run.baselines.items()}})
         daily.to_csv(out / "daily_pnl_vs_baselines.csv")
+        skipped: dict[str, list[str]] = {}
+        for day, reason in coverage.skipped.items():
+            skipped.setdefault(reason, []).append(day.isoformat())
         summary = {"strategy": run.strategy.summary, **{n: r.summary for n, r in run.baselines.items()},
-                   "blend_weight": run.strategy.blend_weight, "model_sources": run.sources}
+                   "blend_weight": run.strategy.blend_weight, "model_sources": run.sources,
+                   "days_total": coverage.days_total, "days_traded": len(coverage.traded), "days_skipped": skipped}
         if run.grid:
             table = pd.DataFrame([{"blend_weight": r.blend_weight, **r.summary} for r in run.grid])
             table.to_csv(out / "blend_grid.csv", index=False)

@@ -242,7 +242,8 @@ def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, r
         "expiration_time": to_utc(close_minute + 9 * 60),
         "status": "finalized",
         "result": np.where(outcome == 1.0, "yes", "no"),
-        "settlement_value": tmax[event_idx[ev]].astype(float),
+        "expiration_value": tmax[event_idx[ev]].astype(float),
+        "settlement_value": outcome * 100,
         "rules_primary": [_rules(city, c.event_date, c.bracket, c.floor or 0, c.cap or 0) for _, c in contracts],
     })
 

@@ -1,10 +1,11 @@
 """Ingest from Kalshi and Visual Crossing into the database: fetch, parse whole, then upsert atomically.
 
 Each market is fetched, parsed and checked completely before anything of it is written, and its market
-row and candles go in one transaction: a malformed or impossible payload (``check_candles``) or a failed
-fetch writes nothing of that market, is reported by name, and the other markets carry on. A market
-listing that never ends stops the ingest before anything is written; a rejected key stops it at once
-(markets already written stay whole). Upserts make re-runs change nothing.
+row and candles go in one transaction: a malformed or impossible payload (strikes the ticker does not
+denote, a strike type kwx has no rule for, ``check_candles``) or a failed fetch writes nothing of that
+market, is reported by name, and the other markets carry on. A market listing that never ends stops the
+ingest before anything is written; a rejected key stops it at once (markets already written stay whole).
+Upserts make re-runs change nothing.
 """
 
 from __future__ import annotations

@@ -75,6 +75,8 @@ class Market(Base):
     expiration_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str | None] = mapped_column(String(16))
     result: Mapped[str | None] = mapped_column(String(8))
+    # Kalshi's names: the settled high (whole °F) the rule was applied to, and what YES paid in cents
+    expiration_value: Mapped[float | None] = mapped_column(Float)
     settlement_value: Mapped[float | None] = mapped_column(Float)
     rules_primary: Mapped[str | None] = mapped_column(Text)
 

@@ -2,16 +2,73 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 TRADING_DAYS_PER_YEAR = 365  # weather markets settle every calendar day
+NO_MARKETS = "no markets"  # a day of the period without a single decision row
+
+
+@dataclass(frozen=True)
+class DayCoverage:
+    """The days of a backtest period that were traded, and the reason each other day was not."""
+
+    traded: list[date]
+    skipped: dict[date, str]
+
+    @property
+    def days_total(self) -> int:
+        return len(self.traded) + len(self.skipped)
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        """Skipped days per reason, most first."""
+        return dict(Counter(self.skipped.values()).most_common())
+
+    def line(self) -> str:
+        """'days: 9 traded of 12; skipped 3: 3 no model (out of sample only)'."""
+        text = f"days: {len(self.traded)} traded of {self.days_total}"
+        if not self.skipped:
+            return text
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped_by_reason.items())
+        return f"{text}; skipped {len(self.skipped)}: {reasons}"
+
+
+def day_coverage(event_dates: ArrayLike, skips: ArrayLike, days: list[date], checks: Sequence[str]) -> DayCoverage:
+    """Which of ``days`` were traded: those with at least one decision row that had a model and data.
+
+    ``skips`` gives each decision row's skip kind, None where the row had both (whether or not it then
+    traded: a traded day without fills is a day of zero PnL). ``checks`` are the kinds in the order rows
+    pass them; a skipped day is put down to the furthest check any of its rows reached, so a day whose
+    markets had data but no model is skipped for the model even if many of its minutes also lacked data.
+    A day without decision rows is skipped for NO_MARKETS.
+    """
+    skips = pd.Series(np.asarray(skips, dtype=object))
+    rank = skips.map({kind: position for position, kind in enumerate(checks)})
+    unknown = rank.isna() & skips.notna()
+    if unknown.any():
+        raise ValueError(f"skip kind {skips[unknown].iloc[0]!r} is not one of {list(checks)}")
+    # a row with a model and data ranks past every check
+    rank = rank.fillna(len(checks)).astype(int)
+    furthest = rank.groupby(np.asarray(event_dates, dtype=object)).max().to_dict()
+    traded = [day for day in days if furthest.get(day) == len(checks)]
+    skipped = {day: checks[furthest[day]] if day in furthest else NO_MARKETS
+               for day in days if furthest.get(day) != len(checks)}
+    return DayCoverage(traded, skipped)
 
 
 def daily_pnl(settled: pd.DataFrame, days: list[date]) -> pd.DataFrame:
-    """PnL, fees and capital per settlement (climate) day, every day of ``days`` present (zero when idle)."""
+    """PnL, fees and capital per settlement (climate) day, every day of ``days`` present (zero without fills).
+
+    A backtest passes its traded days (``DayCoverage.traded``): days no model or no data could trade
+    would add zeros that dilute the daily Sharpe.
+    """
     columns = {"pnl_cents": "pnl", "fee_cents": "fees", "cost_cents": "capital", "contracts": "contracts"}
     grouped = settled.groupby("event_date")[list(columns)].sum() if len(settled) else pd.DataFrame(columns=columns)
     frame = grouped.rename(columns=columns).reindex(pd.Index(days, name="event_date"), fill_value=0.0)
@@ -38,11 +95,13 @@ def sharpe(daily: np.ndarray) -> float:
     return float(daily.mean() / sd) if sd > 0 else 0.0
 
 
-def summarize(settled: pd.DataFrame, daily: pd.DataFrame, bankroll_dollars: float, episodes: int) -> dict[str, float]:
+def summarize(settled: pd.DataFrame, daily: pd.DataFrame, bankroll_dollars: float, episodes: int,
+              coverage: DayCoverage) -> dict[str, float]:
     """The headline numbers of one backtest (dollars where money).
 
     ``episodes`` counts posted maker orders (a re-pegged order is one); fill rate is the share of them
     that filled at least once. Hit rate is the share of settled positions (market × side) that made money.
+    ``daily`` holds the traded days of ``coverage``, so the Sharpe ratios are per traded day.
     """
     done = settled[settled["pnl_cents"].notna()]
     positions = done.groupby(["market_ticker", "side"])["pnl_cents"].sum()
@@ -71,6 +130,9 @@ def summarize(settled: pd.DataFrame, daily: pd.DataFrame, bankroll_dollars: floa
         "contracts": float(settled["contracts"].sum()),
         "unsettled_fills": float(settled["pnl_cents"].isna().sum()),
         "active_days": float((daily["contracts"] > 0).sum()),
+        "days_total": float(coverage.days_total),
+        "days_traded": float(len(coverage.traded)),
+        "days_skipped": float(len(coverage.skipped)),
     }
 
 

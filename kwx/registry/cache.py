@@ -18,12 +18,12 @@ import mlflow.sklearn
 from mlflow.tracking import MlflowClient
 
 from kwx.cities import get_city
+from kwx.clock import Clock, SystemClock
 from kwx.domain.markets import climate_day
+from kwx.domain.windows import parse_window_name
 from kwx.registry.resolution import Resolution, VersionFacts, resolve
 from kwx.registry.versions import model_name, stage_table
-from kwx.rt.clock import Clock, SystemClock
 from kwx.rt.engine import ModelUnavailable
-from kwx.training.windows import parse_window_name
 
 log = logging.getLogger(__name__)
 

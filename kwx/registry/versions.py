@@ -15,11 +15,14 @@ from datetime import date, datetime
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from kwx.registry.resolution import PromotionRecord, VersionFacts, stage_members
 
 PENDING_TAG = "pending_promotion"  # version tag: the promotion moving it, until that promotion's record exists
 RECORD_PREFIX = "kwx.promotion."  # registered-model tag key of a finished promotion's record, + its id
+# The description registered models got before it said what they hold.
+LEGACY_MODEL_DESCRIPTION = "kwx walk-forward window models; tags give each window"
 WINDOW_TAGS = ("city", "bracket", "window", "train_start", "train_end", "test_start", "test_end", "feature_set",
                "config_hash")
 
@@ -34,6 +37,17 @@ def pip_requirements() -> list[str]:
                                                                      "scipy")]
 
 
+def model_description(city: str, bracket: str) -> str:
+    return (f"Walk-forward ElasticNet models of P(YES) for Kalshi's {city} {bracket} temperature markets: one "
+            "version per window, tagged with the days it trained on and the days it may trade (test_start to "
+            "test_end).")
+
+
+def version_description(tags: dict[str, str]) -> str:
+    return (f"Window {tags['window']}: trained on {tags['train_start']} to {tags['train_end']}, trades "
+            f"{tags['test_start']} to {tags['test_end']} ({tags['feature_set']} features).")
+
+
 def register_window_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], *,
                             model_id: str):
     """A new version of ``name`` from a logged model, tagged with its window (all WINDOW_TAGS required).
@@ -43,12 +57,35 @@ def register_window_version(client: MlflowClient, name: str, model_uri: str, run
     missing = [t for t in WINDOW_TAGS if t not in tags]
     if missing:
         raise ValueError(f"model version tags missing {missing}")
+    description = model_description(tags["city"], tags["bracket"])
     try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(name, description="kwx walk-forward window models; tags give each window")
-    return client.create_model_version(name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
-                                       model_id=model_id)
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        client.create_registered_model(name, description=description)
+    else:
+        # Models registered before descriptions were complete get the current one; a user's own text stays.
+        if registered.description in (None, "", LEGACY_MODEL_DESCRIPTION):
+            client.update_registered_model(name, description=description)
+    version = client.create_model_version(name, source=model_uri, run_id=run_id,
+                                          tags={k: str(v) for k, v in tags.items()},
+                                          description=version_description(tags), model_id=model_id)
+    link_logged_model(client, model_id, name, version.version)
+    return version
+
+
+def link_logged_model(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:
+    """Record the version on its logged model, which is what the UI's "Registered models" columns read.
+
+    A tracking server does this itself on registration; a database store used directly does not, so kwx
+    adds the entry unless it is there already.
+    """
+    entry = {"name": name, "version": version}
+    existing = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    linked = json.loads(existing) if existing else []
+    if entry not in linked:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
 
 
 def all_versions(client: MlflowClient, name: str) -> list:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
+from kwx.clock import Clock, SystemClock
 from kwx.config import RtConfig
 from kwx.registry.cache import RegistryCache
-from kwx.rt.clock import Clock, SystemClock
 from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickRunner, run_loop
 from kwx.rt.retry import LIVE_WAIT_SHARE, Backoff, DbRetry
 from kwx.rt.sources import LiveSource

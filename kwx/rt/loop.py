@@ -21,13 +21,13 @@ import pandas as pd
 from sqlalchemy import Engine, bindparam, update
 
 from kwx.cities import get_city
+from kwx.clock import Clock, SimulatedClock
 from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
 from kwx.domain.features import build_features_for_cities
 from kwx.registry.cache import RegistryCache
 from kwx.registry.resolution import NoModelError
-from kwx.rt.clock import Clock, SimulatedClock
 from kwx.rt.engine import (
     ModelHandle,
     ModelUnavailable,

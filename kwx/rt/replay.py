@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from kwx.cities import get_city
+from kwx.clock import SimulatedClock, SystemClock
 from kwx.config import RtConfig
 from kwx.domain.markets import climate_day_bounds
 from kwx.registry.cache import RegistryCache
-from kwx.rt.clock import SimulatedClock, SystemClock
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
 from kwx.rt.retry import Backoff, DbRetry

@@ -24,7 +24,8 @@ from kwx.config import MatrixConfig, TrainConfig, load_config, parse_config
 from kwx.training import runner
 from kwx.training.walkforward import WindowPlan, WindowResult
 
-CONFIGS_DIR = runner.REPO_DIR / "configs"
+# `kwx train --all` trains the user's configs, relative to the working directory (`kwx init` writes them).
+CONFIGS_DIR = Path("configs")
 ALL_CONFIGS = "elasticnet_*.yaml"
 
 Prepared = tuple[pd.DataFrame, list[str], list[WindowPlan]]
@@ -112,7 +113,7 @@ def train_matrix(
             started = time.perf_counter()
             summary = runner.train(
                 entry.config, engine, workers=workers, optuna_storage_spec=optuna_storage_spec, experiment=experiment,
-                config_text=entry.path.read_text(), prepared=entry.prepared, executor=pool,
+                config_text=entry.path.read_text(), prepared=entry.prepared, executor=pool, launched_run_id=launched,
                 on_window_done=None if on_window_done is None else
                 (lambda window, result, e=entry: on_window_done(e, window, result)))
             results.append(MatrixResult(entry.path, summary, time.perf_counter() - started))

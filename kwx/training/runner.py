@@ -1,12 +1,14 @@
 """The walk-forward training run: data → window plan → per-window search and fit → MLflow.
 
-The only training module that talks to MLflow. Windows train in worker processes; the parent
-logs each finished window as a nested run and registers its model as a new version.
+The only training module that logs to MLflow (``serving`` is the logged model's format). Windows train in
+worker processes; the parent logs each finished window as a nested run and registers its model as a new
+version.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -26,23 +28,40 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 import yaml
-from mlflow.models import infer_signature
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import register_dataset_source
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
+from sqlalchemy import Engine, make_url
 
 from kwx import runs, tracking
 from kwx.config import TrainConfig
 from kwx.data.dataset import DatasetError, load_dataset, require_markets_near
 from kwx.domain.features import UnknownFeatureSetError, feature_columns
 from kwx.domain.metrics import pooled_metrics, pooled_reliability
+from kwx.domain.windows import Window
 from kwx.plots import reliability_diagram
 from kwx.registry.versions import model_name, pip_requirements, register_window_version
-from kwx.training.model import SKOPS_TRUSTED_TYPES
+from kwx.secrets import redact
+from kwx.training import serving
 from kwx.training.search import make_storage
-from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_window
+from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_test_rows, train_window
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 PARENT_POLL_SECONDS = 0.5
+# Launching-run tag: the training (parent) runs it started, comma-separated; the parent's tag names it back.
+TRAINING_RUNS_TAG = "kwx.training_run_ids"
+LAUNCHED_BY_TAG = "kwx.launched_by_run_id"
+DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb", "mssql", "oracle")
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +98,83 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own provenance tags, as `mlflow run` sets them: the checkout and commit kwx runs from, or the
+    installed kwx version when there is no checkout (a wheel)."""
+    commit = git_commit()
+    if commit == "unknown":
+        return {MLFLOW_SOURCE_NAME: f"kwx=={importlib.metadata.version('kwx')}", MLFLOW_SOURCE_TYPE: "LOCAL"}
+    return {MLFLOW_SOURCE_NAME: REPO_DIR.as_uri(), MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_GIT_COMMIT: commit}
+
+
+class DatabaseDatasetSource(DatasetSource):
+    """The database kwx read a window's rows from, by its SQLAlchemy URL (password masked).
+
+    Registered below so ``mlflow.data.from_pandas(source=url)`` takes a database URL.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "database"
+
+    def load(self):
+        raise MlflowException(f"{self.url} holds the markets, not this frame: kwx rebuilds a window's rows from "
+                              "its training run's config.yaml (`kwx train --config`)")
+
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        try:
+            return make_url(raw_source).get_backend_name() in DATABASE_BACKENDS
+        except (sqlalchemy.exc.ArgumentError, TypeError, ValueError):
+            return False
+
+    @classmethod
+    def _resolve(cls, raw_source: str) -> DatabaseDatasetSource:
+        return cls(raw_source)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"url": self.url}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> DatabaseDatasetSource:
+        return cls(source_dict["url"])
+
+
+register_dataset_source(DatabaseDatasetSource)
+
+
+def window_datasets(frame: pd.DataFrame, features: list[str], window: Window, label: str,
+                    source: str) -> list[tuple[PandasDataset, str]]:
+    """A window's train and test rows as MLflow datasets with their context; the digest is kwx's fingerprint.
+
+    Only the model's columns and the label: MLflow logs their schema and row count, never the rows.
+    """
+    train, test = train_test_rows(frame, window)
+    return [(mlflow.data.from_pandas(rows[[*features, "label"]], source=source, targets="label",
+                                     name=f"{label}-{window.name}-{part}", digest=data_fingerprint(rows)),
+             context) for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))]
+
+
+def link_launching_run(client: MlflowClient, launched_run_id: str, parent_run_id: str) -> None:
+    """The run `mlflow run` created logs nothing itself: it names and links the training runs it started."""
+    tags = client.get_run(launched_run_id).data.tags
+    run_ids = [r for r in tags.get(TRAINING_RUNS_TAG, "").split(",") if r] + [parent_run_id]
+    lines = []
+    for run_id in run_ids:
+        info = client.get_run(run_id).info
+        experiment = client.get_experiment(info.experiment_id).name
+        lines.append(f"- [{info.run_name}](#/experiments/{info.experiment_id}/runs/{run_id}) (run {run_id}) in "
+                     f"experiment {experiment}")
+    note = ("This run only launched kwx training, which logs to an experiment of its own (kwx-{city}-{bracket} "
+            "unless `kwx train --experiment` names another), whatever experiment launched it. Its parent run holds "
+            "the config, the summary metrics and one nested run per window:\n\n" + "\n".join(lines))
+    client.set_tag(launched_run_id, TRAINING_RUNS_TAG, ",".join(run_ids))
+    client.set_tag(launched_run_id, MLFLOW_RUN_NOTE, note)
 
 
 def search_study_prefix(config: TrainConfig) -> str:
@@ -126,19 +222,22 @@ def train(
     experiment: str | None = None, config_text: str | None = None,
     on_window_done: Callable[[str, WindowResult], None] | None = None,
     prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]] | None = None, executor: Executor | None = None,
+    launched_run_id: str | None = None,
 ) -> TrainSummary:
     """Train every usable window; ``prepared`` is ``prepare(config, engine)`` when the caller already ran it,
-    ``executor`` a process pool of ``workers`` the caller shares across several configs."""
+    ``executor`` a process pool of ``workers`` the caller shares across several configs, ``launched_run_id``
+    the run `mlflow run` created (default: MLFLOW_RUN_ID)."""
     started = time.perf_counter()
     frame, features, plans = prepared or prepare(config, engine)
     uri = tracking.configure()
     validate_storage(optuna_storage_spec, uri)
     name = model_name(config.city, config.bracket)
     client = MlflowClient()
-    # Under `mlflow run`, MLflow already created the parent run (MLFLOW_RUN_ID); children join its experiment.
-    launched_run = os.environ.get("MLFLOW_RUN_ID")
-    experiment_id = (client.get_run(launched_run).info.experiment_id if launched_run
-                     else tracking.ensure_experiment(experiment or name))
+    # `mlflow run` hands over its run in MLFLOW_RUN_ID, in whatever experiment launched it (Default without
+    # --experiment-name). Training never logs into it, so it always lands in its own experiment; taken out of the
+    # environment as mlflow.start_run itself would, so the parent below is a new run.
+    launched = launched_run_id or os.environ.pop("MLFLOW_RUN_ID", None)
+    experiment_id = tracking.ensure_experiment(experiment or name)
     # Runs a killed `kwx train` of this host left RUNNING; only provably dead ones, other hosts' are left alone.
     for verdict in runs.clean(client, [experiment_id], other_hosts_hours=None):
         if verdict.dead:
@@ -150,9 +249,27 @@ def train(
     results: dict[str, WindowResult] = {}
     versions: dict[str, str] = {}
 
+    provenance = source_tags()
+    note = (f"Walk-forward training of {config.city}/{config.bracket} ({config.feature_set} features, config "
+            f"{config.fingerprint()}): {len(usable)} of {len(plans)} planned windows, each trained on "
+            f"{config.train_days} days and tested on the next {config.test_days}, every {config.step_days} days "
+            f"from {config.start} to {config.end}. Each window is a nested run and a version of {name}.")
+    launch_tags = {}
+    if launched:
+        # The launch's own source tags say how training was started (the MLproject entry point, its commit).
+        provenance |= {k: v for k, v in client.get_run(launched).data.tags.items()
+                       if k.startswith(("mlflow.source.", "mlflow.project."))}
+        note += f" Launched by `mlflow run` run {launched}."
+        launch_tags = {LAUNCHED_BY_TAG: launched}
     # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
-                          tags={"kwx.kind": "train", **runs.process_tags()}) as parent:
+                          tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags,
+                                MLFLOW_RUN_NOTE: note}) as parent:
+        if launched:
+            link_launching_run(client, launched, parent.info.run_id)
+        window_provenance = {k: v for k, v in parent.data.tags.items()
+                             if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
+        data_source = redact(engine.url.render_as_string(hide_password=True))
         t = time.perf_counter()
         fingerprint = data_fingerprint(frame)
         mlflow.set_tags({"kwx.city": config.city, "kwx.bracket": config.bracket,
@@ -174,7 +291,9 @@ def train(
         def log_window(result: WindowResult) -> None:
             nonlocal logging_seconds
             t = time.perf_counter()
-            versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id)
+            datasets = window_datasets(frame, features, result.window, f"{config.city}-{config.bracket}", data_source)
+            versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
+                                                       datasets=datasets, provenance=window_provenance)
             logging_seconds += time.perf_counter() - t
             results[result.window.name] = result
             if on_window_done is not None:
@@ -267,28 +386,31 @@ def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
 
 
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
-                parent_run_id: str) -> str:
+                parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str]) -> str:
     window = result.window
+    note = (f"Window {window.name} of {config.city}/{config.bracket}: trained on {window.train_start} to "
+            f"{window.train_end} ({result.params['n_train']} rows), tested on {window.test_start} to "
+            f"{window.test_end} ({result.params['n_test']} rows). Its model {window.name} is a version of {name}.")
     run_tags = {"kwx.kind": "window", "kwx.window": window.name, "kwx.parent_run_id": parent_run_id,
+                MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NOTE: note, **provenance,
                 **runs.process_tags()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=window.name, nested=True, tags=run_tags) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    # Created with the worker's wall-clock start (start_run cannot take one): the run's duration is training time.
+    created = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000),
+                                tags=run_tags, run_name=window.name)
+    with mlflow.start_run(run_id=created.info.run_id, nested=True) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(result.params)
         mlflow.log_metrics(result.metrics)
+        for dataset, context in datasets:
+            mlflow.log_input(dataset, context=context)
         out = Path(tmp)
         result.predictions.to_csv(out / "test_predictions.csv", index=False)
         result.trials.to_csv(out / "optuna_trials.csv", index=False)
         (out / "reliability.json").write_text(json.dumps(result.reliability))
-        reliability_diagram({"model": result.reliability}, out / "reliability.png",
-                            f"{config.city}/{config.bracket} {window.name} test week")
+        reliability_diagram(result.reliability, out / "reliability.png",
+                            f"{config.city}/{config.bracket} {window.name} test week (market: rows it quotes)")
         mlflow.log_artifacts(tmp)
-        example = result.input_example
-        info = mlflow.sklearn.log_model(
-            result.model, name="model", serialization_format="skops",
-            skops_trusted_types=list(SKOPS_TRUSTED_TYPES), pip_requirements=pip_requirements(),
-            signature=infer_signature(example, result.model.predict_proba(example)), input_example=example,
-            pyfunc_predict_fn="predict_proba",
-        )
+        info = serving.log_model(result.model, name=window.name, input_example=result.input_example,
+                                 pip_requirements=pip_requirements())
         # Registered last, after predictions, trials, plots and model: a window whose process died midway
         # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
         tags = {"city": config.city, "bracket": config.bracket, "window": window.name,
@@ -299,6 +421,7 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
         version = register_window_version(client, name, info.model_uri, run.info.run_id, tags,
                                           model_id=info.model_id)
         mlflow.set_tag("kwx.model_version", version.version)
+    client.set_terminated(run.info.run_id, end_time=round(result.timings["finished_at"] * 1000))
     return str(version.version)
 
 

@@ -15,9 +15,9 @@ import pandas as pd
 from kwx.config import TrainConfig
 from kwx.domain.markets import with_locked_outcomes
 from kwx.domain.metrics import brier, reliability, score
+from kwx.domain.windows import Window, plan_windows
 from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients, predict_yes
 from kwx.training.search import join_search, run_search
-from kwx.training.windows import Window, plan_windows
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ def _training_rows(frame: pd.DataFrame, window: Window) -> pd.DataFrame:
     so they teach the model nothing it may use and would pull its fit toward a step it cannot draw."""
     train = _between(frame, window.train_start, window.train_end)
     return train[~train["locked"].to_numpy(dtype=bool)]
+
+
+def train_test_rows(frame: pd.DataFrame, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows ``window`` trains on and the rows it is tested on."""
+    return _training_rows(frame, window), _between(frame, window.test_start, window.test_end)
 
 
 def plan(config: TrainConfig, frame: pd.DataFrame) -> list[WindowPlan]:
@@ -120,7 +125,7 @@ class WindowResult:
     window: Window
     params: dict[str, object]
     metrics: dict[str, float]
-    reliability: dict[str, list[float]]
+    reliability: dict[str, dict[str, list[float]]]  # "model" (all test rows), "market" (rows it quotes)
     predictions: pd.DataFrame
     trials: pd.DataFrame
     model: object
@@ -148,8 +153,9 @@ def train_window(
     ``optuna_storage`` (``search.make_storage``; default in-memory) may be shared with search workers.
     """
     window = window_plan.window
-    train = _training_rows(frame, window)
-    test = _between(frame, window.test_start, window.test_end)
+    # Wall-clock bounds for the window's MLflow run, which is logged later by the parent process.
+    started_at = time.time()
+    train, test = train_test_rows(frame, window)
     X, y, groups = train[features], train["label"].to_numpy(dtype=int), train["event_date"].to_numpy()
 
     started = time.perf_counter()
@@ -184,9 +190,15 @@ def train_window(
     predictions = test[["market_ticker", "end_period_ts", "event_date", "yes_mid", "locked", "label"]].assign(
         p_model=p_model, p_market=p_market
     )
+    # Each curve over the rows its window metrics score (test_*, market_*): the market only where it quotes.
+    quoted = ~np.isnan(p_market)
+    curves = {"model": reliability(y_test, p_model).as_dict()}
+    if quoted.any():
+        curves["market"] = reliability(y_test[quoted], p_market[quoted]).as_dict()
     return WindowResult(
-        window, params, metrics, reliability(y_test, p_model).as_dict(), predictions.reset_index(drop=True),
+        window, params, metrics, curves, predictions.reset_index(drop=True),
         search.trials, model, train[features].head(5).reset_index(drop=True),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
-         "fit_seconds_per_fit": (searched - started) / max(search.fits, 1)},
+         "fit_seconds_per_fit": (searched - started) / max(search.fits, 1),
+         "started_at": started_at, "finished_at": time.time()},
     )

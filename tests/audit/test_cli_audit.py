@@ -12,9 +12,9 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(("name", "options"), [
-    ("time", {"cities", "start", "end", "out", "max_gap_minutes", "close_tolerance_minutes", "lock_margin_f",
-              "db_url"}),
-    ("features", {"run_id", "city", "bracket", "repeats", "db_url"}),
+    ("time", {"city", "cities", "start", "end", "out", "max_gap_minutes", "close_tolerance_minutes",
+              "lock_margin_f", "db_url"}),
+    ("features", {"run_id", "city", "bracket", "repeats", "db_url", "tracking_uri"}),
 ])
 def test_audit_commands_document_every_option(name, options):
     command = typer.main.get_command(app).commands["audit"].commands[name]

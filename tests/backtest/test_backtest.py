@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import mlflow
@@ -18,6 +19,7 @@ from kwx.backtest.runner import parse_grid, run_backtest
 from kwx.cli import app
 from kwx.config import RtConfig, load_config
 from kwx.data.schema import Candle, RtSignal
+from kwx.domain.performance import sharpe
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import finalize_signals
 from kwx.rt.replay import replay_day
@@ -70,6 +72,17 @@ def test_only_out_of_sample_days_trade(period):
     reasons = pd.Series(period.inputs.data_skip[early.to_numpy()]).dropna()
     assert reasons.str.startswith("no model: out of sample only").any()
     assert period.inputs.window[~early.to_numpy() & ~np.isnan(period.inputs.p_model)].size > 0
+
+
+def test_figures_are_over_traded_days_and_skipped_days_say_why(period):
+    result = simulate(period, RtConfig.model_validate(RT))
+    # the days before the first window's test week
+    assert result.coverage.skipped == {date(2025, 7, d): "no model (out of sample only)" for d in (10, 11, 12)}
+    assert result.coverage.traded == [date(2025, 7, d) for d in range(13, 25)]
+    assert list(result.daily.index) == result.coverage.traded  # no zero days for the untradeable ones
+    assert result.summary["daily_sharpe"] == pytest.approx(sharpe(result.daily["pnl"].to_numpy()))
+    assert (result.summary["days_total"], result.summary["days_traded"], result.summary["days_skipped"]) == (15, 12, 3)
+    assert result.coverage.line() == "days: 12 traded of 15; skipped 3: 3 no model (out of sample only)"
 
 
 def test_backtest_probabilities_are_open_inside_0_1_and_locked_exactly_0_or_1(period):
@@ -131,6 +144,7 @@ def test_backtest_run_logs_strategy_baselines_and_grid(tracked, tmp_path):
     assert result.exit_code == 0, result.output
     assert "market only (w=0)" in result.output and "model only (w=1)" in result.output
     assert "their P&L and ROI say nothing about a real market" in result.output  # the data is demo data
+    assert "days: 12 traded of 12" in result.output
     client = tracked["client"]
     experiment = client.get_experiment_by_name("kwx-backtests").experiment_id
     parent = client.search_runs([experiment], filter_string="tags.`kwx.kind` = 'backtest'",
@@ -163,21 +177,35 @@ def test_baselines_are_the_same_engine_at_w0_and_w1(tracked):
     assert run.demo_data and mlflow.get_run(run.run_id).data.tags["kwx.demo_data"] == "true"
 
 
+def test_the_run_logs_traded_and_skipped_days(tracked):
+    run = run_backtest(RtConfig.model_validate(RT), tracked["engine"], [("chicago", "between")],
+                       date(2025, 7, 10), date(2025, 7, 24))
+    logged = mlflow.get_run(run.run_id).data
+    assert (logged.metrics["days_total"], logged.metrics["days_traded"], logged.metrics["days_skipped"]) == (15, 12, 3)
+    assert json.loads(logged.tags["kwx.days_skipped"]) == {"no model (out of sample only)": 3}
+    summary = mlflow.artifacts.load_dict(f"runs:/{run.run_id}/summary.json")
+    assert summary["days_skipped"] == {"no model (out of sample only)": ["2025-07-10", "2025-07-11", "2025-07-12"]}
+    assert (summary["days_total"], summary["days_traded"]) == (15, 12)
+    assert run.baselines["market_only"].coverage == run.strategy.coverage  # the days do not depend on the weight
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--blend-grid", "0.9:0.5:0.1"], "needs 0 <= START <= STOP <= 1"),
     (["--blend-grid", "a:b"], "is not START:STOP:STEP"),
     (["--write-rt-config"], "needs --blend-grid"),
     (["--city", "chicago"], "give --city and --bracket together"),
 ])
-def test_bad_input_fails_with_one_clear_line(tracked, args, message):
-    result = CliRunner().invoke(app, ["backtest", "--start", "2025-07-13", "--end", "2025-07-24",
-                                      "--db-url", tracked["db"], *args])
+def test_bad_input_fails_with_one_clear_line(tracked, tmp_path, args, message):
+    (tmp_path / "rt.yaml").write_text(json.dumps(RT))
+    result = CliRunner().invoke(app, ["backtest", "--start", "2025-07-13", "--end", "2025-07-24", "--config",
+                                      str(tmp_path / "rt.yaml"), "--db-url", tracked["db"], *args])
     assert result.exit_code == 2 and message in result.output
 
 
-def test_a_period_without_markets_is_a_clear_error(tracked):
-    result = CliRunner().invoke(app, ["backtest", "--start", "2024-01-01", "--end", "2024-01-31",
-                                      "--db-url", tracked["db"]])
+def test_a_period_without_markets_is_a_clear_error(tracked, tmp_path):
+    (tmp_path / "rt.yaml").write_text(json.dumps(RT))
+    result = CliRunner().invoke(app, ["backtest", "--start", "2024-01-01", "--end", "2024-01-31", "--config",
+                                      str(tmp_path / "rt.yaml"), "--db-url", tracked["db"]])
     assert result.exit_code == 2 and "no chicago/between markets with event dates 2024-01-01..2024-01-31" in (
         result.output)
 

@@ -84,7 +84,8 @@ def test_ladders_are_real_kalshi_shaped(summer):
                 None if np.isnan(row.floor_strike) else row.floor_strike,
                 None if np.isnan(row.cap_strike) else row.cap_strike,
             )
-            assert contract.wins(int(row.settlement_value)) == (row.result == "yes")
+            assert contract.wins(int(row.expiration_value)) == (row.result == "yes")
+            assert row.settlement_value == (100 if row.result == "yes" else 0)  # YES payout in cents
             assert parse_ticker(row.ticker).event_date == row.event_date
     winners = markets[markets["result"] == "yes"]["strike_type"].value_counts(normalize=True)
     assert winners.get("between", 0) > 0.5  # the ladder is centred on the forecast

@@ -25,6 +25,7 @@ from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
 from kwx.data.ingestion import ingest_kalshi
 from kwx.data.schema import Candle, ClimateDaily, Market
+from kwx.domain.markets import contract_from_ticker
 from tests.data.fake_http import FakeApi, Reply
 
 SERIES = "KXHIGHCHI"
@@ -43,7 +44,8 @@ def market_json(row) -> dict:
         "cap_strike": None if np.isnan(row.cap_strike) else row.cap_strike,
         "open_time": _iso(row.open_time), "close_time": _iso(row.close_time),
         "expiration_time": _iso(row.expiration_time), "status": "finalized", "result": row.result,
-        "expiration_value": str(int(row.settlement_value)), "rules_primary": row.rules_primary,
+        "expiration_value": str(int(row.expiration_value)), "settlement_value": int(row.settlement_value),
+        "settlement_value_dollars": f"{row.settlement_value / 100:.4f}", "rules_primary": row.rules_primary,
     }
 
 
@@ -147,7 +149,8 @@ def test_market_parsing(demo):
     row = next(demo.markets.itertuples())
     parsed = parse_market(market_json(row))
     assert parsed["city"] == "chicago" and parsed["event_date"] == row.event_date
-    assert parsed["settlement_value"] == row.settlement_value
+    assert (parsed["expiration_value"], parsed["settlement_value"]) == (row.expiration_value, row.settlement_value)
+    assert parsed["expiration_value"] not in (0.0, 100.0)  # the temperature, not the payout (~90 °F in July)
     bad = market_json(row) | {"strike_type": "above"}
     with pytest.raises(PayloadError, match=f"{row.ticker}: strike_type: 'above'"):
         parse_market(bad)
@@ -156,6 +159,92 @@ def test_market_parsing(demo):
         parse_market(missing)
     with pytest.raises(PayloadError, match="close_time"):
         parse_market(market_json(row) | {"close_time": "yesterday"})
+
+
+def _demo_market(demo, strike_type: str, result: str) -> dict:
+    row = demo.markets[(demo.markets["strike_type"] == strike_type) & (demo.markets["result"] == result)].iloc[0]
+    return market_json(row)
+
+
+@pytest.mark.parametrize(("result", "payout"), [("yes", 100), ("no", 0)])
+def test_payout_in_cents_and_settled_high_keep_kalshis_names(demo, result, payout):
+    market = _demo_market(demo, "between", result) | {"expiration_value": "84"}
+    cents_only = {k: v for k, v in market.items() if k != "settlement_value_dollars"}
+    for payload in (market, cents_only):
+        parsed = parse_market(payload)
+        assert (parsed["expiration_value"], parsed["settlement_value"]) == (84.0, payout)
+    open_market = market | {"result": "", "expiration_value": "", "settlement_value": None,
+                            "settlement_value_dollars": None}
+    parsed = parse_market(open_market)
+    assert parsed["expiration_value"] is None and parsed["settlement_value"] is None
+    wrong = market | {"settlement_value": 100 - payout, "settlement_value_dollars": f"{(100 - payout) / 100:.4f}"}
+    with pytest.raises(PayloadError, match=rf"^{market['ticker']}: settlement_value {100 - payout}¢ contradicts "
+                                           rf"result '{result}'"):
+        parse_market(wrong)
+
+
+@pytest.mark.parametrize(("strike_type", "strikes", "denoted"), [
+    ("between", {"floor_strike": 90, "cap_strike": 91}, "floor 85, cap 86"),
+    ("between", {"floor_strike": 85, "cap_strike": 87}, "floor 85, cap 86"),
+    ("greater", {"floor_strike": 91}, "floor 90, cap none"),
+    ("greater", {"cap_strike": 95}, "floor 90, cap none"),  # a tail has no second bound
+    ("less", {"cap_strike": 82.5}, "floor none, cap 83"),
+    ("less", {"floor_strike": 70}, "floor none, cap 83"),
+])
+def test_strikes_that_disagree_with_the_ticker_reject_the_market(strike_type, strikes, denoted):
+    ticker = {"between": "KXHIGHCHI-25JUL02-B85.5", "greater": "KXHIGHCHI-25JUL02-T90",
+              "less": "KXHIGHCHI-25JUL02-T83"}[strike_type]
+    contract = contract_from_ticker(ticker, strike_type)
+    market = {"ticker": ticker, "strike_type": strike_type, "floor_strike": contract.floor,
+              "cap_strike": contract.cap, "open_time": "2025-07-01T15:00:00Z", "close_time": "2025-07-03T05:00:00Z"}
+    parsed = parse_market(market)
+    assert (parsed["floor_strike"], parsed["cap_strike"]) == (contract.floor, contract.cap)
+    with pytest.raises(PayloadError, match=rf"^{ticker}: floor_strike/cap_strike .* disagree with the ticker, "
+                                           rf"which denotes a {strike_type} market with {denoted}$"):
+        parse_market(market | strikes)
+
+
+@pytest.mark.parametrize("strike_type", ["greater_or_equal", "less_or_equal"])
+def test_inclusive_tails_are_refused_with_the_market_named(demo, strike_type):
+    market = _demo_market(demo, strike_type.split("_")[0], "no") | {"strike_type": strike_type}
+    with pytest.raises(PayloadError, match=rf"^{market['ticker']}: strike_type '{strike_type}' is not supported"):
+        parse_market(market)
+
+
+@pytest.mark.integration
+def test_markets_whose_strikes_or_strike_type_cannot_be_trusted_are_rejected_and_the_rest_land(engine, demo):
+    tickers = sorted(demo.markets["ticker"])
+    between = demo.markets[demo.markets["strike_type"] == "between"]["ticker"].iloc[0]
+    tail = demo.markets[demo.markets["strike_type"] == "greater"]["ticker"].iloc[0]
+    with FakeApi() as api:
+        serve_kalshi(api, demo)
+        listing = api.handlers["/markets"]
+
+        def tampered(query):
+            reply = listing(query)
+            for market in reply.body["markets"]:
+                if market["ticker"] == between:
+                    market |= {"floor_strike": 90, "cap_strike": 91}
+                elif market["ticker"] == tail:
+                    market["strike_type"] = "greater_or_equal"
+            return reply
+
+        api.handlers["/markets"] = tampered
+        summary = ingest_kalshi(engine, client_for(api), SERIES, date(2025, 7, 2), date(2025, 7, 3), now=NOW)
+        fetched = {path for path, _ in api.requests if path.endswith("/candlesticks")}
+    text = "\n".join(summary.failures)
+    assert len(summary.failures) == 2
+    assert f"{between}: floor_strike/cap_strike floor 90, cap 91 disagree with the ticker" in text
+    assert f"{tail}: strike_type 'greater_or_equal' is not supported" in text
+    assert not any(between in path or tail in path for path in fetched)  # rejected before any candle is asked for
+    markets, candles, climate = _stored(engine)
+    assert set(markets["ticker"]) == set(tickers) - {between, tail}
+    assert set(candles["market_ticker"]) == set(tickers) - {between, tail}
+    assert len(climate) == 2  # the rest of each event still settles its day
+    stored = markets.set_index("ticker")
+    expected = demo.markets.set_index("ticker").loc[stored.index]
+    pd.testing.assert_series_equal(stored["expiration_value"], expected["expiration_value"])
+    pd.testing.assert_series_equal(stored["settlement_value"], expected["settlement_value"])
 
 
 # --- against the local server ----------------------------------------------------------------------

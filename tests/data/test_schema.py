@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,34 @@ def test_realtime_migration_is_separate_from_base(db_url):
     assert _tables(db_url) == ALL_TABLES - {"rt_ticks"}
     migrations.downgrade(db_url, "-1")
     assert _tables(db_url) == ALL_TABLES - {"rt_signals", "rt_ticks"}
+
+
+def test_expiration_value_migration_moves_the_high_and_derives_the_payout(db_url):
+    """Before a7e3b9c2d5f1 settlement_value held the settled high; after it, the high is expiration_value and
+    settlement_value the YES payout in cents (from result); downgrading puts the high back."""
+    migrations.upgrade(db_url, "3f7a9c1d2e4b")
+    engine = make_engine(db_url)
+    rows = [("KXHIGHCHI-25NOV28-B33.5", "yes", 34.0), ("KXHIGHCHI-25NOV28-B35.5", "no", 34.0),
+            ("KXHIGHCHI-25NOV29-B35.5", None, None)]
+    with engine.begin() as conn:
+        for ticker, result, high in rows:
+            conn.execute(text(
+                "INSERT INTO markets (ticker, event_ticker, series_ticker, city, event_date, strike_type, "
+                "open_time, close_time, result, settlement_value) VALUES (:ticker, 'E', 'KXHIGHCHI', 'chicago', "
+                "'2025-11-28', 'between', '2025-11-27 15:00:00', '2025-11-28 06:00:00', :result, :high)"),
+                {"ticker": ticker, "result": result, "high": high})
+    migrations.upgrade(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT ticker, expiration_value, settlement_value FROM markets "
+                                 "ORDER BY ticker")).all() == [
+            ("KXHIGHCHI-25NOV28-B33.5", 34.0, 100.0), ("KXHIGHCHI-25NOV28-B35.5", 34.0, 0.0),
+            ("KXHIGHCHI-25NOV29-B35.5", None, None)]
+    migrations.downgrade(db_url, "3f7a9c1d2e4b")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT ticker, settlement_value FROM markets ORDER BY ticker")).all() == [
+            (ticker, high) for ticker, _result, high in rows]
+        assert "expiration_value" not in {c["name"] for c in inspect(conn).get_columns("markets")}
+    engine.dispose()
 
 
 def _market(ticker: str = "KXHIGHCHI-25NOV28-B33.5") -> Market:

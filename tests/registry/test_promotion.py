@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from kwx.clock import SimulatedClock
 from kwx.config import TrainConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
@@ -18,7 +19,6 @@ from kwx.registry.cache import RegistryCache
 from kwx.registry.promotion import Check, PromotionRefused, promote
 from kwx.registry.resolution import NoModelError
 from kwx.report import FILES, build_report, infrastructure_checks
-from kwx.rt.clock import SimulatedClock
 from kwx.training import runner
 from tests.conftest import LENIENT_MARKET_GATES
 
@@ -81,8 +81,15 @@ def test_report_writes_and_logs_every_artifact(store):
     audit = json.loads((result.directory / FILES[1]).read_text())
     assert audit["cities"]["nyc"]["excluded"] and audit["cities"]["nyc"]["null_fraction"]["dew_f"] == 1.0
     assert audit["cities"]["chicago"]["null_fraction"]["dew_f"] == 0.0 and audit["passed"]
+    # Each VC check's name says its value is a null fraction and the bound it is held to.
+    vc_checks = {c["check"]: c["value"] for c in audit["checks"] if "VC columns" in c["check"]}
+    fractions = {key: city["null_fraction"] for key, city in audit["cities"].items()}
+    assert vc_checks == {"chicago: VC columns null fraction < 1 (populated)": fractions["chicago"],
+                         "nyc: VC columns null fraction = 1 (all NULL)": fractions["nyc"]}
+    # The windows' predictions were downloaded elsewhere: the folder (and its MLflow copy) holds the report only.
+    assert sorted(p.name for p in result.directory.iterdir()) == sorted([*FILES, "03_reliability_diagram.png"])
     logged = {a.path for a in client.list_artifacts(first.parent_run_id, "acceptance_report")}
-    assert f"acceptance_report/{FILES[5]}" in logged
+    assert logged == {f"acceptance_report/{name}" for name in (*FILES, "03_reliability_diagram.png")}
 
 
 def test_gates_refuse_and_name_each_failure(store):

@@ -13,11 +13,11 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from kwx.cli import app
+from kwx.clock import SimulatedClock
 from kwx.config import RtConfig
 from kwx.registry.cache import RegistryCache
 from kwx.registry.promotion import promote
 from kwx.registry.resolution import VersionFacts
-from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import ModelUnavailable
 from kwx.rt.replay import replay_day
 from tests.conftest import small_training_run

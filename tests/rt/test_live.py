@@ -26,13 +26,20 @@ from tests.data.test_visual_crossing import timeline_json
 pytestmark = pytest.mark.integration
 
 
-def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypatch):
+def _live_day(promoted, tmp_path, monkeypatch):
+    """Today's and tomorrow's chicago demo markets, an empty migrated SQLite store, the promoted model's
+    tracking store and a VC key: what every live test starts from."""
     today = datetime.now(UTC).date()
     demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
     db = f"sqlite:///{tmp_path / 'live.db'}"
     migrations.upgrade(db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
     monkeypatch.setenv("VC_API_KEY", "k3y")
+    return today, demo, db
+
+
+def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypatch):
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
     open_now = demo.markets[(demo.markets["open_time"] <= pd.Timestamp.now(tz="UTC"))]
     broken, refused = sorted(open_now.loc[open_now["strike_type"] == "between", "ticker"])[:2]
     with FakeApi() as api:
@@ -68,12 +75,7 @@ def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypa
 def test_a_rejected_weather_key_is_named_per_market_in_the_tick_log_and_status_and_fails_once(
         promoted, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="kwx.rt")
-    today = datetime.now(UTC).date()
-    demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
-    db = f"sqlite:///{tmp_path / 'live.db'}"
-    migrations.upgrade(db)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
-    monkeypatch.setenv("VC_API_KEY", "k3y")
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
     first, last = today - timedelta(days=1), today
     weather_path = f"/stn:KMDW/{first}/{last}"
     with FakeApi() as api:
@@ -118,12 +120,7 @@ def _serve_chicago(api, demo, today, weather=None):
 
 
 def test_a_hung_weather_server_costs_a_tick_its_deadline_not_more(promoted, tmp_path, monkeypatch):
-    today = datetime.now(UTC).date()
-    demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
-    db = f"sqlite:///{tmp_path / 'live.db'}"
-    migrations.upgrade(db)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
-    monkeypatch.setenv("VC_API_KEY", "k3y")
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
     hang = 12.0  # longer than the deadline, shorter than one request's own 15 s timeout
     with FakeApi() as api:
         weather = _serve_chicago(api, demo, today, weather=lambda q: Reply({}, delay=hang))
@@ -144,12 +141,7 @@ def test_a_hung_weather_server_costs_a_tick_its_deadline_not_more(promoted, tmp_
 def test_once_exits_1_when_its_tick_cannot_read_the_database(promoted, tmp_path, monkeypatch):
     from kwx.data.dataset import load_markets
 
-    today = datetime.now(UTC).date()
-    demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
-    db = f"sqlite:///{tmp_path / 'live.db'}"
-    migrations.upgrade(db)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
-    monkeypatch.setenv("VC_API_KEY", "k3y")
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
     # The market read goes to a server that refuses connections; the signal writes still land.
     dead = create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none")
     monkeypatch.setattr("kwx.rt.sources.load_markets", lambda _engine, *args: load_markets(dead, *args))
@@ -170,11 +162,11 @@ def test_once_exits_1_when_its_tick_cannot_read_the_database(promoted, tmp_path,
 @pytest.mark.postgres
 def test_the_live_loop_outlives_a_database_outage_and_loses_no_tick(promoted, postgres_url, postgres_admin_url,
                                                                      monkeypatch):
+    from kwx.clock import SimulatedClock
     from kwx.config import RtConfig
     from kwx.data.clients.http import JsonHttp
     from kwx.data.clients.kalshi import KalshiClient
     from kwx.data.clients.visual_crossing import VisualCrossingClient
-    from kwx.rt.clock import SimulatedClock
     from kwx.rt.live import serve_live
 
     today = datetime.now(UTC).date()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kwx.cities import get_city
 from kwx.cli import app
+from kwx.clock import SimulatedClock
 from kwx.config import RtConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
@@ -21,7 +22,6 @@ from kwx.domain.features import build_features
 from kwx.domain.markets import climate_day_bounds, locked_outcomes
 from kwx.registry.cache import RegistryCache
 from kwx.registry.versions import model_name
-from kwx.rt.clock import SimulatedClock
 from kwx.rt.engine import SignalRows, compute_signals, latest_rows
 from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day

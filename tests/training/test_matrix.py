@@ -73,7 +73,7 @@ def test_command_line_overrides_win_and_entries_keep_their_order(tmp_path):
 def test_shipped_matrix_and_all_cover_every_city_and_bracket():
     shipped = sorted((REPO / "configs").glob("elasticnet_*.yaml"))
     assert sorted(load_config(REPO / "configs" / "matrix.yaml", MatrixConfig).paths()) == shipped
-    members = matrix.load_all({"trials": 2})
+    members = matrix.load_all({"trials": 2}, REPO / "configs")
     assert len(members) == 21 and {c.trials for _, c in members} == {2}
     assert cli.invoke(app, ["config", "validate", str(REPO / "configs" / "matrix.yaml"), "--kind", "matrix"]
                       ).exit_code == 0
@@ -169,6 +169,9 @@ def test_config_without_data_fails_before_any_run(tmp_path, demo_db, store, monk
     assert "1 configs, 2 windows in" in skipped.output
     parents = _parent_runs(store, "kwx-chicago-between")
     assert len(parents) == 1 and parents[0].info.run_id != launched
+    # and links each config's parent run, which names it back
+    assert store.get_run(launched).data.tags["kwx.training_run_ids"] == parents[0].info.run_id
+    assert parents[0].data.tags["kwx.launched_by_run_id"] == launched
     assert [m.name for m in store.search_registered_models()] == ["kwx-chicago-between"]
     summary = mlflow.artifacts.load_dict(f"runs:/{launched}/matrix_summary.json")
     assert [(r["config"], r["windows"]) for r in summary] == [("small_chicago.yaml", 2)]

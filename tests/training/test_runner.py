@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import mlflow
@@ -9,12 +10,15 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from kwx.audit.features import load_window_model
 from kwx.config import TrainConfig
 from kwx.data.dataset import DatasetError, load_dataset
 from kwx.data.db import make_engine
 from kwx.domain.features import feature_columns
+from kwx.registry.versions import LEGACY_MODEL_DESCRIPTION, model_description
 from kwx.tracking import TrackingUnavailableError
 from kwx.training import runner
+from kwx.training.walkforward import train_test_rows
 from tests.conftest import demo_database
 
 pytestmark = pytest.mark.integration
@@ -74,16 +78,18 @@ def test_trains_one_run_and_version_per_window(engine, tracking, workers):
 
     version = tracking.get_model_version("kwx-chicago-between", "2")
     assert version.tags["window"] == "win_20250705_20250720"
+    assert version.description.startswith("Window win_20250705_20250720: trained on 2025-07-05 to 2025-07-16")
+    assert tracking.get_registered_model("kwx-chicago-between").description == model_description("chicago",
+                                                                                                 "between")
     assert (version.tags["test_start"], version.tags["test_end"]) == ("2025-07-17", "2025-07-20")
     assert version.tags["city"] == "chicago" and version.tags["bracket"] == "between"
     assert version.tags["config_hash"] == config.fingerprint()
 
     model = mlflow.pyfunc.load_model("models:/kwx-chicago-between/2")
     frame = load_dataset(engine, "chicago", "between", date(2025, 7, 17), date(2025, 7, 18))
-    proba = model.predict(frame[feature_columns("elasticnet_relative", "between")])
-    assert proba.shape == (len(frame), 2)
-    assert ((proba >= 0) & (proba <= 1)).all()
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    served = model.predict(frame[feature_columns("elasticnet_relative", "between")])
+    assert list(served.columns) == ["p_yes"] and len(served) == len(frame)
+    assert ((served["p_yes"] >= 0) & (served["p_yes"] <= 1)).all()
 
 
 def test_bad_input_fails_before_any_run(engine, tracking):
@@ -127,3 +133,46 @@ def test_optuna_storage_must_not_be_mlflows_database(engine, tracking, tmp_path)
     with pytest.raises(runner.TrainingError, match="schemas collide"):
         runner.train(TrainConfig.model_validate(CONFIG), engine,
                      optuna_storage_spec=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_runs_models_and_datasets_carry_provenance(engine, tracking, monkeypatch):
+    """Source tags, notes, per-window datasets, window-named models linked to their versions, true run times."""
+    config = TrainConfig.model_validate(CONFIG)
+    tracking.create_registered_model("kwx-chicago-between", description=LEGACY_MODEL_DESCRIPTION)
+    summary = runner.train(config, engine, workers=2)
+    assert tracking.get_registered_model("kwx-chicago-between").description == model_description("chicago",
+                                                                                                 "between")
+    runs = _runs(tracking, summary.experiment_id)
+    parent = next(r for r in runs if r.info.run_id == summary.parent_run_id)
+    children = sorted((r for r in runs if r.info.run_id != summary.parent_run_id), key=lambda r: r.info.run_name)
+    tags = parent.data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] == runner.REPO_DIR.as_uri()
+    assert tags["mlflow.source.git.commit"] == runner.git_commit() != "unknown"
+    assert tags["mlflow.note.content"].startswith("Walk-forward training of chicago/between")
+
+    frame, features, _ = runner.prepare(config, engine)
+    models = {m.name: m for m in tracking.search_logged_models(experiment_ids=[summary.experiment_id])}
+    assert sorted(models) == sorted(summary.versions)
+    for child in children:
+        window = child.data.tags["kwx.window"]
+        assert child.data.tags["mlflow.source.git.commit"] == tags["mlflow.source.git.commit"]
+        assert child.data.tags["mlflow.note.content"].startswith(f"Window {window} of chicago/between: trained on")
+        inputs = {i.tags[0].value: i.dataset for i in child.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "testing"}
+        plan = next(p for p in runner.plan(config, frame) if p.window.name == window)
+        for context, rows in zip(("training", "testing"), train_test_rows(frame, plan.window), strict=True):
+            dataset = inputs[context]
+            assert dataset.name == f"chicago-between-{window}-{'train' if context == 'training' else 'test'}"
+            assert dataset.digest == runner.data_fingerprint(rows) and dataset.source_type == "database"
+            assert json.loads(dataset.source) == {"url": engine.url.render_as_string(hide_password=True)}
+            assert json.loads(dataset.profile)["num_rows"] == len(rows)
+        version = summary.versions[window]
+        assert json.loads(models[window].tags["mlflow.modelVersions"]) == [
+            {"name": "kwx-chicago-between", "version": int(version)}]
+        # The run spans the worker's training: it ended before its logging registered the version.
+        registered = tracking.get_model_version("kwx-chicago-between", version).creation_timestamp
+        assert parent.info.start_time < child.info.start_time < child.info.end_time < registered
+    # A window run without a version still loads the model it logged, by its window's name.
+    tracking.delete_tag(children[0].info.run_id, "kwx.model_version")
+    model = load_window_model(tracking.get_run(children[0].info.run_id), "kwx-chicago-between")
+    assert model.predict_proba(frame[features].head(3)).shape == (3, 2)

@@ -25,6 +25,8 @@ CANDLE_CAP = 5000  # candlesticks per request; longer ranges are split
 # bound on a server whose cursors never end (without repeating) stops the loop within minutes.
 MAX_PAGES = 1000
 REJECTED = "Kalshi refused the request"
+# Strike types the SDK lists beside ours (YES on T >= floor / T <= cap); refused at ingest, see parse_market.
+INCLUSIVE_TAILS = ("greater_or_equal", "less_or_equal")
 
 
 class KalshiClient:
@@ -219,6 +221,10 @@ def parse_market(market: dict) -> dict:
     if not isinstance(ticker, str) or not ticker:
         raise PayloadError(f"market entry without a ticker: {str(market)[:120]}")
     strike_type = market.get("strike_type")
+    if strike_type in INCLUSIVE_TAILS:
+        raise PayloadError(f"{ticker}: strike_type {strike_type!r} is not supported: kwx settles only "
+                           f"{', '.join(BRACKETS)} (strict tails); an inclusive tail would need its own rule, "
+                           f"features and models, and the daily-high markets kwx trades use none")
     if strike_type not in BRACKETS:
         raise PayloadError(f"{ticker}: strike_type: {strike_type!r} is not one of {list(BRACKETS)}")
     try:
@@ -230,19 +236,33 @@ def parse_market(market: dict) -> dict:
     needs_floor, needs_cap = strike_type in ("between", "greater"), strike_type in ("between", "less")
     if (needs_floor and floor is None) or (needs_cap and cap is None):
         raise PayloadError(f"{ticker}: {strike_type} market is missing its floor_strike/cap_strike")
+    given = (None if floor is None else float(floor), None if cap is None else float(cap))
+    if given != (contract.floor, contract.cap):
+        # the ticker is what traders see and what the rules read; stored strikes must say the same
+        raise PayloadError(f"{ticker}: floor_strike/cap_strike {_bounds(*given)} disagree with the ticker, "
+                           f"which denotes a {strike_type} market with {_bounds(contract.floor, contract.cap)}")
     result = _text(market, "result", ticker)
-    settled = _number(market.get("expiration_value"), f"{ticker}: expiration_value") if result else None
+    temperature = _number(market.get("expiration_value"), f"{ticker}: expiration_value") if result else None
+    payout = _cents(market, "settlement_value", ticker)
+    expected_payout = {"yes": 100.0, "no": 0.0}.get(result or "")
+    if payout is not None and expected_payout is not None and payout != expected_payout:
+        raise PayloadError(f"{ticker}: settlement_value {payout:g}¢ contradicts result {result!r} "
+                           f"(a {result} pays {expected_payout:g}¢)")
     return {
         "ticker": ticker, "event_ticker": _text(market, "event_ticker", ticker) or ticker.rsplit("-", 1)[0],
         "series_ticker": contract.series, "city": contract.city, "event_date": contract.event_date,
-        "strike_type": strike_type, "floor_strike": None if floor is None else float(floor),
-        "cap_strike": None if cap is None else float(cap),
+        "strike_type": strike_type, "floor_strike": contract.floor, "cap_strike": contract.cap,
         "open_time": _time(market, "open_time", ticker), "close_time": _time(market, "close_time", ticker),
         "expiration_time": _time(market, "expiration_time", ticker, required=False),
         "status": _text(market, "status", ticker), "result": result,
-        "settlement_value": None if settled is None else float(settled),
+        "expiration_value": None if temperature is None else float(temperature),
+        "settlement_value": payout,
         "rules_primary": _text(market, "rules_primary", ticker),
     }
+
+
+def _bounds(floor: float | None, cap: float | None) -> str:
+    return f"floor {'none' if floor is None else f'{floor:g}'}, cap {'none' if cap is None else f'{cap:g}'}"
 
 
 def markets_frame(rows: list[dict]) -> pd.DataFrame:
@@ -254,17 +274,18 @@ def markets_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def settlements(markets: pd.DataFrame, station: str) -> pd.DataFrame:
-    """climate_daily rows from settled markets: one whole-°F high per event; disagreement is an error."""
-    settled = markets.dropna(subset=["settlement_value"])
+    """climate_daily rows from settled markets: one whole-°F high (``expiration_value``) per event;
+    disagreement is an error."""
+    settled = markets.dropna(subset=["expiration_value"])
     rows = []
     for event_date, group in settled.groupby("event_date"):
-        values = set(group["settlement_value"])
+        values = set(group["expiration_value"])
         if len(values) != 1:
-            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: markets disagree on the settlement "
-                               f"value {sorted(values)}")
+            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: markets disagree on the settled "
+                               f"high (expiration_value) {sorted(values)}")
         value = values.pop()
         if not float(value).is_integer():
-            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: settlement value {value} is not whole °F")
+            raise PayloadError(f"event {group['event_ticker'].iloc[0]}: expiration_value {value} is not whole °F")
         rows.append({"station": station, "climate_date": event_date, "tmax_f": int(value),
                      "source": "kalshi_settlement"})
     return pd.DataFrame(rows, columns=["station", "climate_date", "tmax_f", "source"])

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kwx.training.windows import format_window_name, parse_window_name, plan_windows
+from kwx.domain.windows import format_window_name, parse_window_name, plan_windows
 
 
 def test_plan_matches_the_demo_config():

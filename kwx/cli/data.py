@@ -1,0 +1,188 @@
+"""`kwx data` and `kwx ingest`: demo data, coverage summary, and real data from Kalshi and Visual Crossing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from kwx.cli.common import (
+    CitiesAliasOption,
+    CitiesOption,
+    CityOption,
+    DbUrlOption,
+    KwxTyper,
+    _check_range,
+    _cities,
+    console,
+    err_console,
+    fail,
+    open_engine,
+    progress,
+)
+from kwx.data import migrations
+from kwx.data.db import database_url
+from kwx.data.demo import DEFAULT_MARKET_SKILL
+from kwx.secrets import configure_logging, redact
+
+data_app = KwxTyper(help="Demo data, coverage summary.")
+ingest_app = KwxTyper(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather.")
+
+DEMO_START = "2025-05-01"
+DEMO_END = "2025-11-15"
+MarketSkillOption = Annotated[float, typer.Option(
+    "--market-skill", help="How informed the demo market is, 0..1: 0 = it lags the weather (day bias, slow noise, "
+    "inflated uncertainty), 1 = it prices with exactly what a well-informed forecaster knows. Only the quotes change.")]
+
+
+@data_app.command("demo")
+def data_demo(
+    city: CitiesOption = None,
+    cities: CitiesAliasOption = None,
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")] = DEMO_START,
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")] = DEMO_END,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.", min=0, max=2**32 - 1)] = 42,
+    market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Generate realistic demo markets, candles, weather and settlements for --city (default chicago), and upsert
+    them (idempotent)."""
+    from kwx.data.db import make_engine
+    from kwx.data.demo import check_market_skill, load_demo
+
+    city_list = _cities(city, cities) or ["chicago"]
+    _check_range(start, end)
+    try:
+        check_market_skill(market_skill, "--market-skill")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    migrations.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task("demo data", total=len(city_list))
+
+            def done(city: str, written: dict[str, int]) -> None:
+                bar.update(task, advance=1, description=f"{city}: {written['candles']:,} candles")
+
+            totals = load_demo(engine, city_list, start.date(), end.date(), seed, market_skill=market_skill,
+                               on_city_done=done)
+    finally:
+        engine.dispose()
+    console.print(
+        f"demo data for {', '.join(city_list)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (seed {seed}, "
+        f"market skill {market_skill:g}): "
+        + ", ".join(f"{n:,} {table}" for table, n in totals.items())
+    )
+
+
+@data_app.command("summary")
+def data_summary(db_url: DbUrlOption = None) -> None:
+    """Per-city counts and date coverage of markets, candles, weather and settlements."""
+    from rich.table import Table
+
+    from kwx.data.store import coverage_summary
+
+    engine = open_engine(db_url)
+    try:
+        summary = coverage_summary(engine)
+    finally:
+        engine.dispose()
+    if summary.empty:
+        raise fail(f"no data in {redact(database_url(db_url))}: run `kwx data demo` or `kwx ingest ...`")
+    table = Table(title=f"kwx data in {redact(database_url(db_url))}")
+    for column in ("city", "markets", "candles", "event days", "settled", "weather obs", "weather (UTC)"):
+        table.add_column(column, justify="left" if column in ("city", "event days", "weather (UTC)") else "right")
+
+    def span(first, last) -> str:
+        return "" if pd.isna(first) else f"{pd.Timestamp(first):%Y-%m-%d}..{pd.Timestamp(last):%Y-%m-%d}"
+
+    for row in summary.itertuples(index=False):
+        table.add_row(row.city, f"{row.markets:,}", f"{row.candles:,}", span(row.first_event, row.last_event),
+                      f"{row.settled_days:,}", f"{row.weather_obs:,}", span(row.weather_from, row.weather_to))
+    console.print(table)
+
+
+def _report_ingest(summary, what: str) -> None:
+    console.print(f"{what}: {summary.markets:,} markets, {summary.candles:,} candles, "
+                  f"{summary.weather:,} weather rows, {summary.settled_days:,} settled days")
+    if summary.failures:
+        for failure in summary.failures:
+            err_console.print(f"[red]failed:[/] {redact(failure)}", highlight=False)
+        raise typer.Exit(1)
+
+
+@ingest_app.command("kalshi")
+def ingest_kalshi_command(
+    series: Annotated[str, typer.Option(help="Kalshi series ticker, e.g. KXHIGHCHI.")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")],
+    base_url: Annotated[str | None, typer.Option(help="API base URL (default: production).")] = None,
+    demo_env: Annotated[bool, typer.Option("--demo-env", help="Use Kalshi's demo environment.")] = False,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Markets, 1-minute candles and settlements of a series; re-running the same range changes nothing."""
+    from kwx.cities import city_for_series
+    from kwx.clock import SystemClock
+    from kwx.data.clients.http import FetchError, PayloadError
+    from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL, KalshiClient
+    from kwx.data.ingestion import ingest_kalshi
+
+    try:
+        city_for_series(series)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    _check_range(start, end)
+    configure_logging()
+    client = KalshiClient(base_url or (DEMO_URL if demo_env else PRODUCTION_URL))
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"{series} markets", total=None)
+
+            def step(ticker: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=ticker)
+
+            summary = ingest_kalshi(engine, client, series, start.date(), end.date(), now=SystemClock().now(),
+                                    progress=step)
+    except (FetchError, PayloadError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+        client.http.close()
+    _report_ingest(summary, f"{series} {start:%Y-%m-%d}..{end:%Y-%m-%d}")
+
+
+@ingest_app.command("vc")
+def ingest_vc_command(
+    city: CityOption,
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First climate day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last climate day.")],
+    base_url: Annotated[str | None, typer.Option(help="Timeline API base URL.")] = None,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Station-locked minute weather from Visual Crossing (key from VC_API_KEY)."""
+    from kwx.data.clients.http import FetchError, PayloadError
+    from kwx.data.clients.visual_crossing import BASE_URL, MissingApiKeyError, VisualCrossingClient, api_key_from_env
+    from kwx.data.ingestion import ingest_vc
+
+    try:
+        client = VisualCrossingClient(api_key_from_env(), base_url or BASE_URL)
+    except MissingApiKeyError as exc:
+        raise fail(str(exc)) from None
+    _check_range(start, end)
+    configure_logging()
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"{city} weather", total=None)
+            summary = ingest_vc(engine, client, city, start.date(), end.date(),
+                                progress=lambda _s, done, total: bar.update(task, completed=done, total=total))
+    except (FetchError, PayloadError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+        client.http.close()
+    _report_ingest(summary, f"{city} weather {start:%Y-%m-%d}..{end:%Y-%m-%d}")

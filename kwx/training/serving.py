@@ -1,0 +1,72 @@
+"""A window's model as MLflow stores and serves it: scikit-learn's flavor, served as a named ``p_yes``.
+
+The saved directory is MLflow's sklearn flavor unchanged (skops file, explicit trusted types), so
+``mlflow.sklearn.load_model`` returns the fitted ``CalibratedClassifierCV`` that kwx's registry cache loads.
+Only the python_function flavor's loader is this module instead of ``mlflow.sklearn``: a sklearn
+``pyfunc_predict_fn`` can name an estimator method only, whose output is an unnamed array, so
+``mlflow.pyfunc.load_model`` and ``mlflow models serve`` answer through ``predict_yes`` here (the one prediction
+path) with a ``p_yes`` column. The module path is written into every logged model: moving it breaks serving
+them, and serving needs kwx importable (``--env-manager local`` in kwx's environment).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import mlflow.sklearn
+import pandas as pd
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
+from mlflow.pyfunc import FLAVOR_NAME as PYFUNC_FLAVOR
+from mlflow.pyfunc import MAIN as PYFUNC_LOADER
+from mlflow.types import ColSpec, Schema
+
+from kwx.training.model import SKOPS_TRUSTED_TYPES, predict_yes
+
+OUTPUT = "p_yes"
+
+
+def log_model(model, name: str, input_example: pd.DataFrame, **kwargs) -> ModelInfo:
+    """Log a fitted model to the active run; ``kwargs`` go to ``mlflow.sklearn.save_model`` / ``Model.log``."""
+    return Model.log(
+        artifact_path=None, name=name, flavor=sys.modules[__name__], sk_model=model, serialization_format="skops",
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES), signature=signature(model, input_example),
+        # Missing features are NaN, which MLflow writes as a bare NaN (invalid JSON); None is written as null.
+        input_example=input_example.astype(object).where(input_example.notna(), None), **kwargs,
+    )
+
+
+def signature(model, input_example: pd.DataFrame) -> ModelSignature:
+    """Every feature a double column the request must send, whose values may be null (imputed, as in
+    training); the output the named ``p_yes``.
+
+    Inference marks a column optional only when the example happens to miss a value in it, but the model
+    needs every column (a missing value is null, not an absent column): MLflow then rejects a request that
+    lacks one, naming it, before it reaches the model.
+    """
+    inferred = infer_signature(input_example, pd.DataFrame({OUTPUT: predict_yes(model, input_example)}))
+    present = Schema([ColSpec(spec.type, spec.name, required=True) for spec in inferred.inputs.inputs])
+    return ModelSignature(present, inferred.outputs)
+
+
+def save_model(sk_model, path: str, mlflow_model: Model, **kwargs) -> None:
+    """``Model.log``'s flavor hook: MLflow's sklearn flavor, its pyfunc loader switched to this module."""
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
+    mlflow_model.flavors[PYFUNC_FLAVOR][PYFUNC_LOADER] = __name__
+    mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+
+def _load_pyfunc(path: str) -> YesProbabilityModel:
+    # ``path`` is the model directory: the sklearn flavor's pyfunc configuration names no ``data`` file.
+    return YesProbabilityModel(mlflow.sklearn.load_model(path))
+
+
+class YesProbabilityModel:
+    """What ``mlflow.pyfunc.load_model`` wraps: feature rows in, a ``p_yes`` column out."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, data: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({OUTPUT: predict_yes(self.model, data)}, index=data.index)
