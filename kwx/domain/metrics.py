@@ -120,11 +120,15 @@ def _row_sets(predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return y, p_model, p_market, unlocked, unlocked & ~np.isnan(p_market)
 
 
-def _scored(prefix: str, y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, float]:
-    if len(y) == 0:
-        return {f"{prefix}_{k}": float("nan") for k in ("log_loss", "brier", "ece")}
-    return {f"{prefix}_log_loss": log_loss(y, p), f"{prefix}_brier": brier(y, p),
-            f"{prefix}_ece": reliability(y, p, n_bins).ece}
+SCORES = ("log_loss", "brier", "ece", "mce", "auc")
+
+
+def prefixed_scores(prefix: str, y_true, p, keys: tuple[str, ...] = SCORES, n_bins: int = 10) -> dict[str, float]:
+    """``score``'s ``keys`` named ``{prefix}_{key}``; NaN for each when there is no row to score."""
+    if len(y_true) == 0:
+        return {f"{prefix}_{k}": float("nan") for k in keys}
+    values = score(y_true, p, n_bins)
+    return {f"{prefix}_{k}": values[k] for k in keys}
 
 
 def pooled_metrics(predictions, n_bins: int = 10) -> dict[str, float]:
@@ -138,11 +142,12 @@ def pooled_metrics(predictions, n_bins: int = 10) -> dict[str, float]:
     """
     y, p_model, p_market, unlocked, comparable = _row_sets(predictions)
     quoted = ~np.isnan(p_market)
+    keys = ("log_loss", "brier", "ece")
     return {
-        **_scored("pooled_test", y, p_model, n_bins),
-        **_scored("pooled_test_unlocked", y[unlocked], p_model[unlocked], n_bins),
-        **_scored("pooled_market", y[quoted], p_market[quoted], n_bins),
-        **_scored("pooled_market_unlocked", y[comparable], p_market[comparable], n_bins),
+        **prefixed_scores("pooled_test", y, p_model, keys, n_bins),
+        **prefixed_scores("pooled_test_unlocked", y[unlocked], p_model[unlocked], keys, n_bins),
+        **prefixed_scores("pooled_market", y[quoted], p_market[quoted], keys, n_bins),
+        **prefixed_scores("pooled_market_unlocked", y[comparable], p_market[comparable], keys, n_bins),
         "pooled_brier_skill": brier_skill(y[comparable], p_model[comparable], p_market[comparable]),
         "pooled_n_rows": float(len(y)),
         "pooled_n_unlocked_rows": float(unlocked.sum()),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from kwx.config import TrainConfig
 from kwx.domain.markets import with_locked_outcomes
-from kwx.domain.metrics import brier, reliability, score
+from kwx.domain.metrics import SCORES, brier_skill, prefixed_scores, reliability
 from kwx.domain.windows import Window, plan_windows
 from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients, predict_yes
 from kwx.training.search import join_search, run_search
@@ -97,27 +97,19 @@ def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, lock
     """
     quoted = ~np.isnan(p_market)
     open_quoted = quoted & ~locked
-    metrics = {f"test_{k}": v for k, v in score(y, p_model).items()}
-    metrics |= _scores("market", y[quoted], p_market[quoted], auc=False)
-    metrics |= _scores("test_unlocked", y[~locked], p_model[~locked])
-    metrics |= _scores("market_unlocked", y[open_quoted], p_market[open_quoted], auc=False)
-    if open_quoted.any():
-        model_brier, market_brier = brier(y[open_quoted], p_model[open_quoted]), brier(y[open_quoted],
-                                                                                    p_market[open_quoted])
-        metrics["test_brier_skill"] = 1 - model_brier / market_brier if market_brier > 0 else float("nan")
-        metrics["test_beats_market"] = float(model_brier < market_brier)
-    else:
-        metrics["test_brier_skill"] = metrics["test_beats_market"] = float("nan")
+    market_keys = tuple(k for k in SCORES if k != "auc")
+    metrics = prefixed_scores("test", y, p_model)
+    metrics |= prefixed_scores("market", y[quoted], p_market[quoted], market_keys)
+    metrics |= prefixed_scores("test_unlocked", y[~locked], p_model[~locked])
+    metrics |= prefixed_scores("market_unlocked", y[open_quoted], p_market[open_quoted], market_keys)
+    skill = brier_skill(y[open_quoted], p_model[open_quoted], p_market[open_quoted])
+    metrics["test_brier_skill"] = skill
+    # beating a market whose Brier is 0 is impossible: NaN skill there counts as not beating it
+    metrics["test_beats_market"] = float(skill > 0) if open_quoted.any() else float("nan")
     metrics["test_locked_fraction"] = float(np.mean(locked))
     metrics["test_at_bounds_fraction"] = float(np.mean((p_model[~locked] <= 0) | (p_model[~locked] >= 1))) \
         if (~locked).any() else 0.0
     return metrics
-
-
-def _scores(prefix: str, y: np.ndarray, p: np.ndarray, *, auc: bool = True) -> dict[str, float]:
-    """``score`` under ``prefix``; NaN for every metric when there is no row to score."""
-    values = score(y, p) if len(y) else dict.fromkeys(("log_loss", "brier", "ece", "mce", "auc"), float("nan"))
-    return {f"{prefix}_{k}": v for k, v in values.items() if auc or k != "auc"}
 
 
 @dataclass
