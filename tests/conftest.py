@@ -134,6 +134,15 @@ def small_training_run(root: Path) -> Iterator[dict]:
         mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """A client of a fresh MLflow store in the test's temp directory, which MLflow uses until the test ends."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def promoted(tmp_path_factory):
     """The small training run promoted to Production, shared by the rt and backtest tests."""

@@ -98,14 +98,6 @@ def demo_db(tmp_path_factory):
     return demo_database(tmp_path_factory.mktemp("db"), ["chicago", "nyc"], date(2025, 7, 1), date(2025, 7, 20), seed=3)
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
-
-
 def _parent_runs(client: MlflowClient, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
@@ -113,23 +105,23 @@ def _parent_runs(client: MlflowClient, experiment: str) -> list:
 
 
 @pytest.mark.integration
-def test_matrix_trains_each_config_into_its_own_model(tmp_path, demo_db, store):
+def test_matrix_trains_each_config_into_its_own_model(tmp_path, demo_db, tracking):
     _small_configs(tmp_path, "chicago", "nyc")
     path = _write(tmp_path / "m.yaml", {"configs": ["small_*.yaml"], "overrides": {"trials": 2}})
 
     plan = cli.invoke(app, ["train", "--matrix", str(path), "--plan", "--db-url", demo_db])
     assert plan.exit_code == 0, plan.output
     assert "chicago/between walk-forward plan" in plan.output and "nyc/between walk-forward plan" in plan.output
-    assert store.search_registered_models() == []
+    assert tracking.search_registered_models() == []
 
     trained = cli.invoke(app, ["train", "--matrix", str(path), "--workers", "1", "--db-url", demo_db])
     assert trained.exit_code == 0, trained.output
     assert "2 configs, 4 windows in" in trained.output
     for city in ("chicago", "nyc"):
-        parents = _parent_runs(store, f"kwx-{city}-between")
+        parents = _parent_runs(tracking, f"kwx-{city}-between")
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].data.params["trials"] == "2"
-        versions = store.search_model_versions(f"name = 'kwx-{city}-between'")
+        versions = tracking.search_model_versions(f"name = 'kwx-{city}-between'")
         assert sorted(str(v.version) for v in versions) == ["1", "2"]
         assert {v.tags["parent_run_id"] for v in versions} == {parents[0].info.run_id}
         assert f"small_{city}.yaml" in trained.output
@@ -138,14 +130,14 @@ def test_matrix_trains_each_config_into_its_own_model(tmp_path, demo_db, store):
     assert listed.exit_code == 0, listed.output
     rows = [line for line in listed.output.splitlines() if "kwx-" in line]
     assert len(rows) == 2 and "kwx-chicago-between" in rows[0] and "kwx-nyc-between" in rows[1]
-    chicago = store.get_run(_parent_runs(store, "kwx-chicago-between")[0].info.run_id).data.metrics
+    chicago = tracking.get_run(_parent_runs(tracking, "kwx-chicago-between")[0].info.run_id).data.metrics
     assert "None:2" in rows[0] and f"{chicago['mean_test_log_loss']:.4f}" in rows[0]
     detailed = cli.invoke(app, ["models", "list", "--city", "nyc", "--bracket", "between"])
     assert detailed.exit_code == 0 and detailed.output.count("win_2025") == 2
 
 
 @pytest.mark.integration
-def test_config_without_data_fails_before_any_run(tmp_path, demo_db, store, monkeypatch):
+def test_config_without_data_fails_before_any_run(tmp_path, demo_db, tracking, monkeypatch):
     _small_configs(tmp_path, "chicago", "miami")
     path = _write(tmp_path / "m.yaml", {"configs": ["small_chicago.yaml", "small_miami.yaml"],
                                         "overrides": {"trials": 2}})
@@ -156,23 +148,23 @@ def test_config_without_data_fails_before_any_run(tmp_path, demo_db, store, monk
     lines = failed.output.strip().splitlines()
     assert lines[0].startswith("cannot train small_miami.yaml: no miami/between markets with event dates ")
     assert len(lines) == 2 and "1 of 2 configs cannot train, nothing was trained" in lines[1]
-    assert [e.name for e in store.search_experiments()] == ["Default"]
-    assert store.search_registered_models() == []
+    assert [e.name for e in tracking.search_experiments()] == ["Default"]
+    assert tracking.search_registered_models() == []
 
     # As under `mlflow run`: the launched run gets the summary, each config still gets a parent run of its own.
-    launched = store.create_run(store.create_experiment("launcher")).info.run_id
+    launched = tracking.create_run(tracking.create_experiment("launcher")).info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", launched)
     skipped = cli.invoke(app, ["train", "--matrix", str(path), "--skip-missing", "--workers", "2",
                                "--db-url", demo_db])
     assert skipped.exit_code == 0, skipped.output
     assert "skipped small_miami.yaml: no miami/between markets" in skipped.output
     assert "1 configs, 2 windows in" in skipped.output
-    parents = _parent_runs(store, "kwx-chicago-between")
+    parents = _parent_runs(tracking, "kwx-chicago-between")
     assert len(parents) == 1 and parents[0].info.run_id != launched
     # and links each config's parent run, which names it back
-    assert store.get_run(launched).data.tags["kwx.training_run_ids"] == parents[0].info.run_id
+    assert tracking.get_run(launched).data.tags["kwx.training_run_ids"] == parents[0].info.run_id
     assert parents[0].data.tags["kwx.launched_by_run_id"] == launched
-    assert [m.name for m in store.search_registered_models()] == ["kwx-chicago-between"]
+    assert [m.name for m in tracking.search_registered_models()] == ["kwx-chicago-between"]
     summary = mlflow.artifacts.load_dict(f"runs:/{launched}/matrix_summary.json")
     assert [(r["config"], r["windows"]) for r in summary] == [("small_chicago.yaml", 2)]
 

@@ -39,14 +39,6 @@ def engine(demo_db):
     engine.dispose()
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
-
-
 def _runs(client: MlflowClient, experiment_id: str):
     return client.search_runs([experiment_id])
 
