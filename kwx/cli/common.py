@@ -161,12 +161,13 @@ def _bracket_name(value: str | None) -> str | None:
 
 def _stage_name(value: str | None) -> str | None:
     """--stage: Staging or Production (any case), returned as the registry spells it."""
-    stages = ("Staging", "Production")
+    from kwx.registry.promotion import STAGES, canonical_stage
+
     if value is None:
         return None
-    canonical = {s.lower(): s for s in stages}.get(value.lower())
+    canonical = canonical_stage(value)
     if canonical is None:
-        raise fail(f"--stage: unknown stage {value!r}; known stages: {', '.join(stages)}")
+        raise fail(f"--stage: unknown stage {value!r}; known stages: {', '.join(STAGES)}")
     return canonical
 
 

@@ -21,6 +21,11 @@ from kwx.registry.versions import PENDING_TAG, all_versions, facts, record_tag, 
 STAGES = ("Staging", "Production")
 
 
+def canonical_stage(name: str) -> str | None:
+    """The registry's spelling of a stage named in any case; None for a name that is no stage."""
+    return {s.lower(): s for s in STAGES}.get(name.lower())
+
+
 @dataclass(frozen=True)
 class Check:
     """One pass/fail check with the measured value and the threshold it was held to."""
@@ -126,7 +131,7 @@ def promote(
     the replaced ones do not), then the alias moves, tags are written and the replaced are archived.
     Running it again after a kill finishes the job.
     """
-    canonical = {s.lower(): s for s in STAGES}.get(stage.lower())
+    canonical = canonical_stage(stage)
     if canonical is None:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     name, versions = run_versions(client, run_id)
