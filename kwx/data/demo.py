@@ -26,7 +26,6 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr
 
 from kwx.cities import CITIES, City, get_city
 from kwx.domain.markets import LadderSpec, climate_day_bounds, settlement_outcomes
@@ -90,7 +89,7 @@ class DemoData:
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """Stationary AR(1) with marginal standard deviation ``sd``."""
-    # Imported here: scipy.signal takes ~0.5 s to load, and the CLI imports this module for its defaults.
+    # Imported here: scipy takes ~0.5 s to load, and the CLI imports this module for its defaults.
     from scipy.signal import lfilter
 
     shocks = rng.standard_normal(n) * sd * np.sqrt(1 - phi**2)
@@ -329,6 +328,8 @@ def _bracket_probability(mu, sigma, floor, cap, seen_max) -> np.ndarray:
 
     Whole-degree settlement: the bracket [floor, cap] covers the continuous [floor-0.5, cap+0.5).
     """
+    from scipy.special import ndtr  # here, like lfilter: the CLI imports this module at start-up
+
     lo = np.where(np.isnan(floor), -np.inf, floor - 0.5)
     hi = np.where(np.isnan(cap), np.inf, cap + 0.5)
     observed_floor = seen_max - 0.5
