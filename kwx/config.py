@@ -196,6 +196,79 @@ class AcceptanceGates(StrictModel):
 
 
 
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__
+
+
+def _validate_clock_time(v: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a 24-hour HH:MM time such as 06:30")
+    return v
+
+
+ClockTime = Annotated[str, AfterValidator(_validate_clock_time)]
+
+
+class ForwardGates(StrictModel):
+    """What a forward window must show on its training days before it may trade: cross-validated scores
+    (out-of-fold probabilities, calibrated by calibrators that never saw the fold), since its test week
+    lies in the future."""
+
+    max_cv_log_loss: float = Field(0.45, gt=0, le=10, description="highest out-of-fold log loss")
+    max_cv_ece: float = Field(0.08, gt=0, le=1, description="highest out-of-fold ECE on unlocked rows")
+    max_cv_brier: float = Field(0.20, gt=0, le=1, description="highest out-of-fold Brier on unlocked rows")
+    min_cv_brier_skill: float = Field(
+        -0.05, ge=-1, le=1,
+        description="lowest out-of-fold Brier skill vs the market on unlocked quoted rows; slightly below 0 by "
+                    "default because a model that leans on the market's price cannot beat it in-sample by much")
+
+
+class DriftThresholds(StrictModel):
+    """Rolling realized quality of the Production family over ``monitor_days`` settled days; a breach of any
+    of these is a drift alarm (`kwx monitor` exits 1)."""
+
+    max_ece: float = Field(0.12, gt=0, le=1, description="highest rolling ECE on unlocked rows")
+    max_brier: float = Field(0.25, gt=0, le=1, description="highest rolling Brier on unlocked rows")
+    min_brier_skill: float = Field(
+        -0.10, ge=-1, le=1, description="lowest rolling Brier skill vs the market on unlocked quoted rows")
+    min_days: StrictInt = Field(3, ge=1, le=MAX_DAYS,
+                                description="fewer settled days than this in the rolling span raise no alarm")
+
+
+class Lifecycle(StrictModel):
+    """Forward windows, their promotion policy, realized monitoring and the schedule that runs them.
+
+    Times are the city's local wall-clock time (its IANA zone, daylight time included); the climate day a
+    job works on is still the local *standard* day.
+    """
+
+    retrain_weekday: Weekday = Field("monday", description="day of the week a forward window is trained")
+    retrain_time: ClockTime = Field("06:00", description="local time of the weekly retrain")
+    monitor_time: ClockTime = Field(
+        "09:00", description="local time of the daily monitor pass: after the NWS climate report of yesterday")
+    min_train_coverage: float = Field(
+        0.8, gt=0, le=1,
+        description="share of the train_days before a forward window that must hold settled markets: fewer "
+                    "(a data gap) and the retrain refuses rather than fit a short window")
+    gates: ForwardGates = ForwardGates()
+    recent_windows: StrictInt = Field(
+        4, ge=1, le=100, description="how many of the family's most recent evaluated windows the health check reads")
+    min_healthy_windows: StrictInt = Field(
+        2, ge=0, le=100,
+        description="of those, how many must have passed the acceptance gates on their realized weeks "
+                    "(a family with fewer evaluated windows needs all of them to have passed)")
+    monitor_days: StrictInt = Field(14, ge=1, le=MAX_DAYS, description="rolling span of the drift metrics")
+    drift: DriftThresholds = DriftThresholds()
+    auto_withdraw: bool = Field(
+        False, description="archive a drifting Production version so the loop falls back to the previous window")
+
+    @model_validator(mode="after")
+    def _healthy_within_recent(self) -> Self:
+        if self.min_healthy_windows > self.recent_windows:
+            raise ValueError(f"min_healthy_windows ({self.min_healthy_windows}) must be <= recent_windows "
+                             f"({self.recent_windows})")
+        return self
+
 
 class TrainConfig(StrictModel):
     city: CityKey
@@ -222,6 +295,7 @@ class TrainConfig(StrictModel):
     risk: RiskParams = RiskParams()
     vc_features: dict[CityKey, VCFeatures] = Field(default_factory=dict)
     acceptance: AcceptanceGates = AcceptanceGates()
+    lifecycle: Lifecycle = Lifecycle()
     pilot: PilotProvenance | None = None
 
     @field_validator("penalties")

@@ -23,6 +23,11 @@ PENDING_TAG = "pending_promotion"  # version tag: the promotion moving it, until
 RECORD_PREFIX = "kwx.promotion."  # registered-model tag key of a finished promotion's record, + its id
 # The description registered models got before it said what they hold.
 LEGACY_MODEL_DESCRIPTION = "kwx walk-forward window models; tags give each window"
+# How a version came to be, and whether its trading week has been scored: a walk-forward window is tested
+# when it is trained; a forward window (`kwx retrain`) trades a week still ahead, which `kwx monitor`
+# scores once it has settled (pending -> done).
+ORIGIN_TAG, WALK_FORWARD, FORWARD = "origin", "walk_forward", "forward"
+EVALUATION_TAG, EVALUATION_PENDING, EVALUATION_DONE = "evaluation", "pending", "done"
 WINDOW_TAGS = ("city", "bracket", "window", "train_start", "train_end", "test_start", "test_end", "feature_set",
                "config_hash")
 

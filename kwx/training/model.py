@@ -81,6 +81,8 @@ class FitReport:
     converged: bool
     n_iter: int
     bounds: tuple[float, float] = (0.0, 1.0)  # the calibrated model's lowest and highest probability
+    # every training row's cross-fitted calibrated probability (``cross_fitted_probabilities``)
+    out_of_fold: np.ndarray | None = None
 
 
 def fit_quietly(estimator, X: pd.DataFrame, y: np.ndarray) -> FitReport:
@@ -122,8 +124,9 @@ def fit_calibrated(
                                                           for _, held_out in folds))
     model = CalibratedClassifierCV(make_pipeline(params, seed), method=method, cv=folds, ensemble=False)
     report = fit_quietly(model, X, y)
-    report.bounds = bound_calibration(model, out_of_fold_decisions(X, y, folds, params, seed), y,
-                                      calibration.prior_rows)
+    decisions = out_of_fold_decisions(X, y, folds, params, seed)
+    report.bounds = bound_calibration(model, decisions, y, calibration.prior_rows)
+    report.out_of_fold = cross_fitted_probabilities(decisions, y, folds, method, calibration.prior_rows)
     return model, method, report
 
 
@@ -170,31 +173,73 @@ def bound_calibration(model: CalibratedClassifierCV, decisions: np.ndarray, y: n
     registered artifact, ``predict_yes`` and ``mlflow models serve`` all give the bounded values.
     Returns the map's lowest and highest probability.
     """
-    if prior_rows <= 0:
-        raise ValueError(f"prior_rows must be > 0, got {prior_rows}")
     calibrated = model.calibrated_classifiers_[0]
     calibrator = calibrated.calibrators[0]
-    base_rate = float(np.mean(y))
     if isinstance(calibrator, IsotonicRegression):
-        fitted = calibrator.predict(decisions)
-        rates, rows_in_bin = np.unique(fitted, return_counts=True)
-        positives = np.bincount(np.searchsorted(rates, fitted), weights=y, minlength=len(rates))
-        shrunk = (positives + prior_rows * base_rate) / (rows_in_bin + prior_rows)
-        # shrinking toward the base rate can reorder a small bin and its neighbour: pool them again
-        shrunk = IsotonicRegression().fit(rates, shrunk, sample_weight=rows_in_bin + prior_rows).predict(rates)
-        knots = calibrator.X_thresholds_
-        values = np.interp(calibrator.y_thresholds_, rates, shrunk)
-        increasing = True
+        bounded = _bounded_isotonic(calibrator, decisions, y, prior_rows)
     else:
-        low = prior_rows * base_rate / (len(y) + prior_rows)
-        high = 1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows)
-        platt = _calibration_function(calibrator)
-        knots = np.linspace(decisions.min(), decisions.max(), SIGMOID_KNOTS)
-        values = np.clip(platt(knots), low, high)
-        increasing = bool(values[-1] >= values[0])
-    bounded = IsotonicRegression(out_of_bounds="clip", increasing=increasing).fit(knots, values)
+        bounded = _bounded_platt(_calibration_function(calibrator), decisions, y, prior_rows)
     calibrated.calibrators[0] = bounded
     return float(bounded.y_thresholds_.min()), float(bounded.y_thresholds_.max())
+
+
+def _check_prior_rows(prior_rows: float) -> None:
+    if prior_rows <= 0:
+        raise ValueError(f"prior_rows must be > 0, got {prior_rows}")
+
+
+def _bounded_isotonic(calibrator: IsotonicRegression, decisions: np.ndarray, y: np.ndarray,
+                      prior_rows: float) -> IsotonicRegression:
+    _check_prior_rows(prior_rows)
+    base_rate = float(np.mean(y))
+    fitted = calibrator.predict(decisions)
+    rates, rows_in_bin = np.unique(fitted, return_counts=True)
+    positives = np.bincount(np.searchsorted(rates, fitted), weights=y, minlength=len(rates))
+    shrunk = (positives + prior_rows * base_rate) / (rows_in_bin + prior_rows)
+    # shrinking toward the base rate can reorder a small bin and its neighbour: pool them again
+    shrunk = IsotonicRegression().fit(rates, shrunk, sample_weight=rows_in_bin + prior_rows).predict(rates)
+    values = np.interp(calibrator.y_thresholds_, rates, shrunk)
+    return IsotonicRegression(out_of_bounds="clip").fit(calibrator.X_thresholds_, values)
+
+
+def _bounded_platt(platt: Callable[[np.ndarray], np.ndarray], decisions: np.ndarray, y: np.ndarray,
+                   prior_rows: float) -> IsotonicRegression:
+    _check_prior_rows(prior_rows)
+    base_rate = float(np.mean(y))
+    low = prior_rows * base_rate / (len(y) + prior_rows)
+    high = 1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows)
+    knots = np.linspace(decisions.min(), decisions.max(), SIGMOID_KNOTS)
+    values = np.clip(platt(knots), low, high)
+    return IsotonicRegression(out_of_bounds="clip", increasing=bool(values[-1] >= values[0])).fit(knots, values)
+
+
+def _fitted_platt(decisions: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Platt scaling: a one-feature logistic regression of the labels on the decision values."""
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(decisions.reshape(-1, 1), y)
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    return lambda decision: expit(a * decision + b)
+
+
+def cross_fitted_probabilities(decisions: np.ndarray, y: np.ndarray, folds, method: str,
+                               prior_rows: float) -> np.ndarray:
+    """Out-of-fold calibrated probabilities: each fold's out-of-fold decision values mapped by a bounded
+    calibrator (``method``) fit on the other folds only.
+
+    The served calibrator is fit on every fold's decisions, so scoring it on them would grade it on what it
+    memorised; cross-fitting gives the honest cross-validated scores a forward window is gated on.
+    """
+    p = np.empty(len(y))
+    for fit_rows, held_out in folds:
+        d, labels = decisions[fit_rows], y[fit_rows]
+        if np.unique(labels).size < 2:  # a fold of one class: the bounded base rate is all it can say
+            p[held_out] = (labels.sum() + prior_rows * labels.mean()) / (len(labels) + prior_rows)
+            continue
+        if method == "isotonic":
+            bounded = _bounded_isotonic(IsotonicRegression(out_of_bounds="clip").fit(d, labels), d, labels, prior_rows)
+        else:
+            bounded = _bounded_platt(_fitted_platt(d, labels), d, labels, prior_rows)
+        p[held_out] = bounded.predict(decisions[held_out])
+    return p
 
 
 # A compiled model must agree with sklearn to this tolerance on its probe rows, or it is not used.

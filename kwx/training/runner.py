@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import date
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -50,7 +51,17 @@ from kwx.domain.features import UnknownFeatureSetError, feature_columns
 from kwx.domain.metrics import pooled_metrics, pooled_reliability
 from kwx.domain.windows import Window
 from kwx.plots import reliability_diagram
-from kwx.registry.versions import model_name, pip_requirements, register_window_version
+from kwx.registry.versions import (
+    EVALUATION_DONE,
+    EVALUATION_PENDING,
+    EVALUATION_TAG,
+    FORWARD,
+    ORIGIN_TAG,
+    WALK_FORWARD,
+    model_name,
+    pip_requirements,
+    register_window_version,
+)
 from kwx.secrets import redact
 from kwx.training import serving
 from kwx.training.search import make_storage
@@ -61,6 +72,7 @@ PARENT_POLL_SECONDS = 0.5
 # Launching-run tag: the training (parent) runs it started, comma-separated; the parent's tag names it back.
 TRAINING_RUNS_TAG = "kwx.training_run_ids"
 LAUNCHED_BY_TAG = "kwx.launched_by_run_id"
+FORWARD_AS_OF_TAG = "kwx.forward_as_of"  # a forward retrain's parent: the first day its window trades
 DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb", "mssql", "oracle")
 log = logging.getLogger(__name__)
 
@@ -157,7 +169,8 @@ def window_datasets(frame: pd.DataFrame, features: list[str], window: Window, la
     train, test = train_test_rows(frame, window)
     return [(mlflow.data.from_pandas(rows[[*features, "label"]], source=source, targets="label",
                                      name=f"{label}-{window.name}-{part}", digest=data_fingerprint(rows)),
-             context) for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))]
+             context) for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))
+            if len(rows)]  # a forward window has no test rows yet
 
 
 def link_launching_run(client: MlflowClient, launched_run_id: str, parent_run_id: str) -> None:
@@ -201,8 +214,10 @@ def validate_storage(spec: str | None, tracking_uri: str) -> None:
                             "database URL such as postgresql+psycopg2://user@host/optuna)") from None
 
 
-def prepare(config: TrainConfig, engine: Engine) -> tuple[pd.DataFrame, list[str], list[WindowPlan]]:
-    """Everything that can fail on bad input, before any MLflow run exists."""
+def prepare(config: TrainConfig, engine: Engine, *, windows: list[Window] | None = None
+            ) -> tuple[pd.DataFrame, list[str], list[WindowPlan]]:
+    """Everything that can fail on bad input, before any MLflow run exists; ``windows`` replaces the config's
+    walk-forward plan (a forward window)."""
     features = feature_columns(config.feature_set, config.bracket)
     require_markets_near(engine, config.city, config.bracket, config.start, config.end,
                          margin_days=config.train_days + config.test_days)
@@ -210,7 +225,7 @@ def prepare(config: TrainConfig, engine: Engine) -> tuple[pd.DataFrame, list[str
                          max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
                          lock_margin_f=config.lock_margin_f)
     frame = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
-    plans = plan(config, frame)
+    plans = plan(config, frame, windows=windows)
     if not any(p.usable for p in plans):
         reasons = "; ".join(f"{p.window.name}: {p.skip_reason}" for p in plans) or "no window fits start..end"
         raise TrainingError(f"no window of {config.city}/{config.bracket} can train: {reasons}")
@@ -222,11 +237,12 @@ def train(
     experiment: str | None = None, config_text: str | None = None,
     on_window_done: Callable[[str, WindowResult], None] | None = None,
     prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]] | None = None, executor: Executor | None = None,
-    launched_run_id: str | None = None,
+    launched_run_id: str | None = None, forward_as_of: date | None = None,
 ) -> TrainSummary:
     """Train every usable window; ``prepared`` is ``prepare(config, engine)`` when the caller already ran it,
     ``executor`` a process pool of ``workers`` the caller shares across several configs, ``launched_run_id``
-    the run `mlflow run` created (default: MLFLOW_RUN_ID)."""
+    the run `mlflow run` created (default: MLFLOW_RUN_ID). ``forward_as_of``: the run trains the forward
+    window trading from that day (``kwx.lifecycle.retrain``), whose test week is still ahead."""
     started = time.perf_counter()
     frame, features, plans = prepared or prepare(config, engine)
     uri = tracking.configure()
@@ -250,11 +266,18 @@ def train(
     versions: dict[str, str] = {}
 
     provenance = source_tags()
-    note = (f"Walk-forward training of {config.city}/{config.bracket} ({config.feature_set} features, config "
-            f"{config.fingerprint()}): {len(usable)} of {len(plans)} planned windows, each trained on "
-            f"{config.train_days} days and tested on the next {config.test_days}, every {config.step_days} days "
-            f"from {config.start} to {config.end}. Each window is a nested run and a version of {name}.")
+    if forward_as_of is None:
+        note = (f"Walk-forward training of {config.city}/{config.bracket} ({config.feature_set} features, config "
+                f"{config.fingerprint()}): {len(usable)} of {len(plans)} planned windows, each trained on "
+                f"{config.train_days} days and tested on the next {config.test_days}, every {config.step_days} "
+                f"days from {config.start} to {config.end}. Each window is a nested run and a version of {name}.")
+    else:
+        note = (f"Forward retrain of {config.city}/{config.bracket} as of {forward_as_of} ({config.feature_set} "
+                f"features, config {config.fingerprint()}): one window trained on the {config.train_days} days "
+                f"before it, to trade the next {config.test_days}. Its nested run holds the cross-validated "
+                f"scores; `kwx monitor` adds the realized test-week scores once the week has settled.")
     launch_tags = {}
+    forward_tags = {} if forward_as_of is None else {FORWARD_AS_OF_TAG: forward_as_of.isoformat()}
     if launched:
         # The launch's own source tags say how training was started (the MLproject entry point, its commit).
         provenance |= {k: v for k, v in client.get_run(launched).data.tags.items()
@@ -264,7 +287,7 @@ def train(
     # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
                           tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags,
-                                MLFLOW_RUN_NOTE: note}) as parent:
+                                **forward_tags, MLFLOW_RUN_NOTE: note}) as parent:
         if launched:
             link_launching_run(client, launched, parent.info.run_id)
         window_provenance = {k: v for k, v in parent.data.tags.items()
@@ -293,7 +316,8 @@ def train(
             t = time.perf_counter()
             datasets = window_datasets(frame, features, result.window, f"{config.city}-{config.bracket}", data_source)
             versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
-                                                       datasets=datasets, provenance=window_provenance)
+                                                       datasets=datasets, provenance=window_provenance,
+                                                       forward=forward_as_of is not None)
             logging_seconds += time.perf_counter() - t
             results[result.window.name] = result
             if on_window_done is not None:
@@ -313,8 +337,10 @@ def train(
             summary_metrics[f"std_{column}"] = float(table[column].std(ddof=0))
         summary_metrics |= {"n_windows": float(len(results)), "n_test_rows": float(
             sum(int(r.params["n_test"]) for r in results.values()))}
-        summary_metrics |= _log_pooled(pd.concat([results[w].predictions for w in sorted(results)],
-                                                 ignore_index=True), f"{config.city}/{config.bracket}")
+        predictions = [results[w].predictions for w in sorted(results) if len(results[w].predictions)]
+        if predictions:  # a forward run has none until `kwx monitor` scores its week
+            summary_metrics |= _log_pooled(pd.concat(predictions, ignore_index=True),
+                                           f"{config.city}/{config.bracket}")
         mlflow.log_metrics(summary_metrics)
         mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
         logging_seconds += time.perf_counter() - t
@@ -386,11 +412,14 @@ def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
 
 
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
-                parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str]) -> str:
+                parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
+                forward: bool = False) -> str:
     window = result.window
+    tested = (f"trades {window.test_start} to {window.test_end}, scored by `kwx monitor` once those days settle"
+              if forward else f"tested on {window.test_start} to {window.test_end} ({result.params['n_test']} rows)")
     note = (f"Window {window.name} of {config.city}/{config.bracket}: trained on {window.train_start} to "
-            f"{window.train_end} ({result.params['n_train']} rows), tested on {window.test_start} to "
-            f"{window.test_end} ({result.params['n_test']} rows). Its model {window.name} is a version of {name}.")
+            f"{window.train_end} ({result.params['n_train']} rows), {tested}. Its model {window.name} is a version "
+            f"of {name}.")
     run_tags = {"kwx.kind": "window", "kwx.window": window.name, "kwx.parent_run_id": parent_run_id,
                 MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NOTE: note, **provenance,
                 **runs.process_tags()}
@@ -403,11 +432,10 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
         for dataset, context in datasets:
             mlflow.log_input(dataset, context=context)
         out = Path(tmp)
-        result.predictions.to_csv(out / "test_predictions.csv", index=False)
         result.trials.to_csv(out / "optuna_trials.csv", index=False)
-        (out / "reliability.json").write_text(json.dumps(result.reliability))
-        reliability_diagram(result.reliability, out / "reliability.png",
-                            f"{config.city}/{config.bracket} {window.name} test week (market: rows it quotes)")
+        if len(result.predictions):
+            write_test_artifacts(out, result.predictions, result.reliability, f"{config.city}/{config.bracket}",
+                                 window.name)
         mlflow.log_artifacts(tmp)
         info = serving.log_model(result.model, name=window.name, input_example=result.input_example,
                                  pip_requirements=pip_requirements())
@@ -417,12 +445,23 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
                 "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
                 "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
                 "feature_set": config.feature_set, "config_hash": config.fingerprint(),
-                "parent_run_id": parent_run_id}
+                "parent_run_id": parent_run_id,
+                # a forward window's week is still ahead: `kwx monitor` scores it once it has settled
+                ORIGIN_TAG: FORWARD if forward else WALK_FORWARD,
+                EVALUATION_TAG: EVALUATION_PENDING if forward else EVALUATION_DONE}
         version = register_window_version(client, name, info.model_uri, run.info.run_id, tags,
                                           model_id=info.model_id)
         mlflow.set_tag("kwx.model_version", version.version)
     client.set_terminated(run.info.run_id, end_time=round(result.timings["finished_at"] * 1000))
     return str(version.version)
+
+
+def write_test_artifacts(out: Path, predictions: pd.DataFrame, curves: dict, label: str, window: str) -> None:
+    """A window's test-week artifacts, as training and `kwx monitor` both log them: the per-row predictions
+    and the model-vs-market reliability curves (JSON and diagram)."""
+    predictions.to_csv(out / "test_predictions.csv", index=False)
+    (out / "reliability.json").write_text(json.dumps(curves))
+    reliability_diagram(curves, out / "reliability.png", f"{label} {window} test week (market: rows it quotes)")
 
 
 def default_workers() -> int:

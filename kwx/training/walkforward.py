@@ -58,11 +58,18 @@ def train_test_rows(frame: pd.DataFrame, window: Window) -> tuple[pd.DataFrame, 
     return _training_rows(frame, window), _between(frame, window.test_start, window.test_end)
 
 
-def plan(config: TrainConfig, frame: pd.DataFrame) -> list[WindowPlan]:
-    """Every window of the config with its row counts; a window that cannot train says why."""
+def plan(config: TrainConfig, frame: pd.DataFrame, *, windows: list[Window] | None = None) -> list[WindowPlan]:
+    """Every window of the config (or ``windows``) with its row counts; a window that cannot train says why.
+
+    A window whose test period starts after the last settled day is a forward window: it trains without
+    test rows (``kwx retrain``) and is scored once its week has settled (``kwx monitor``).
+    """
     labelled = frame[frame["label"].notna()]
     plans = []
-    for window in plan_windows(config.start, config.end, config.train_days, config.test_days, config.step_days):
+    if windows is None:
+        windows = plan_windows(config.start, config.end, config.train_days, config.test_days, config.step_days)
+    last_settled = labelled["event_date"].max() if len(labelled) else None
+    for window in windows:
         train = _training_rows(labelled, window)
         test = _between(labelled, window.test_start, window.test_end)
         train_days, test_days = train["event_date"].nunique(), test["event_date"].nunique()
@@ -71,7 +78,7 @@ def plan(config: TrainConfig, frame: pd.DataFrame) -> list[WindowPlan]:
             reason = f"{train_days} settled training days, fewer than cv_splits={config.cv_splits}"
         elif train["label"].nunique() < 2:
             reason = "training labels are all one class"
-        elif test.empty:
+        elif test.empty and (last_settled is None or window.test_start <= last_settled):
             reason = "no settled test rows"
         else:
             reason = _single_class_fold(train, config.cv_splits)
@@ -110,6 +117,52 @@ def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, lock
     metrics["test_at_bounds_fraction"] = float(np.mean((p_model[~locked] <= 0) | (p_model[~locked] >= 1))) \
         if (~locked).any() else 0.0
     return metrics
+
+
+PREDICTION_COLUMNS = ("market_ticker", "end_period_ts", "event_date", "yes_mid", "locked", "label", "p_model",
+                      "p_market")
+
+
+def _market_probability(rows: pd.DataFrame) -> np.ndarray:
+    """The market's probability of YES: the quote's mid, NaN where one side is missing."""
+    return np.clip(rows["yes_mid"].to_numpy(dtype=float) / 100, 0, 1)
+
+
+def cv_scores(y: np.ndarray, p_out_of_fold: np.ndarray, p_market: np.ndarray) -> dict[str, float]:
+    """Cross-validated scores of the calibrated model on its (unlocked) training rows, beside the market's on
+    the rows it quotes: ``cv_calibrated_*``, ``cv_market_*`` and ``cv_brier_skill``. What a forward window,
+    whose test week is still ahead, is gated on (``kwx.lifecycle.policy``)."""
+    quoted = ~np.isnan(p_market)
+    metrics = prefixed_scores("cv_calibrated", y, p_out_of_fold, ("log_loss", "brier", "ece", "auc"))
+    metrics |= prefixed_scores("cv_market", y[quoted], p_market[quoted], ("log_loss", "brier", "ece"))
+    metrics["cv_brier_skill"] = brier_skill(y[quoted], p_out_of_fold[quoted], p_market[quoted])
+    return metrics
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """A model scored on settled rows: ``window_scores`` metrics, the per-row predictions and the
+    reliability curves ("model" over all rows, "market" over the rows it quotes)."""
+
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    curves: dict[str, dict[str, list[float]]]
+
+
+def score_test_rows(model, rows: pd.DataFrame, features: list[str]) -> ScoredRows:
+    """Score ``model`` on labelled dataset rows (``load_dataset`` columns) the way a window's test week is
+    scored: locked rows take their decided outcome, the market is ``yes_mid``. Training's test metrics and
+    `kwx monitor`'s realized metrics both come from here, so the two are the same numbers."""
+    locked = rows["locked"].to_numpy(dtype=bool)
+    p_model = with_locked_outcomes(predict_yes(model, rows[features]), rows["locked_outcome"].to_numpy(dtype=float))
+    y = rows["label"].to_numpy(dtype=int)
+    p_market = _market_probability(rows)
+    predictions = rows[list(PREDICTION_COLUMNS[:6])].assign(p_model=p_model, p_market=p_market)
+    quoted = ~np.isnan(p_market)
+    curves = {"model": reliability(y, p_model).as_dict()}
+    if quoted.any():
+        curves["market"] = reliability(y[quoted], p_market[quoted]).as_dict()
+    return ScoredRows(window_scores(y, p_model, p_market, locked), predictions.reset_index(drop=True), curves)
 
 
 @dataclass
@@ -157,11 +210,10 @@ def train_window(
                                            config.seed)
     fitted = time.perf_counter()
 
-    locked = test["locked"].to_numpy(dtype=bool)
-    p_model = with_locked_outcomes(predict_yes(model, test[features]), test["locked_outcome"].to_numpy(dtype=float))
-    y_test = test["label"].to_numpy(dtype=int)
-    p_market = np.clip(test["yes_mid"].to_numpy(dtype=float) / 100, 0, 1)
-    metrics = window_scores(y_test, p_model, p_market, locked)
+    # A forward window's test week has not happened yet: it is scored later, by `kwx monitor`.
+    scored = score_test_rows(model, test, features) if len(test) else None
+    metrics = dict(scored.metrics) if scored else {}
+    metrics |= cv_scores(y, report.out_of_fold, _market_probability(train))
     metrics |= {
         "cv_log_loss": search.best_cv_log_loss,
         "nonzero_coefs": float(nonzero_coefficients(model)),
@@ -174,21 +226,14 @@ def train_window(
         "window": window.name,
         "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
         "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
-        "n_train": len(train), "n_test": len(test), "n_test_locked": int(locked.sum()),
+        "n_train": len(train), "n_test": len(test), "n_test_locked": int(test["locked"].sum()),
         "calibration_method": method, "calibration_bounds": f"{report.bounds[0]:.3g},{report.bounds[1]:.3g}",
         "lock_margin_f": config.lock_margin_f,
         "feature_set": config.feature_set, "n_features": len(features),
     }
-    predictions = test[["market_ticker", "end_period_ts", "event_date", "yes_mid", "locked", "label"]].assign(
-        p_model=p_model, p_market=p_market
-    )
-    # Each curve over the rows its window metrics score (test_*, market_*): the market only where it quotes.
-    quoted = ~np.isnan(p_market)
-    curves = {"model": reliability(y_test, p_model).as_dict()}
-    if quoted.any():
-        curves["market"] = reliability(y_test[quoted], p_market[quoted]).as_dict()
     return WindowResult(
-        window, params, metrics, curves, predictions.reset_index(drop=True),
+        window, params, metrics, scored.curves if scored else {},
+        scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
         search.trials, model, train[features].head(5).reset_index(drop=True),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
          "fit_seconds_per_fit": (searched - started) / max(search.fits, 1),

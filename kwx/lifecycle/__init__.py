@@ -1,0 +1,1 @@
+"""Running a season: forward retraining, its promotion policy, realized monitoring and drift, the schedule."""
