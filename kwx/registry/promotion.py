@@ -120,8 +120,12 @@ class Promotion:
 def promote(
     client: MlflowClient, run_id: str, stage: str, *, now: datetime, infrastructure: list[Check],
     dry_run: bool = False, archive_existing: bool = True, reason: str = "", actor: str | None = None,
+    gates: list[Check] | None = None,
 ) -> Promotion:
     """Move every window version of ``run_id`` to ``stage`` if all gates pass; else PromotionRefused.
+
+    ``gates`` replaces the acceptance gates on the run's test windows (``metric_gates``): a forward window
+    has no test week yet and is held to the lifecycle policy instead (``kwx.lifecycle.policy``).
 
     Versions already in ``stage`` from other runs whose test periods overlap this run's are archived
     (the ones this promotion replaces); non-overlapping older windows keep trading their dates.
@@ -137,7 +141,7 @@ def promote(
     name, versions = run_versions(client, run_id)
     config = run_config(run_id)
     parent_metrics = client.get_run(run_id).data.metrics
-    checks = metric_gates(parent_metrics, config) + infrastructure
+    checks = (metric_gates(parent_metrics, config) if gates is None else gates) + infrastructure
     failing = [c for c in checks if not c.passed]
     if not versions:
         failing.append(Check("registered window versions", False, 0, ">= 1"))
