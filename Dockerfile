@@ -7,8 +7,10 @@ COPY alembic ./alembic
 COPY configs ./configs
 RUN pip install --no-cache-dir -e . \
     && useradd --create-home --uid 10001 kwx \
-    && chown kwx /app
+    && chown kwx /app \
+    && mkdir /state && chown kwx /state
 # Not root; the code stays root-owned, /app itself is writable for what commands write there (acceptance_reports/).
+# /state holds `kwx schedule`'s state file; a new named volume mounted there copies its ownership.
 USER kwx
 ENTRYPOINT ["kwx"]
 CMD ["--help"]

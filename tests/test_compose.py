@@ -12,6 +12,7 @@ from mlflow.server.security_utils import is_allowed_host_header
 from typer.testing import CliRunner
 
 from kwx.cli import app
+from kwx.config import MatrixConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 RAW = (REPO / "docker-compose.yml").read_text()
@@ -41,8 +42,9 @@ def _flag(service: str, name: str) -> str:
 
 
 def test_the_stack_has_its_services():
-    assert {"postgres", "minio", "create-bucket", "mlflow", "migrate", "serve-rt"} <= set(SERVICES)
+    assert {"postgres", "minio", "create-bucket", "mlflow", "migrate", "serve-rt", "lifecycle"} <= set(SERVICES)
     assert _command("serve-rt")[0] == "serve-rt" and _command("migrate") == ["db", "upgrade"]
+    assert _command("lifecycle")[0] == "schedule"
     for name, service in SERVICES.items():
         image = service.get("image", "")
         assert "build" in service or re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"{name}: unpinned image {image!r}"
@@ -57,7 +59,7 @@ def test_ports_are_published_on_loopback_only(service, port):
 
 
 def test_long_running_services_have_health_checks_and_restart():
-    for name in ("postgres", "minio", "mlflow", "serve-rt"):
+    for name in ("postgres", "minio", "mlflow", "serve-rt", "lifecycle"):
         check = SERVICES[name]["healthcheck"]
         assert check["test"][0] in {"CMD", "CMD-SHELL"} and check["retries"] >= 3, name
         assert SERVICES[name]["restart"] == "unless-stopped", name
@@ -71,12 +73,56 @@ def test_serve_rt_health_check_is_a_real_kwx_command():
     assert "--max-age" in help_text
 
 
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def _on_host(args: list[str], tmp_path: Path) -> list[str]:
+    """A container's kwx arguments with its mounts replaced by the repository's configs and a temp state dir."""
+    volumes = {target: source for source, target, *_ in (v.split(":") for v in SERVICES["lifecycle"]["volumes"])}
+    assert volumes == {"/app/configs": "./configs", "/state": "lifecycle-state"}
+    host = {"/app/configs": str(REPO / "configs"), "/state": str(tmp_path)}
+    for target, source in host.items():
+        args = [arg.replace(target, source) if arg.startswith(target) else arg for arg in args]
+    return args
+
+
+def test_lifecycle_schedules_the_mounted_matrix_and_keeps_its_state_in_a_volume(tmp_path):
+    service = SERVICES["lifecycle"]
+    command = _command("lifecycle")
+    assert service["profiles"] == ["lifecycle"] and service["environment"] == SERVICES["serve-rt"]["environment"]
+    assert "./configs:/app/configs:ro" in service["volumes"] and "lifecycle-state:/state" in service["volumes"]
+    assert _option(command, "--matrix") == "/app/configs/matrix.yaml"
+    assert _option(command, "--state").startswith("/state/")
+    assert "--once" not in command and "--list" not in command  # the long-running service itself
+    assert service["restart"] == "unless-stopped"
+    # The container's own arguments, run on the host against the repository's configs.
+    result = CliRunner().invoke(app, _on_host([*command, "--list"], tmp_path))
+    assert result.exit_code == 0, result.output
+    members = load_config(REPO / "configs" / "matrix.yaml", MatrixConfig).load_members()
+    for _, config in members:  # a weekly retrain and a daily monitor of every config of the matrix
+        for kind in ("retrain", "monitor"):
+            assert f"{kind} {config.city}/{config.bracket}" in result.output
+
+
+def test_lifecycle_health_check_lists_the_same_schedule(tmp_path):
+    test = SERVICES["lifecycle"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "kwx", "schedule"] and test[-1] == "--list"
+    command = _command("lifecycle")
+    for option in ("--matrix", "--state"):
+        assert _option(test, option) == _option(command, option), option
+    result = CliRunner().invoke(app, _on_host(test[2:], tmp_path))
+    assert result.exit_code == 0, result.output
+    assert not any(tmp_path.iterdir()), "the health check wrote a state file"
+
+
 def test_depends_on_waits_for_health_or_completion():
     expected = {
         "create-bucket": {"minio": "service_healthy"},
         "mlflow": {"postgres": "service_healthy", "create-bucket": "service_completed_successfully"},
         "migrate": {"postgres": "service_healthy"},
         "serve-rt": {"migrate": "service_completed_successfully", "mlflow": "service_healthy"},
+        "lifecycle": {"migrate": "service_completed_successfully", "mlflow": "service_healthy"},
     }
     for service, deps in expected.items():
         assert {k: v["condition"] for k, v in SERVICES[service]["depends_on"].items()} == deps, service
@@ -90,7 +136,7 @@ def test_depends_on_waits_for_health_or_completion():
 
 def test_state_lives_in_named_volumes():
     declared = set(COMPOSE["volumes"])
-    assert declared == {"pgdata", "miniodata"}
+    assert declared == {"pgdata", "miniodata", "lifecycle-state"}
     assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
     assert "miniodata:/data" in SERVICES["minio"]["volumes"]
     for name, service in SERVICES.items():
@@ -141,7 +187,7 @@ def test_mlflow_uses_postgres_backend_and_s3_artifacts():
     assert env["AWS_ACCESS_KEY_ID"] == "${MINIO_ROOT_USER}" and env["AWS_SECRET_ACCESS_KEY"] == "${MINIO_ROOT_PASSWORD}"
 
 
-@pytest.mark.parametrize("service", ["migrate", "serve-rt", "kwx"])
+@pytest.mark.parametrize("service", ["migrate", "serve-rt", "lifecycle", "kwx"])
 def test_kwx_services_reach_the_database_and_the_tracking_server(service):
     env = SERVICES[service]["environment"]
     database = urlparse(env["KWX_DATABASE_URL"])
