@@ -28,4 +28,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean-demo:
-	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlartifacts acceptance_reports optuna.db
+	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlartifacts acceptance_reports optuna.db simulations kwx-schedule-state.json

@@ -12,6 +12,9 @@ from mlflow.tracking import MlflowClient
 # MLflow 3's own default backend; the ./mlruns file store is no longer accepted for tracking.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOCAL_ARTIFACTS_DIR = "mlartifacts"
+# Where a database-backed store keeps the artifacts of experiments kwx creates, instead of ./mlartifacts
+# (`kwx simulate` keeps its whole MLflow store inside its workspace).
+ARTIFACTS_DIR_ENV = "KWX_ARTIFACTS_DIR"
 TRACKING_SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
@@ -69,7 +72,8 @@ def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
 
 
 def ensure_experiment(name: str) -> str:
-    """Experiment id by name, created if needed; database stores used directly keep artifacts in ./mlartifacts.
+    """Experiment id by name, created if needed; database stores used directly keep artifacts in ./mlartifacts
+    (or $KWX_ARTIFACTS_DIR).
 
     A tracking server picks the location itself (its ``--artifacts-destination``, proxied), so clients need
     no S3 credentials; a database URI (sqlite, postgresql, ...) would otherwise default to ./mlruns.
@@ -81,5 +85,6 @@ def ensure_experiment(name: str) -> str:
     uri = mlflow.get_tracking_uri()
     artifact_location = None
     if not uri.startswith(TRACKING_SERVER_SCHEMES):
-        artifact_location = (Path.cwd() / LOCAL_ARTIFACTS_DIR).resolve().as_uri()
+        directory = os.environ.get(ARTIFACTS_DIR_ENV) or Path.cwd() / LOCAL_ARTIFACTS_DIR
+        artifact_location = Path(directory).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)

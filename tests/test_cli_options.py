@@ -44,9 +44,9 @@ REQUIRED = {  # the other options a command needs before it looks at --city or -
     ("ingest", "vc"): ["--start", "2025-07-01", "--end", "2025-07-02"],
 }
 CITY_COMMANDS = [("report",), ("promote",), ("backtest",), ("data", "demo"), ("ingest", "vc"), ("models", "list"),
-                 ("models", "resolve"), ("audit", "time"), ("audit", "features")]
+                 ("models", "resolve"), ("audit", "time"), ("audit", "features"), ("monitor",)]
 BRACKET_COMMANDS = [("report",), ("promote",), ("backtest",), ("models", "list"), ("models", "resolve"),
-                    ("audit", "features")]
+                    ("audit", "features"), ("monitor",)]
 
 
 def test_the_name_tests_cover_every_city_and_bracket_option():
@@ -127,7 +127,8 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, capsys)
 
 
 MLFLOW_COMMANDS = {("train",), ("report",), ("promote",), ("serve-rt",), ("backtest",), ("demo",), ("models", "list"),
-                   ("models", "resolve"), ("audit", "features"), ("runs", "clean")}
+                   ("models", "resolve"), ("audit", "features"), ("runs", "clean"), ("retrain",), ("monitor",),
+                   ("simulate",), ("schedule",)}
 
 
 def test_every_command_that_talks_to_mlflow_takes_tracking_uri():

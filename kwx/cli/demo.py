@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from kwx.cli.backtest import backtest
 from kwx.cli.common import DbUrlOption, TrackingUriOption, app, console
 from kwx.cli.data import DEMO_END, DEMO_START, MarketSkillOption, data_demo
+from kwx.cli.lifecycle import simulate
 from kwx.cli.registry import models_list, models_resolve, promote, report
 from kwx.cli.rt import serve_rt
 from kwx.cli.train import train
@@ -18,6 +20,12 @@ from kwx.data import migrations
 from kwx.data.db import database_url
 from kwx.data.demo import DEFAULT_MARKET_SKILL
 from kwx.secrets import redact
+
+# Two weeks after the walk-forward windows' last test day, in a workspace of its own: coarse ticks and few
+# trials keep `make demo` within its five minutes (README, Running a season).
+SEASON_START, SEASON_END = "2025-09-24", "2025-10-07"
+SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
+SEASON_WORKDIR = Path("simulations") / "demo"
 
 
 @app.command()
@@ -30,7 +38,8 @@ def demo(
     market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
 ) -> None:
     """Run the main job end to end on the embedded default: data, training, report, promotion, resolution,
-    backtest and a replayed trading day. It reads the sample configs kwx ships, not ./configs.
+    backtest, a replayed trading day and two simulated weeks of the season after it (weekly retrain, daily
+    monitor). It reads the sample configs kwx ships, not ./configs.
 
     Exit 1 when the trained run fails its acceptance report: promotion, resolution and the replay are then
     skipped (the backtest still runs).
@@ -83,3 +92,9 @@ def demo(
     console.rule("8. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
     serve_rt(config=rt_config, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
              db_url=url)
+    console.rule(f"9. the season goes on: simulate {SEASON_START}..{SEASON_END} (weekly retrain, daily monitor, "
+                 "each day traded)")
+    simulate(config=train_config, start=datetime.fromisoformat(SEASON_START),
+             end=datetime.fromisoformat(SEASON_END), speed="max", rt_config=rt_config,
+             tick_seconds=SEASON_TICK_SECONDS, trials=SEASON_TRIALS, set_=None, workdir=SEASON_WORKDIR,
+             overwrite=True, workspace_db_url=None, db_url=url, tracking_uri=None)

@@ -1,7 +1,9 @@
-"""`kwx retrain`: the forward window of a config, trained and (with --promote) promoted by the lifecycle policy."""
+"""`kwx retrain` (a config's forward window, promoted by the lifecycle policy) and `kwx simulate` (a season)."""
 
 from __future__ import annotations
 
+import math
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +11,7 @@ from typing import Annotated
 import typer
 
 from kwx.cli.common import (
+    RT_CONFIG,
     DbUrlOption,
     TrackingUriOption,
     _tracking_or_fail,
@@ -20,8 +23,11 @@ from kwx.cli.common import (
     open_engine,
     progress,
 )
+from kwx.cli.rt import _replay_speed
 from kwx.cli.train import _parse_overrides, _training_errors
-from kwx.config import TrainConfig
+from kwx.config import TrainConfig, sample_configs_dir
+from kwx.data import migrations
+from kwx.secrets import redact
 
 AsOfOption = Annotated[datetime | None, typer.Option(
     "--as-of", formats=["%Y-%m-%d"],
@@ -79,3 +85,128 @@ def retrain(
         (err_console if style else console).print(f"{style}{line}", highlight=False)
     if promote and outcome.refused and not dry_run:
         raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Model config YAML (configs/...).")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First simulated (traded) day.")],
+    end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last simulated day.")],
+    speed: Annotated[str, typer.Option(help="Replay speed of each day: 'max', or a multiple of real time.",
+                                       callback=_replay_speed)] = "max",
+    rt_config: Annotated[Path, typer.Option("--rt-config", help="rt config the days are traded with.")] = RT_CONFIG,
+    tick_seconds: Annotated[float | None, typer.Option(
+        help="Override the rt config's tick: a coarser tick replays a day faster.", min=0.5)] = None,
+    trials: Annotated[int | None, typer.Option(help="Override the config's Optuna trials.", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (dotted keys).")] = None,
+    workdir: Annotated[Path | None, typer.Option(
+        help="Workspace (database, MLflow store, artifacts); default simulations/{city}-{bracket}-{start}-{end}.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing workspace.")] = False,
+    workspace_db_url: Annotated[str | None, typer.Option(
+        help="An empty database for the simulation instead of the workspace's SQLite file.")] = None,
+    db_url: DbUrlOption = None,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """A season on a simulated clock: each day the previous day settles, the weekly retrain (--promote) and the
+    daily monitor run at the config's local times, then the day is replayed through serve-rt's code. Ends with
+    one row per week: window traded, stale days, realized scores model vs market, signals, drift alarms.
+
+    The source database (--db-url) is only read: the simulation copies the config's markets into its own
+    workspace and releases their settlements day by day, and logs to the workspace's MLflow store (or
+    --tracking-uri), so it never promotes anything in your registry.
+    """
+    import shutil
+
+    from kwx.config import RtConfig
+    from kwx.data.db import make_engine
+    from kwx.lifecycle.simulate import SimulationError
+    from kwx.lifecycle.simulate import simulate as run_simulation
+    from kwx.tracking import ARTIFACTS_DIR_ENV
+
+    overrides = _parse_overrides(set_ or [])
+    if trials is not None:
+        overrides["trials"] = trials
+    cfg = load_or_fail(config, TrainConfig, overrides)
+    rt_path = rt_config if rt_config != RT_CONFIG or rt_config.exists() else sample_configs_dir() / "rt.yaml"
+    rt_cfg = load_or_fail(rt_path, RtConfig, {"tick_seconds": tick_seconds} if tick_seconds else None)
+    first, last = start.date(), end.date()
+    if last < first:
+        raise fail(f"--end ({last}) is before --start ({first})")
+    directory = (workdir or Path("simulations") / f"{cfg.city}-{cfg.bracket}-{first}-{last}").resolve()
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise fail(f"workspace {directory} exists: pass --overwrite to replace it, or --workdir")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    workspace_url = workspace_db_url or f"sqlite:///{directory / 'kwx.db'}"
+    migrations.upgrade(workspace_url)
+    source = open_engine(db_url)
+    workspace = make_engine(workspace_url)
+    if _has_markets(workspace):
+        raise fail(f"the workspace database {redact(workspace_url)} already holds markets: give an empty one")
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", ARTIFACTS_DIR_ENV)}
+    if tracking_uri is None:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{directory / 'mlflow.db'}"
+    os.environ[ARTIFACTS_DIR_ENV] = str(directory / "mlartifacts")
+    console.print(f"simulating {cfg.city}/{cfg.bracket} {first}..{last} in {directory} (retrain every "
+                  f"{cfg.lifecycle.retrain_weekday} {cfg.lifecycle.retrain_time}, monitor daily "
+                  f"{cfg.lifecycle.monitor_time}, {rt_cfg.tick_seconds:g} s ticks)")
+    try:
+        with progress() as bar:
+            task = bar.add_task("simulated days", total=(last - first).days + 1)
+
+            def day_done(record) -> None:
+                stale = f", stale {record.stale_days} d" if record.stale_days else ""
+                bar.update(task, advance=1, description=f"{record.day}: {record.window}{stale}, "
+                                                        f"{record.sized} sized signals")
+
+            result = run_simulation(cfg, rt_cfg, source, workspace, start=first, end=last,
+                                    speed=None if speed == "max" else float(speed), on_day=day_done,
+                                    config_text=config.read_text())
+    except (SimulationError, *_training_errors()) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        source.dispose()
+        workspace.dispose()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    _print_weeks(result)
+
+
+def _has_markets(engine) -> bool:
+    from sqlalchemy import select
+
+    from kwx.data.schema import Market
+
+    with engine.connect() as conn:
+        return conn.execute(select(Market.ticker).limit(1)).first() is not None
+
+
+def _print_weeks(result) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    table = Table(title="simulated season, one row per week (realized scores on quoted rows: model / market)")
+    for column in ("week", "window(s) traded", "stale", "log loss", "Brier", "ECE", "signals", "sized",
+                   "drift alarms", "withdrawn"):
+        table.add_column(column)
+
+    def pair(row, key: str) -> str:
+        model, market = row[f"model_{key}"], row[f"market_{key}"]
+        return "-" if math.isnan(model) else f"{model:.4f} / {market:.4f}"  # NaN: no settled quoted row
+
+    for row in result.weeks.to_dict("records"):
+        stale = row["max_stale_days"]
+        table.add_row(row["week"], row["windows"], "-" if pd.isna(stale) else str(int(stale)),
+                      pair(row, "log_loss"), pair(row, "brier"), pair(row, "ece"), f"{row['signals']:,}",
+                      f"{row['sized']:,}", str(row["drift_alarms"]), row["withdrawn"] or "-")
+    console.print(table)
+    alarms = [f"{r.day}: {line}" for r in result.days for line in r.alarms]
+    for line in alarms:
+        err_console.print(f"[yellow]drift alarm[/] {line}", highlight=False)
+    console.print(f"simulation run {result.run_id} in {result.tracking_uri} (workspace database "
+                  f"{result.database_url}); browse it with: mlflow ui --backend-store-uri {result.tracking_uri}")

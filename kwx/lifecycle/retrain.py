@@ -57,6 +57,7 @@ class RetrainOutcome:
     checks: list[Check] = field(default_factory=list)  # the policy's, when --promote asked for it
     promotion: Promotion | None = None
     already_promoted: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # the training run's (``TrainSummary.timings``)
 
     @property
     def refused(self) -> list[Check]:
@@ -161,6 +162,7 @@ def retrain(config: TrainConfig, engine: Engine, *, as_of: date, now: datetime, 
         summary = runner.train(effective, engine, workers=workers, config_text=config_text, prepared=prepared,
                                forward_as_of=as_of)
         outcome.version, outcome.run_id, outcome.created = summary.versions[window.name], summary.parent_run_id, True
+        outcome.timings = summary.timings
     else:
         outcome.version, outcome.run_id = str(found.version), found.tags["parent_run_id"]
     if promote:

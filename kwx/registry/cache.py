@@ -50,6 +50,7 @@ class RegistryCache:
         self._models: dict[tuple[str, str], object] = {}
         self._broken: dict[tuple[str, str], tuple[datetime, str]] = {}  # version -> (failed at, reason)
         self.registry_reads = 0
+        self._warned: set[tuple[str, str, date, str]] = set()
 
     @property
     def client(self) -> MlflowClient:
@@ -71,7 +72,10 @@ class RegistryCache:
 
     def resolve(self, city: str, bracket: str, target: date, stage: str = "Production") -> Resolution:
         choice = resolve(self.table(city, bracket, stage), target, city=city, bracket=bracket, stage=stage)
-        if choice.stale_days > self.max_stale_days:
+        warning = (city, bracket, target, choice.facts.version)
+        # once per market day and version: the loop resolves on every new candle
+        if choice.stale_days > self.max_stale_days and warning not in self._warned:
+            self._warned.add(warning)
             log.warning("%s/%s on %s uses %s, stale by %d days (limit %d): retrain and promote",
                         city, bracket, target, choice.facts.window, choice.stale_days, self.max_stale_days)
         return choice

@@ -330,17 +330,12 @@ def train(
 
         t = time.perf_counter()
         window_metrics = {w: results[w].metrics for w in sorted(results)}
-        table = pd.DataFrame(window_metrics).T
-        summary_metrics = {}
-        for column in table.columns:
-            summary_metrics[f"mean_{column}"] = float(table[column].mean())
-            summary_metrics[f"std_{column}"] = float(table[column].std(ddof=0))
-        summary_metrics |= {"n_windows": float(len(results)), "n_test_rows": float(
-            sum(int(r.params["n_test"]) for r in results.values()))}
-        predictions = [results[w].predictions for w in sorted(results) if len(results[w].predictions)]
-        if predictions:  # a forward run has none until `kwx monitor` scores its week
-            summary_metrics |= _log_pooled(pd.concat(predictions, ignore_index=True),
-                                           f"{config.city}/{config.bracket}")
+        with tempfile.TemporaryDirectory() as tmp:
+            summary_metrics = windows_summary(list(window_metrics.values()),
+                                              [results[w].predictions for w in sorted(results)],
+                                              f"{config.city}/{config.bracket}", Path(tmp))
+            if any(Path(tmp).iterdir()):
+                mlflow.log_artifacts(tmp)
         mlflow.log_metrics(summary_metrics)
         mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
         logging_seconds += time.perf_counter() - t
@@ -354,16 +349,28 @@ def train(
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 
 
-def _log_pooled(predictions: pd.DataFrame, label: str) -> dict[str, float]:
-    """Pooled metrics of all windows' test rows, for the active (parent) run; logs the pooled reliability."""
-    curves = {name: rel.as_dict() for name, rel in pooled_reliability(predictions).items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+def windows_summary(window_metrics: list[dict[str, float]], predictions: list[pd.DataFrame], label: str,
+                    out: Path) -> dict[str, float]:
+    """A training (parent) run's summary metrics over its windows, as training logs them and `kwx monitor`
+    brings them up to date once a forward window's week is scored: ``mean_*``/``std_*`` of every window
+    metric (windows without it skipped), ``n_windows``, ``n_test_rows`` and, when any window has test
+    predictions, the ``pooled_*`` metrics of all of them, whose reliability curves are written into ``out``
+    (reliability_pooled.json and .png) for the caller to log."""
+    table = pd.DataFrame(window_metrics)
+    summary = {}
+    for column in table.columns:
+        summary[f"mean_{column}"] = float(table[column].mean())
+        summary[f"std_{column}"] = float(table[column].std(ddof=0))
+    tested = [p for p in predictions if len(p)]
+    summary |= {"n_windows": float(len(window_metrics)), "n_test_rows": float(sum(len(p) for p in tested))}
+    if tested:  # a forward run has none until `kwx monitor` scores its week
+        pooled = pd.concat(tested, ignore_index=True)
+        curves = {name: rel.as_dict() for name, rel in pooled_reliability(pooled).items()}
         (out / "reliability_pooled.json").write_text(json.dumps(curves))
         reliability_diagram(curves, out / "reliability_pooled.png",
                             f"{label} all test weeks pooled (unlocked rows the market quotes)")
-        mlflow.log_artifacts(tmp)
-    return pooled_metrics(predictions)
+        summary |= pooled_metrics(pooled)
+    return summary
 
 
 def spawn_pool(workers: int) -> ProcessPoolExecutor:

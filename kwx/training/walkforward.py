@@ -226,11 +226,13 @@ def train_window(
         "window": window.name,
         "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
         "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
-        "n_train": len(train), "n_test": len(test), "n_test_locked": int(test["locked"].sum()),
+        "n_train": len(train),
         "calibration_method": method, "calibration_bounds": f"{report.bounds[0]:.3g},{report.bounds[1]:.3g}",
         "lock_margin_f": config.lock_margin_f,
         "feature_set": config.feature_set, "n_features": len(features),
     }
+    if scored:  # params are immutable: a forward window's counts are logged when `kwx monitor` scores its week
+        params |= {"n_test": len(test), "n_test_locked": int(test["locked"].sum())}
     return WindowResult(
         window, params, metrics, scored.curves if scored else {},
         scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
