@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -32,13 +33,16 @@ def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, t
             # A bin's mean prediction lies inside the bin, so the binning rule applied to it recovers the bin.
             centres = (edges[:-1] + edges[1:])[np.searchsorted(edges[1:-1], mean_predicted)] / 2
             hist.bar(centres + (i - (len(curves) - 1) / 2) * width, counts, width=width, color=color, alpha=0.8)
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency", title=title)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency")
+    ax.set_title("\n".join(textwrap.wrap(title, 62)), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     hist.set(xlabel="predicted probability", ylabel="rows per bin (log)")
     hist.set_yscale("log")
     hist.set_xticks(edges, minor=True)
     hist.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    # Fixed margins for this fixed-size figure: tight_layout measured every tick label and took 40 % of the
+    # diagram's time, which `kwx monitor` pays per evaluated week.
+    fig.subplots_adjust(left=0.16, right=0.97, top=0.93, bottom=0.08, hspace=0.08)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
