@@ -14,7 +14,7 @@ import numpy as np
 
 from kwx.config import AcceptanceGates, DriftThresholds
 from kwx.domain.metrics import brier, brier_skill, prefixed_scores
-from kwx.registry.promotion import Check
+from kwx.registry.promotion import Check, metric_gate
 
 QUALITY_KEYS = ("rolling_ece", "rolling_brier", "rolling_market_brier", "rolling_market_ece", "rolling_brier_skill",
                 "rolling_rows", "rolling_unlocked_rows", "rolling_comparable_rows", "rolling_days")
@@ -127,16 +127,6 @@ def realized_checks(metrics: dict[str, float], acceptance: AcceptanceGates) -> l
 
     A missing or NaN metric is a failing check saying why; this never raises.
     """
-    checks = []
-    for name, key, gate, at_most in _REALIZED_GATES:
-        threshold = getattr(acceptance, gate)
-        value = metrics.get(key)
-        if value is None:
-            checks.append(Check(name, False, None, threshold, f"{key} is not logged: the week has not been scored"))
-        elif math.isnan(value):
-            checks.append(Check(name, False, None, threshold, f"{key} is NaN: no rows to compute it on (for skill: "
-                                                              "no unlocked rows the market quotes)"))
-        else:
-            checks.append(Check(name, value <= threshold if at_most else value >= threshold, round(value, 5),
-                                threshold))
-    return checks
+    return [metric_gate(name, metrics, key, getattr(acceptance, gate), at_most=at_most,
+                        missing="is not logged: the week has not been scored")
+            for name, key, gate, at_most in _REALIZED_GATES]

@@ -3,33 +3,24 @@ health of its model family, read from how its most recent evaluated windows did 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date
 
 from kwx.config import AcceptanceGates, ForwardGates, Lifecycle
 from kwx.lifecycle.drift import realized_checks
-from kwx.registry.promotion import Check
-
-
-def _cv_gate(name: str, metrics: dict[str, float], key: str, threshold: float, *, at_most: bool) -> Check:
-    value = metrics.get(key)
-    if value is None or math.isnan(value):
-        missing = "was not logged" if value is None else "is NaN (no rows the market quotes)"
-        return Check(name, False, None, threshold, f"{key} {missing}")
-    return Check(name, value <= threshold if at_most else value >= threshold, round(value, 5), threshold)
+from kwx.registry.promotion import Check, metric_gate
 
 
 def forward_gates(window_metrics: dict[str, float], gates: ForwardGates) -> list[Check]:
     """The window's out-of-fold scores held to ``lifecycle.gates``."""
     return [
-        _cv_gate("cv log loss <= lifecycle.gates.max_cv_log_loss", window_metrics, "cv_calibrated_log_loss",
+        metric_gate("cv log loss <= lifecycle.gates.max_cv_log_loss", window_metrics, "cv_calibrated_log_loss",
                  gates.max_cv_log_loss, at_most=True),
-        _cv_gate("cv ECE <= lifecycle.gates.max_cv_ece", window_metrics, "cv_calibrated_ece", gates.max_cv_ece,
+        metric_gate("cv ECE <= lifecycle.gates.max_cv_ece", window_metrics, "cv_calibrated_ece", gates.max_cv_ece,
                  at_most=True),
-        _cv_gate("cv Brier <= lifecycle.gates.max_cv_brier", window_metrics, "cv_calibrated_brier",
+        metric_gate("cv Brier <= lifecycle.gates.max_cv_brier", window_metrics, "cv_calibrated_brier",
                  gates.max_cv_brier, at_most=True),
-        _cv_gate("cv Brier skill >= lifecycle.gates.min_cv_brier_skill", window_metrics, "cv_brier_skill",
+        metric_gate("cv Brier skill >= lifecycle.gates.min_cv_brier_skill", window_metrics, "cv_brier_skill",
                  gates.min_cv_brier_skill, at_most=False),
     ]
 

@@ -58,14 +58,16 @@ def run_config(run_id: str) -> TrainConfig:
     return parse_config(yaml.safe_load(text), TrainConfig, f"run {run_id} config.yaml")
 
 
-def _gate(name: str, parent_metrics: dict[str, float], key: str, threshold: float, *, at_most: bool) -> Check:
-    """``key`` of the parent run held to ``threshold``; unlogged or NaN fails with the reason, never raises."""
-    value = parent_metrics.get(key)
+def metric_gate(name: str, metrics: dict[str, float], key: str, threshold: float, *, at_most: bool,
+                missing: str = "was not logged by this run: retrain it") -> Check:
+    """``metrics[key]`` held to ``threshold``; absent (``missing`` says why) or NaN fails with the reason, never
+    raises. Every gate kwx applies to logged metrics (acceptance, lifecycle, realized weeks) is one of these."""
+    value = metrics.get(key)
     if value is None:
-        return Check(name, False, None, threshold, f"{key} was not logged by this run: retrain it")
+        return Check(name, False, None, threshold, f"{key} {missing}")
     if math.isnan(value):
         return Check(name, False, None, threshold,
-                     f"{key} is NaN: no test rows to compute it on (for skill: no unlocked rows the market quotes)")
+                     f"{key} is NaN: no rows to compute it on (for skill: no unlocked rows the market quotes)")
     return Check(name, value <= threshold if at_most else value >= threshold, round(value, 5), threshold)
 
 
@@ -75,20 +77,20 @@ def metric_gates(parent_metrics: dict[str, float], config: TrainConfig) -> list[
     windows = parent_metrics.get("n_windows")
     return [
         # over unlocked rows: locked ones are exactly right by rule, and would flatter the model
-        _gate("mean unlocked test ECE <= max_ece", parent_metrics, "mean_test_unlocked_ece", gates.max_ece,
-              at_most=True),
-        _gate("pooled unlocked test ECE <= max_ece", parent_metrics, "pooled_test_unlocked_ece", gates.max_ece,
-              at_most=True),
-        _gate("mean unlocked test Brier <= max_brier", parent_metrics, "mean_test_unlocked_brier", gates.max_brier,
-              at_most=True),
-        _gate("pooled unlocked test Brier <= max_brier", parent_metrics, "pooled_test_unlocked_brier",
-              gates.max_brier, at_most=True),
-        _gate("mean Brier skill >= min_brier_skill", parent_metrics, "mean_test_brier_skill",
-              gates.min_brier_skill, at_most=False),
-        _gate("pooled Brier skill >= min_brier_skill", parent_metrics, "pooled_brier_skill",
-              gates.min_brier_skill, at_most=False),
-        _gate("share of windows beating the market >= min_windows_beating_market", parent_metrics,
-              "mean_test_beats_market", gates.min_windows_beating_market, at_most=False),
+        metric_gate("mean unlocked test ECE <= max_ece", parent_metrics, "mean_test_unlocked_ece", gates.max_ece,
+                    at_most=True),
+        metric_gate("pooled unlocked test ECE <= max_ece", parent_metrics, "pooled_test_unlocked_ece",
+                    gates.max_ece, at_most=True),
+        metric_gate("mean unlocked test Brier <= max_brier", parent_metrics, "mean_test_unlocked_brier",
+                    gates.max_brier, at_most=True),
+        metric_gate("pooled unlocked test Brier <= max_brier", parent_metrics, "pooled_test_unlocked_brier",
+                    gates.max_brier, at_most=True),
+        metric_gate("mean Brier skill >= min_brier_skill", parent_metrics, "mean_test_brier_skill",
+                    gates.min_brier_skill, at_most=False),
+        metric_gate("pooled Brier skill >= min_brier_skill", parent_metrics, "pooled_brier_skill",
+                    gates.min_brier_skill, at_most=False),
+        metric_gate("share of windows beating the market >= min_windows_beating_market", parent_metrics,
+                    "mean_test_beats_market", gates.min_windows_beating_market, at_most=False),
         Check("windows >= min_windows", windows is not None and windows >= gates.min_windows,
               None if windows is None else int(windows), gates.min_windows,
               "" if windows is not None else "n_windows was not logged by this run: retrain it"),
