@@ -190,20 +190,22 @@ def _print_weeks(result) -> None:
     import pandas as pd
     from rich.table import Table
 
-    table = Table(title="simulated season, one row per week (realized scores on quoted rows: model / market)")
-    for column in ("week", "window(s) traded", "stale", "log loss", "Brier", "ECE", "signals", "sized",
-                   "drift alarms", "withdrawn"):
-        table.add_column(column)
+    table = Table(title="simulated season, one row per week: realized scores on quoted rows, model/market")
+    for column in ("week", "window(s) traded", "stale", "log loss", "Brier", "ECE", "signals", "sized", "alarms",
+                   "withdrawn"):
+        table.add_column(column, overflow="fold")
 
     def pair(row, key: str) -> str:
         model, market = row[f"model_{key}"], row[f"market_{key}"]
-        return "-" if math.isnan(model) else f"{model:.4f} / {market:.4f}"  # NaN: no settled quoted row
+        return "-" if math.isnan(model) else f"{model:.4f}/{market:.4f}"  # NaN: no settled quoted row
 
     for row in result.weeks.to_dict("records"):
         stale = row["max_stale_days"]
-        table.add_row(row["week"], row["windows"], "-" if pd.isna(stale) else str(int(stale)),
-                      pair(row, "log_loss"), pair(row, "brier"), pair(row, "ece"), f"{row['signals']:,}",
-                      f"{row['sized']:,}", str(row["drift_alarms"]), row["withdrawn"] or "-")
+        first, last = row["week"].split("..")
+        table.add_row(f"{first[5:]}..{last[5:]}", row["windows"].replace(", ", "\n"),
+                      "-" if pd.isna(stale) else str(int(stale)), pair(row, "log_loss"), pair(row, "brier"),
+                      pair(row, "ece"), f"{row['signals']:,}", f"{row['sized']:,}", str(row["drift_alarms"]),
+                      row["withdrawn"] or "-")
     console.print(table)
     alarms = [f"{r.day}: {line}" for r in result.days for line in r.alarms]
     for line in alarms:
