@@ -1,7 +1,8 @@
 """Keeping secrets out of every log line and error message kwx prints.
 
 One place knows what a secret looks like: API keys in URL query parameters, passwords in URLs
-(database URLs included), and the values of the environment variables that hold keys. ``redact``
+(database URLs included), the values of the environment variables that hold keys, and secrets read
+from elsewhere (a private key file) that their reader registered with ``register_secret``. ``redact``
 masks them in any text; ``configure_logging`` puts a filter doing the same on every handler kwx
 logs through and keeps httpx from logging request URLs (with their ``key=``) at all.
 """
@@ -29,6 +30,15 @@ _MIN_SECRET_LENGTH = 4
 _MIN_SECRET_LINE_LENGTH = 16
 SNIPPET_CHARS = 120
 _HTTP_LOGGERS = ("httpx", "httpcore")
+# Secrets that live in no environment variable (a PEM read from a file), masked from registration on.
+_registered: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` (and, if it spans lines, each long line of it) in everything ``redact`` sees from now on."""
+    value = value.strip()
+    if len(value) >= _MIN_SECRET_LENGTH:
+        _registered.add(value)
 
 
 def is_secret_param(name: str) -> bool:
@@ -36,8 +46,10 @@ def is_secret_param(name: str) -> bool:
 
 
 def secret_values(extra: Iterable[str] = ()) -> list[str]:
-    """Values to mask: the secret environment variables (read now, so a key set later is covered) and ``extra``."""
-    values = [os.environ.get(name, "").strip() for name in SECRET_ENV_VARS] + [v.strip() for v in extra]
+    """Values to mask: the secret environment variables (read now, so a key set later is covered), the
+    registered secrets and ``extra``."""
+    values = ([os.environ.get(name, "").strip() for name in SECRET_ENV_VARS] + sorted(_registered)
+              + [v.strip() for v in extra])
     found = set()
     for value in values:
         if len(value) >= _MIN_SECRET_LENGTH:

@@ -30,6 +30,25 @@ class DeadlineError(FetchError):
     """The shared deadline (the live loop's tick) passed before the server answered."""
 
 
+class StatusError(FetchError):
+    """A 4xx answer other than 401/403/429: ``status`` and the parsed JSON ``payload`` (None if not JSON).
+
+    The message quotes only a redacted snippet; callers read ``payload`` for the server's error code.
+    """
+
+    def __init__(self, message: str, status: int, payload: dict | None):
+        super().__init__(message)
+        self.status, self.payload = status, payload
+
+
+class UnknownOutcomeError(FetchError):
+    """A request that changes state may have been carried out, but no answer came back.
+
+    Raised instead of retrying a non-idempotent request (``idempotent=False``): re-sending could do it
+    twice, so the caller must first find out what the server did.
+    """
+
+
 class PayloadError(ValueError):
     """The server answered, but with something kwx must not store; the message names what and where."""
 
@@ -89,12 +108,21 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+# Failures where the request provably never reached the server: safe to re-send even when not idempotent.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+# Signs one attempt: (METHOD, URL path as sent, without the query) -> headers. Called per attempt, so a
+# retry carries a fresh timestamp.
+Auth = Callable[[str, str], dict[str, str]]
+
+
 class JsonHttp:
     def __init__(self, base_url: str, *, timeout: float = 15.0, retry: RetryPolicy | None = None,
-                 per_second: float = 10.0, headers: dict[str, str] | None = None,
+                 per_second: float = 10.0, headers: dict[str, str] | None = None, auth: Auth | None = None,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic):
         self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers or {})
         self._timeout = timeout
+        self._auth = auth
         self._deadline: Deadline | None = None
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -125,6 +153,14 @@ class JsonHttp:
     def _wait(self, seconds: float) -> None:
         self._sleep(seconds if self._deadline is None else min(seconds, self._deadline.remaining()))
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` (cut short by the deadline, if one is set): a caller's own backoff."""
+        self._wait(seconds)
+
     def get(self, path: str, params: dict | None = None, *, what: str,
             rejected: str = "the server rejected the credentials") -> dict:
         """GET JSON; retries 429 (honouring Retry-After), 5xx, timeouts and connection errors.
@@ -132,23 +168,44 @@ class JsonHttp:
         A 401/403 raises AuthError with ``rejected`` (e.g. "Visual Crossing rejected the API key").
         Error messages quote at most a redacted snippet of the body: it may echo the key sent.
         """
+        return self.request("GET", path, params, what=what, rejected=rejected)
+
+    def request(self, method: str, path: str, params: dict | None = None, *, json_body: dict | None = None,
+                what: str, rejected: str = "the server rejected the credentials", idempotent: bool = True) -> dict:
+        """One JSON request with ``get``'s retries; another 4xx raises StatusError (status and parsed body).
+
+        ``idempotent=False`` (creating an order): a timeout, a dropped connection or a 5xx after the
+        request may have reached the server raises UnknownOutcomeError at once instead of re-sending;
+        429 and failures to connect are still retried, as the server provably did nothing.
+        """
         sent_secrets = [str(v) for k, v in (params or {}).items() if is_secret_param(k)]
         last_error = ""
         for attempt in range(self._retry.attempts):
             timeout = self._time_left(what)
             self._limiter.wait()
             self.requests += 1
+            request = self._client.build_request(method, path, params=params, json=json_body, timeout=timeout)
+            if self._auth is not None:
+                request.headers.update(self._auth(method, request.url.path))
             try:
-                response = self._client.get(path, params=params, timeout=timeout)
-            except httpx.TimeoutException:
+                response = self._client.send(request)
+            except httpx.TimeoutException as exc:
+                if not idempotent and not isinstance(exc, _NOT_SENT):
+                    raise UnknownOutcomeError(f"{what}: no answer ({type(exc).__name__}); "
+                                              f"the server may have carried it out") from None
                 self._time_left(what)  # a timeout the deadline cut short is the deadline's, not the server's
                 last_error = "timed out"
                 self._wait(self._retry.delay(attempt))
                 continue
             except httpx.TransportError as exc:
+                if not idempotent and not isinstance(exc, _NOT_SENT):
+                    raise UnknownOutcomeError(f"{what}: connection lost before the answer "
+                                              f"({type(exc).__name__}); the server may have carried it out") from None
                 last_error = f"connection failed ({type(exc).__name__})"
                 self._wait(self._retry.delay(attempt))
                 continue
+            if response.status_code >= 500 and not idempotent:
+                raise UnknownOutcomeError(f"{what}: HTTP {response.status_code}; the server may have carried it out")
             if response.status_code == 429 or response.status_code >= 500:
                 last_error = f"HTTP {response.status_code}"
                 self._wait(self._retry.delay(attempt, _retry_after(response)))
@@ -157,7 +214,8 @@ class JsonHttp:
                 raise AuthError(f"{what}: {rejected} (HTTP {response.status_code}): "
                                 f"{snippet(response.text, sent_secrets)}")
             if response.status_code >= 400:
-                raise FetchError(f"{what}: HTTP {response.status_code}: {snippet(response.text, sent_secrets)}")
+                raise StatusError(f"{what}: HTTP {response.status_code}: {snippet(response.text, sent_secrets)}",
+                                  response.status_code, _json_object(response))
             try:
                 body = response.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -166,3 +224,11 @@ class JsonHttp:
                 raise PayloadError(f"{what}: expected a JSON object, got {type(body).__name__}")
             return body
         raise FetchError(f"{what}: gave up after {self._retry.attempts} attempts ({last_error})")
+
+
+def _json_object(response: httpx.Response) -> dict | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
