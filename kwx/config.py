@@ -355,13 +355,27 @@ class FeeConfig(StrictModel):
 
 
 class ExecutionParams(StrictModel):
-    """How the backtest trades the signals: maker-first orders, an optional taker fallback, a fixed bankroll."""
+    """How the signals are traded: maker-first orders, an optional taker fallback, a fixed bankroll (backtest and
+    loop alike); and whether the loop places orders at all (``mode``), with the live loop's safety limits."""
 
     bankroll_dollars: float = Field(10_000, gt=0, description="capital the Kelly fractions and caps refer to")
     taker_fallback_cents: float | None = Field(
         None, ge=0, le=100, description="cross the spread when the taker edge reaches this; null: maker orders only")
     cancel_minutes_before_close: float = Field(
         15, ge=0, le=24 * 60, description="cancel resting orders (and post none) this close to the market's close")
+    mode: Literal["signals", "paper", "live"] = Field(
+        "signals", description="signals: no orders; paper: simulated fills recorded as orders and fills; "
+        "live: real orders on Kalshi")
+    halt_file: str | None = Field(
+        None, min_length=1, description="while a file exists at this path no new order is placed (a kill switch "
+        "for operators without a shell); its first line is the reason")
+    reconcile_seconds: float = Field(
+        60, ge=5, le=3600, description="how often orders, fills and positions are reconciled with the exchange")
+    max_open_orders: StrictInt = Field(20, ge=0, description="no new order while this many are open")
+    max_position_contracts: StrictInt = Field(
+        500, ge=0, description="most contracts held per market and side, resting buy orders included")
+    max_daily_loss_dollars: float = Field(
+        500, gt=0, description="a climate day's realized plus mark-to-market loss beyond this halts trading")
 
 
 class RtConfig(StrictModel):

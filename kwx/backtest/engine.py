@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from kwx.config import RtConfig
-from kwx.domain.execution import Caps, allocate, episode_ids, resting_orders, settle, trades_through
+from kwx.domain.execution import allocate, episode_ids, settle, trades_through
 from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, epoch_seconds
+from kwx.domain.orders import maker_gates, step_through
 from kwx.domain.performance import DayCoverage, by_city_bracket, daily_pnl, day_coverage, summarize
-from kwx.domain.signals import FeeSchedule
-from kwx.rt.engine import EDGE_GATE, TickInputs, decide
+from kwx.rt.engine import TickInputs, decide, execution_caps, fee_schedule, order_limits
 from kwx.rt.sources import LookaheadError
 
 TICK_SECONDS = 60  # decisions once per minute, when each new candle is in
@@ -108,13 +108,13 @@ def simulate(period: Period, config: RtConfig) -> BacktestResult:
     tick = rows["tick_ts"].to_numpy(dtype=np.int64)
     execution = config.execution
     maker = decide(tick, inputs, config, maker=True)
+    limits = order_limits(config)
+    open_ok, keep_ok = maker_gates(maker.reason, maker.math.edge_cents, maker.minutes_left, limits)
     near_close = maker.minutes_left < execution.cancel_minutes_before_close
-    gates_but_edge = (pd.isna(maker.reason) | (maker.reason == EDGE_GATE)) & ~near_close
-    open_ok = pd.isna(maker.reason) & ~near_close
-    keep_ok = gates_but_edge & (maker.math.edge_cents >= config.risk.tau_close_cents)
     codes = pd.factorize(rows["market_ticker"])[0]
     side = maker.math.better
-    resting = resting_orders(codes, side, open_ok, keep_ok)
+    resting = step_through(tick, codes, open_ok, keep_ok, side, maker.math.price_cents, maker.math.edge_cents,
+                           limits)
     episode = episode_ids(codes, side, resting)
     filled = resting & trades_through(side, maker.math.price_cents, rows["next_low"], rows["next_high"])
     columns = ["market_ticker", "city", "bracket", "event_date"]
@@ -130,10 +130,8 @@ def simulate(period: Period, config: RtConfig) -> BacktestResult:
             fill_ts=tick[take], decision_ts=tick[take], side=taker.math.side[take], liquidity="taker",
             price_cents=taker.math.price_cents[take], target_fraction=taker.math.size_fraction[take],
             available=np.inf, episode=-1, locked=inputs.locked[take]))
-    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
-    caps = Caps(execution.bankroll_dollars * 100, config.risk.max_bankroll_pct_city_day_side,
-                config.risk.slip_per_leg_cents)
-    settled = settle(allocate(pd.concat(events, ignore_index=True), caps, fees), period.outcome)
+    settled = settle(allocate(pd.concat(events, ignore_index=True), execution_caps(config), fee_schedule(config)),
+                     period.outcome)
     coverage = period.coverage
     daily = daily_pnl(settled, coverage.traded)
     posted = int(np.unique(episode[episode >= 0]).size)

@@ -22,7 +22,8 @@ from kwx.data.demo import DEFAULT_MARKET_SKILL
 from kwx.secrets import redact
 
 # Two weeks after the walk-forward windows' last test day, in a workspace of its own: coarse ticks and few
-# trials keep `make demo` within its five minutes (README, Running a season).
+# trials (fewer still when --trials asks for fewer) keep `make demo` within its five minutes (README, Running a
+# season).
 SEASON_START, SEASON_END = "2025-09-24", "2025-10-07"
 SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
 SEASON_WORKDIR = Path("simulations") / "demo"
@@ -96,5 +97,5 @@ def demo(
                  "each day traded)")
     simulate(config=train_config, start=datetime.fromisoformat(SEASON_START),
              end=datetime.fromisoformat(SEASON_END), speed="max", rt_config=rt_config,
-             tick_seconds=SEASON_TICK_SECONDS, trials=SEASON_TRIALS, set_=None, workdir=SEASON_WORKDIR,
+             tick_seconds=SEASON_TICK_SECONDS, trials=min(trials, SEASON_TRIALS), set_=None, workdir=SEASON_WORKDIR,
              overwrite=True, workspace_db_url=None, db_url=url, tracking_uri=None)

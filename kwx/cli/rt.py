@@ -1,8 +1,10 @@
-"""`kwx serve-rt` and `kwx rt`: the real-time signal loop, live or replayed, and its status."""
+"""`kwx serve-rt` and `kwx rt`: the real-time signal loop, live or replayed, and its status; the execution
+records (orders, positions, P&L) and the kill switch (halt, resume)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +19,7 @@ from kwx.cli.common import (
     _tracking_or_fail,
     app,
     console,
+    err_console,
     fail,
     load_or_fail,
     open_engine,
@@ -24,8 +27,7 @@ from kwx.cli.common import (
 )
 from kwx.secrets import configure_logging
 
-rt_app = KwxTyper(help="Real-time loop status.")
-
+rt_app = KwxTyper(help="Real-time loop status; orders, positions and P&L; the kill switch (halt, resume).")
 
 
 def _replay_speed(value: str) -> str:
@@ -131,6 +133,112 @@ def _print_signals(frame, title: str) -> None:
     console.print(table)
 
 
+# --- execution records: options and helpers the rt commands share ------------------------------------
+
+RtConfigOption = Annotated[Path, typer.Option(
+    "--config", "-c", help="rt config YAML, for execution.mode and execution.halt_file (defaults apply when the "
+    "default file is missing).")]
+
+
+def _mode_name(value: str | None) -> str | None:
+    from kwx.execution.records import MODES
+
+    if value is not None and value not in MODES:
+        raise fail(f"--mode: unknown execution mode {value!r}; known modes: {', '.join(MODES)}")
+    return value
+
+
+ModeOption = Annotated[str | None, typer.Option(
+    "--mode", help="paper or live records; default the rt config's execution.mode when it is paper or live, "
+    "else paper.", show_default=False, callback=_mode_name)]
+
+
+def _execution_params(config: Path, *, lenient: bool = False):
+    """The rt config's execution section: defaults when the default config file is missing; ``lenient`` (the
+    health check) also falls back to defaults, with a warning, when the default file does not validate."""
+    from kwx.config import ConfigError, ExecutionParams, RtConfig, load_config
+
+    if config == RT_CONFIG and not config.exists():
+        return ExecutionParams()
+    if lenient and config == RT_CONFIG:
+        try:
+            return load_config(config, RtConfig).execution
+        except ConfigError as exc:
+            err_console.print(f"[yellow]warning:[/] {exc}; execution defaults shown", highlight=False)
+            return ExecutionParams()
+    return load_or_fail(config, RtConfig).execution
+
+
+def _order_mode(mode: str | None, execution) -> str:
+    return mode or (execution.mode if execution.mode in ("paper", "live") else "paper")
+
+
+def _halt_file(execution) -> Path | None:
+    return Path(execution.halt_file) if execution.halt_file else None
+
+
+def _operator() -> str:
+    """Who changed the halt state, for the record: the login name where the system knows one."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # a container user without a passwd entry or $USER
+        return "cli"
+
+
+def _dollars(cents: float | None, signed: bool = False) -> str:
+    if cents is None or math.isnan(cents):
+        return "-"
+    return f"{cents / 100:+,.2f}" if signed else f"{cents / 100:,.2f}"
+
+
+def _cents(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class _ExecutionSummary:
+    """What `rt status` adds about execution: the configured mode, the mode whose records it shows, that mode's
+    environment, halt state and exposure."""
+
+    configured: str
+    mode: str
+    environment: str | None
+    state: object
+    exposure: object
+
+    @classmethod
+    def read(cls, engine, execution) -> _ExecutionSummary:
+        from kwx.execution import records
+
+        mode = _order_mode(None, execution)
+        return cls(execution.mode, mode, records.latest_environment(engine, mode),
+                   records.halt_state(engine, mode, _halt_file(execution)), records.exposure(engine, mode))
+
+    def print(self) -> None:
+        from rich.table import Table
+
+        orders = f" (orders and halt below: {self.mode})" if self.configured != self.mode else ""
+        console.print(f"execution: mode {self.configured}{orders}, environment {self.environment or '-'}",
+                      highlight=False)
+        console.print(f"halt: {self.state.describe()}", highlight=False, soft_wrap=True)
+        frame = self.exposure
+        total = frame.drop(columns=["city", "side"]).sum()
+        console.print(f"exposure ({self.mode}): {int(total['open_orders'])} open orders, "
+                      f"${_dollars(total['open_notional_cents'])} notional; {int(total['contracts'])} contracts held, "
+                      f"cost ${_dollars(total['position_cost_cents'])}; total ${_dollars(total['exposure_cents'])}",
+                      highlight=False)
+        if len(frame):
+            table = Table(title=f"exposure by city and side ({self.mode}, $)")
+            for column in ("city", "side", "open orders", "notional", "contracts", "cost", "exposure"):
+                table.add_column(column)
+            for r in frame.itertuples():
+                table.add_row(r.city, r.side, str(r.open_orders), _dollars(r.open_notional_cents), str(r.contracts),
+                              _dollars(r.position_cost_cents), _dollars(r.exposure_cents))
+            console.print(table)
+
+
 # `rt status` looks this far back for outages (about 2.5 hours of 9 s ticks), beyond the rows it lists.
 OUTAGE_WINDOW_TICKS = 1000
 
@@ -140,8 +248,10 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
               max_age: Annotated[float | None, typer.Option(
                   help="Exit 1 unless the newest live tick is at most this many seconds old (a container "
                   "health check).", min=0)] = None,
+              config: RtConfigOption = RT_CONFIG,
               db_url: DbUrlOption = None) -> None:
-    """The last ticks of the loop: markets, signals, skips by reason, latency; then its recent outages."""
+    """The last ticks of the loop: markets, signals, skips by reason, latency; then its recent outages; then
+    execution: mode, environment, halt state and exposure."""
     from datetime import UTC
 
     from rich.table import Table
@@ -150,6 +260,8 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
     from kwx.data.schema import RtTick
     from kwx.rt.outages import TickRecord, outage_lines
 
+    # A health check keeps reporting on the loop when the default config is missing or broken.
+    execution = _execution_params(config, lenient=True)
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -157,9 +269,11 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
             newest_live = conn.execute(select(func.max(RtTick.ts_utc)).where(RtTick.mode == "live")).scalar()
             recent = conn.execute(select(RtTick.ts_utc, RtTick.mode, RtTick.skips).order_by(RtTick.ts_utc.desc())
                                   .limit(max(last, OUTAGE_WINDOW_TICKS))).all()
+        summary = _ExecutionSummary.read(engine, execution)
     finally:
         engine.dispose()
     if not rows:
+        summary.print()
         raise fail("no ticks recorded yet: run `kwx serve-rt`", code=1)
     table = Table(title="last ticks")
     for column in ("tick (UTC)", "mode", "markets", "signals", "latency ms", "skips"):
@@ -173,9 +287,190 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
         console.print(f"outages in the newest {len(recent):,} ticks:", highlight=False)
         for line in outages:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
+    summary.print()
     if max_age is not None:
         if newest_live is None:
             raise fail("no live tick recorded yet", code=1)
         age = (datetime.now(UTC) - newest_live).total_seconds()
         if age > max_age:
             raise fail(f"newest live tick is {age:.0f} s old (--max-age {max_age:g})", code=1)
+
+
+@rt_app.command("halt")
+def rt_halt(reason: Annotated[str | None, typer.Option(help="Why, for the record and `kwx rt status`.")] = None,
+            cancel_all: Annotated[bool, typer.Option(
+                "--cancel-all", help="Also cancel every resting order at the loop's next tick.")] = False,
+            mode: ModeOption = None,
+            config: RtConfigOption = RT_CONFIG,
+            db_url: DbUrlOption = None) -> None:
+    """Stop new orders from the loop's next tick on, until `kwx rt resume`; the halt survives restarts."""
+    from datetime import UTC
+
+    from kwx.execution import records
+
+    execution = _execution_params(config)
+    chosen = _order_mode(mode, execution)
+    engine = open_engine(db_url)
+    try:
+        state = records.halt(engine, chosen, reason=reason, by=_operator(), now=datetime.now(UTC),
+                             cancel_all=cancel_all, halt_file=_halt_file(execution))
+    finally:
+        engine.dispose()
+    console.print(state.describe(), highlight=False, soft_wrap=True)
+    if cancel_all:
+        console.print("cancel-all requested: the loop cancels every resting order at its next tick", highlight=False)
+
+
+@rt_app.command("resume")
+def rt_resume(mode: ModeOption = None,
+              config: RtConfigOption = RT_CONFIG,
+              db_url: DbUrlOption = None) -> None:
+    """Clear the halt `kwx rt halt` (or the daily loss limit) set. A halt file still halts until it is removed:
+    then the command says so and exits 1."""
+    from datetime import UTC
+
+    from kwx.execution import records
+
+    execution = _execution_params(config)
+    chosen = _order_mode(mode, execution)
+    engine = open_engine(db_url)
+    try:
+        state = records.resume(engine, chosen, by=_operator(), now=datetime.now(UTC), halt_file=_halt_file(execution))
+    finally:
+        engine.dispose()
+    if state.halted:
+        console.print(f"{chosen}: database halt cleared", highlight=False)
+        raise fail(f"still halted: halt file {state.halt_file} exists (remove it to resume): {state.reason}", code=1)
+    console.print(state.describe(), highlight=False)
+
+
+@rt_app.command("orders")
+def rt_orders(open_only: Annotated[bool, typer.Option(
+                  "--open", help="Only orders that may still trade: pending, resting or of unknown outcome.")] = False,
+              since: Annotated[datetime | None, typer.Option(
+                  formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only orders created at or after this UTC "
+                  "day or time.")] = None,
+              mode: ModeOption = None,
+              config: RtConfigOption = RT_CONFIG,
+              db_url: DbUrlOption = None) -> None:
+    """The orders of a mode, oldest first: market, side, action, limit, counts, status and reason."""
+    from datetime import UTC
+
+    from rich.table import Table
+
+    from kwx.execution import records
+
+    chosen = _order_mode(mode, _execution_params(config))
+    engine = open_engine(db_url)
+    try:
+        frame = records.orders(engine, chosen, open_only=open_only, since=since.replace(tzinfo=UTC) if since else None)
+    finally:
+        engine.dispose()
+    if frame.empty:
+        console.print(f"no {'open ' if open_only else ''}{chosen} orders", highlight=False)
+        return
+    environments = ", ".join(frame["environment"].unique())
+    table = Table(title=f"{'open ' if open_only else ''}{chosen} orders (environment {environments})")
+    for column in ("created (UTC)", "order id", "market", "side", "action", "limit ¢", "filled", "left", "post",
+                   "status", "reason"):
+        # times and tickers stay whole; a long reason wraps instead
+        table.add_column(column, no_wrap=column in ("created (UTC)", "market"))
+    for r in frame.itertuples():
+        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.client_order_id, r.market_ticker, r.side, r.action,
+                      _cents(r.limit_price_cents), f"{r.filled_count}/{r.count}", str(r.remaining_count),
+                      "yes" if r.post_only else "no", r.status, r.reason if isinstance(r.reason, str) else "")
+    console.print(table)
+
+
+@rt_app.command("positions")
+def rt_positions(show_all: Annotated[bool, typer.Option(
+                     "--all", help="Also settled and closed positions (default: contracts held in open markets).")
+                 ] = False,
+                 mode: ModeOption = None,
+                 config: RtConfigOption = RT_CONFIG,
+                 db_url: DbUrlOption = None) -> None:
+    """Positions from the fills: contracts, average cost, fees, and the mark at the mid (or the settlement)."""
+    from datetime import UTC
+
+    from kwx.execution import records
+
+    chosen = _order_mode(mode, _execution_params(config))
+    engine = open_engine(db_url)
+    try:
+        frame = records.positions(engine, chosen, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    if not show_all:
+        frame = frame[~frame["settled"] & (frame["contracts"] != 0)]
+    if frame.empty:
+        console.print(f"no {'' if show_all else 'open '}{chosen} positions", highlight=False)
+        return
+    _print_positions(frame, f"{chosen} positions" if show_all else f"open {chosen} positions")
+
+
+def _print_positions(frame, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{title} ($ unless ¢)")
+    for column in ("event day", "market", "side", "contracts", "avg cost ¢", "cost", "fees", "mark ¢", "value",
+                   "realized", "unrealized", "P&L"):
+        table.add_column(column)
+    for r in frame.itertuples():
+        mark = f"{_cents(r.mark_cents)} settled" if r.settled else _cents(r.mark_cents)
+        table.add_row(str(r.event_date), r.market_ticker, r.side, str(r.contracts), _cents(r.avg_cost_cents),
+                      _dollars(r.cost_cents), _dollars(r.fees_cents), mark, _dollars(r.market_value_cents),
+                      _dollars(r.realized_cents, signed=True), _dollars(r.unrealized_cents, signed=True),
+                      _dollars(r.pnl_cents, signed=True))
+    console.print(table)
+
+
+@rt_app.command("pnl")
+def rt_pnl(day: Annotated[datetime | None, typer.Option(
+               formats=["%Y-%m-%d"], help="One climate day (the markets' event date), position by position; "
+               "default: every day, one row each.")] = None,
+           mode: ModeOption = None,
+           config: RtConfigOption = RT_CONFIG,
+           db_url: DbUrlOption = None) -> None:
+    """Realized and mark-to-market (at the mid) P&L with fees shown: total = realized + MTM - fees."""
+    from datetime import UTC
+
+    from rich.table import Table
+
+    from kwx.execution import records
+
+    chosen = _order_mode(mode, _execution_params(config))
+    now = datetime.now(UTC)
+    engine = open_engine(db_url)
+    try:
+        if day is not None:
+            result = records.daily_pnl(engine, chosen, day.date(), as_of=now)
+        else:
+            days = records.pnl_by_day(engine, chosen, as_of=now)
+    finally:
+        engine.dispose()
+    if day is not None:
+        if result.positions.empty:
+            console.print(f"no {chosen} positions in markets of {day:%Y-%m-%d}", highlight=False)
+            return
+        _print_positions(result.positions, f"{chosen} positions of {day:%Y-%m-%d}")
+        totals = (result.realized_cents, result.unrealized_cents, result.fees_cents, result.pnl_cents,
+                  result.unmarked)
+    else:
+        if days.empty:
+            console.print(f"no {chosen} fills yet", highlight=False)
+            return
+        table = Table(title=f"{chosen} P&L by climate day ($)")
+        for column in ("event day", "positions", "realized", "MTM", "fees", "total"):
+            table.add_column(column)
+        for r in days.itertuples():
+            table.add_row(str(r.event_date), str(r.positions), _dollars(r.realized_cents, signed=True),
+                          _dollars(r.unrealized_cents, signed=True), _dollars(r.fees_cents),
+                          _dollars(r.pnl_cents, signed=True))
+        console.print(table)
+        sums = days[["realized_cents", "unrealized_cents", "fees_cents", "pnl_cents", "unmarked"]].sum()
+        totals = (*sums.iloc[:4], int(sums["unmarked"]))
+    realized, mtm, fees, total, unmarked = totals
+    console.print(f"realized ${_dollars(realized, signed=True)}, MTM ${_dollars(mtm, signed=True)}, "
+                  f"fees ${_dollars(fees)}, total ${_dollars(total, signed=True)}", highlight=False)
+    if unmarked:
+        console.print(f"{unmarked} position(s) without a quote are left out of MTM", highlight=False)

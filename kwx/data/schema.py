@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -175,3 +176,94 @@ class RtTick(Base):
     signals: Mapped[int] = mapped_column(Integer)
     skips: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class Order(Base):
+    """One order kwx decided to place, paper or live; its status follows the exchange's answers.
+
+    ``client_order_id`` is kwx's own deterministic id, so a retried or restarted loop finds the order it
+    already placed instead of placing it twice. Prices are cents of the order's own side.
+    """
+
+    __tablename__ = "orders"
+
+    client_order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    exchange_order_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    environment: Mapped[str] = mapped_column(String(8))
+    market_ticker: Mapped[str] = mapped_column(String(64), ForeignKey("markets.ticker"))
+    side: Mapped[str] = mapped_column(String(3))
+    action: Mapped[str] = mapped_column(String(4))
+    limit_price_cents: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
+    filled_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    remaining_count: Mapped[int] = mapped_column(Integer)
+    post_only: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    # With market_ticker, the rt_signals row the order came from. No foreign key: the loop may buffer signal
+    # rows while the database is unreachable, and an order must still be recorded the moment it is sent.
+    signal_ts_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("idx_orders_status", "status"),
+        Index("idx_orders_market_ticker", "market_ticker"),
+        Index("idx_orders_created_at", "created_at"),
+        # The values every reader relies on; a typo in a writer fails at once instead of hiding an order.
+        CheckConstraint("mode IN ('paper', 'live')", name="mode"),
+        CheckConstraint("environment IN ('paper', 'demo', 'prod')", name="environment"),
+        CheckConstraint("side IN ('yes', 'no')", name="side"),
+        CheckConstraint("action IN ('buy', 'sell')", name="action"),
+        CheckConstraint("status IN ('pending', 'resting', 'filled', 'cancelled', 'rejected', 'unknown')",
+                        name="status"),
+        CheckConstraint("count > 0 AND filled_count >= 0 AND remaining_count >= 0", name="counts"),
+    )
+
+
+class Fill(Base):
+    """One execution of (part of) an order: the only source of positions and P&L, with markets' settlements."""
+
+    __tablename__ = "fills"
+
+    # The exchange's fill id (paper fills get a deterministic one), so a fill reported twice is stored once.
+    fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), ForeignKey("orders.client_order_id"))
+    market_ticker: Mapped[str] = mapped_column(String(64), ForeignKey("markets.ticker"))
+    side: Mapped[str] = mapped_column(String(3))
+    action: Mapped[str] = mapped_column(String(4))
+    price_cents: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
+    fee_cents: Mapped[float] = mapped_column(Float)
+    liquidity: Mapped[str] = mapped_column(String(5))
+    ts_utc: Mapped[datetime] = mapped_column(UTCDateTime)
+    mode: Mapped[str] = mapped_column(String(8))
+
+    __table_args__ = (
+        Index("idx_fills_client_order_id", "client_order_id"),
+        Index("idx_fills_market_ticker", "market_ticker"),
+        Index("idx_fills_ts_utc", "ts_utc"),
+        CheckConstraint("mode IN ('paper', 'live')", name="mode"),
+        CheckConstraint("side IN ('yes', 'no')", name="side"),
+        CheckConstraint("action IN ('buy', 'sell')", name="action"),
+        CheckConstraint("liquidity IN ('maker', 'taker')", name="liquidity"),
+        CheckConstraint("count > 0", name="count"),
+    )
+
+
+class ExecutionControl(Base):
+    """The kill switch, one row per mode: in the database so a halt survives restarts of the loop."""
+
+    __tablename__ = "execution_control"
+
+    mode: Mapped[str] = mapped_column(String(8), primary_key=True)
+    halted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reason: Mapped[str | None] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(64))
+    # the loop cancels every resting order at its next tick, then clears the request
+    cancel_all_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    __table_args__ = (CheckConstraint("mode IN ('paper', 'live')", name="mode"),)

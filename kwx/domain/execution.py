@@ -27,24 +27,6 @@ def series_starts(codes: np.ndarray) -> np.ndarray:
     return np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, dtype=bool)
 
 
-def resting_orders(codes: np.ndarray, side: np.ndarray, open_ok: np.ndarray, keep_ok: np.ndarray) -> np.ndarray:
-    """Whether a maker order rests after each decision: hysteresis between tau_open and tau_close.
-
-    Rows are sorted by (market, time). An order is posted where ``open_ok`` (every gate passes and
-    the edge clears tau_open), stays while ``keep_ok`` (every gate but the edge passes and the edge
-    clears tau_close) on the same side, and is cancelled otherwise.
-    """
-    side = np.asarray(side, dtype=object)
-    open_ok, keep_ok = np.asarray(open_ok, dtype=bool), np.asarray(keep_ok, dtype=bool)
-    first = series_starts(codes)
-    same_side = ~first & (side == np.roll(side, 1))
-    state = np.full(len(side), np.nan)
-    state[~(keep_ok & same_side)] = 0.0  # undecided rows inherit the previous row's state below
-    state[open_ok] = 1.0
-    # Every first row is decided (same_side is False there), so the fill never crosses into another market.
-    return pd.Series(state).ffill().to_numpy() == 1.0
-
-
 def episode_ids(codes: np.ndarray, side: np.ndarray, resting: np.ndarray) -> np.ndarray:
     """An id per continuous resting order (re-pegging keeps the id); -1 where nothing rests."""
     side = np.asarray(side, dtype=object)
@@ -74,47 +56,61 @@ class Caps:
     bankroll_cents: float
     max_fraction_city_day_side: float
     slip_per_leg_cents: float
+    max_position_contracts: float = float("inf")  # contracts of one market and side, whatever Kelly says
+
+
+class Allocator:
+    """Turns candidate fills into fills, in time order, under the position targets and caps.
+
+    Candidate fills (events): fill_ts, decision_ts, market_ticker, city, bracket, event_date, side,
+    liquidity ("maker"/"taker"), price_cents, target_fraction (Kelly target of the position as a bankroll
+    fraction), available (contracts the market offered: the minute's volume for a maker fill), episode, and
+    optionally locked (the decision priced a settled-by-rule outcome).
+
+    A position (market, side) grows towards ``target_fraction`` of the bankroll, to at most
+    ``max_position_contracts``, and never shrinks before settlement; all positions of one city, climate day and
+    side together cost at most ``max_fraction_city_day_side`` of the bankroll, fees and slippage included.
+    The backtest feeds it a whole period at once, paper trading one tick at a time: the positions held and
+    the money spent carry over between calls (``held``, ``spent``, which a restart rebuilds from the fills).
+    Candidate fills are sparse (a trade through a resting order, or a taker signal), so one pass is cheap.
+    """
+
+    def __init__(self, caps: Caps, fees: FeeSchedule):
+        self.caps, self.fees = caps, fees
+        self.held: dict[tuple, int] = {}  # (market, side) -> contracts
+        self.spent: dict[tuple, float] = {}  # (city, event_date, side) -> cents, fees and slippage included
+
+    def fill(self, events: pd.DataFrame) -> pd.DataFrame:
+        if events.empty:
+            return pd.DataFrame(columns=FILL_COLUMNS)
+        caps, held, spent = self.caps, self.held, self.spent
+        ordered = events.sort_values(["fill_ts", "liquidity", "market_ticker"], kind="stable")
+        cap_cents = caps.max_fraction_city_day_side * caps.bankroll_cents
+        rows = []
+        for e in ordered.itertuples(index=False):
+            maker = e.liquidity == "maker"
+            position, group = (e.market_ticker, e.side), (e.city, e.event_date, e.side)
+            unit = e.price_cents + caps.slip_per_leg_cents
+            target = min(int(e.target_fraction * caps.bankroll_cents // unit), caps.max_position_contracts)
+            room = cap_cents - spent.get(group, 0.0)
+            contracts = int(min(target - held.get(position, 0), e.available, room // unit))
+            fee = float(self.fees.order_cents(e.price_cents, contracts, maker)) if contracts > 0 else 0.0
+            while contracts > 0 and contracts * unit + fee > room:  # the fee may tip the last contract over the cap
+                contracts -= 1
+                fee = float(self.fees.order_cents(e.price_cents, contracts, maker))
+            if contracts <= 0:
+                continue
+            held[position] = held.get(position, 0) + contracts
+            spent[group] = spent.get(group, 0.0) + contracts * unit + fee
+            rows.append((e.fill_ts, e.decision_ts, e.market_ticker, e.city, e.bracket, e.event_date, e.side,
+                         e.liquidity, e.price_cents, contracts, fee, contracts * caps.slip_per_leg_cents,
+                         e.target_fraction, e.episode, bool(getattr(e, "locked", False))))
+        return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
 def allocate(events: pd.DataFrame, caps: Caps, fees: FeeSchedule) -> pd.DataFrame:
-    """Turn candidate fills into fills, in time order, under the position targets and caps.
-
-    events: fill_ts, decision_ts, market_ticker, city, bracket, event_date, side, liquidity ("maker"/"taker"),
-    price_cents, target_fraction (Kelly target of the position as a bankroll fraction), available
-    (contracts the market offered: the minute's volume for a maker fill), episode, and optionally
-    locked (the decision priced a settled-by-rule outcome).
-
-    A position (market, side) grows towards ``target_fraction`` of the bankroll and never shrinks
-    before settlement; all positions of one city, climate day and side together cost at most
-    ``max_fraction_city_day_side`` of the bankroll, fees and slippage included. Candidate fills are
-    sparse (a trade through a resting order, or a taker signal), so one pass over them is cheap.
-    """
-    if events.empty:
-        return pd.DataFrame(columns=FILL_COLUMNS)
-    ordered = events.sort_values(["fill_ts", "liquidity", "market_ticker"], kind="stable")
-    held: dict[tuple, int] = {}
-    spent: dict[tuple, float] = {}
-    cap_cents = caps.max_fraction_city_day_side * caps.bankroll_cents
-    rows = []
-    for e in ordered.itertuples(index=False):
-        maker = e.liquidity == "maker"
-        position, group = (e.market_ticker, e.side), (e.city, e.event_date, e.side)
-        unit = e.price_cents + caps.slip_per_leg_cents
-        target = int(e.target_fraction * caps.bankroll_cents // unit)
-        room = cap_cents - spent.get(group, 0.0)
-        contracts = int(min(target - held.get(position, 0), e.available, room // unit))
-        fee = float(fees.order_cents(e.price_cents, contracts, maker)) if contracts > 0 else 0.0
-        while contracts > 0 and contracts * unit + fee > room:  # the fee may tip the last contract over the cap
-            contracts -= 1
-            fee = float(fees.order_cents(e.price_cents, contracts, maker))
-        if contracts <= 0:
-            continue
-        held[position] = held.get(position, 0) + contracts
-        spent[group] = spent.get(group, 0.0) + contracts * unit + fee
-        rows.append((e.fill_ts, e.decision_ts, e.market_ticker, e.city, e.bracket, e.event_date, e.side, e.liquidity,
-                     e.price_cents, contracts, fee, contracts * caps.slip_per_leg_cents, e.target_fraction,
-                     e.episode, bool(getattr(e, "locked", False))))
-    return pd.DataFrame(rows, columns=FILL_COLUMNS)
+    """A period's candidate fills allocated from flat (``Allocator``)."""
+    return Allocator(caps, fees).fill(events)
 
 
 def settle(fills: pd.DataFrame, outcome: pd.Series) -> pd.DataFrame:

@@ -16,8 +16,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from kwx.config import RtConfig
+from kwx.domain.execution import Caps
 from kwx.domain.features import ALL_FEATURES, CANDLE_LOOKBACK_SECONDS, epoch_seconds, feature_columns
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, locked_outcomes
+from kwx.domain.orders import EDGE_GATE, OrderLimits
 from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
 from kwx.training.model import yes_probability
 
@@ -193,7 +195,6 @@ def _groups(keys: list[np.ndarray], rows: np.ndarray):
         yield tuple(values[first] for values in keys), rows[group]
 
 
-EDGE_GATE = "edge below tau_open_cents"
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def price(inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Prici
     p_market = market_probability(bid, ask)
     # a decided outcome is not an opinion to pool with the market's
     p_blend = np.where(inputs.locked, p_model, BLENDS[config.blend](p_model, p_market, config.blend_weight))
-    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
+    fees = fee_schedule(config)
     math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
                      config.risk, fees, maker=maker)
     spread = ask - bid
@@ -325,3 +326,19 @@ def compute_signals(now: datetime, open_markets: pd.DataFrame, latest: pd.DataFr
                     config: RtConfig) -> pd.DataFrame:
     """One row per open market: the signal, or NaNs and a ``skip_reason`` saying why there is none."""
     return finalize_signals(int(now.timestamp()), prepare_inputs(open_markets, latest, resolve), config)
+
+
+def order_limits(config: RtConfig) -> OrderLimits:
+    """The execution policy's limits from an rt config (``kwx.domain.orders``)."""
+    return OrderLimits(config.risk.tau_close_cents, config.execution.cancel_minutes_before_close,
+                       config.execution.max_open_orders, config.execution.taker_fallback_cents)
+
+
+def execution_caps(config: RtConfig) -> Caps:
+    """The fills' caps from an rt config (``kwx.domain.execution.Allocator``)."""
+    return Caps(config.execution.bankroll_dollars * 100, config.risk.max_bankroll_pct_city_day_side,
+                config.risk.slip_per_leg_cents, config.execution.max_position_contracts)
+
+
+def fee_schedule(config: RtConfig) -> FeeSchedule:
+    return FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from kwx.clock import Clock, SystemClock
 from kwx.config import RtConfig
+from kwx.execution.paper import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickRunner, run_loop
 from kwx.rt.retry import LIVE_WAIT_SHARE, Backoff, DbRetry
@@ -35,7 +36,7 @@ def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi
                         fetch_deadline_seconds=config.tick_seconds * config.fetch_deadline_fraction)
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db))
+    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db), broker=broker_for(config, engine))
     writer = SignalWriter(engine, mode="live", retry=db, buffer_max=config.buffer_max_ticks)
     run_loop(config, clock, runner, writer, max_ticks=max_ticks, realtime=True, stop=stop, on_tick=on_tick)
     return LiveRun(writer, {name: why for name, (_city, why) in source.rejected.items()}, runner.unreadable)

@@ -26,6 +26,7 @@ from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
 from kwx.domain.features import build_features_for_cities
+from kwx.execution.paper import write_paper_ticks
 from kwx.registry.cache import RegistryCache
 from kwx.registry.resolution import NoModelError
 from kwx.rt.engine import (
@@ -77,6 +78,7 @@ class TickResult:
     sized: int
     skips: dict[str, int]  # skip reason -> markets
     complete: list[tuple[str, int]]  # candles (ticker, end_period_ts) that became complete this tick
+    execution: object | None = None  # paper mode: the tick's orders and fills (``PaperTick``)
 
     @cached_property
     def signals(self) -> pd.DataFrame:
@@ -84,8 +86,9 @@ class TickResult:
 
 
 class TickRunner:
-    def __init__(self, config: RtConfig, source, resolve):
-        self.config, self.source, self.resolve = config, source, resolve
+    def __init__(self, config: RtConfig, source, resolve, broker=None):
+        """``broker``: paper mode's ``PaperBroker``, which turns each tick's decisions into orders and fills."""
+        self.config, self.source, self.resolve, self.broker = config, source, resolve, broker
         self._memo: tuple | None = None
         self._marked: dict[str, int] = {}  # market -> newest candle already marked complete
         self.unreadable: str | None = None  # the last tick's reason when it could not read the database
@@ -102,12 +105,17 @@ class TickRunner:
             latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
             inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
                                     lock_margin_f=self.config.lock_margin_f)
-            self._memo = (key, inputs, price(inputs, self.config))
+            maker = price(inputs, self.config, maker=True) if self.broker is not None else None
+            self._memo = (key, inputs, price(inputs, self.config), maker)
             complete = self._newly_complete(latest)
         decision = decide(now_ts, self._memo[1], self.config, pricing=self._memo[2])
+        execution = None
+        if self.broker is not None:
+            maker = decide(now_ts, self._memo[1], self.config, maker=True, pricing=self._memo[3])
+            execution = self.broker.tick(now_ts, self._memo[1], maker, decision, snap.candles)
         self.unreadable = None
         return TickResult(signal_rows(now_ts, self._memo[1], decision), decision.sized(), decision.skip_counts(),
-                          complete)
+                          complete, execution)
 
     def skipped(self, now_ts: int, reason: str) -> TickResult:
         """A tick whose data could not be read: every market last seen and still open, skipped with ``reason``.
@@ -154,10 +162,12 @@ class SignalWriter:
     written_ticks: int = 0
     rows_written: int = 0
 
-    def submit(self, signals: SignalRows, tick: dict, complete: list[tuple[str, int]] = ()) -> None:
+    def submit(self, signals: SignalRows, tick: dict, complete: list[tuple[str, int]] = (),
+               execution=None) -> None:
+        """``execution``: paper mode's orders and fills of the tick, written in the same transaction."""
         if len(self.pending) >= self.buffer_max:
             raise BufferFullError(f"{len(self.pending)} ticks unwritten: the database has been unreachable too long")
-        self.pending.append((signals, tick, list(complete)))
+        self.pending.append((signals, tick, list(complete), execution))
 
     def flush(self) -> bool:
         """Write every pending tick (oldest first); False if the database is still unreachable."""
@@ -166,9 +176,9 @@ class SignalWriter:
         # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
         # is one tick per transaction, or the whole backlog after an outage; a replay batches 100).
         batch = list(self.pending)
-        signals = SignalRows.concat([s for s, _, _ in batch]).frame()
-        ticks = pd.DataFrame([t for _, t, _ in batch])
-        complete = [{"t": t, "ts": ts} for _, _, keys in batch for t, ts in keys]
+        signals = SignalRows.concat([s for s, _, _, _ in batch]).frame()
+        ticks = pd.DataFrame([t for _, t, _, _ in batch])
+        complete = [{"t": t, "ts": ts} for _, _, keys, _ in batch for t, ts in keys]
 
         def write() -> None:
             with self.engine.begin() as conn:
@@ -176,6 +186,9 @@ class SignalWriter:
                 upsert_frame(conn, "rt_ticks", ticks)
                 if complete:
                     conn.execute(_MARK_COMPLETE, complete)
+                executions = [e for _, _, _, e in batch if e is not None]
+                if executions:
+                    write_paper_ticks(conn, executions)
 
         try:
             self.retry(write)
@@ -228,7 +241,7 @@ def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalW
         latency_ms = (time.perf_counter() - started) * 1000
         tick = {"ts_utc": now, "mode": writer.mode, "markets": len(result.rows), "signals": result.sized,
                 "skips": json.dumps(skips), "latency_ms": latency_ms}
-        writer.submit(result.rows, tick, result.complete)
+        writer.submit(result.rows, tick, result.complete, result.execution)
         if realtime or len(writer.pending) >= 100:
             writer.flush()
         log.info(json.dumps({"tick": now.isoformat(), "markets": tick["markets"], "signals": tick["signals"],

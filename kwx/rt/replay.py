@@ -16,6 +16,7 @@ from kwx.cities import get_city
 from kwx.clock import SimulatedClock, SystemClock
 from kwx.config import RtConfig
 from kwx.domain.markets import climate_day_bounds
+from kwx.execution.paper import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
@@ -82,7 +83,8 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     # minute (1,440 queries a day) would cost a third of a replay and could show nothing new.
     cache = RegistryCache(client, SystemClock(), refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage))
+    runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage),
+                        broker=broker_for(config, engine))
     writer = SignalWriter(engine, mode="replay", retry=DbRetry(Backoff(config.db_retry_attempts)),
                           buffer_max=max(config.buffer_max_ticks, 100))
     strongest = StrongestSignals()

@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from kwx.cities import get_city
-from kwx.data.dataset import load_candles, load_markets, load_weather
+from kwx.data.dataset import CANDLE_COLUMNS, load_candles, load_markets, load_weather
 from kwx.domain.features import (
     CANDLE_LOOKBACK_SECONDS,
     candles_needed_since,
@@ -23,6 +23,10 @@ from kwx.domain.markets import climate_day_bounds
 from kwx.rt.retry import DbRetry
 
 log = logging.getLogger("kwx.rt")
+
+
+# The candle columns a tick reads: the features' and, for paper fills, the minute's trade range.
+TICK_CANDLE_COLUMNS = (*CANDLE_COLUMNS, "price_low", "price_high")
 
 
 class LookaheadError(AssertionError):
@@ -75,7 +79,8 @@ class ReplaySource:
         self._open_ts = self.markets["open_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._close_ts = self.markets["close_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._last: Snapshot | None = None
-        candles = load_candles(engine, self.markets["ticker"].tolist() if len(selected) else [])
+        candles = load_candles(engine, self.markets["ticker"].tolist() if len(selected) else [],
+                               columns=TICK_CANDLE_COLUMNS)
         self.candles = candles.sort_values("end_period_ts", kind="stable").reset_index(drop=True)
         self._candle_ts = self.candles["end_period_ts"].to_numpy() if len(candles) else np.array([], dtype=np.int64)
         # each candle's market as a row of self.markets: "is its market open" is then an array lookup
@@ -262,7 +267,8 @@ class LiveSource:
             self._refresh_markets(now_ts)
             markets = self._open_markets(now_ts)
             self._poll_candles(markets, now_ts)
-            candles = self.db(load_candles, self.engine, markets["ticker"].tolist(), until_ts=now_ts) if len(
+            candles = self.db(load_candles, self.engine, markets["ticker"].tolist(), until_ts=now_ts,
+                              columns=TICK_CANDLE_COLUMNS) if len(
                 markets) else pd.DataFrame(columns=["market_ticker", "end_period_ts"])
             candles = candles[candles["end_period_ts"] > candles_needed_since(now_ts)]
             weather = {}

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kwx.domain.execution import Caps, allocate, episode_ids, resting_orders, settle, trades_through
+from kwx.domain.execution import Caps, allocate, episode_ids, settle, trades_through
+from kwx.domain.orders import OrderLimits, step_through
 from kwx.domain.signals import FeeSchedule
 
 FEES = FeeSchedule(taker_rate=0.07, maker_rate=0.0, contracts=10)
@@ -39,6 +40,16 @@ def test_no_fill_without_a_trade_strictly_through_the_price(orders):
     fills = trades_through(side, price, traded, traded)
     through = np.where(side == "yes", traded < price, traded > 100 - price)
     assert (fills == through).all()
+
+
+LIMITS = OrderLimits(tau_close_cents=0.5, cancel_minutes_before_close=15, max_open_orders=20)
+
+
+def resting_orders(codes, side, open_ok, keep_ok):
+    """Minute after minute (one row per market and minute, in order), as the backtest steps the policy."""
+    ticks = np.concatenate([np.arange((codes == c).sum()) for c in np.unique(codes)])
+    edge = np.ones(len(codes))
+    return step_through(ticks, codes, open_ok, keep_ok, side, np.full(len(codes), 40.0), edge, LIMITS)
 
 
 def test_orders_open_above_tau_open_rest_above_tau_close_and_cancel_below():

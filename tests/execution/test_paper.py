@@ -1,0 +1,78 @@
+"""Paper trading: the live loop's orders and fills are the backtest's, restarts and halts included."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from kwx.backtest.data import load_period
+from kwx.backtest.engine import simulate
+from kwx.backtest.models import ModelSource, OutOfSampleResolver
+from kwx.config import RtConfig
+from kwx.execution import records
+from kwx.registry.cache import RegistryCache
+from kwx.rt.replay import replay_day
+
+pytestmark = pytest.mark.integration
+DAY = date(2025, 7, 18)
+# minute ticks, as the backtest decides; limits that do not bind, so the two see the same markets
+PAPER = {"markets": [{"city": "chicago", "bracket": "between"}], "tick_seconds": 60,
+         "execution": {"mode": "paper", "max_open_orders": 100, "max_position_contracts": 100_000,
+                       "max_daily_loss_dollars": 1_000_000}}
+
+
+def _clear(engine):
+    with engine.begin() as conn:
+        for table in ("fills", "orders", "execution_control", "rt_signals", "rt_ticks"):
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+def _paper_fills(engine, event_date: date) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.read_sql(text(
+            "SELECT f.market_ticker, f.side, f.price_cents, f.count, f.fee_cents, f.liquidity, f.ts_utc "
+            "FROM fills f JOIN markets m ON m.ticker = f.market_ticker WHERE m.event_date = :day"), conn,
+            params={"day": event_date})
+    frame["fill_ts"] = (pd.to_datetime(frame["ts_utc"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(
+        seconds=1)
+    return frame.drop(columns="ts_utc")
+
+
+def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted):
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    config = RtConfig.model_validate(PAPER)
+    # the day's markets open the day before: both days replayed, a restart of the broker in between
+    for day in (date(2025, 7, 17), DAY):
+        replay_day(config, engine, client, day)
+    paper = _paper_fills(engine, DAY)
+    resolver = OutOfSampleResolver([ModelSource.from_run(client, "chicago", "between", promoted["run_id"])],
+                                   RegistryCache(client))
+    period = load_period(engine, [("chicago", "between")], DAY, DAY, resolver)
+    backtest = simulate(period, config).fills
+    assert len(backtest) > 0, "the day must trade for the comparison to mean anything"
+    key = ["market_ticker", "side", "fill_ts", "liquidity"]
+    ours = backtest.rename(columns={"contracts": "count"})[[*key, "price_cents", "count", "fee_cents"]]
+    joined = ours.merge(paper, on=key, how="outer", suffixes=("_backtest", "_paper"), indicator=True)
+    assert (joined["_merge"] == "both").all(), joined[joined["_merge"] != "both"].head(10)
+    for column in ("price_cents", "count", "fee_cents"):
+        np.testing.assert_allclose(joined[f"{column}_paper"], joined[f"{column}_backtest"], err_msg=column)
+    orders = records.orders(engine, "paper")
+    assert set(orders["status"]) <= {"resting", "cancelled", "filled"} and len(orders) >= len(paper)
+
+
+def test_a_halt_cancels_the_resting_orders_and_places_none(promoted):
+    engine, client = promoted["engine"], promoted["client"]
+    _clear(engine)
+    config = RtConfig.model_validate(PAPER)
+    now = datetime(2025, 7, 18, 6, tzinfo=UTC)
+    records.halt(engine, "paper", reason="test: operator halt", by="pytest", now=now, cancel_all=True)
+    replay_day(config, engine, client, DAY)
+    assert records.orders(engine, "paper").empty and records.fills(engine, "paper").empty
+    records.resume(engine, "paper", by="pytest", now=now)
+    replay_day(config, engine, client, DAY, max_ticks=600)
+    assert not records.orders(engine, "paper").empty
