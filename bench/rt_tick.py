@@ -1,17 +1,20 @@
 """Benchmark: serve-rt ticks over all seven cities' open markets (~50-80 at a time) from local data.
 
-    .venv/bin/python bench/rt_tick.py
+    .venv/bin/python bench/rt_tick.py [--mode signals|paper]
 
 Builds demo data for every city, trains small chicago models for the three brackets into a temporary
 MLflow store and gives every city its own copy of its bracket's model (21 models, as in production; the
 tick's cost does not depend on which city trained a model), then replays one full day at 9-second
 ticks through the same loop as `kwx serve-rt --replay`. Prints p50/p99 tick latency (excluding
 network: the data is local), markets per tick, and the replay rate in simulated minutes per second.
-Target: p99 < 100 ms, a day < 60 s.
+``--mode paper`` runs the same day with the paper broker: every tick also steps the order policy, matches
+resting orders against new candles and writes orders and fills (and orders/fills per day are printed).
+Target: p99 < 100 ms (paper too), a day < 60 s.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
 import time
@@ -23,6 +26,10 @@ DAY = date(2025, 7, 20)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["signals", "paper"], default="signals")
+    args = parser.parse_args()
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -52,7 +59,7 @@ def main() -> None:
                                "elasticnet_rich")
         config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
                                                       for b in ("between", "greater", "less")],
-                                          "tick_seconds": 9})
+                                          "tick_seconds": 9, "execution": {"mode": args.mode}})
         latencies, markets = [], []
 
         def on_tick(tick, _result):
@@ -68,7 +75,12 @@ def main() -> None:
         p99 = latencies[int(0.99 * len(latencies))]
         print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
         print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "
-              f"({result.rows:,} signal rows written)")
+              f"({result.rows:,} signal rows written; mode {args.mode})")
+        if args.mode == "paper":
+            from kwx.execution import records
+
+            print(f"paper: {len(records.orders(engine, 'paper')):,} orders, {len(records.fills(engine, 'paper')):,} "
+                  "fills written")
 
 
 if __name__ == "__main__":

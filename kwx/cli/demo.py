@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +24,7 @@ from kwx.secrets import redact
 # Two weeks after the walk-forward windows' last test day, in a workspace of its own: coarse ticks and few
 # trials (fewer still when --trials asks for fewer) keep `make demo` within its five minutes (README, Running a
 # season).
-SEASON_START, SEASON_END = "2025-09-24", "2025-10-07"
+SEASON_START = "2025-09-24"
 SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
 SEASON_WORKDIR = Path("simulations") / "demo"
 
@@ -37,6 +37,8 @@ def demo(
     trials: Annotated[int, typer.Option(help="Optuna trials per window (the config says 40).", min=1)] = 20,
     workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
     market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
+    season_weeks: Annotated[int, typer.Option(
+        help="Weeks of the season simulated after the walk-forward windows (0: none).", min=0, max=6)] = 2,
 ) -> None:
     """Run the main job end to end on the embedded default: data, training, report, promotion, resolution,
     backtest, a replayed trading day and two simulated weeks of the season after it (weekly retrain, daily
@@ -93,9 +95,12 @@ def demo(
     console.rule("8. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
     serve_rt(config=rt_config, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
              db_url=url)
-    console.rule(f"9. the season goes on: simulate {SEASON_START}..{SEASON_END} (weekly retrain, daily monitor, "
+    if not season_weeks:
+        return
+    season_end = (datetime.fromisoformat(SEASON_START) + timedelta(days=7 * season_weeks - 1)).date()
+    console.rule(f"9. the season goes on: simulate {SEASON_START}..{season_end} (weekly retrain, daily monitor, "
                  "each day traded)")
     simulate(config=train_config, start=datetime.fromisoformat(SEASON_START),
-             end=datetime.fromisoformat(SEASON_END), speed="max", rt_config=rt_config,
+             end=datetime.combine(season_end, datetime.min.time()), speed="max", rt_config=rt_config,
              tick_seconds=SEASON_TICK_SECONDS, trials=min(trials, SEASON_TRIALS), set_=None, workdir=SEASON_WORKDIR,
              overwrite=True, workspace_db_url=None, db_url=url, tracking_uri=None)

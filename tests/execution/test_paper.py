@@ -71,7 +71,7 @@ def test_a_halt_cancels_the_resting_orders_and_places_none(promoted):
     config = RtConfig.model_validate(PAPER)
     now = datetime(2025, 7, 18, 6, tzinfo=UTC)
     records.halt(engine, "paper", reason="test: operator halt", by="pytest", now=now, cancel_all=True)
-    replay_day(config, engine, client, DAY)
+    replay_day(config, engine, client, DAY, max_ticks=600)
     assert records.orders(engine, "paper").empty and records.fills(engine, "paper").empty
     records.resume(engine, "paper", by="pytest", now=now)
     replay_day(config, engine, client, DAY, max_ticks=600)
