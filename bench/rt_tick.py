@@ -36,6 +36,7 @@ def main() -> None:
     from kwx.cities import CITIES
     from kwx.config import RtConfig, TrainConfig
     from kwx.data.demo import load_demo
+    from kwx.domain.features import DEFAULT_FEATURE_SET
     from kwx.registry.versions import model_name
     from kwx.rt.engine import ModelHandle
     from kwx.rt.replay import replay_day
@@ -56,7 +57,7 @@ def main() -> None:
 
         def every_city_uses_chicago(city, bracket, day):
             return ModelHandle(per_market[city, bracket], f"{model_name(city, bracket)}/bench", "bench",
-                               "elasticnet_rich")
+                               DEFAULT_FEATURE_SET)  # what runner.train trained them on
         config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
                                                       for b in ("between", "greater", "less")],
                                           "tick_seconds": 9, "execution": {"mode": args.mode}})
@@ -71,7 +72,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         latencies.sort()
         print(f"ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
-              f"median {statistics.median(markets):.0f}, max {max(markets)}")
+              f"median {statistics.median(markets):.0f}, max {max(markets)}; {result.sized:,} sized signals")
         p99 = latencies[int(0.99 * len(latencies))]
         print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
         print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "

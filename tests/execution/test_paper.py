@@ -13,6 +13,9 @@ from kwx.backtest.data import load_period
 from kwx.backtest.engine import simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
 from kwx.config import RtConfig
+from kwx.data import migrations
+from kwx.data.db import make_engine
+from kwx.data.demo import load_demo
 from kwx.execution import records
 from kwx.registry.cache import RegistryCache
 from kwx.rt.replay import replay_day
@@ -42,9 +45,24 @@ def _paper_fills(engine, event_date: date) -> pd.DataFrame:
     return frame.drop(columns="ts_utc")
 
 
-def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted):
-    engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def market_db(request, promoted):
+    """The promoted model's demo markets: its own SQLite database, or the same demo data in a fresh PostgreSQL
+    one (the models come from the same registry either way)."""
+    if request.param == "sqlite":
+        _clear(promoted["engine"])
+        yield promoted["engine"]
+        return
+    url = request.getfixturevalue("postgres_url")
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    load_demo(engine, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)  # small_training_run's data
+    yield engine
+    engine.dispose()
+
+
+def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted, market_db):
+    engine, client = market_db, promoted["client"]
     config = RtConfig.model_validate(PAPER)
     # the day's markets open the day before: both days replayed, a restart of the broker in between
     for day in (date(2025, 7, 17), DAY):
