@@ -41,6 +41,41 @@ def _replay_speed(value: str) -> str:
     return value
 
 
+ENVIRONMENTS = ("demo", "prod")
+
+
+def _environment_name(value: str) -> str:
+    """--env: demo or prod."""
+    if value not in ENVIRONMENTS:
+        raise fail(f"--env must be one of {', '.join(ENVIRONMENTS)}, got {value!r}")
+    return value
+
+
+def _trading_target(execution, environment: str, confirm_production: bool, *, replay: bool) -> str:
+    """The start line: mode and, for live, the environment and its URL. Refuses (exit 2) production without the
+    confirmation flag, a live replay, and live mode without usable keys (naming the variable, never a value)."""
+    from kwx.execution.kalshi_trade import CredentialsError, KalshiCredentials, ProductionNotConfirmed, environment_url
+
+    try:
+        url = environment_url(environment, confirm_production)
+    except ProductionNotConfirmed:
+        raise fail("--env prod trades real money: add --confirm-production "
+                   "(alias --i-understand-this-trades-real-money) to run against production") from None
+    if execution.mode == "signals":
+        return "mode signals (dry run: no orders)"
+    if execution.mode == "paper":
+        return "mode paper (simulated fills, no order reaches an exchange)"
+    if replay:
+        raise fail("execution.mode live cannot be replayed: a replay trades paper or writes signals only "
+                   "(set execution.mode to paper or signals)")
+    try:  # read here, before any database or tracking store opens; the loop reads them again to trade
+        KalshiCredentials.from_env()
+    except CredentialsError as exc:
+        raise fail(f"execution.mode live: {exc}") from None
+    money = ": REAL MONEY" if environment == "prod" else ""
+    return f"mode live, environment {environment} ({url}){money}"
+
+
 @app.command("serve-rt")
 def serve_rt(
     config: Annotated[Path, typer.Option("--config", "-c", help="rt config YAML.")] = RT_CONFIG,
@@ -51,18 +86,29 @@ def serve_rt(
     max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.", min=1)] = None,
     once: Annotated[bool, typer.Option("--once", help="Live: run a single tick and exit.")] = False,
     top: Annotated[int, typer.Option(help="Rows in the closing table of strongest signals.")] = 10,
+    env: Annotated[str, typer.Option(
+        "--env", help="Kalshi environment live mode trades in: demo, or prod (real money; needs "
+        "--confirm-production).", callback=_environment_name)] = "demo",
+    confirm_production: Annotated[bool, typer.Option(
+        "--confirm-production", help="Required with --env prod: live orders on Kalshi's production exchange spend "
+        "real money (alias --i-understand-this-trades-real-money).")] = False,
+    real_money: Annotated[bool, typer.Option("--i-understand-this-trades-real-money", hidden=True)] = False,
     db_url: DbUrlOption = None,
     tracking_uri: TrackingUriOption = None,
 ) -> None:
-    """The real-time signal loop (dry run: signals are written to rt_signals, no orders are placed)."""
+    """The real-time loop. execution.mode in the config decides what it does with the signals: signals (a dry
+    run: rt_signals only), paper (simulated orders and fills) or live (orders on Kalshi, demo unless --env prod)."""
     import logging
 
     from kwx.config import RtConfig
     from kwx.rt import replay as replay_mod
 
     cfg = load_or_fail(config, RtConfig)
+    confirm_production = confirm_production or real_money
+    target = _trading_target(cfg.execution, env, confirm_production, replay=replay is not None)
     if replay is None:
-        _serve_live(cfg, db_url, max_ticks=1 if once else max_ticks, top=top)
+        _serve_live(cfg, db_url, max_ticks=1 if once else max_ticks, top=top, target=target, environment=env,
+                    confirm_production=confirm_production)
         return
     configure_logging(logging.WARNING)
     client = _tracking_or_fail()
@@ -81,15 +127,18 @@ def serve_rt(
         engine.dispose()
     console.print(f"replayed {result.ticks:,} ticks of {replay:%Y-%m-%d} in {result.seconds:.1f} s "
                   f"({result.simulated_minutes_per_second:,.0f} simulated minutes/s); "
-                  f"{result.rows:,} signal rows, {result.sized:,} with a position size")
+                  f"{result.rows:,} signal rows, {result.sized:,} with a position size; {target}", highlight=False)
     _print_signals(result.strongest.head(top), f"strongest signals of {replay:%Y-%m-%d}")
 
 
-def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> None:
+def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int, target: str, environment: str,
+                confirm_production: bool) -> None:
     import logging
 
     from kwx.data.clients.kalshi import KalshiClient
     from kwx.data.clients.visual_crossing import MissingApiKeyError, VisualCrossingClient, api_key_from_env
+    from kwx.execution.kalshi_trade import CredentialsError, ProductionNotConfirmed
+    from kwx.execution.live import LiveStartError
     from kwx.rt.live import serve_live
     from kwx.rt.loop import BufferFullError, StopFlag
 
@@ -103,11 +152,15 @@ def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int) -> 
     stop = StopFlag()
     stop.install()
     last = {}
+    console.print(target, highlight=False)
     try:
         run = serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
-                         stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals))
+                         stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals),
+                         environment=environment, confirm_production=confirm_production)
     except BufferFullError as exc:
         raise fail(str(exc)) from None
+    except (CredentialsError, ProductionNotConfirmed, LiveStartError) as exc:
+        raise fail(f"execution.mode live: {exc}") from None
     finally:
         engine.dispose()
     if "signals" in last:

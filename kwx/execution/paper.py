@@ -89,79 +89,87 @@ class ExecutionModeError(ValueError):
     """An execution mode this loop cannot run."""
 
 
-def broker_for(config: RtConfig, engine: Engine) -> PaperBroker | None:
-    """The loop's broker for ``execution.mode``: None for signals (the dry run), a PaperBroker for paper."""
+def broker_for(config: RtConfig, engine: Engine, *, environment: str = "demo", confirm_production: bool = False,
+               trader=None) -> Broker | None:
+    """The loop's broker for ``execution.mode``: None for signals (the dry run), a PaperBroker for paper, a
+    ``LiveBroker`` on Kalshi's ``environment`` for live (production only with ``confirm_production``; the keys
+    from KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH unless a ``trader`` is given, as tests do)."""
     mode = config.execution.mode
     if mode == "signals":
         return None
     if mode == "paper":
         return PaperBroker(engine, config)
-    raise ExecutionModeError("execution.mode live: placing real orders from serve-rt is not available in this "
-                             "version (the Kalshi trading client exists, the loop's reconciliation does not "
-                             "yet); use paper")
+    if mode == "live":
+        from kwx.execution.live import LiveBroker, live_trader  # live.py imports this module: load it on demand
+
+        if trader is None:
+            trader = live_trader(environment, confirm_production, tick_seconds=config.tick_seconds)
+        broker = LiveBroker(engine, config, trader, environment)
+        broker.check_access()
+        return broker
+    raise ExecutionModeError(f"execution.mode {mode!r}: the loop runs signals, paper or live")
 
 
-class PaperBroker:
+class Broker:
+    """What paper and live trading share: the policy's limits, the Allocator's state (``held``, ``spent``) built
+    from the fills, the positions the daily loss limit marks, and the halt checks."""
+
+    mode = MODE
+
     def __init__(self, engine: Engine, config: RtConfig):
         self.engine, self.config = engine, config
         self.limits = order_limits(config)
         self.allocator = Allocator(execution_caps(config), fee_schedule(config))
-        self.resting: dict[str, Resting] = {}
         self.halt_file = Path(config.execution.halt_file) if config.execution.halt_file else None
         self.city = get_city(config.markets[0].city)  # whose climate day the daily loss limit counts
         self._loss_checked_minute = -1
         self._event_date: dict[str, object] = {}
-        self._rows: dict[str, dict] = {}  # client_order_id -> the whole row of each open order
         # (market, side) -> (contracts, cost with fees, event date): the daily loss limit marks them each minute
         self.book: dict[tuple[str, str], tuple[int, float, object]] = {}
-        self._restore()
 
-    def _restore(self) -> None:
-        """After a restart: the open orders, and what the fills already hold and spent."""
-        held = records.fills(self.engine, MODE)
-        open_orders = records.open_orders(self.engine, MODE)
-        tickers = sorted(set(held["market_ticker"]) | set(open_orders["market_ticker"]))
-        if not tickers:
-            return
-        with self.engine.connect() as conn:
-            info = pd.DataFrame(conn.execute(select(Market.ticker, Market.city, Market.strike_type,
-                                                    Market.event_date).where(Market.ticker.in_(tickers))).all(),
-                                columns=["market_ticker", "city", "bracket", "event_date"]).set_index("market_ticker")
+    def _market_info(self, tickers: list[str]) -> pd.DataFrame:
+        """City, bracket and event date of those markets the database knows, indexed by ticker."""
+        rows = []
+        if tickers:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(Market.ticker, Market.city, Market.strike_type, Market.event_date)
+                                    .where(Market.ticker.in_(tickers))).all()
+        return pd.DataFrame(rows, columns=["market_ticker", "city", "bracket", "event_date"]).set_index("market_ticker")
+
+    def _hold(self, fills: pd.DataFrame) -> None:
+        """Fills (``records.FILL_COLUMNS`` with the market's city and event date) into what the Allocator holds
+        and spent, slippage and fees counted as it counts them, and into the loss limit's book."""
         caps = self.allocator.caps
-        for row in held.itertuples(index=False):  # the fills of positions still held: a few hundred at most
-            market = info.loc[row.market_ticker]
-            position, group = (row.market_ticker, row.side), (market["city"], market["event_date"], row.side)
+        for row in fills.itertuples(index=False):  # a restart's fills of held positions, or a tick's few new ones
+            position, group = (row.market_ticker, row.side), (row.city, row.event_date, row.side)
             self.allocator.held[position] = self.allocator.held.get(position, 0) + int(row.count)
             self.allocator.spent[group] = self.allocator.spent.get(group, 0.0) + row.count * (
                 row.price_cents + caps.slip_per_leg_cents) + row.fee_cents
-        if len(held):
-            self._book_fills(held.assign(event_date=info.loc[held["market_ticker"], "event_date"].to_numpy()))
-        self._rows = {row["client_order_id"]: row for row in open_orders.to_dict("records")}
-        for row in open_orders.itertuples(index=False):
-            market = info.loc[row.market_ticker]
-            self.resting[row.market_ticker] = Resting(
-                row.client_order_id, row.side, float(row.limit_price_cents), int(row.updated_at.timestamp()),
-                market["city"], market["bracket"], market["event_date"], 0.0, False, count=int(row.count),
-                filled=int(row.filled_count), checked_ts=int(row.updated_at.timestamp()))
+        self._book_fills(fills)
 
-    def halted(self, now: datetime, inputs: TickInputs) -> bool:
-        """The kill switch (database or halt file), a pending cancel-all (this tick cancels every order), and
-        the daily loss limit, checked once a minute on the day's fills marked at the tick's mids."""
+    def _halt(self, now: datetime, inputs: TickInputs) -> tuple[bool, bool]:
+        """(halted, cancel-all requested): the kill switch (database or halt file), a pending cancel-all (this
+        tick cancels every order; the request is then cleared), and the daily loss limit, checked once a minute
+        on the day's fills marked at the tick's mids."""
         minute = int(now.timestamp()) // MINUTE
-        state = records.halt_state(self.engine, MODE, self.halt_file)
+        state = records.halt_state(self.engine, self.mode, self.halt_file)
         if minute != self._loss_checked_minute and not state.halted and self.book:
             self._loss_checked_minute = minute
             day = climate_day(now, self.city)
             loss = -self.day_pnl_cents(inputs, day)
             limit = self.config.execution.max_daily_loss_dollars * 100
             if loss > limit:
-                state = records.halt(self.engine, MODE, reason=f"daily loss limit: {day} P&L "
+                state = records.halt(self.engine, self.mode, reason=f"daily loss limit: {day} P&L "
                                      f"{-loss / 100:+,.2f} $ beyond -{limit / 100:,.2f} $", by="kwx:daily-loss-limit",
                                      now=now, halt_file=self.halt_file)
         if state.cancel_all_requested:
-            records.clear_cancel_all(self.engine, MODE)
-            return True
-        return state.halted
+            records.clear_cancel_all(self.engine, self.mode)
+            return True, True
+        return state.halted, False
+
+    def halted(self, now: datetime, inputs: TickInputs) -> bool:
+        """Whether this tick places nothing and cancels every resting order (see ``_halt``)."""
+        return self._halt(now, inputs)[0]
 
     def day_pnl_cents(self, inputs: TickInputs, day) -> float:
         """P&L of ``day``'s positions after fees, marked at the tick's mids (the exchange's settlement comes
@@ -181,6 +189,42 @@ class PaperBroker:
             contracts, cost, _ = self.book.get((f.market_ticker, f.side), (0, 0.0, f.event_date))
             self.book[(f.market_ticker, f.side)] = (contracts + int(f.count),
                                                     cost + f.price_cents * f.count + f.fee_cents, f.event_date)
+
+    def _event_dates(self, tickers: np.ndarray) -> np.ndarray:
+        """Each market's event date, read once per market (a market's date never changes)."""
+        unknown = sorted(set(tickers) - set(self._event_date))
+        if unknown:
+            with self.engine.connect() as conn:
+                self._event_date.update(conn.execute(select(Market.ticker, Market.event_date).where(
+                    Market.ticker.in_(unknown))).all())
+        return np.array([self._event_date[t] for t in tickers], dtype=object)
+
+
+class PaperBroker(Broker):
+    def __init__(self, engine: Engine, config: RtConfig):
+        super().__init__(engine, config)
+        self.resting: dict[str, Resting] = {}
+        self._rows: dict[str, dict] = {}  # client_order_id -> the whole row of each open order
+        self._restore()
+
+    def _restore(self) -> None:
+        """After a restart: the open orders, and what the fills already hold and spent."""
+        held = records.fills(self.engine, MODE)
+        open_orders = records.open_orders(self.engine, MODE)
+        tickers = sorted(set(held["market_ticker"]) | set(open_orders["market_ticker"]))
+        if not tickers:
+            return
+        info = self._market_info(tickers)
+        if len(held):
+            self._hold(held.join(info[["city", "event_date"]], on="market_ticker"))
+        # the orders table's own columns: a row read back also carries the market's city
+        self._rows = {row["client_order_id"]: row for row in open_orders[records.ORDER_COLUMNS].to_dict("records")}
+        for row in open_orders.itertuples(index=False):
+            market = info.loc[row.market_ticker]
+            self.resting[row.market_ticker] = Resting(
+                row.client_order_id, row.side, float(row.limit_price_cents), int(row.updated_at.timestamp()),
+                market["city"], market["bracket"], market["event_date"], 0.0, False, count=int(row.count),
+                filled=int(row.filled_count), checked_ts=int(row.updated_at.timestamp()))
 
     def tick(self, now_ts: int, inputs: TickInputs, maker: Decision, taker: Decision,
              candles: pd.DataFrame) -> PaperTick:
@@ -271,15 +315,6 @@ class PaperBroker:
             out.append({"client_order_id": order.client_order_id, "filled_count": order.filled,
                         "remaining_count": remaining, "updated_at": now})
         return out
-
-    def _event_dates(self, tickers: np.ndarray) -> np.ndarray:
-        """Each market's event date, read once per market (a market's date never changes)."""
-        unknown = sorted(set(tickers) - set(self._event_date))
-        if unknown:
-            with self.engine.connect() as conn:
-                self._event_date.update(conn.execute(select(Market.ticker, Market.event_date).where(
-                    Market.ticker.in_(unknown))).all())
-        return np.array([self._event_date[t] for t in tickers], dtype=object)
 
     def _trade_through(self, candles: pd.DataFrame, now_ts: int) -> pd.DataFrame:
         """Candidate fills: resting orders whose market traded strictly through their price in a candle that

@@ -25,9 +25,12 @@ class LiveRun:
 
 
 def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi, vc, clock: Clock | None = None,
-               max_ticks: int | None = None, stop: StopFlag | None = None,
-               on_tick: Callable | None = None) -> LiveRun:
-    """Tick every ``config.tick_seconds`` until stopped (SIGINT/SIGTERM) or ``max_ticks``."""
+               max_ticks: int | None = None, stop: StopFlag | None = None, on_tick: Callable | None = None,
+               environment: str = "demo", confirm_production: bool = False, trader=None) -> LiveRun:
+    """Tick every ``config.tick_seconds`` until stopped (SIGINT/SIGTERM) or ``max_ticks``.
+
+    With ``execution.mode: live`` orders go to Kalshi's ``environment`` (production only with
+    ``confirm_production``), through ``trader`` when given (else one built from the environment's keys)."""
     clock = clock or SystemClock()
     pairs = [(m.city, m.bracket) for m in config.markets]
     # One policy for every database touch of the loop, paced by the tick.
@@ -36,7 +39,8 @@ def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi
                         fetch_deadline_seconds=config.tick_seconds * config.fetch_deadline_fraction)
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db), broker=broker_for(config, engine))
+    broker = broker_for(config, engine, environment=environment, confirm_production=confirm_production, trader=trader)
+    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db), broker=broker)
     writer = SignalWriter(engine, mode="live", retry=db, buffer_max=config.buffer_max_ticks)
     run_loop(config, clock, runner, writer, max_ticks=max_ticks, realtime=True, stop=stop, on_tick=on_tick)
     return LiveRun(writer, {name: why for name, (_city, why) in source.rejected.items()}, runner.unreadable)

@@ -25,7 +25,7 @@ from kwx.rt.sources import ReplaySource
 
 
 class ReplayError(RuntimeError):
-    """Nothing to replay: no stored markets for the configured cities around the day."""
+    """A replay that cannot run: no stored markets for the configured cities around the day, or live mode."""
 
 
 @dataclass
@@ -73,6 +73,10 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     ``speed`` None runs as fast as possible; a number sleeps so that simulated time runs that many
     times faster than real time. ``resolver`` defaults to the registry at ``config.stage``.
     """
+    if config.execution.mode == "live":
+        # a past day's decisions must never reach an exchange: replays trade on paper or only write signals
+        raise ReplayError("execution.mode live cannot be replayed: a replay trades paper or writes signals only "
+                          "(set execution.mode to paper or signals)")
     pairs = [(m.city, m.bracket) for m in config.markets]
     source = ReplaySource(engine, pairs, day, config.max_obs_age_minutes)
     if source.markets.empty:
