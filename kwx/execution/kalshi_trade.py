@@ -44,11 +44,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from kwx.data.clients.http import (
     FetchError,
     JsonHttp,
-    PagingError,
     PayloadError,
     RetryPolicy,
     StatusError,
     UnknownOutcomeError,
+    all_pages,
 )
 from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL
 from kwx.secrets import MASK, register_secret, snippet
@@ -571,25 +571,7 @@ class KalshiTrader:
 
     def _pages(self, path: str, key: str, params: dict, what: str) -> list:
         params = {k: v for k, v in params.items() if v is not None} | {"limit": self.page_limit}
-        rows: list = []
-        cursor = None
-        seen: set[str] = set()
-        for pages in range(1, self.max_pages + 1):
-            body = self.http.get(path, {**params, **({"cursor": cursor} if cursor else {})}, what=what,
-                                 rejected=REJECTED)
-            batch = body.get(key)
-            if not isinstance(batch, list):
-                raise PayloadError(f"{what}: '{key}' is missing or not a list")
-            rows.extend(batch)
-            cursor = body.get("cursor")
-            if not cursor:
-                return rows
-            if not isinstance(cursor, str):
-                raise PayloadError(f"{what}: cursor {cursor!r} is not a string")
-            if cursor in seen:
-                raise PagingError(f"{what}: the server repeated cursor {cursor[:40]!r} after {pages} pages")
-            seen.add(cursor)
-        raise PagingError(f"{what}: still more pages after {self.max_pages}; refusing to page further")
+        return all_pages(self.http, path, params, key, what=what, rejected=REJECTED, max_pages=self.max_pages)
 
     def orders(self, status: str | None = None, ticker: str | None = None) -> list[ExchangeOrder]:
         if status is not None and status not in ORDER_STATUSES:

@@ -232,3 +232,28 @@ def _json_object(response: httpx.Response) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def all_pages(http: JsonHttp, path: str, params: dict, key: str, *, what: str, rejected: str,
+              max_pages: int) -> list:
+    """Every row of a cursor-paged listing (Kalshi's ``cursor`` convention): the ``key`` list of each page,
+    following ``cursor`` until it is empty. A cursor the server already gave, or more than ``max_pages`` pages,
+    raises PagingError naming ``what``: following it would loop for ever."""
+    rows: list = []
+    cursor = None
+    seen: set[str] = set()
+    for pages in range(1, max_pages + 1):
+        body = http.get(path, {**params, **({"cursor": cursor} if cursor else {})}, what=what, rejected=rejected)
+        batch = body.get(key)
+        if not isinstance(batch, list):
+            raise PayloadError(f"{what}: '{key}' is missing or not a list")
+        rows.extend(batch)
+        cursor = body.get("cursor")
+        if not cursor:
+            return rows
+        if not isinstance(cursor, str):
+            raise PayloadError(f"{what}: cursor {cursor!r} is not a string")
+        if cursor in seen:
+            raise PagingError(f"{what}: the server repeated cursor {cursor[:40]!r} after {pages} pages")
+        seen.add(cursor)
+    raise PagingError(f"{what}: still more pages after {max_pages} ({len(rows):,} rows); refusing to page further")

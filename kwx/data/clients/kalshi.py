@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 import pandas as pd
 
-from kwx.data.clients.http import JsonHttp, PagingError, PayloadError, unix_seconds
+from kwx.data.clients.http import JsonHttp, PayloadError, all_pages, unix_seconds
 from kwx.domain.markets import BRACKETS, TickerError, contract_from_ticker
 
 PRODUCTION_URL = "https://api.elections.kalshi.com/trade-api/v2"
@@ -50,27 +50,8 @@ class KalshiClient:
             params["min_close_ts"] = min_close_ts
         if max_close_ts is not None:
             params["max_close_ts"] = max_close_ts
-        markets: list[dict] = []
-        cursor = None
-        seen: set[str] = set()
-        for pages in range(1, self.max_pages + 1):
-            page = self.http.get("/markets", {**params, **({"cursor": cursor} if cursor else {})},
-                                 what=f"markets of {series}", rejected=REJECTED)
-            batch = page.get("markets")
-            if not isinstance(batch, list):
-                raise PayloadError(f"markets of {series}: 'markets' is missing or not a list")
-            markets.extend(batch)
-            cursor = page.get("cursor")
-            if not cursor:
-                return markets
-            if not isinstance(cursor, str):
-                raise PayloadError(f"markets of {series}: cursor {cursor!r} is not a string")
-            if cursor in seen:
-                raise PagingError(f"markets of {series}: the server repeated cursor {cursor[:40]!r} "
-                                  f"after {pages} pages")
-            seen.add(cursor)
-        raise PagingError(f"markets of {series}: still more pages after {self.max_pages} "
-                          f"({len(markets):,} markets); refusing to page further")
+        return all_pages(self.http, "/markets", params, "markets", what=f"markets of {series}", rejected=REJECTED,
+                         max_pages=self.max_pages)
 
     def candlesticks(self, series: str, ticker: str, start_ts: int, end_ts: int) -> list[dict]:
         """1-minute candlesticks of one market in [start_ts, end_ts], in requests of at most ``candle_cap``."""
