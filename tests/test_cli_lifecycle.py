@@ -113,7 +113,7 @@ def test_demo_skips_promotion_when_the_report_fails(monkeypatch):
 
     monkeypatch.setattr(demo_cli.migrations, "upgrade", lambda url: None)
     for name in ("data_demo", "train", "promote", "models_list", "models_resolve", "backtest", "serve_rt",
-                 "simulate"):
+                 "_print_paper_day", "simulate"):
         monkeypatch.setattr(demo_cli, name, step(name))
     monkeypatch.setattr(demo_cli, "report", step("report", exit_code=1))
     failed = _invoke("demo", "--db-url", "sqlite:///unused.db")
@@ -124,6 +124,6 @@ def test_demo_skips_promotion_when_the_report_fails(monkeypatch):
     monkeypatch.setattr(demo_cli, "report", step("report"))
     assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 0
     assert calls == ["data_demo", "train", "report", "promote", "models_list", *["models_resolve"] * 3, "backtest",
-                     "serve_rt", "simulate"]
+                     "serve_rt", "_print_paper_day", "simulate"]
     monkeypatch.setattr(demo_cli, "report", step("report", exit_code=2))
     assert _invoke("demo", "--db-url", "sqlite:///unused.db").exit_code == 2

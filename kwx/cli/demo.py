@@ -13,7 +13,7 @@ from kwx.cli.common import DbUrlOption, TrackingUriOption, app, console
 from kwx.cli.data import DEMO_END, DEMO_START, MarketSkillOption, data_demo
 from kwx.cli.lifecycle import simulate
 from kwx.cli.registry import models_list, models_resolve, promote, report
-from kwx.cli.rt import serve_rt
+from kwx.cli.rt import rt_pnl, serve_rt
 from kwx.cli.train import train
 from kwx.config import sample_configs_dir
 from kwx.data import migrations
@@ -25,6 +25,7 @@ from kwx.secrets import redact
 # trials (fewer still when --trials asks for fewer) keep `make demo` within its five minutes (README, Running a
 # season).
 SEASON_START = "2025-09-24"
+REPLAY_DAY = "2025-09-15"
 SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
 SEASON_WORKDIR = Path("simulations") / "demo"
 
@@ -92,9 +93,13 @@ def demo(
         console.print("[yellow]8 skipped:[/] the replay trades Production models; the demo ends with exit 1 "
                       "because its run failed acceptance.", highlight=False)
         raise typer.Exit(1)
-    console.rule("8. replayed trading day (serve-rt --replay 2025-09-15, simulated clock, dry run)")
-    serve_rt(config=rt_config, replay=datetime.fromisoformat("2025-09-15"), speed="max", max_ticks=None, top=10,
-             db_url=url)
+    # minute ticks, as the backtest decides: the paper fills are then exactly the backtest's for the day
+    console.rule(f"8. replayed trading day in paper mode (serve-rt --replay {REPLAY_DAY} --set execution.mode=paper "
+                 "--set tick_seconds=60)")
+    serve_rt(config=rt_config, replay=datetime.fromisoformat(REPLAY_DAY), speed="max", max_ticks=None, top=10,
+             env="demo", confirm_production=False, real_money=False,
+             set_=["execution.mode=paper", "tick_seconds=60"], db_url=url)
+    _print_paper_day(url=url)
     if not season_weeks:
         return
     season_end = (datetime.fromisoformat(SEASON_START) + timedelta(days=7 * season_weeks - 1)).date()
@@ -104,3 +109,20 @@ def demo(
              end=datetime.combine(season_end, datetime.min.time()), speed="max", rt_config=rt_config,
              tick_seconds=SEASON_TICK_SECONDS, trials=min(trials, SEASON_TRIALS), set_=None, workdir=SEASON_WORKDIR,
              overwrite=True, workspace_db_url=None, db_url=url, tracking_uri=None)
+
+
+def _print_paper_day(url: str) -> None:
+    """The replayed day's paper orders and fills in a line, then its P&L (`kwx rt pnl --day`)."""
+    from kwx.cli.common import open_engine
+    from kwx.execution import records
+
+    engine = open_engine(url)
+    try:
+        orders, fills = records.orders(engine, "paper"), records.fills(engine, "paper")
+    finally:
+        engine.dispose()
+    statuses = ", ".join(f"{n} {status}" for status, n in orders["status"].value_counts().items()) or "none"
+    console.print(f"paper orders: {len(orders):,} ({statuses}); fills: {len(fills):,}, "
+                  f"{int(fills['count'].sum()) if len(fills) else 0:,} contracts; `kwx rt orders` lists them",
+                  highlight=False)
+    rt_pnl(day=datetime.fromisoformat(REPLAY_DAY), mode="paper", config=sample_configs_dir() / "rt.yaml", db_url=url)

@@ -93,6 +93,8 @@ def serve_rt(
         "--confirm-production", help="Required with --env prod: live orders on Kalshi's production exchange spend "
         "real money (alias --i-understand-this-trades-real-money).")] = False,
     real_money: Annotated[bool, typer.Option("--i-understand-this-trades-real-money", hidden=True)] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="rt config override key=value (dotted keys), e.g. execution.mode=paper.")] = None,
     db_url: DbUrlOption = None,
     tracking_uri: TrackingUriOption = None,
 ) -> None:
@@ -100,10 +102,11 @@ def serve_rt(
     run: rt_signals only), paper (simulated orders and fills) or live (orders on Kalshi, demo unless --env prod)."""
     import logging
 
+    from kwx.cli.train import _parse_overrides
     from kwx.config import RtConfig
     from kwx.rt import replay as replay_mod
 
-    cfg = load_or_fail(config, RtConfig)
+    cfg = load_or_fail(config, RtConfig, _parse_overrides(set_ or []))
     confirm_production = confirm_production or real_money
     target = _trading_target(cfg.execution, env, confirm_production, replay=replay is not None)
     if replay is None:
