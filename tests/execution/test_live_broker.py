@@ -512,7 +512,8 @@ def test_the_key_never_appears_in_logs_records_or_errors(world, rsa_key, caplog,
         dumped = [str(tuple(row)) for table in Base.metadata.sorted_tables
                   for row in conn.execute(select(table)).all()]
     texts = dumped + errors + [f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
-    assert any("rejected" in t for t in dumped) and len(caplog.records) > 5
+    # the rejection was recorded and the broker logged its orders: there was something for a secret to leak into
+    assert any("rejected" in t for t in dumped) and any('"live": "placed"' in r.getMessage() for r in caplog.records)
     for secret in (KEY_ID, "SENTINEL-unknown-key-id-31f9", *secret_lines):
         assert not [t for t in texts if secret in t], secret
 
