@@ -39,7 +39,7 @@ from sqlalchemy import Engine, select
 from kwx import runs, tracking
 from kwx.cities import City, get_city
 from kwx.config import ConfigError, TrainConfig
-from kwx.data.dataset import DatasetError, load_dataset, load_settlements
+from kwx.data.dataset import DatasetError, load_settlements
 from kwx.data.schema import ClimateDaily, Market, RtSignal
 from kwx.domain.features import feature_columns
 from kwx.domain.markets import climate_day_bounds, settlement_outcomes
@@ -55,8 +55,8 @@ from kwx.registry.versions import (
     model_name,
     registry_state,
 )
-from kwx.training.runner import windows_summary, write_test_artifacts
-from kwx.training.walkforward import sample_rows, score_test_rows
+from kwx.training.runner import labelled_rows, windows_summary, write_test_artifacts
+from kwx.training.walkforward import score_test_rows
 
 log = logging.getLogger(__name__)
 MONITOR_EXPERIMENT = "kwx-monitoring"
@@ -197,15 +197,6 @@ def registered_families(client: MlflowClient) -> list[str]:
             return sorted(names)
 
 
-def scoring_rows(engine: Engine, config: TrainConfig, first: date, last: date, feature_set: str | None = None
-                 ) -> pd.DataFrame:
-    """The labelled, sampled rows of [first, last], built exactly as training builds a test week's rows."""
-    frame = load_dataset(engine, config.city, config.bracket, first, last, feature_set or config.feature_set,
-                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
-                         lock_margin_f=config.lock_margin_f)
-    return sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
-
-
 def unsettled_days(engine: Engine, city: str, bracket: str, first: date, last: date) -> tuple[list[date], int]:
     """(days of [first, last] with stored markets but no climate report yet, number of days with markets)."""
     station = get_city(city).station
@@ -273,7 +264,7 @@ def evaluate_version(client: MlflowClient, engine: Engine, version, *, as_of: da
         return (f"{label}: {days} not settled yet (no climate report of {get_city(config.city).station} for "
                 f"{'that day' if len(open_days) == 1 else 'those days'})")
     try:
-        rows = scoring_rows(engine, config, first, last)
+        rows = labelled_rows(engine, config, first, last)
     except DatasetError as exc:
         return f"{label}: {exc}"
     if rows.empty:
@@ -381,7 +372,7 @@ def family_drift(client: MlflowClient, engine: Engine, name: str, versions: list
         days = [d for v in group for d in by_version[v]]
         vconfig = cache.config(parents[group[0]])
         try:
-            rows = scoring_rows(engine, vconfig, min(days), max(days), feature_set)
+            rows = labelled_rows(engine, vconfig, min(days), max(days))  # its feature_set is the tag's
         except DatasetError as exc:
             notes.append(f"{name}: {exc}")
             continue

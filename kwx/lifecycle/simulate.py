@@ -34,7 +34,6 @@ from kwx import tracking
 from kwx.cities import get_city
 from kwx.clock import SimulatedClock
 from kwx.config import WEEKDAYS, RtConfig, TrainConfig
-from kwx.data.dataset import load_dataset
 from kwx.data.schema import Candle, ClimateDaily, Market, RtSignal, WeatherMinute
 from kwx.data.store import upsert_frame, upsert_frames
 from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, feature_columns
@@ -45,7 +44,8 @@ from kwx.lifecycle.retrain import RetrainError, retrain
 from kwx.registry.resolution import NoModelError, resolve
 from kwx.registry.versions import model_name, stage_table
 from kwx.rt.replay import replay_day
-from kwx.training.walkforward import sample_rows, score_test_rows
+from kwx.training.runner import labelled_rows
+from kwx.training.walkforward import score_test_rows
 
 log = logging.getLogger(__name__)
 SIMULATIONS_EXPERIMENT = "kwx-simulations"
@@ -174,10 +174,7 @@ def realized_by_day(engine: Engine, config: TrainConfig, traded: dict[date, str]
     as test weeks and `kwx monitor` score them)."""
     if not traded:
         return pd.DataFrame()
-    rows = load_dataset(engine, config.city, config.bracket, min(traded), max(traded), config.feature_set,
-                        max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
-                        lock_margin_f=config.lock_margin_f)
-    rows = sample_rows(rows[rows["label"].notna()], config.sample_every_minutes)
+    rows = labelled_rows(engine, config, min(traded), max(traded))
     features = feature_columns(config.feature_set, config.bracket)
     name = model_name(config.city, config.bracket)
     scored = []

@@ -214,6 +214,15 @@ def validate_storage(spec: str | None, tracking_uri: str) -> None:
                             "database URL such as postgresql+psycopg2://user@host/optuna)") from None
 
 
+def labelled_rows(engine: Engine, config: TrainConfig, first: date, last: date) -> pd.DataFrame:
+    """The settled, sampled dataset rows of [first, last] as ``config`` trains and tests on them: what training,
+    `kwx monitor` and `kwx simulate` all score."""
+    frame = load_dataset(engine, config.city, config.bracket, first, last, config.feature_set,
+                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
+                         lock_margin_f=config.lock_margin_f)
+    return sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
+
+
 def prepare(config: TrainConfig, engine: Engine, *, windows: list[Window] | None = None
             ) -> tuple[pd.DataFrame, list[str], list[WindowPlan]]:
     """Everything that can fail on bad input, before any MLflow run exists; ``windows`` replaces the config's
@@ -221,10 +230,7 @@ def prepare(config: TrainConfig, engine: Engine, *, windows: list[Window] | None
     features = feature_columns(config.feature_set, config.bracket)
     require_markets_near(engine, config.city, config.bracket, config.start, config.end,
                          margin_days=config.train_days + config.test_days)
-    frame = load_dataset(engine, config.city, config.bracket, config.start, config.end, config.feature_set,
-                         max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
-                         lock_margin_f=config.lock_margin_f)
-    frame = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
+    frame = labelled_rows(engine, config, config.start, config.end)
     plans = plan(config, frame, windows=windows)
     if not any(p.usable for p in plans):
         reasons = "; ".join(f"{p.window.name}: {p.skip_reason}" for p in plans) or "no window fits start..end"
