@@ -11,7 +11,7 @@ from kwx.cli import train, registry, rt, backtest, demo, init
 from kwx.cli import lifecycle
 from kwx.cli import audit, config, data, db
 from kwx.cli import monitor
-from kwx.cli import schedule
+from kwx.cli import schedule, dashboard
 from kwx.cli.common import _parse_cities, app
 
 for _group, _name in ((config.config_app, "config"), (db.db_app, "db"), (data.ingest_app, "ingest"),
@@ -19,5 +19,5 @@ for _group, _name in ((config.config_app, "config"), (db.db_app, "db"), (data.in
                       (audit.audit_app, "audit"), (train.runs_app, "runs")):
     app.add_typer(_group, name=_name)
 
-__all__ = ["_parse_cities", "app", "audit", "backtest", "config", "data", "db", "demo", "init", "lifecycle",
-           "monitor", "registry", "rt", "schedule", "train"]
+__all__ = ["_parse_cities", "app", "audit", "backtest", "config", "dashboard", "data", "db", "demo", "init",
+           "lifecycle", "monitor", "registry", "rt", "schedule", "train"]

@@ -7,6 +7,7 @@ import os
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from kwx.secrets import redact  # one redaction for URLs, logs and errors; also imported from here
 
@@ -82,3 +83,36 @@ def make_engine(url: str | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+# A reader that must never hold up on, or write to, the database: the dashboard.
+READ_ONLY_CONNECT_SECONDS = 3
+READ_ONLY_STATEMENT_MS = 10_000
+
+
+def make_read_only_engine(url: str | None = None) -> Engine:
+    """An engine that cannot write: SQLite opened ``mode=ro`` (a missing file is an error, never a new empty
+    database) with ``query_only``, unpooled; PostgreSQL sessions ``default_transaction_read_only``, with short connect
+    and statement timeouts so an unreachable server answers with an error instead of a hung request."""
+    url = database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise DatabaseUrlError(f"{redact(url)}: a read-only reader needs a SQLite file path")
+        # No pool: every read opens the file as it is now, so a database file that went away (and came back,
+        # or was restored) is noticed by the next request instead of hidden behind a pooled connection.
+        engine = create_engine(parsed.set(database=f"file:{os.path.abspath(path)}",
+                                          query={"mode": "ro", "uri": "true"}), poolclass=NullPool)
+
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_conn, _record):
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA query_only=ON")
+            cursor.close()
+
+        return engine
+    options = f"-c default_transaction_read_only=on -c statement_timeout={READ_ONLY_STATEMENT_MS}"
+    return create_engine(url, pool_pre_ping=True,
+                         connect_args={"connect_timeout": READ_ONLY_CONNECT_SECONDS, "options": options})
+

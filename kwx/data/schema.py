@@ -162,6 +162,7 @@ class RtSignal(Base):
         Index("idx_rt_signals_city_bracket", "city", "bracket"),
         Index("idx_rt_signals_ts_utc", "ts_utc"),
         Index("idx_rt_signals_edge_cents", "edge_cents"),
+        Index("idx_rt_signals_market_ts", "market_ticker", "ts_utc"),
     )
 
 

@@ -117,9 +117,11 @@ def _with_times(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
-def orders(engine: Engine, mode: str, *, open_only: bool = False, since: datetime | None = None) -> pd.DataFrame:
+def orders(engine: Engine, mode: str, *, open_only: bool = False, since: datetime | None = None,
+           event_date: date | None = None) -> pd.DataFrame:
     """The orders of ``mode`` (``ORDER_COLUMNS`` plus the market's city), oldest first; ``open_only`` keeps
-    those that may still trade; ``since`` those created at or after it."""
+    those that may still trade; ``since`` those created at or after it; ``event_date`` those in that climate
+    day's markets."""
     check_mode(mode)
     statement = (select(*(Order.__table__.c[c] for c in ORDER_COLUMNS), Market.city)
                  .join(Market, Market.ticker == Order.market_ticker).where(Order.mode == mode))
@@ -127,6 +129,8 @@ def orders(engine: Engine, mode: str, *, open_only: bool = False, since: datetim
         statement = statement.where(Order.status.in_(OPEN_STATUSES))
     if since is not None:
         statement = statement.where(Order.created_at >= since)
+    if event_date is not None:
+        statement = statement.where(Market.event_date == event_date)
     with engine.connect() as conn:
         frame = _records(conn, statement.order_by(Order.created_at, Order.client_order_id), [*ORDER_COLUMNS, "city"])
     return _with_times(frame, ("created_at", "updated_at", "cancelled_at", "signal_ts_utc"))
@@ -146,12 +150,15 @@ def latest_environment(engine: Engine, mode: str) -> str | None:
         return conn.execute(statement).scalar()
 
 
-def fills(engine: Engine, mode: str, *, until: datetime | None = None) -> pd.DataFrame:
-    """The fills of ``mode`` (``FILL_COLUMNS``) up to ``until`` inclusive, oldest first."""
+def fills(engine: Engine, mode: str, *, until: datetime | None = None, event_date: date | None = None) -> pd.DataFrame:
+    """The fills of ``mode`` (``FILL_COLUMNS``) up to ``until`` inclusive, oldest first; ``event_date``: only
+    in that climate day's markets."""
     check_mode(mode)
     statement = select(*(Fill.__table__.c[c] for c in FILL_COLUMNS)).where(Fill.mode == mode)
     if until is not None:
         statement = statement.where(Fill.ts_utc <= until)
+    if event_date is not None:
+        statement = statement.join(Market, Market.ticker == Fill.market_ticker).where(Market.event_date == event_date)
     with engine.connect() as conn:
         frame = _records(conn, statement.order_by(Fill.ts_utc, Fill.fill_id), FILL_COLUMNS)
     return _with_times(frame, ("ts_utc",))
@@ -193,14 +200,15 @@ def _settlements(markets: pd.DataFrame, as_of: datetime) -> pd.Series:
     return payout.where(markets["close_time"] <= pd.Timestamp(as_of))
 
 
-def positions(engine: Engine, mode: str, as_of: datetime) -> pd.DataFrame:
+def positions(engine: Engine, mode: str, as_of: datetime, *, event_date: date | None = None) -> pd.DataFrame:
     """Every (market, side) the fills of ``mode`` up to ``as_of`` opened, with the market's city and event date:
     contracts, average cost, cost, fees, and either the settlement payout and realized P&L or the mark at
-    the mid and unrealized P&L (``kwx.domain.positions.POSITION_COLUMNS``). Sorted by event date and market."""
+    the mid and unrealized P&L (``kwx.domain.positions.POSITION_COLUMNS``). Sorted by event date and market;
+    ``event_date``: only that climate day's markets."""
     check_mode(mode)
     if as_of.tzinfo is None:
         raise RecordError(f"as_of {as_of.isoformat()} has no time zone; positions need an aware UTC instant")
-    recorded = fills(engine, mode, until=as_of)
+    recorded = fills(engine, mode, until=as_of, event_date=event_date)
     columns = [*POSITION_COLUMNS, *MARKET_INFO_COLUMNS]
     if recorded.empty:
         return position_pnl(recorded[FILL_INPUT_COLUMNS], pd.Series(dtype=float), pd.Series(dtype=float)).assign(
@@ -233,8 +241,8 @@ def daily_pnl(engine: Engine, mode: str, day: date, city: str | None = None, *,
               as_of: datetime | None = None) -> DailyPnl:
     """Realized and mark-to-market P&L of the positions whose market's event date (its climate day) is ``day``,
     in ``city`` only if given, valued at ``as_of`` (default now)."""
-    held = positions(engine, mode, as_of or datetime.now(UTC))
-    chosen = held[(held["event_date"] == day) & ((held["city"] == city) if city else True)].reset_index(drop=True)
+    held = positions(engine, mode, as_of or datetime.now(UTC), event_date=day)
+    chosen = held[(held["city"] == city) if city else np.ones(len(held), dtype=bool)].reset_index(drop=True)
     total = pnl_totals(chosen).iloc[0]
     return DailyPnl(day, city, chosen, float(total["realized_cents"]), float(total["unrealized_cents"]),
                     float(total["fees_cents"]), float(total["pnl_cents"]), int(total["unmarked"]))

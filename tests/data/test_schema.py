@@ -44,7 +44,8 @@ def test_upgrade_creates_every_table_and_index(db_url):
     candle_indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("candles")}
     assert candle_indexes["idx_candles_complete"] == ["complete", "end_period_ts"]
     signal_indexes = {ix["name"] for ix in insp.get_indexes("rt_signals")}
-    assert {"idx_rt_signals_city_bracket", "idx_rt_signals_ts_utc", "idx_rt_signals_edge_cents"} <= signal_indexes
+    assert {"idx_rt_signals_city_bracket", "idx_rt_signals_ts_utc", "idx_rt_signals_edge_cents",
+            "idx_rt_signals_market_ts"} <= signal_indexes
     assert insp.get_pk_constraint("rt_signals")["constrained_columns"] == ["ts_utc", "market_ticker"]
     assert insp.get_pk_constraint("candles")["constrained_columns"] == ["market_ticker", "end_period_ts"]
     fks = insp.get_foreign_keys("rt_signals")
