@@ -36,6 +36,12 @@ LENIENT_MARKET_GATES = {"min_brier_skill": -1.0, "min_windows_beating_market": 0
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` (minutes each) start first, so the parallel workers of `make test` do not all finish
+    and then wait on one of them."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """No test reads the user's environment or writes into the working directory."""

@@ -128,7 +128,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, capsys)
 
 MLFLOW_COMMANDS = {("train",), ("report",), ("promote",), ("serve-rt",), ("backtest",), ("demo",), ("models", "list"),
                    ("models", "resolve"), ("audit", "features"), ("runs", "clean"), ("retrain",), ("monitor",),
-                   ("simulate",), ("schedule",)}
+                   ("simulate",), ("schedule",), ("dashboard",)}
 
 
 def test_every_command_that_talks_to_mlflow_takes_tracking_uri():
@@ -174,6 +174,7 @@ def test_default_configs_are_the_working_directorys(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.long
 def test_a_wheel_install_runs_init_and_the_demo_in_an_empty_directory(tmp_path):
     """The wheel carries everything a user needs: no repository checkout, no configs of its own."""
     repo = Path(__file__).resolve().parent.parent
@@ -194,4 +195,11 @@ def test_a_wheel_install_runs_init_and_the_demo_in_an_empty_directory(tmp_path):
     assert demo.returncode in (0, 1), demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "7. backtest" in demo.stdout and "Traceback" not in demo.stderr
     assert demo.returncode == 1 or "simulated season, one row per week" in demo.stdout
+    assert demo.returncode == 1 or "kwx dashboard --config" in demo.stdout
+    # the dashboard's page and its chart library travel in the wheel: nothing is fetched at run time
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import kwx.dashboard, pathlib; "
+                           "print(pathlib.Path(kwx.dashboard.__file__).parent)"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for asset in ("static/index.html", "static/dashboard.js", "static/vendor/uPlot.iife.min.js"):
+        assert (Path(site) / asset).is_file(), asset
     assert (work / "kwx.db").is_file() and (work / "mlflow.db").is_file()

@@ -51,7 +51,8 @@ def test_the_stack_has_its_services():
         assert not image.endswith(":latest"), name
 
 
-@pytest.mark.parametrize(("service", "port"), [("postgres", 5432), ("minio", 9000), ("mlflow", 5000)])
+@pytest.mark.parametrize(("service", "port"), [("postgres", 5432), ("minio", 9000), ("mlflow", 5000),
+                                               ("dashboard", 8050)])
 def test_ports_are_published_on_loopback_only(service, port):
     assert f"127.0.0.1:{port}:{port}" in SERVICES[service]["ports"]
     for mapping in (m for s in SERVICES.values() for m in s.get("ports", [])):
@@ -59,7 +60,7 @@ def test_ports_are_published_on_loopback_only(service, port):
 
 
 def test_long_running_services_have_health_checks_and_restart():
-    for name in ("postgres", "minio", "mlflow", "serve-rt", "lifecycle"):
+    for name in ("postgres", "minio", "mlflow", "serve-rt", "lifecycle", "dashboard"):
         check = SERVICES[name]["healthcheck"]
         assert check["test"][0] in {"CMD", "CMD-SHELL"} and check["retries"] >= 3, name
         assert SERVICES[name]["restart"] == "unless-stopped", name
@@ -187,7 +188,7 @@ def test_mlflow_uses_postgres_backend_and_s3_artifacts():
     assert env["AWS_ACCESS_KEY_ID"] == "${MINIO_ROOT_USER}" and env["AWS_SECRET_ACCESS_KEY"] == "${MINIO_ROOT_PASSWORD}"
 
 
-@pytest.mark.parametrize("service", ["migrate", "serve-rt", "lifecycle", "kwx"])
+@pytest.mark.parametrize("service", ["migrate", "serve-rt", "lifecycle", "dashboard", "kwx"])
 def test_kwx_services_reach_the_database_and_the_tracking_server(service):
     env = SERVICES[service]["environment"]
     database = urlparse(env["KWX_DATABASE_URL"])
@@ -199,3 +200,10 @@ def test_kwx_services_reach_the_database_and_the_tracking_server(service):
     allowed = _flag("mlflow", "--allowed-hosts").split(",")
     assert is_allowed_host_header(allowed, tracking.netloc)
     assert is_allowed_host_header(allowed, "localhost:5000")  # the CLI on the host
+
+
+def test_the_dashboard_listens_beyond_loopback_only_with_the_token_from_env():
+    command = _command("dashboard")
+    assert command[:3] == ["dashboard", "--host", "0.0.0.0"] and "/healthz" in str(SERVICES["dashboard"]["healthcheck"])
+    assert SERVICES["dashboard"]["environment"]["KWX_DASHBOARD_TOKEN"] == "${KWX_DASHBOARD_TOKEN}"
+    assert _env_example()["KWX_DASHBOARD_TOKEN"].startswith("change-me")

@@ -51,6 +51,8 @@ def dashboard_token(host: str) -> str | None:
         return None
     if len(token) < MIN_TOKEN_CHARS:
         raise fail(f"{TOKEN_ENV} is {len(token)} characters long; use at least {MIN_TOKEN_CHARS}")
+    if token.startswith("change-me"):
+        raise fail(f"{TOKEN_ENV} is still the .env.example placeholder: set a secret of your own")
     register_secret(token)
     return token
 

@@ -100,8 +100,13 @@ def demo(
              env="demo", confirm_production=False, real_money=False,
              set_=["execution.mode=paper", "tick_seconds=60"], db_url=url)
     _print_paper_day(url=url)
-    if not season_weeks:
-        return
+    if season_weeks:
+        _simulate_season(train_config, rt_config, url, trials=trials, season_weeks=season_weeks)
+    _print_dashboard_command(rt_config, url, tracking_uri, season_weeks=season_weeks)
+
+
+def _simulate_season(train_config: Path, rt_config: Path, url: str, *, trials: int, season_weeks: int) -> None:
+    """Step 9: ``season_weeks`` weeks after the walk-forward windows, in a workspace of their own."""
     season_end = (datetime.fromisoformat(SEASON_START) + timedelta(days=7 * season_weeks - 1)).date()
     console.rule(f"9. the season goes on: simulate {SEASON_START}..{season_end} (weekly retrain, daily monitor, "
                  "each day traded)")
@@ -109,6 +114,31 @@ def demo(
              end=datetime.combine(season_end, datetime.min.time()), speed="max", rt_config=rt_config,
              tick_seconds=SEASON_TICK_SECONDS, trials=min(trials, SEASON_TRIALS), set_=None, workdir=SEASON_WORKDIR,
              overwrite=True, workspace_db_url=None, db_url=url, tracking_uri=None)
+
+
+def _print_dashboard_command(rt_config: Path, url: str, tracking_uri: str | None, *, season_weeks: int) -> None:
+    """The command that opens the operator's page on what the demo wrote (and on the season's workspace)."""
+    import shlex
+
+    def shown(path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    tracking = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
+    console.rule("the operator's page")
+    console.print(f"open the dashboard on the demo's database (then http://127.0.0.1:8050/):\n"
+                  f"  kwx dashboard --config {shlex.quote(shown(rt_config))} --db-url {shlex.quote(redact(url))}"
+                  f"{tracking}", highlight=False, soft_wrap=True)
+    if season_weeks:
+        workspace = SEASON_WORKDIR
+        console.print(f"and on the simulated season's workspace (realized calibration from `kwx monitor`):\n"
+                      f"  kwx dashboard --config {shlex.quote(shown(rt_config))} --port 8051 "
+                      f"--db-url sqlite:///{workspace / 'kwx.db'} --tracking-uri sqlite:///{workspace / 'mlflow.db'}",
+                      highlight=False, soft_wrap=True)
+    console.print("the replayed day is long past, so its red banner says the newest tick is old: no loop is running",
+                  highlight=False)
 
 
 def _print_paper_day(url: str) -> None:

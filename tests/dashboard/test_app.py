@@ -215,6 +215,7 @@ def test_a_postgres_outage_is_a_redacted_503_and_the_dashboard_recovers(replayed
     ("0.0.0.0", None, "makes the dashboard reachable from other machines: set KWX_DASHBOARD_TOKEN"),
     ("192.0.2.7", None, "set KWX_DASHBOARD_TOKEN"),
     ("0.0.0.0", "short", "KWX_DASHBOARD_TOKEN is 5 characters long; use at least 16"),
+    ("0.0.0.0", "change-me-dashboard-token", "KWX_DASHBOARD_TOKEN is still the .env.example placeholder"),
 ])
 def test_off_loopback_the_dashboard_needs_a_real_token_before_it_listens(tmp_path, monkeypatch, host, token,
                                                                         fragment):
