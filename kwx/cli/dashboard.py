@@ -14,7 +14,6 @@ from kwx.cli.common import (
     RT_CONFIG,
     DbUrlOption,
     TrackingUriOption,
-    _tracking_or_fail,
     app,
     console,
     fail,
@@ -57,6 +56,28 @@ def dashboard_token(host: str) -> str | None:
     return token
 
 
+def _registry_client():
+    """An MLflow client that fails a request in seconds (a page must not hang on a dead tracking server); an
+    unreachable registry at start is a warning, since the page shows the outage and recovers."""
+    from mlflow.tracking import MlflowClient
+
+    from kwx import tracking
+
+    # the user's own settings win; MLflow's defaults retry for minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        # MLflow would create an empty store there: a read-only page must not, and would show no model
+        raise fail(f"no MLflow store at {uri}: pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the registry "
+                   "the loop trades from")
+    try:
+        tracking.configure(uri)
+    except tracking.TrackingUnavailableError as exc:
+        console.print(f"[yellow]warning:[/] {exc}; serving anyway", highlight=False)
+    return MlflowClient()
+
+
 @app.command("dashboard")
 def dashboard(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs $KWX_DASHBOARD_TOKEN.")
@@ -90,6 +111,11 @@ def dashboard(
     cfg = load_or_fail(config, RtConfig)
     token = dashboard_token(host)
     url = database_url(db_url)
+    sqlite_path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not Path(sqlite_path).exists():
+        # a wrong path far more often than an outage; a read-only reader would only ever show errors
+        raise fail(f"no database at {sqlite_path}: pass --db-url (or set KWX_DATABASE_URL) to the loop's database, "
+                   "or create one with `kwx db upgrade`")
     try:
         engine = make_read_only_engine(url)
     except DatabaseUrlError as exc:
@@ -101,7 +127,7 @@ def dashboard(
     except DATABASE_FAILURES as exc:  # the page shows the outage and recovers when the database is back
         console.print(f"[yellow]warning:[/] {database_problem(exc, url) or redact(str(exc))}; serving anyway",
                       highlight=False)
-    client = _tracking_or_fail()
+    client = _registry_client()
     max_age = max_age or max(MIN_DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_AGE_TICKS * cfg.tick_seconds)
     clock = SystemClock()
     registry = RegistryView(client, clock, stage=cfg.stage, ui_url=mlflow_ui_url or os.environ.get(UI_URL_ENV),

@@ -58,6 +58,10 @@ class BadRequest(ValueError):
     """A query parameter the page (or a hand-written URL) got wrong: a 400 naming it."""
 
 
+class RegistryUnavailable(RuntimeError):
+    """The model registry did not answer (tracking server down, its database unreachable): one redacted line."""
+
+
 @dataclass
 class Dashboard:
     """What the endpoints read: the loop's database (read-only engine), the registry, the rt config the loop
@@ -97,12 +101,20 @@ class Dashboard:
             raise BadRequest(f"city {city!r} is not a known city") from None
 
     def models(self, day: date) -> list[views.ModelRow]:
-        with self._registry_lock:
-            return self.registry.models(day, self.families)
+        return self._ask_registry(lambda: self.registry.models(day, self.families))
 
     def calibration(self, city: str) -> dict:
+        return self._ask_registry(lambda: self.registry.calibration([f for f in self.families if f[0] == city]))
+
+    def _ask_registry(self, read):
+        # Whatever a registry read raises (REST errors, its own database's errors) is the registry's failure,
+        # never blamed on the kwx database.
         with self._registry_lock:
-            return self.registry.calibration([f for f in self.families if f[0] == city])
+            try:
+                return read()
+            except Exception as exc:
+                text = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
+                raise RegistryUnavailable(redact(f"model registry: {text.strip().splitlines()[0][:300]}")) from None
 
     def execution_mode(self) -> str | None:
         mode = self.config.execution.mode
@@ -124,11 +136,15 @@ def state(board: Dashboard, request: Request) -> dict:
     mode = board.execution_mode()
     halt = board.halt(mode)
     halted = halt.describe() if halt is not None and halt.halted else None
-    models = board.models(day)
+    try:  # a registry outage is one banner; the loop's health still shows
+        models, registry_problem = board.models(day), None
+    except RegistryUnavailable as exc:
+        models, registry_problem = [], str(exc)
     return {"now": views.iso(now), "day": day.isoformat(), "days": [d.isoformat() for d in days],
             "cities": sorted(markets["city"].unique().tolist()) or sorted({c for c, _ in board.families}),
             "refresh_seconds": board.config.tick_seconds, "health": health.as_json(),
-            "banners": views.banners(health, models, max_stale_days=board.config.max_stale_days, halted=halted),
+            "banners": views.banners(health, models, max_stale_days=board.config.max_stale_days, halted=halted,
+                                     registry_problem=registry_problem),
             "execution": {"mode": mode, "halted": bool(halted),
                           "halt_text": halt.describe() if halt else "no execution records (signals mode)"}}
 
@@ -224,8 +240,8 @@ def _json_endpoint(board: Dashboard, name: str):
             return JSONResponse({"error": str(exc)}, status_code=400)
         except (*DATABASE_FAILURES, SQLAlchemyError) as exc:
             return JSONResponse({"error": _problem(board, exc)}, status_code=503)
-        except MlflowException as exc:
-            return JSONResponse({"error": redact(f"model registry: {exc.message.splitlines()[0]}")}, status_code=503)
+        except RegistryUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
         except Exception as exc:  # the page shows one line; the log keeps the detail, redacted
             log.exception("dashboard endpoint %s failed", name)
             return JSONResponse({"error": redact(f"{name} failed: {type(exc).__name__}: {exc}")}, status_code=500)

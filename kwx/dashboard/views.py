@@ -198,9 +198,10 @@ def models_table(rows: list[ModelRow]) -> dict:
             "links": [r.run_url for r in rows]}
 
 
-def banners(health: TickHealth, models: list[ModelRow], *, max_stale_days: int, halted: str | None) -> list[dict]:
-    """What must catch the operator's eye, worst first: a stale loop, families without a usable model, stale
-    models, a halt."""
+def banners(health: TickHealth, models: list[ModelRow], *, max_stale_days: int, halted: str | None,
+            registry_problem: str | None = None) -> list[dict]:
+    """What must catch the operator's eye, worst first: a stale loop, an unreachable registry, families without a
+    usable model, stale models, a halt."""
     out = []
     if health.newest_tick is None:
         out.append(_banner("error", "stale_tick", "the loop has not recorded a tick yet: is `kwx serve-rt` running?"))
@@ -208,6 +209,8 @@ def banners(health: TickHealth, models: list[ModelRow], *, max_stale_days: int, 
         out.append(_banner("error", "stale_tick",
                            f"newest tick ({health.mode}) is {human_age(health.age_seconds)} old, at "
                            f"{health.newest_tick:%Y-%m-%d %H:%M:%S} UTC (--max-age {health.max_age_seconds:g} s)"))
+    if registry_problem:
+        out.append(_banner("error", "registry", registry_problem))
     for row in models:
         family = f"{row.city}/{row.bracket}"
         if row.problem is not None:

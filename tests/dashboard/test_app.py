@@ -246,3 +246,42 @@ def test_a_missing_database_file_is_not_created(tmp_path):
                                     f"sqlite:///{missing}"])
     assert done.exit_code == 2 and "nothing-here.db" in done.output and "kwx db upgrade" in done.output
     assert not missing.exists()
+
+
+def test_a_missing_mlflow_store_is_not_created(tmp_path, replayed):
+    config = tmp_path / "rt.yaml"
+    config.write_text("markets: [{city: chicago, bracket: between}]\n")
+    missing = tmp_path / "no-mlflow.db"
+    done = CliRunner().invoke(app, ["dashboard", "--port", "0", "--config", str(config), "--db-url", replayed["db"],
+                                    "--tracking-uri", f"sqlite:///{missing}"])
+    assert done.exit_code == 2 and "no MLflow store at" in done.output and not missing.exists()
+
+
+def test_a_registry_outage_is_a_banner_and_the_loops_health_still_shows(replayed, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.create_server(("127.0.0.1", 0)) as closed:  # a tracking server that is not there
+        port = closed.getsockname()[1]
+    board = board_for(replayed["db"], f"http://127.0.0.1:{port}")
+    with TestClient(create_app(board, token=None)) as http:
+        state = http.get("/api/state")
+        assert state.status_code == 200 and state.json()["health"]["newest_tick"] is not None
+        (banner,) = state.json()["banners"]
+        assert banner["kind"] == "registry" and banner["text"].startswith("model registry: ")
+        models = http.get("/api/models")
+        assert models.status_code == 503 and models.json()["error"].startswith("model registry: ")
+    board.engine.dispose()
+
+
+def test_a_halt_is_a_banner_and_the_execution_panel_says_so(replayed, tmp_path):
+    db = sqlite_copy(replayed["db"], tmp_path / "kwx.db")
+    writer = make_engine(db)
+    records.halt(writer, "paper", reason="operator: fat finger", by="test", now=newest_tick(db))
+    writer.dispose()
+    board = board_for(db, replayed["tracking_uri"])
+    with TestClient(create_app(board, token=None)) as http:
+        (banner,) = http.get("/api/state").json()["banners"]
+        assert banner["kind"] == "halted" and "fat finger" in banner["text"]
+        execution = http.get("/api/execution", params={"day": DAY.isoformat()}).json()
+        assert execution["halted"] is True and "HALTED" in execution["halt_text"]
+    board.engine.dispose()
