@@ -35,6 +35,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A listening socket whose protocol is IPPROTO_TCP. ``socket.create_server`` leaves it 0, and asyncio only
+    sets TCP_NODELAY on accepted sockets of protocol IPPROTO_TCP: without it every response waits ~40 ms for the
+    client's delayed ACK (bench/dashboard.py measures both)."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def dashboard_token(host: str) -> str | None:
     """$KWX_DASHBOARD_TOKEN, required off loopback: a dashboard other machines can reach shows positions and
     P&L, so it never starts there without one."""
@@ -134,7 +150,7 @@ def dashboard(
                             refresh_seconds=cfg.model_refresh_seconds, max_stale_days=cfg.max_stale_days)
     board = Dashboard(engine, registry, cfg, clock, max_age, redact(f"database {url}"))
     try:
-        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listener = tcp_listener(host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = listener.getsockname()[1]

@@ -3,7 +3,6 @@ page, and the tests that provoke it, never disturb the shared stores), the day r
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import threading
 import time
@@ -17,6 +16,7 @@ import uvicorn
 from mlflow.tracking import MlflowClient
 from sqlalchemy import text
 
+from kwx.cli.dashboard import tcp_listener
 from kwx.clock import SimulatedClock, SystemClock
 from kwx.config import RtConfig
 from kwx.dashboard.app import Dashboard
@@ -85,7 +85,7 @@ def board_for(db: str, tracking_uri: str, *, clock=None, max_age_seconds: float 
 @contextmanager
 def serving(app, host: str = "127.0.0.1") -> Iterator[str]:
     """``app`` on uvicorn in a thread, on a free port of ``host``; yields its base URL."""
-    listener = socket.create_server((host, 0))
+    listener = tcp_listener(host, 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()

@@ -285,3 +285,13 @@ def test_a_halt_is_a_banner_and_the_execution_panel_says_so(replayed, tmp_path):
         execution = http.get("/api/execution", params={"day": DAY.isoformat()}).json()
         assert execution["halted"] is True and "HALTED" in execution["halt_text"]
     board.engine.dispose()
+
+
+def test_the_listener_is_tcp_so_responses_are_not_held_by_delayed_acks():
+    """asyncio sets TCP_NODELAY only on sockets of protocol IPPROTO_TCP; socket.create_server's are 0."""
+    from kwx.cli.dashboard import tcp_listener
+
+    with tcp_listener("127.0.0.1", 0) as listener:
+        assert listener.proto == socket.IPPROTO_TCP
+        with socket.create_connection(listener.getsockname()[:2]), listener.accept()[0] as accepted:
+            assert accepted.proto == socket.IPPROTO_TCP
