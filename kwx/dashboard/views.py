@@ -131,7 +131,8 @@ def ladder(markets: pd.DataFrame, signals: pd.DataFrame, candles: pd.DataFrame) 
     for market in markets.itertuples(index=False):
         ticker = market.ticker
         points = grid.loc[ticker] if ticker in grid.index.get_level_values(0) else grid.iloc[:0].droplevel(0)
-        values = missing_as_none(points[list(LADDER_SERIES)])
+        # four decimals are a hundredth of a cent: below what a chart or a trader can tell apart, a third of the JSON
+        values = missing_as_none(points[list(LADDER_SERIES)].round(4))
         series[ticker] = {"t": points.index.to_numpy(dtype="int64").tolist(),
                           **{name: values[:, i].tolist() for i, name in enumerate(LADDER_SERIES)}}
         locked_at, outcome = locks.get(ticker, (None, None))

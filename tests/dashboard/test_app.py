@@ -7,6 +7,7 @@ import shutil
 import socket
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,10 +18,12 @@ from typer.testing import CliRunner
 
 from kwx.cli import app
 from kwx.clock import SimulatedClock
+from kwx.dashboard import queries, views
 from kwx.dashboard.app import SESSION_COOKIE, create_app, session_value
 from kwx.data import migrations
 from kwx.data.db import make_engine, make_read_only_engine
 from kwx.data.demo import load_demo
+from kwx.data.store import upsert_frame
 from kwx.execution import records
 from tests.dashboard.conftest import DAY, board_for, newest_tick, sqlite_copy
 
@@ -295,3 +298,27 @@ def test_the_listener_is_tcp_so_responses_are_not_held_by_delayed_acks():
         assert listener.proto == socket.IPPROTO_TCP
         with socket.create_connection(listener.getsockname()[:2]), listener.accept()[0] as accepted:
             assert accepted.proto == socket.IPPROTO_TCP
+
+
+def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from_every_row(tmp_path):
+    url = f"sqlite:///{tmp_path / 'kwx.db'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    load_demo(engine, ["chicago"], DAY, DAY, seed=3)
+    markets = queries.day_markets(engine, DAY, "chicago")
+    tickers = markets["ticker"].tolist()[:3]
+    start = pd.Timestamp(f"{DAY} 15:00", tz="UTC")
+    ticks = pd.date_range(start, periods=200, freq="9s")  # 30 minutes of 9 s ticks
+    rng = np.random.default_rng(0)
+    signals = pd.DataFrame({"ts_utc": np.repeat(ticks, len(tickers)), "market_ticker": tickers * len(ticks),
+                            "city": "chicago", "bracket": "between", "p_model": rng.uniform(size=len(ticks) * 3),
+                            "p_blend": rng.uniform(size=len(ticks) * 3), "locked": False})
+    with engine.begin() as conn:
+        upsert_frame(conn, "rt_signals", signals)
+        upsert_frame(conn, "rt_ticks", pd.DataFrame({"ts_utc": ticks, "mode": "live", "markets": 3, "signals": 0,
+                                                     "skips": "{}", "latency_ms": 1.0}))
+    read, candles = queries.ladder_rows(make_read_only_engine(url), tickers)
+    assert len(read) == 30 * 3  # 200 ticks of 9 s span 15:00:00..15:29:51: one row per minute and market
+    chosen = markets[markets["ticker"].isin(tickers)]
+    assert views.ladder(chosen, read, candles) == views.ladder(chosen, signals, candles)
+    engine.dispose()
