@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select
 
 from kwx.dashboard.views import HEALTH_SPAN, LADDER_STEP_SECONDS
 from kwx.data.schema import Candle, Market, Order, RtSignal, RtTick
+from kwx.data.store import rows_frame
 
 MARKET_COLUMNS = ["ticker", "city", "strike_type", "floor_strike", "cap_strike", "result", "expiration_value"]
 LADDER_SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "p_model", "p_blend", "locked"]
@@ -26,7 +27,7 @@ _BRACKET_ORDER = {"less": 0, "between": 1, "greater": 2}
 
 
 def _frame(conn: Connection, statement, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(conn.execute(statement).all(), columns=columns)
+    return rows_frame(conn.execute(statement), columns)
 
 
 def _utc(frame: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, and_, func, select
 from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
 from kwx.data.demo import SOURCE as DEMO_SOURCE
 from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
+from kwx.data.store import rows_frame
 from kwx.domain.features import DEFAULT_FEATURE_SET, WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, climate_day_bounds, locked_outcomes, settlement_outcomes
 
@@ -32,8 +33,7 @@ class DatasetError(ValueError):
 
 def _frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:
     with engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    return pd.DataFrame.from_records(rows, columns=list(columns))
+        return rows_frame(conn.execute(statement), columns)
 
 
 def _driver_frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:

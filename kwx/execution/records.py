@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 
 from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order
-from kwx.data.store import upsert_frame
+from kwx.data.store import rows_frame, upsert_frame
 from kwx.domain.positions import FILL_INPUT_COLUMNS, POSITION_COLUMNS, pnl_totals, position_pnl
 
 MODES = ("paper", "live")
@@ -108,7 +108,7 @@ def save_fills(conn: Connection, frame: pd.DataFrame) -> int:
 
 
 def _records(conn: Connection, statement, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(conn.execute(statement).all(), columns=columns)
+    return rows_frame(conn.execute(statement), columns)
 
 
 def _with_times(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from kwx.cities import City, get_city
 from kwx.config import ConfigError, TrainConfig
 from kwx.data.dataset import DatasetError, load_settlements
 from kwx.data.schema import ClimateDaily, Market, RtSignal
+from kwx.data.store import rows_frame
 from kwx.domain.features import feature_columns
 from kwx.domain.markets import climate_day_bounds, settlement_outcomes
 from kwx.lifecycle.drift import DriftVerdict, drift_breaches, loop_quality, realized_checks, rolling_quality
@@ -222,7 +223,7 @@ def loop_view(engine: Engine, model_id: str, city: City, first: date, last: date
         RtSignal.model_id == model_id, RtSignal.ts_utc >= since, RtSignal.ts_utc < until)
     columns = ("p_model", "p_market", "edge_cents", "size_fraction", "event_date", "bracket", "floor", "cap")
     with engine.connect() as conn:
-        frame = pd.DataFrame.from_records(conn.execute(statement).all(), columns=list(columns))
+        frame = rows_frame(conn.execute(statement), columns)
     tmax = load_settlements(engine, city, first, last)
     label = settlement_outcomes(frame["bracket"].to_numpy(), frame["floor"].to_numpy(dtype=float),
                                 frame["cap"].to_numpy(dtype=float),

@@ -35,7 +35,7 @@ from kwx.cities import get_city
 from kwx.clock import SimulatedClock
 from kwx.config import WEEKDAYS, RtConfig, TrainConfig
 from kwx.data.schema import Candle, ClimateDaily, Market, RtSignal, WeatherMinute
-from kwx.data.store import upsert_frame, upsert_frames
+from kwx.data.store import rows_frame, upsert_frame, upsert_frames
 from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, feature_columns
 from kwx.domain.markets import climate_day_bounds
 from kwx.domain.metrics import prefixed_scores
@@ -97,7 +97,7 @@ def retrain_days(start: date, end: date, weekday: str) -> list[date]:
 def _frame(engine: Engine, statement) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(statement)
-        return pd.DataFrame(result.all(), columns=list(result.keys()))
+        return rows_frame(result, result.keys())
 
 
 class Workspace:
