@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, exists, func, select
+from sqlalchemy import Connection, Engine, exists, func, select, union_all
+from sqlalchemy.orm import aliased
 
 from kwx.dashboard.views import HEALTH_SPAN, LADDER_STEP_SECONDS
 from kwx.data.schema import Candle, Market, Order, RtSignal, RtTick
@@ -23,6 +24,7 @@ SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_ma
 # How many past days the page's day picker offers.
 DAYS_OFFERED = 14
 IN_CHUNK = 500
+UNION_CHUNK = 200
 _BRACKET_ORDER = {"less": 0, "between": 1, "greater": 2}
 
 
@@ -105,20 +107,29 @@ def ladder_rows(engine: Engine, tickers: list[str]) -> tuple[pd.DataFrame, pd.Da
     return _utc(signals, "ts_utc"), candles
 
 
-def _chunks(values: list) -> list[list]:
+def _chunks(values: list, size: int = IN_CHUNK) -> list[list]:
     """Bound parameters in slices: SQLite caps them, and huge IN lists plan badly everywhere."""
-    return [values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def latest_signals(engine: Engine, tickers: list[str]) -> pd.DataFrame:
-    """The newest ``rt_signals`` row of each of ``tickers`` (``SIGNAL_COLUMNS``): a grouped max per market on
-    ``idx_rt_signals_market_ts``, joined back on the primary key."""
-    newest = (select(RtSignal.market_ticker, func.max(RtSignal.ts_utc).label("ts"))
-              .where(RtSignal.market_ticker.in_(tickers)).group_by(RtSignal.market_ticker).subquery())
-    statement = select(*(RtSignal.__table__.c[c] for c in SIGNAL_COLUMNS)).join(
-        newest, and_(RtSignal.market_ticker == newest.c.market_ticker, RtSignal.ts_utc == newest.c.ts))
+    """The newest ``rt_signals`` row of each of ``tickers`` (``SIGNAL_COLUMNS``): per market, its newest time
+    is one seek to the end of ``idx_rt_signals_market_ts`` (max() on an index prefix) and its row one primary-key
+    lookup; the markets' selects are UNIONed. A GROUP BY over the markets would read every signal they ever had.
+    """
+    columns = [RtSignal.__table__.c[c] for c in SIGNAL_COLUMNS]
+
+    def newest(ticker: str):
+        earlier = aliased(RtSignal)
+        newest_ts = select(func.max(earlier.ts_utc)).where(earlier.market_ticker == ticker).scalar_subquery()
+        return select(*columns).where(RtSignal.market_ticker == ticker, RtSignal.ts_utc == newest_ts)
+
+    # SQLite caps a compound select at 500 parts
     with engine.connect() as conn:
-        return _utc(_frame(conn, statement, SIGNAL_COLUMNS), "ts_utc")
+        frames = [_frame(conn, union_all(*(newest(t) for t in chunk)), SIGNAL_COLUMNS)
+                  for chunk in _chunks(tickers, UNION_CHUNK)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIGNAL_COLUMNS)
+    return _utc(frame, "ts_utc")
 
 
 def newest_order_mode(engine: Engine) -> str | None:

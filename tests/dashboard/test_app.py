@@ -300,8 +300,9 @@ def test_the_listener_is_tcp_so_responses_are_not_held_by_delayed_acks():
             assert accepted.proto == socket.IPPROTO_TCP
 
 
-def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from_every_row(tmp_path):
-    url = f"sqlite:///{tmp_path / 'kwx.db'}"
+def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from_every_row(db_url):
+    """And each market's newest row is its row at the last tick, on SQLite and PostgreSQL alike."""
+    url = db_url
     migrations.upgrade(url)
     engine = make_engine(url)
     load_demo(engine, ["chicago"], DAY, DAY, seed=3)
@@ -317,8 +318,14 @@ def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from
         upsert_frame(conn, "rt_signals", signals)
         upsert_frame(conn, "rt_ticks", pd.DataFrame({"ts_utc": ticks, "mode": "live", "markets": 3, "signals": 0,
                                                      "skips": "{}", "latency_ms": 1.0}))
-    read, candles = queries.ladder_rows(make_read_only_engine(url), tickers)
+    reader = make_read_only_engine(url)
+    read, candles = queries.ladder_rows(reader, tickers)
     assert len(read) == 30 * 3  # 200 ticks of 9 s span 15:00:00..15:29:51: one row per minute and market
     chosen = markets[markets["ticker"].isin(tickers)]
     assert views.ladder(chosen, read, candles) == views.ladder(chosen, signals, candles)
+    newest = queries.latest_signals(reader, [*tickers, "KX-NO-SIGNALS"]).sort_values("market_ticker")
+    expected = signals[signals["ts_utc"] == ticks[-1]].sort_values("market_ticker")
+    assert newest["market_ticker"].tolist() == expected["market_ticker"].tolist()
+    assert (newest["ts_utc"] == ticks[-1]).all() and newest["p_model"].tolist() == expected["p_model"].tolist()
+    reader.dispose()
     engine.dispose()
