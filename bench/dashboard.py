@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dashboard.py [--requests 50] [--day 2025-07-20] [--days 1] [--orders 300]
                                         [--postgres | --db-url URL] [--keep] [--analyze | --no-analyze] [--profile]
-                                        [--listener cli|create_server] [--gc-freeze]
+                                        [--listener cli|create_server] [--no-gc-freeze]
 
 Builds a migrated database (SQLite in a temporary directory; ``--postgres`` creates a fresh PostgreSQL database
 ``kwx_bench_<hex>`` on 127.0.0.1 and drops it afterwards; ``--db-url`` uses an empty one you give) with demo data
@@ -29,7 +29,8 @@ client's delayed ACK.
 
 The full garbage collections during the measurement are counted with their pauses: the process holds MLflow,
 SQLAlchemy and pandas (as ``kwx dashboard`` does), so a full collection stalls whichever request triggers it;
-``--gc-freeze`` calls ``gc.freeze()`` once the app is built, as the rt loop does.
+``gc.freeze()`` is called once the app is built, as ``kwx dashboard`` does; ``--no-gc-freeze`` shows the
+difference.
 
 PostgreSQL tables are ANALYZEd after the load (autovacuum would have done so on a loop's database), SQLite
 ones are not (nothing in kwx runs ANALYZE); ``--analyze`` / ``--no-analyze`` overrides either.
@@ -367,7 +368,8 @@ class Collections:
     def text(self) -> str:
         if not self.pauses:
             return "none"
-        return f"{len(self.pauses)}, pauses median {statistics.median(self.pauses):.0f} ms, max {max(self.pauses):.0f} ms"
+        pauses = self.pauses
+        return f"{len(pauses)}, pauses median {statistics.median(pauses):.0f} ms, max {max(pauses):.0f} ms"
 
 
 class FirstOnly(logging.Filter):
@@ -570,8 +572,8 @@ def main() -> None:
     parser.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=None,
                         help="ANALYZE after the load (default: on PostgreSQL only)")
     parser.add_argument("--profile", action="store_true", help="also print a server-side time breakdown")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the app is built, as the rt loop does: start-up objects leave the "
+    parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                        help="gc.freeze() once the app is built, as `kwx dashboard` does: start-up objects leave the "
                              "collector's scans (full collections otherwise pause a request for 100-300 ms)")
     parser.add_argument("--listener", choices=["cli", "create_server"], default="cli",
                         help="cli: bind as `kwx dashboard` does (an IPPROTO_TCP socket: TCP_NODELAY); create_server: "

@@ -82,12 +82,11 @@ def day_markets(engine: Engine, day: date, city: str | None = None) -> pd.DataFr
 
 
 def ladder_rows(engine: Engine, tickers: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The signals (``LADDER_SIGNAL_COLUMNS``) of ``tickers`` at each minute's last tick, and every candle quote
-    of ``tickers``: one city's ladder.
+    """The signals (``LADDER_SIGNAL_COLUMNS``) of ``tickers`` at the last tick of each ladder bucket
+    (``LADDER_STEP_SECONDS``), and every candle quote of ``tickers``: one city's ladder.
 
-    A day of 9 s ticks is ~9,600 signal rows per market; the ladder shows one point per minute (the minute's
-    last signal), so only the last tick of each minute is read: the ticks come from ``rt_ticks``' key, then
-    each (market, tick) row from ``idx_rt_signals_market_ts``: about a sixth of the rows, none thrown away."""
+    A market's ~17,600 ticks of 9 s become ~530 points, so only each bucket's last tick is read: the ticks come
+    from ``rt_ticks``' key, then each (market, tick) row by its key; no row is read to be thrown away."""
     candle_columns = ["market_ticker", "end_period_ts", "yes_bid_close", "yes_ask_close"]
     with engine.connect() as conn:
         opened, closed = conn.execute(select(func.min(Market.open_time), func.max(Market.close_time))
@@ -95,8 +94,8 @@ def ladder_rows(engine: Engine, tickers: list[str]) -> tuple[pd.DataFrame, pd.Da
         ticks = pd.to_datetime(pd.Series([t for (t,) in conn.execute(
             select(RtTick.ts_utc).where(RtTick.ts_utc.between(opened, closed)).distinct())] if opened else [],
             dtype=object), utc=True)
-        minute_ends = ticks.groupby(ticks.dt.floor(f"{LADDER_STEP_SECONDS}s")).max().sort_values()
-        chosen = [t.to_pydatetime() for t in minute_ends]
+        bucket_ends = ticks.groupby(ticks.dt.floor(f"{LADDER_STEP_SECONDS}s")).max().sort_values()
+        chosen = [t.to_pydatetime() for t in bucket_ends]
         frames = [_frame(conn, select(*(RtSignal.__table__.c[c] for c in LADDER_SIGNAL_COLUMNS))
                          .where(RtSignal.market_ticker.in_(tickers), RtSignal.ts_utc.in_(chunk)),
                          LADDER_SIGNAL_COLUMNS) for chunk in _chunks(chosen)]

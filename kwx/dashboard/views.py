@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-# Ladder points sit on a one-minute grid: a day of 9 s ticks is 9,600 points per market, more than a chart
-# 300 pixels wide can show, and the candles the quotes come from are one-minute bars anyway.
-LADDER_STEP_SECONDS = 60
+# Ladder points sit on a five-minute grid: a market trades ~44 hours, 17,600 ticks of 9 s, where a chart a few
+# hundred pixels wide shows ~530 points at most; the grid keeps each bucket's last signal and candle, so the
+# newest point is always the newest tick. (bench/dashboard.py: a one-minute grid took the ladder over 200 ms.)
+LADDER_STEP_SECONDS = 300
 LADDER_SERIES = ("model", "blend", "bid", "ask", "mid")
 SIGNAL_COLUMNS = ["ts", "ticker", "city", "bracket", "label", "p_model", "p_market", "p_blend", "edge_cents", "side",
                   "size_fraction", "skip_reason", "model_id", "wf_window", "minutes_to_close", "locked"]
@@ -111,10 +112,13 @@ def ladder(markets: pd.DataFrame, signals: pd.DataFrame, candles: pd.DataFrame) 
     expiration_value (ordered low to high); ``signals``: ts_utc, market_ticker, p_model, p_blend, locked;
     ``candles``: market_ticker, end_period_ts, yes_bid_close, yes_ask_close (cents).
 
-    Per market, on a one-minute grid: the model and blended probability (the minute's last signal) and the
-    YES bid, ask and mid (the candle ending at that minute), as probabilities; when the outcome locked (the
-    first locked signal) and which way; the settlement once known."""
+    Per market, on a grid of ``LADDER_STEP_SECONDS`` (points at each bucket's start): the model and blended
+    probability (the bucket's last signal) and the YES bid, ask and mid (its last candle), as probabilities;
+    when the outcome locked (the first locked signal) and which way; the settlement once known."""
     step = LADDER_STEP_SECONDS
+    # "last" means latest: rows may come in any order (PostgreSQL returns them as stored)
+    signals = signals.sort_values("ts_utc", kind="stable")
+    candles = candles.sort_values("end_period_ts", kind="stable")
     modelled = pd.DataFrame({
         "ticker": signals["market_ticker"].to_numpy(),
         "t": ((signals["ts_utc"] - _EPOCH) // pd.Timedelta(seconds=step)).to_numpy(dtype="int64") * step,
@@ -122,7 +126,8 @@ def ladder(markets: pd.DataFrame, signals: pd.DataFrame, candles: pd.DataFrame) 
     }).groupby(["ticker", "t"], sort=False).last()
     bid, ask = candles["yes_bid_close"].to_numpy(dtype=float), candles["yes_ask_close"].to_numpy(dtype=float)
     quoted = pd.DataFrame({
-        "ticker": candles["market_ticker"].to_numpy(), "t": candles["end_period_ts"].to_numpy(dtype="int64"),
+        "ticker": candles["market_ticker"].to_numpy(),
+        "t": candles["end_period_ts"].to_numpy(dtype="int64") // step * step,
         "bid": bid / 100, "ask": ask / 100, "mid": (bid + ask) / 200,
     }).groupby(["ticker", "t"], sort=False).last()
     grid = modelled.join(quoted, how="outer").sort_index()

@@ -89,7 +89,7 @@ def test_ladder_has_every_market_of_the_event_on_a_minute_grid(client, replayed)
     for ticker, series in body["series"].items():
         assert set(series) == {"t", "model", "blend", "bid", "ask", "mid"}
         assert all(len(values) == len(series["t"]) for values in series.values())
-        assert series["t"] == sorted(series["t"]) and all(t % 60 == 0 for t in series["t"])
+        assert series["t"] == sorted(series["t"]) and all(t % views.LADDER_STEP_SECONDS == 0 for t in series["t"])
         assert all(v is None or 0 <= v <= 1 for name in ("bid", "ask", "mid", "model") for v in series[name])
         traded = body["markets"][[m["ticker"] for m in body["markets"]].index(ticker)]["strike_type"] == "between"
         assert any(v is not None for v in series["model"]) == traded
@@ -300,7 +300,7 @@ def test_the_listener_is_tcp_so_responses_are_not_held_by_delayed_acks():
             assert accepted.proto == socket.IPPROTO_TCP
 
 
-def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from_every_row(db_url):
+def test_the_ladder_reads_each_buckets_last_tick_only_and_draws_the_same_as_from_every_row(db_url):
     """And each market's newest row is its row at the last tick, on SQLite and PostgreSQL alike."""
     url = db_url
     migrations.upgrade(url)
@@ -320,7 +320,8 @@ def test_the_ladder_reads_each_minutes_last_tick_only_and_draws_the_same_as_from
                                                      "skips": "{}", "latency_ms": 1.0}))
     reader = make_read_only_engine(url)
     read, candles = queries.ladder_rows(reader, tickers)
-    assert len(read) == 30 * 3  # 200 ticks of 9 s span 15:00:00..15:29:51: one row per minute and market
+    # 200 ticks of 9 s span 15:00:00..15:29:51: one row per bucket and market
+    assert len(read) == 30 * 60 // views.LADDER_STEP_SECONDS * 3
     chosen = markets[markets["ticker"].isin(tickers)]
     assert views.ladder(chosen, read, candles) == views.ladder(chosen, signals, candles)
     newest = queries.latest_signals(reader, [*tickers, "KX-NO-SIGNALS"]).sort_values("market_ticker")

@@ -75,24 +75,26 @@ def test_banners_rank_problems_and_say_what_the_loop_does():
     assert "2 h old" in out[0]["text"] and "still trades" in out[1]["text"] and "skips it" in out[2]["text"]
 
 
-def test_the_ladder_puts_signals_and_quotes_on_one_minute_grid():
+def test_the_ladder_puts_signals_and_quotes_on_one_grid_of_buckets():
+    step = views.LADDER_STEP_SECONDS
     markets = pd.DataFrame({"ticker": ["A", "B"], "strike_type": ["less", "between"], "floor_strike": [np.nan, 80.0],
                             "cap_strike": [80.0, 81.0], "result": ["no", "yes"], "expiration_value": [80.0, 80.0]})
-    ts = pd.to_datetime([T0, T0 + timedelta(seconds=9), T0 + timedelta(seconds=70)], utc=True)
+    ts = pd.to_datetime([T0, T0 + timedelta(seconds=9), T0 + timedelta(seconds=step + 10)], utc=True)
     signals = pd.DataFrame({"ts_utc": ts, "market_ticker": ["B", "B", "B"], "p_model": [0.2, 0.3, 1.0],
                             "p_blend": [0.25, 0.35, 1.0], "locked": [False, False, True]})
-    start = int(T0.timestamp())
-    candles = pd.DataFrame({"market_ticker": ["A", "B", "B"], "end_period_ts": [start, start, start + 120],
-                            "yes_bid_close": [10.0, 20.0, np.nan], "yes_ask_close": [14.0, 30.0, 40.0]})
+    start = int(T0.timestamp())  # on the grid
+    candles = pd.DataFrame({"market_ticker": ["A", "B", "B", "B"],
+                            "end_period_ts": [start, start, start + 60, start + 2 * step],
+                            "yes_bid_close": [10.0, 18.0, 20.0, np.nan], "yes_ask_close": [14.0, 26.0, 30.0, 40.0]})
     out = views.ladder(markets, signals, candles)
     b = out["series"]["B"]
-    assert b["t"] == [start, start + 60, start + 120]
-    assert b["model"] == [0.3, 1.0, None] and b["blend"] == [0.35, 1.0, None]  # the minute's last signal
+    assert b["t"] == [start, start + step, start + 2 * step]
+    assert b["model"] == [0.3, 1.0, None] and b["blend"] == [0.35, 1.0, None]  # the bucket's last signal
     assert b["bid"] == [0.2, None, None] and b["ask"] == [0.3, None, 0.4] and b["mid"] == [0.25, None, None]
     assert out["series"]["A"] == {"t": [start], "model": [None], "blend": [None], "bid": [0.1], "ask": [0.14],
                                   "mid": [0.12]}
     locked = {m["ticker"]: (m["locked_at"], m["locked_outcome"]) for m in out["markets"]}
-    assert locked == {"A": (None, None), "B": ((T0 + timedelta(seconds=70)).isoformat(), "yes")}
+    assert locked == {"A": (None, None), "B": ((T0 + timedelta(seconds=step + 10)).isoformat(), "yes")}
     assert [m["label"] for m in out["markets"]] == ["79° or below", "80–81°"]
     assert out["settlement"] == {"tmax_f": 80.0, "winner": "B"}
 
