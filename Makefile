@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kwx demo
 
-# One pytest worker per core; TEST_WORKERS=0 runs the suite in a single process.
+# One pytest worker per core; TEST_WORKERS=0 runs the suite in a single process. Each test file stays on one
+# worker (--dist loadfile): some files build state test by test on a module fixture, in file order.
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
