@@ -84,16 +84,10 @@ class Database:
         self.created: str | None = None
         self.admin_url = args.pg_admin_url
         if args.postgres:
-            from sqlalchemy import create_engine
             from sqlalchemy.engine import make_url
 
             self.created = f"kwx_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f"CREATE DATABASE {self.created}")
-            finally:
-                admin.dispose()
+            self._admin(f"CREATE DATABASE {self.created}")
             self.url = make_url(self.admin_url).set(database=self.created).render_as_string(hide_password=False)
         else:
             self.url = args.db_url or f"sqlite:///{root / 'kwx.db'}"
@@ -108,14 +102,17 @@ class Database:
         return f"{size / 1e6:,.0f} MB PostgreSQL database"
 
     def drop(self) -> None:
-        if self.created is None:
-            return
+        if self.created is not None:
+            self._admin(f"DROP DATABASE IF EXISTS {self.created} WITH (FORCE)")
+
+    def _admin(self, sql: str) -> None:
+        """One statement on the admin connection (CREATE/DROP DATABASE cannot run in a transaction)."""
         from sqlalchemy import create_engine
 
         admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self.created} WITH (FORCE)")
+                conn.exec_driver_sql(sql)
         finally:
             admin.dispose()
 

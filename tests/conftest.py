@@ -149,6 +149,20 @@ def tracking(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(autouse=True)
+def _promoted_registry_is_mlflows(request):
+    """Tests on the promoted run load its models through MLflow's global registry URI (``models:/`` paths, as
+    serve-rt does after configuring it), which any earlier test of the same worker may have pointed elsewhere:
+    point it at the promoted store for the test, whatever ran before."""
+    if "promoted" not in request.fixturenames:
+        yield
+        return
+    saved = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(request.getfixturevalue("promoted")["tracking_uri"])
+    yield
+    mlflow.set_tracking_uri(saved)
+
+
 @pytest.fixture(scope="session")
 def promoted(tmp_path_factory):
     """The small training run promoted to Production, shared by the rt and backtest tests."""
