@@ -39,7 +39,6 @@ from kwx.dashboard import queries, views
 from kwx.dashboard.registry import RegistryView
 from kwx.data.db import DATABASE_FAILURES, database_problem
 from kwx.domain.markets import climate_day
-from kwx.domain.positions import pnl_totals
 from kwx.execution import records
 from kwx.secrets import redact
 
@@ -179,13 +178,14 @@ def execution(board: Dashboard, request: Request) -> dict:
         return {"mode": None, "halted": False, "halt_text": "no execution records (signals mode)", "pnl": None,
                 "positions": empty, "orders": empty, "fills": empty}
     halt = board.halt(mode)
-    held = records.positions(board.engine, mode, board.clock.now(), event_date=day)
-    totals = pnl_totals(held).iloc[0]
+    day_pnl = records.daily_pnl(board.engine, mode, day, as_of=board.clock.now())
+    held = day_pnl.positions
     orders = records.orders(board.engine, mode, event_date=day).tail(RECORD_ROWS).iloc[::-1]
     fills = records.fills(board.engine, mode, event_date=day).tail(RECORD_ROWS).iloc[::-1]
     return {
         "mode": mode, "halted": halt.halted, "halt_text": halt.describe(),
-        "pnl": {key: float(totals[column]) for key, column in PNL_VIEW.items()} | {"unmarked": int(totals["unmarked"])},
+        "pnl": {"realized_cents": day_pnl.realized_cents, "unrealized_cents": day_pnl.unrealized_cents,
+                "fees_cents": day_pnl.fees_cents, "total_cents": day_pnl.pnl_cents, "unmarked": day_pnl.unmarked},
         "positions": views.table(held, [c for c in POSITION_VIEW if c in held.columns]),
         "orders": views.table(orders, ORDER_VIEW), "fills": views.table(fills, FILL_VIEW)}
 
@@ -194,8 +194,6 @@ def calibration(board: Dashboard, request: Request) -> dict:
     return board.calibration(board.city(request))
 
 
-PNL_VIEW = {"realized_cents": "realized_cents", "unrealized_cents": "unrealized_cents", "fees_cents": "fees_cents",
-            "total_cents": "pnl_cents"}
 POSITION_VIEW = ["city", "market_ticker", "side", "contracts", "avg_cost_cents", "cost_cents", "fees_cents",
                  "mark_cents", "realized_cents", "unrealized_cents", "settled"]
 ORDER_VIEW = ["created_at", "city", "market_ticker", "side", "action", "limit_price_cents", "count", "filled_count",

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, column, exists, func, select, text
 
 from kwx.dashboard.views import HEALTH_SPAN, LADDER_STEP_SECONDS
 from kwx.data.schema import Candle, Market, Order, RtSignal, RtTick
-from kwx.data.store import rows_frame
+from kwx.data.store import chunks, rows_frame
 
 MARKET_COLUMNS = ["ticker", "city", "strike_type", "floor_strike", "cap_strike", "result", "expiration_value"]
 LADDER_SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "p_model", "p_blend", "locked"]
@@ -22,7 +22,6 @@ SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_ma
                   "side", "size_fraction", "skip_reason", "model_id", "wf_window", "minutes_to_close", "locked"]
 # How many past days the page's day picker offers.
 DAYS_OFFERED = 14
-IN_CHUNK = 500
 UNION_CHUNK = 200
 _BRACKET_ORDER = {"less": 0, "between": 1, "greater": 2}
 
@@ -98,16 +97,11 @@ def ladder_rows(engine: Engine, tickers: list[str]) -> tuple[pd.DataFrame, pd.Da
         chosen = [t.to_pydatetime() for t in bucket_ends]
         frames = [_frame(conn, select(*(RtSignal.__table__.c[c] for c in LADDER_SIGNAL_COLUMNS))
                          .where(RtSignal.market_ticker.in_(tickers), RtSignal.ts_utc.in_(chunk)),
-                         LADDER_SIGNAL_COLUMNS) for chunk in _chunks(chosen)]
+                         LADDER_SIGNAL_COLUMNS) for chunk in chunks(chosen)]
         signals = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LADDER_SIGNAL_COLUMNS)
         candles = _frame(conn, select(*(Candle.__table__.c[c] for c in candle_columns))
                          .where(Candle.market_ticker.in_(tickers)), candle_columns)
     return _utc(signals, "ts_utc"), candles
-
-
-def _chunks(values: list, size: int = IN_CHUNK) -> list[list]:
-    """Bound parameters in slices: SQLite caps them, and huge IN lists plan badly everywhere."""
-    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 # Per market: its newest time is one seek to the end of idx_rt_signals_market_ts (max() on an index prefix), its
@@ -123,7 +117,7 @@ def latest_signals(engine: Engine, tickers: list[str]) -> pd.DataFrame:
     typed = [column(c, RtSignal.__table__.c[c].type) for c in SIGNAL_COLUMNS]
     frames = []
     with engine.connect() as conn:
-        for chunk in _chunks(tickers, UNION_CHUNK):  # SQLite caps a compound select at 500 parts
+        for chunk in chunks(tickers, UNION_CHUNK):  # SQLite caps a compound select at 500 parts
             sql = " UNION ALL ".join(_NEWEST_ROW.format(columns=", ".join(SIGNAL_COLUMNS), i=i)
                                      for i in range(len(chunk)))
             statement = text(sql).bindparams(**{f"t{i}": t for i, t in enumerate(chunk)}).columns(*typed)

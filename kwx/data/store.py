@@ -23,6 +23,15 @@ _POSTGRES_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 _WRITE_ROWS = 200_000
 
 
+# SQLite caps bound parameters, and huge IN lists plan badly everywhere
+IN_CHUNK = 500
+
+
+def chunks(values: list, size: int = IN_CHUNK) -> list[list]:
+    """``values`` in slices of at most ``size``: one query per slice for an IN list (or a compound select)."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
 def rows_frame(rows: Iterable, columns: Iterable[str]) -> pd.DataFrame:
     """A frame of query result rows. SQLAlchemy's Row is not a tuple: pandas probes every one of them for
     namedtuple fields (each probe a caught exception), which made reading rows ten times slower than the query."""

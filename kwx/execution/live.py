@@ -185,14 +185,11 @@ class LiveBroker(Broker):
     def _restore(self) -> None:
         """After a restart: what the stored fills hold and spent, and the open orders (reconciliation at the first
         tick then checks every one of them at the exchange)."""
-        booked = records.fills(self.engine, MODE)
-        open_rows = records.open_orders(self.engine, MODE)
-        tickers = sorted(set(booked["market_ticker"]) | set(open_rows["market_ticker"]))
-        if not tickers:
+        restored = self._restored_records()
+        if restored is None:
             return
-        info = self._market_info(tickers)
+        booked, open_rows, info = restored
         if len(booked):
-            self._hold(booked.join(info[["city", "event_date"]], on="market_ticker"))
             self._seen.update(booked["fill_id"])
             self._booked = {k: int(v) for k, v in booked.groupby("client_order_id")["count"].sum().items()}
             self._fill_cursor = int(booked["ts_utc"].max().timestamp())

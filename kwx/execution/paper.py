@@ -136,6 +136,19 @@ class Broker:
                                     .where(Market.ticker.in_(tickers))).all()
         return pd.DataFrame(rows, columns=["market_ticker", "city", "bracket", "event_date"]).set_index("market_ticker")
 
+    def _restored_records(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+        """After a restart: this mode's stored fills and open orders, with their markets' info (None when there
+        are neither); what the fills hold and spent is held again."""
+        booked = records.fills(self.engine, self.mode)
+        open_rows = records.open_orders(self.engine, self.mode)
+        tickers = sorted(set(booked["market_ticker"]) | set(open_rows["market_ticker"]))
+        if not tickers:
+            return None
+        info = self._market_info(tickers)
+        if len(booked):
+            self._hold(booked.join(info[["city", "event_date"]], on="market_ticker"))
+        return booked, open_rows, info
+
     def _hold(self, fills: pd.DataFrame) -> None:
         """Fills (``records.FILL_COLUMNS`` with the market's city and event date) into what the Allocator holds
         and spent, slippage and fees counted as it counts them, and into the loss limit's book."""
@@ -209,14 +222,10 @@ class PaperBroker(Broker):
 
     def _restore(self) -> None:
         """After a restart: the open orders, and what the fills already hold and spent."""
-        held = records.fills(self.engine, MODE)
-        open_orders = records.open_orders(self.engine, MODE)
-        tickers = sorted(set(held["market_ticker"]) | set(open_orders["market_ticker"]))
-        if not tickers:
+        restored = self._restored_records()
+        if restored is None:
             return
-        info = self._market_info(tickers)
-        if len(held):
-            self._hold(held.join(info[["city", "event_date"]], on="market_ticker"))
+        _, open_orders, info = restored
         # the orders table's own columns: a row read back also carries the market's city
         self._rows = {row["client_order_id"]: row for row in open_orders[records.ORDER_COLUMNS].to_dict("records")}
         for row in open_orders.itertuples(index=False):

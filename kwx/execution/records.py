@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 
 from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order
-from kwx.data.store import rows_frame, upsert_frame
+from kwx.data.store import chunks, rows_frame, upsert_frame
 from kwx.domain.positions import FILL_INPUT_COLUMNS, POSITION_COLUMNS, pnl_totals, position_pnl
 
 MODES = ("paper", "live")
@@ -37,7 +37,6 @@ EXPOSURE_COLUMNS = ["city", "side", "open_orders", "open_notional_cents", "contr
                     "exposure_cents"]
 _REASON_CHARS = 200
 _BY_CHARS = 64
-_IN_CHUNK = 500  # SQLite caps bound parameters, and huge IN lists plan badly everywhere
 
 
 class RecordError(ValueError):
@@ -164,15 +163,10 @@ def fills(engine: Engine, mode: str, *, until: datetime | None = None, event_dat
     return _with_times(frame, ("ts_utc",))
 
 
-def _chunks(values: list[str]) -> Iterable[list[str]]:
-    for begin in range(0, len(values), _IN_CHUNK):
-        yield values[begin:begin + _IN_CHUNK]
-
-
 def _markets(conn: Connection, tickers: list[str]) -> pd.DataFrame:
     columns = ["ticker", "city", "event_date", "close_time", "settlement_value", "result"]
     frames = [_records(conn, select(*(Market.__table__.c[c] for c in columns)).where(Market.ticker.in_(chunk)),
-                       columns) for chunk in _chunks(tickers)]
+                       columns) for chunk in chunks(tickers)]
     return _with_times(pd.concat(frames, ignore_index=True), ("close_time",)).set_index("ticker")
 
 
@@ -182,7 +176,7 @@ def _latest_mids(conn: Connection, tickers: list[str], as_of: datetime) -> pd.Se
     until = int(as_of.timestamp())
     quoted = and_(Candle.yes_bid_close.is_not(None), Candle.yes_ask_close.is_not(None))
     frames = []
-    for chunk in _chunks(tickers):
+    for chunk in chunks(tickers):
         newest = (select(Candle.market_ticker, func.max(Candle.end_period_ts).label("ts"))
                   .where(Candle.market_ticker.in_(chunk), Candle.end_period_ts <= until, quoted)
                   .group_by(Candle.market_ticker).subquery())
