@@ -19,6 +19,9 @@ class City:
     station: str
     timezone: str
     series: str
+    # The settlement station's coordinates (NOAA station metadata): weather-model forecasts are read there.
+    latitude: float
+    longitude: float
 
     @cached_property
     def zone(self) -> ZoneInfo:
@@ -39,13 +42,13 @@ class City:
 CITIES: dict[str, City] = {
     c.key: c
     for c in (
-        City("chicago", "Chicago", "KMDW", "America/Chicago", "KXHIGHCHI"),
-        City("nyc", "New York City", "KNYC", "America/New_York", "KXHIGHNY"),
-        City("miami", "Miami", "KMIA", "America/New_York", "KXHIGHMIA"),
-        City("austin", "Austin", "KAUS", "America/Chicago", "KXHIGHAUS"),
-        City("denver", "Denver", "KDEN", "America/Denver", "KXHIGHDEN"),
-        City("la", "Los Angeles", "KLAX", "America/Los_Angeles", "KXHIGHLAX"),
-        City("philadelphia", "Philadelphia", "KPHL", "America/New_York", "KXHIGHPHIL"),
+        City("chicago", "Chicago", "KMDW", "America/Chicago", "KXHIGHCHI", 41.7860, -87.7524),
+        City("nyc", "New York City", "KNYC", "America/New_York", "KXHIGHNY", 40.7789, -73.9692),
+        City("miami", "Miami", "KMIA", "America/New_York", "KXHIGHMIA", 25.7881, -80.3169),
+        City("austin", "Austin", "KAUS", "America/Chicago", "KXHIGHAUS", 30.1831, -97.6799),
+        City("denver", "Denver", "KDEN", "America/Denver", "KXHIGHDEN", 39.8466, -104.6562),
+        City("la", "Los Angeles", "KLAX", "America/Los_Angeles", "KXHIGHLAX", 33.9382, -118.3866),
+        City("philadelphia", "Philadelphia", "KPHL", "America/New_York", "KXHIGHPHIL", 39.8683, -75.2311),
     )
 }
 

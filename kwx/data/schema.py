@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     false,
@@ -134,6 +135,43 @@ class ClimateDaily(Base):
     climate_date: Mapped[date] = mapped_column(Date, primary_key=True)
     tmax_f: Mapped[int] = mapped_column(Integer)
     source: Mapped[str | None] = mapped_column(String(32))
+
+
+class Forecast(Base):
+    """One weather model's forecast of one climate day's high, as published: point-in-time data.
+
+    A value may enter a feature row at time t only if ``available_ts <= t``. ``available_ts`` is when the
+    value became public (conservatively late: the run's time plus its publication delay, never earlier), so
+    a later run of the same model is a new row and never rewrites what an earlier row saw. Times are Unix
+    seconds (as candles' ``end_period_ts``): the as-of joins run on integers, and a year of 7 cities × 2
+    deterministic models + 2 ensembles (31 and 51 members) × 4 runs a day is millions of rows.
+    """
+
+    __tablename__ = "forecasts"
+
+    city: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # the local-standard-time climate day the high is for, as settlement counts it
+    climate_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    # e.g. gfs_seamless, ecmwf_ifs025, gfs025 (an ensemble), nws; the source's own model name
+    model: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # ensemble member number (0 = control); 0 for a deterministic model
+    member: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    # the run's initialisation (NWS: its issuance), Unix seconds UTC
+    run_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    available_ts: Mapped[int] = mapped_column(BigInteger)
+    # climate_date minus the run's date, both in the city's local standard time (0 = same-day run)
+    lead_days: Mapped[int] = mapped_column(SmallInteger)
+    # the forecast daily high over the climate day, °F (from hourly values where the source gives hourly)
+    high_f: Mapped[float] = mapped_column(Float)
+    ensemble: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    source: Mapped[str] = mapped_column(String(16))  # open-meteo, nws, demo
+
+    __table_args__ = (
+        # "the newest forecast per city" (rt status, the dashboard) without scanning every climate day
+        Index("idx_forecasts_city_available", "city", "available_ts"),
+        CheckConstraint("lead_days >= 0", name="lead_days"),
+        CheckConstraint("available_ts >= run_ts", name="available_after_run"),
+    )
 
 
 class RtSignal(Base):
