@@ -13,9 +13,17 @@ from sqlalchemy import Engine, and_, func, select
 
 from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
 from kwx.data.demo import SOURCE as DEMO_SOURCE
+from kwx.data.forecasts import load_forecast_data
 from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
 from kwx.data.store import rows_frame
-from kwx.domain.features import DEFAULT_FEATURE_SET, WEATHER_LOOKBACK_SECONDS, build_features, feature_columns
+from kwx.domain.features import (
+    DEFAULT_FEATURE_SET,
+    WEATHER_LOOKBACK_SECONDS,
+    build_features,
+    feature_columns,
+    uses_forecasts,
+)
+from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS, ForecastData
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, climate_day_bounds, locked_outcomes, settlement_outcomes
 
 MARKET_COLUMNS = ("ticker", "city", "event_date", "strike_type", "floor_strike", "cap_strike", "open_time",
@@ -149,6 +157,15 @@ def has_demo_settlements(engine: Engine, cities: list[str], start: date, end: da
         return conn.execute(statement).first() is not None
 
 
+def forecasts_for(engine: Engine, feature_set: str | None, cities: list[str], start: date,
+                  end: date) -> ForecastData | None:
+    """The stored forecasts of [start, end] when ``feature_set`` reads them (all sets when None), else None:
+    a set without forecast features pays nothing for them."""
+    if feature_set is not None and not uses_forecasts(feature_set):
+        return None
+    return load_forecast_data(engine, cities, start, end)
+
+
 def load_dataset(
     engine: Engine,
     city: str,
@@ -159,8 +176,11 @@ def load_dataset(
     *,
     max_obs_age_minutes: int = 20,
     lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+    max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
 ) -> pd.DataFrame:
     """Feature rows for every candle of ``city``/``bracket`` markets with event dates in [start, end].
+
+    A feature set that reads forecasts gets the stored ones, each entering a row only once public.
 
     Columns: identifiers (market_ticker, end_period_ts, event_date — the climate day and the CV
     group — bracket, strikes), the feature set's columns, ``locked_outcome`` (1/0 where the day's
@@ -179,7 +199,9 @@ def load_dataset(
     if candles.empty:
         raise DatasetError(f"{len(markets)} {city}/{bracket} markets in {start}..{end} but no candles")
     weather = load_weather_for_markets(engine, city_spec, markets, start)
-    features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes)
+    features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes,
+                              forecasts=forecasts_for(engine, feature_set, [city], start, end),
+                              max_forecast_age_hours=max_forecast_age_hours)
     tmax = load_settlements(engine, city_spec, start, end)
     features["label"] = settlement_outcomes(
         features["bracket"].to_numpy(), features["floor_strike"].to_numpy(), features["cap_strike"].to_numpy(),

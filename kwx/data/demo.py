@@ -9,12 +9,18 @@ thing to a model, not like noise:
 - the settlement high is the whole-°F maximum over the climate day (local standard time);
 - each day has a ladder (less tail, four 2 °F between brackets around the forecast high, greater
   tail) opening at 10:00 the day before and closing at the end of the climate day;
-- quotes come from a market whose skill is a parameter (``market_skill``, 0..1): at 1 it prices with
-  exactly what a well-informed forecaster knows about the high; at 0 its estimate is biased per day and
-  noisy and its uncertainty inflated; in between, bias, noise and inflation shrink linearly. Either way it
-  sharpens as the day's peak approaches. The skill changes only the quotes: the same seed gives the same
-  weather, ladders, settlements, trades and volumes at every skill. Demo P&L therefore measures a model
-  against a market of chosen skill, never against a real one.
+- weather-model forecasts of each day's high are published as real ones are (``DEMO_MODELS``): runs at fixed
+  UTC cycles, public hours later, leads 0-3 days; errors shrink with the time left to the peak (same-day
+  sd ≈ 1.7-2 °F, day-ahead ≈ 3 °F), share a common part between models, carry a per-city seasonal bias per
+  model, are correlated from run to run and day to day, and the ensemble is under-dispersive;
+- quotes come from a market whose skill is a parameter (``market_skill``, 0..1): at 1 it prices from what the
+  public forecast said when it quoted (the newest GFS run, read raw with some crowd noise: the market reads
+  the forecast, as a real one does, but does not combine models or correct their bias), narrowing to the
+  observations as the day goes; at 0 its estimate is biased per day and noisy and its uncertainty inflated;
+  in between, bias, noise and inflation shrink linearly. Either way it sharpens as the day's peak approaches.
+  The skill changes only the quotes: the same seed gives the same weather, forecasts, ladders, settlements,
+  trades and volumes at every skill. Demo P&L therefore measures a model against a market of chosen skill,
+  never against a real one, and a model earns its edge only by reading the same forecasts better.
 
 Everything is vectorised numpy; a seed makes it deterministic.
 """
@@ -28,13 +34,16 @@ import numpy as np
 import pandas as pd
 
 from kwx.cities import CITIES, City, get_city
-from kwx.domain.markets import LadderSpec, climate_day_bounds, settlement_outcomes
+from kwx.domain.markets import LadderSpec, bracket_bounds, climate_day_bounds, settlement_outcomes
 
 MINUTES_PER_DAY = 1440
 WEATHER_STEP_MINUTES = 5  # ASOS-like 5-minute observations
 LOW_MINUTE = 6 * 60 + 30
 HIGH_MINUTE = 15 * 60
 PEAK_INFO_MINUTE = 16 * 60  # by late afternoon the day's high is essentially known
+# Before the morning's warming the observations say little about the afternoon's high beyond the forecast;
+# from here to PEAK_INFO_MINUTE they reveal it.
+OBS_INFO_START_MINUTE = 8 * 60
 OPEN_MINUTE_PREVIOUS_DAY = 10 * 60
 N_BETWEEN = 4
 # The ladder is set when its markets open, ~30 h before the afternoon peak, from a forecast that misses
@@ -46,6 +55,33 @@ SOURCE = "demo"
 # 0.9: the demo's chicago models then beat the market's Brier by a few percent on between brackets (measured
 # with bench/calibration.py), as on a liquid real market, instead of the ~12 % an uninformed market gives away.
 DEFAULT_MARKET_SKILL = 0.9
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A weather model the demo publishes: its run cycles, how late runs become public, its bias."""
+
+    name: str
+    cycles_utc: tuple[int, ...]
+    delay_hours: float
+    bias_f: float  # mean error of the day's high (°F) ...
+    seasonal_bias_f: float  # ... plus this much more at the summer peak (the cosine season term)
+    members: int = 0  # 0: deterministic; else an ensemble of this many members (0 = control)
+
+
+DEMO_MODELS = (
+    DemoModel("gfs_seamless", (0, 6, 12, 18), 5.0, 0.6, 0.8),
+    DemoModel("ecmwf_ifs025", (0, 12), 7.0, -0.3, -0.4),
+    DemoModel("gfs_ensemble", (0, 12), 6.0, 0.6, 0.8, members=31),
+)
+MAX_LEAD_DAYS = 3
+# Error sd of a run's high: FORECAST_SD_NOW_F at the peak, FORECAST_SD_DAY_AHEAD_F from a run public 28 h before.
+FORECAST_SD_NOW_F, FORECAST_SD_DAY_AHEAD_F = 1.3, 3.0
+COMMON_ERROR_SHARE = 0.7  # of the error variance shared by every model (the weather was hard to forecast)
+RUN_TO_RUN_CORRELATION, DAY_TO_DAY_CORRELATION = 0.8, 0.5
+ENSEMBLE_SPREAD_RATIO = 0.65  # members' spread over the mean's true error: under-dispersive, as real ensembles
+CROWD_NOISE_F = 1.0  # what the crowd adds to the newest GFS run when it quotes (sd, per day)
+CROWD_MODEL = "gfs_seamless"
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,7 @@ class DemoData:
     candles: pd.DataFrame
     weather_minutes: pd.DataFrame
     climate_daily: pd.DataFrame
+    forecasts: pd.DataFrame
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Tables in foreign-key order, ready for ``store.upsert_frames``."""
@@ -84,6 +121,7 @@ class DemoData:
             "candles": self.candles,
             "weather_minutes": self.weather_minutes,
             "climate_daily": self.climate_daily,
+            "forecasts": self.forecasts,
         }
 
 
@@ -169,11 +207,103 @@ def generate_city(city_key: str, start: date, end: date, seed: int, *,
     # The day-ahead forecast the ladder is set from: persistence of yesterday's anomaly, calibrated to the
     # settlement (the maximum of noisy observations sits above the smooth daily high by a steady offset).
     forecast = normal_high[1:-1] + 0.7 * anomaly[:-2] + float(np.mean(tmax - high[1:-1]))
+    # A spawned stream: publishing forecasts leaves every other draw of ``rng`` as it was.
+    published, crowd = _forecasts(rng.spawn(1)[0], city, sim_days, by_day.max(axis=1), season[1:-1], epoch0)
     markets, candles = _markets_and_candles(
         rng, city, sim_days, forecast, anomaly_sd[1:-1], tmax, running_max, epoch0,
-        start, market_skill,
+        start, market_skill, crowd,
     )
-    return DemoData(markets, candles, weather, climate)
+    published = published[published["climate_date"] >= start].reset_index(drop=True)
+    return DemoData(markets, candles, weather, climate, published)
+
+
+def forecast_error_sd(hours_before_peak) -> np.ndarray:
+    """The demo's error sd (°F) of a run's high, by the hours from its publication to the day's peak."""
+    hours = np.clip(np.asarray(hours_before_peak, dtype=float), 0, None)
+    return FORECAST_SD_NOW_F + (FORECAST_SD_DAY_AHEAD_F - FORECAST_SD_NOW_F) * (hours / 28) ** 0.8
+
+
+@dataclass(frozen=True)
+class CrowdForecast:
+    """What the market's crowd reads: per event day, the newest run of CROWD_MODEL as it was published."""
+
+    available_minute: np.ndarray  # per run of a day: minutes after the day's start (same for every day)
+    error_f: np.ndarray  # (day, run): that run's error plus the crowd's own noise
+    sd_f: np.ndarray  # per run: the crowd's sense of its error (the model's sd with its own noise)
+
+    def as_of(self, day: np.ndarray, minute_of_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(error, sd) of the newest run public at each minute (minutes from the day's start; day is the
+        simulated-day index); before the first run, the earliest one's sd and no error (the climatology)."""
+        run = np.searchsorted(self.available_minute, minute_of_day, side="right") - 1
+        none = run < 0
+        run = np.maximum(run, 0)
+        return np.where(none, 0.0, self.error_f[day, run]), np.where(none, self.sd_f[0] * 1.3, self.sd_f[run])
+
+
+def _runs(model: DemoModel, city: City, day_start_ts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(init Unix s, lead days) of every run of ``model`` with lead 0..MAX_LEAD_DAYS that is public before
+    the end of the climate day starting at ``day_start_ts``, oldest first."""
+    offset = int(city.standard_offset.total_seconds())
+    day_number = (day_start_ts + offset) // 86_400
+    first_utc_day = (day_start_ts - (MAX_LEAD_DAYS + 1) * 86_400) // 86_400
+    inits = np.array([(first_utc_day + d) * 86_400 + hour * 3600
+                      for d in range(MAX_LEAD_DAYS + 3) for hour in model.cycles_utc], dtype=np.int64)
+    lead = day_number - (inits + offset) // 86_400
+    public = inits + int(model.delay_hours * 3600)
+    keep = (lead >= 0) & (lead <= MAX_LEAD_DAYS) & (public < day_start_ts + 86_400)
+    return inits[keep], lead[keep]
+
+
+def _forecasts(rng, city: City, sim_days, true_high: np.ndarray, season: np.ndarray,
+               epoch0: int) -> tuple[pd.DataFrame, CrowdForecast]:
+    """Every demo model's runs for every simulated day, and what the market's crowd reads of them."""
+    n_days = len(sim_days)
+    peak_offset = HIGH_MINUTE * 60
+    # The weather's own forecastability: shared by every model, correlated from day to day and run to run.
+    common_day = _ar1(rng, n_days, DAY_TO_DAY_CORRELATION, 1.0)
+    frames, crowd = [], None
+    for model in DEMO_MODELS:
+        inits, lead = _runs(model, city, epoch0)
+        public = inits + int(model.delay_hours * 3600)
+        sd = forecast_error_sd((epoch0 + peak_offset - public) / 3600)
+        n_runs = len(inits)
+        # run k's error: rho · (sd_k / sd_k-1) · error_k-1 + fresh noise, so each keeps its sd and successive runs agree
+        common = np.empty((n_days, n_runs))
+        own = np.empty((n_days, n_runs))
+        fresh_common, fresh_own = rng.standard_normal((n_days, n_runs)), rng.standard_normal((n_days, n_runs))
+        fresh_common[:, 0] = common_day
+        for k in range(n_runs):
+            carry = RUN_TO_RUN_CORRELATION * sd[k] / sd[k - 1] if k else 0.0
+            keep = np.sqrt(1 - RUN_TO_RUN_CORRELATION**2) * sd[k] if k else sd[k]
+            common[:, k] = (carry * common[:, k - 1] if k else 0) + keep * fresh_common[:, k]
+            own[:, k] = (carry * own[:, k - 1] if k else 0) + keep * fresh_own[:, k]
+        bias = model.bias_f + model.seasonal_bias_f * season
+        error = (np.sqrt(COMMON_ERROR_SHARE) * common + np.sqrt(1 - COMMON_ERROR_SHARE) * own
+                 + bias[:, None])
+        mean = true_high[:, None] + error
+        day_shift = np.arange(n_days, dtype=np.int64)[:, None] * 86_400
+        members = max(model.members, 1)
+        spread = (ENSEMBLE_SPREAD_RATIO * sd * rng.standard_normal((members, n_days, n_runs))
+                  if model.members else np.zeros((1, n_days, n_runs)))
+        high = mean[None] + spread
+        shape = high.shape
+        frames.append(pd.DataFrame({
+            "city": city.key,
+            "climate_date": np.broadcast_to(np.asarray(sim_days.date, dtype=object)[None, :, None], shape).ravel(),
+            "model": model.name,
+            "member": np.broadcast_to(np.arange(members, dtype=np.int64)[:, None, None], shape).ravel(),
+            "run_ts": np.broadcast_to((inits[None, :] + day_shift)[None], shape).ravel(),
+            "available_ts": np.broadcast_to((public[None, :] + day_shift)[None], shape).ravel(),
+            "lead_days": np.broadcast_to(lead[None, None, :], shape).ravel(),
+            "high_f": np.round(high, 1).ravel(),
+            "ensemble": bool(model.members),
+            "source": SOURCE,
+        }))
+        if model.name == CROWD_MODEL:
+            noise = rng.standard_normal(n_days)[:, None] * CROWD_NOISE_F
+            crowd = CrowdForecast(((public - epoch0) // 60).astype(np.int64), error + noise,
+                                  np.sqrt(sd**2 + CROWD_NOISE_F**2))
+    return pd.concat(frames, ignore_index=True), crowd
 
 
 def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) -> pd.DataFrame:
@@ -201,7 +331,7 @@ def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) 
 
 
 def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, running_max,
-                         epoch0, start, market_skill) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         epoch0, start, market_skill, crowd: CrowdForecast) -> tuple[pd.DataFrame, pd.DataFrame]:
     event_idx = np.arange(1, len(sim_days))  # day 0 only hosts the first markets' opening hours
     n_events = len(event_idx)
     # A spawned stream: the ladder's forecast error leaves every other draw of ``rng`` as it was.
@@ -258,29 +388,33 @@ def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, r
     market, minute, on_event_day = market[keep], minute[keep], on_event_day[keep]
     e = ev[market]
 
-    # What a well-informed forecaster believes about the high, per event and minute; the uninformed
-    # market is a worse version of it (day bias, slow noise, inflated uncertainty).
-    info_left = np.clip((day_start[market] + PEAK_INFO_MINUTE - minute) / (PEAK_INFO_MINUTE + span / 2), 0, 1)
-    forecast_err = rng.standard_normal(n_events) * 0.6 * anomaly_sd[event_idx]
+    # What the crowd believes about the high, per event and minute: the newest public GFS run as it was
+    # then, narrowing to the observed truth as the day goes; the uninformed market is a worse version of it
+    # (day bias, slow noise, inflated uncertainty).
+    info_left = np.clip((day_start[market] + PEAK_INFO_MINUTE - minute) / (PEAK_INFO_MINUTE - OBS_INFO_START_MINUTE),
+                        0, 1)
+    crowd_error, crowd_sd = crowd.as_of(event_idx[e], minute - day_start[market])
     sigma_true = 0.4 + 0.6 * anomaly_sd[event_idx][e] * info_left**0.7
-    mu_true = tmax[event_idx][e] + forecast_err[e] * info_left**0.8
+    mu_true = tmax[event_idx][e] + crowd_error * info_left**0.8
     day_bias = rng.standard_normal(n_events) * 1.2
     slow_noise = _ar1(rng, len(minute), 0.995, 0.9)
     # Once the peak has passed the uninformed market converges too, as real ones do; before, it lags the weather.
     mu_uninformed = mu_true + (day_bias[e] + slow_noise) * (0.2 + 0.8 * info_left)
     sigma_uninformed = 1.3 * sigma_true + 0.6 * info_left + 0.1
-    # The fully skilled market states exactly the forecaster's error (its sd, not the wider sigma_true the
-    # uninformed market inflates further), so it is calibrated: what is left to beat is its information.
-    # The floor keeps the settled-by-the-afternoon high from looking certain to a tenth of a degree.
-    sigma_informed = np.maximum(0.6 * anomaly_sd[event_idx][e] * info_left**0.8, 0.25)
+    # The fully skilled market states its forecast's error sd (not the wider sigma_true the uninformed market
+    # inflates further), so it is calibrated but for the bias it does not correct: what is left to beat is
+    # reading the forecasts better. The floor keeps the settled-by-the-afternoon high from looking certain to a
+    # tenth of a degree.
+    sigma_informed = np.maximum(crowd_sd * info_left**0.8, 0.25)
     # Bias, noise and inflation shrink linearly with skill; this form makes both ends exact (0: uninformed).
     mu_market = market_skill * mu_true + (1 - market_skill) * mu_uninformed
     sigma_market = market_skill * sigma_informed + (1 - market_skill) * sigma_uninformed
     seen_max = np.where(on_event_day, running_max[np.minimum(minute, len(running_max) - 1)], -np.inf)
-    p_market = _bracket_probability(mu_market, sigma_market, floor[market], cap[market], seen_max)
+    p_market = _bracket_probability(bracket[market], mu_market, sigma_market, floor[market], cap[market], seen_max)
     # Spread widths follow the uninformed price: numpy's Poisson sampler consumes a rate-dependent number
     # of random draws, so a skill-dependent rate would change every later draw (trades, volumes).
-    p_uninformed = _bracket_probability(mu_uninformed, sigma_uninformed, floor[market], cap[market], seen_max)
+    p_uninformed = _bracket_probability(bracket[market], mu_uninformed, sigma_uninformed, floor[market],
+                                        cap[market], seen_max)
 
     mid = np.clip(100 * p_market, 1.5, 98.5)
     overnight = ~on_event_day | (minute % MINUTES_PER_DAY < 360)
@@ -323,15 +457,14 @@ def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, r
     return markets, candles[candles["market_ticker"].isin(set(markets["ticker"]))].reset_index(drop=True)
 
 
-def _bracket_probability(mu, sigma, floor, cap, seen_max) -> np.ndarray:
+def _bracket_probability(bracket, mu, sigma, floor, cap, seen_max) -> np.ndarray:
     """P(final high lands in the bracket | high ~ N(mu, sigma), high >= the max already seen).
 
-    Whole-degree settlement: the bracket [floor, cap] covers the continuous [floor-0.5, cap+0.5).
+    Whole-degree settlement: the bracket pays on the continuous [lo, hi) of ``bracket_bounds``.
     """
     from scipy.special import ndtr  # here, like lfilter: the CLI imports this module at start-up
 
-    lo = np.where(np.isnan(floor), -np.inf, floor - 0.5)
-    hi = np.where(np.isnan(cap), np.inf, cap + 0.5)
+    lo, hi = bracket_bounds(bracket, floor, cap)
     observed_floor = seen_max - 0.5
     lo_eff = np.maximum(lo, observed_floor)
     mass_above_seen = 1 - ndtr((observed_floor - mu) / sigma)
@@ -343,7 +476,7 @@ def generate(cities: list[str], start: date, end: date, seed: int, *,
              market_skill: float = DEFAULT_MARKET_SKILL) -> DemoData:
     parts = [generate_city(c, start, end, seed, market_skill=market_skill) for c in cities]
     return DemoData(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
-                      for f in ("markets", "candles", "weather_minutes", "climate_daily")))
+                      for f in ("markets", "candles", "weather_minutes", "climate_daily", "forecasts")))
 
 
 

@@ -14,6 +14,14 @@ import numpy as np
 import pandas as pd
 
 from kwx.cities import City
+from kwx.domain.forecast import (
+    DEFAULT_MAX_FORECAST_AGE_HOURS,
+    FORECAST_FEATURES,
+    ForecastData,
+    forecast_features,
+    forecast_states,
+)
+from kwx.domain.markets import bracket_bounds
 
 BASELINE = (
     "yes_bid", "yes_ask", "yes_mid", "spread_cents", "minutes_to_close", "temp_now", "temp_to_floor",
@@ -35,14 +43,23 @@ ELASTICNET_RELATIVE = (
     "temp_to_floor", "temp_to_cap", "max_to_floor", "max_to_cap", "below_3h_max", "above_3h_min", "temp_delta_1h",
     "dew_depression", "humidity", "windspeed",
 )
+# elasticnet_relative plus what numerical weather prediction says about the day's high, relative to the bracket:
+# the physical prior in log-odds (the scale on which the model corrects it, as it does the market's), the
+# bias-corrected consensus against the strikes, its learned error scale, the models' disagreement and the
+# ensemble's vote (censored at the running max); lead and age say how fresh it is.
+ELASTICNET_FORECAST = (
+    *ELASTICNET_RELATIVE, "forecast_logit", "p_forecast", "fc_to_floor", "fc_to_cap", "fc_sd", "fc_source_spread",
+    "fc_ens_sd", "fc_ens_in_bracket", "fc_lead_days", "fc_age_hours",
+)
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH,
-                                            "elasticnet_relative": ELASTICNET_RELATIVE}
+                                            "elasticnet_relative": ELASTICNET_RELATIVE,
+                                            "elasticnet_forecast": ELASTICNET_FORECAST}
 DEFAULT_FEATURE_SET = "elasticnet_relative"
 ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(c for columns in FEATURE_SETS.values() for c in columns))
 
 # Features that need a bound the bracket does not have (a *less* tail has no floor, *greater* no cap).
-_NEEDS_FLOOR = frozenset({"temp_to_floor", "max_to_floor"})
-_NEEDS_CAP = frozenset({"temp_to_cap", "max_to_cap"})
+_NEEDS_FLOOR = frozenset({"temp_to_floor", "max_to_floor", "fc_to_floor"})
+_NEEDS_CAP = frozenset({"temp_to_cap", "max_to_cap", "fc_to_cap"})
 
 # Bounded history: every feature of a candle at t reads candles in (t - CANDLE_LOOKBACK, t] and
 # observations in (obs - WEATHER_LOOKBACK, obs] of its as-of observation (plus the climate day so far),
@@ -56,6 +73,11 @@ _OBSERVED = ("temp_f", "dew_f", "humidity_pct", "wind_mph")  # the weather colum
 
 class UnknownFeatureSetError(ValueError):
     """A feature set name that is not in FEATURE_SETS."""
+
+
+def uses_forecasts(feature_set: str) -> bool:
+    """Whether a feature set reads weather-model forecasts (its rows are NaN there without them)."""
+    return any(name in FORECAST_FEATURES for name in FEATURE_SETS.get(feature_set, ()))
 
 
 def feature_columns(feature_set: str, bracket: str) -> list[str]:
@@ -179,15 +201,20 @@ def build_features(
     city: City,
     *,
     max_obs_age_minutes: int = 20,
+    forecasts: ForecastData | None = None,
+    max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
 ) -> pd.DataFrame:
     """Every feature of every candle of one city's markets: one row per candle, by (market_ticker, end_period_ts).
 
     candles: market_ticker, end_period_ts, yes_bid_close, yes_ask_close, volume.
     markets: ticker, event_date, strike_type, floor_strike, cap_strike, close_time (aware UTC).
     weather: one station's ts_utc (aware UTC), temp_f, dew_f, humidity_pct, wind_mph.
+    forecasts: the city's published forecasts and error scales (``kwx.domain.forecast``); None: the
+    forecast features are NaN.
     """
     return build_features_for_cities(candles, markets.assign(city=city.key), {city: weather},
-                                     max_obs_age_minutes=max_obs_age_minutes)
+                                     max_obs_age_minutes=max_obs_age_minutes, forecasts=forecasts,
+                                     max_forecast_age_hours=max_forecast_age_hours)
 
 
 def build_features_for_cities(
@@ -196,6 +223,8 @@ def build_features_for_cities(
     weather: Mapping[City, pd.DataFrame],
     *,
     max_obs_age_minutes: int = 20,
+    forecasts: ForecastData | None = None,
+    max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
 ) -> pd.DataFrame:
     """``build_features`` for markets of several cities in one pass: the live tick's cost does not grow per city.
 
@@ -280,4 +309,24 @@ def build_features_for_cities(
     cols["below_3h_max"] = cols["temp_rollmax_3h"] - cols["temp_now"]
     cols["above_3h_min"] = cols["temp_now"] - cols["temp_rollmin_3h"]
     cols["dew_depression"] = cols["temp_now"] - cols["dewpoint"]
+    lo, hi = bracket_bounds(cols["bracket"], floor, cap)
+    day_start = event_day_number * 86_400 - offset
+    cols.update(_forecast_columns(forecasts, station_of_city, station, event_day_number, day_start, ts, lo, hi,
+                                  floor, cap, cols, max_forecast_age_hours))
     return pd.DataFrame(cols)
+
+
+def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int], station: np.ndarray,
+                      event_day_number: np.ndarray, day_start: np.ndarray, ts: np.ndarray, lo: np.ndarray,
+                      hi: np.ndarray,
+                      floor: np.ndarray, cap: np.ndarray, cols: dict, max_age_hours: float) -> dict[str, np.ndarray]:
+    """The forecast features of every candle row (NaN throughout without forecasts)."""
+    if forecasts is None or not len(forecasts.forecasts):
+        return {name: np.full(len(ts), np.nan) for name in FORECAST_FEATURES}
+    states = forecast_states(forecasts.forecasts, city_codes)
+    return forecast_features(
+        states, forecasts.scales, city_codes, row_city=station, row_day=event_day_number, row_day_start=day_start,
+        row_ts=ts, lo=lo, hi=hi,
+        floor=floor, cap=cap, running_max=cols["day_max_so_far"], hour_local=cols["hour_of_day_local"],
+        temp_now=cols["temp_now"], max_age_hours=max_age_hours,
+    )

@@ -154,6 +154,21 @@ def settlement_outcomes(brackets, floors, caps, tmax_f) -> np.ndarray:
 
 
 
+
+def bracket_bounds(brackets, floors, caps) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) of the continuous high whose whole-degree report (rounded half up) pays YES.
+
+    ``settlement_outcomes`` in continuous form: between (floor <= T <= cap) is [floor - ½, cap + ½); greater
+    (T > floor, T >= floor + 1) is [floor + ½, ∞); less (T < cap) is (-∞, cap - ½). A ladder's brackets tile
+    the line, so probabilities over them sum to one.
+    """
+    brackets = np.asarray(brackets, dtype=object)
+    floors = np.asarray(floors, dtype=float)
+    caps = np.asarray(caps, dtype=float)
+    lo = np.where(brackets == "greater", floors + 0.5, np.where(brackets == "less", -np.inf, floors - 0.5))
+    hi = np.where(brackets == "greater", np.inf, np.where(brackets == "less", caps - 0.5, caps + 0.5))
+    return lo, hi
+
 # Observed maxima can sit above the climate report's by up to ~0.9 °F (°C-rounded 5-minute reports
 # converted to °F; the report keeps the 1-minute sensor's whole-°F maximum), so a lock trusts the
 # running maximum only this far below what it reads. `kwx audit time` measures the margin a dataset

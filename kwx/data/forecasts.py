@@ -1,0 +1,81 @@
+"""Stored forecasts, read as of a time: what the dataset, replay, backtest and the live loop hand the features.
+
+IO only: the as-of pick, the error scales and the prior are ``kwx.domain.forecast``'s.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine, func, select
+
+from kwx.cities import get_city
+from kwx.data.schema import ClimateDaily, Forecast
+from kwx.data.store import rows_frame
+from kwx.domain.forecast import (
+    ERROR_LOOKBACK_DAYS,
+    ERROR_SETTLED_AFTER_DAYS,
+    FORECAST_COLUMNS,
+    ForecastData,
+    consensus_history,
+    error_scales,
+)
+
+
+def load_forecasts(engine: Engine, cities: list[str], first_day: date, last_day: date, *,
+                   available_until_ts: int | None = None, deterministic_only: bool = False) -> pd.DataFrame:
+    """Forecast rows (``FORECAST_COLUMNS``) of ``cities`` for climate days [first_day, last_day]; with
+    ``available_until_ts``, only those public by then."""
+    statement = select(*(getattr(Forecast, c) for c in FORECAST_COLUMNS)).where(
+        Forecast.city.in_(cities), Forecast.climate_date >= first_day, Forecast.climate_date <= last_day)
+    if available_until_ts is not None:
+        statement = statement.where(Forecast.available_ts <= available_until_ts)
+    if deterministic_only:
+        statement = statement.where(Forecast.ensemble.is_(False))
+    with engine.connect() as conn:
+        frame = rows_frame(conn.execute(statement), FORECAST_COLUMNS)
+    return frame.astype({"member": "int64", "run_ts": "int64", "available_ts": "int64", "lead_days": "int64",
+                         "high_f": "float64", "ensemble": "bool"})
+
+
+def load_forecast_data(engine: Engine, cities: list[str], first_day: date, last_day: date, *,
+                       available_until_ts: int | None = None) -> ForecastData:
+    """The forecasts of days [first_day, last_day] and the error scales of those days (read from the settled
+    days of the trailing ``ERROR_LOOKBACK_DAYS``), ready for ``build_features``."""
+    forecasts = load_forecasts(engine, cities, first_day, last_day, available_until_ts=available_until_ts)
+    history_start = first_day - timedelta(days=ERROR_LOOKBACK_DAYS)
+    history_end = last_day - timedelta(days=ERROR_SETTLED_AFTER_DAYS)
+    history = load_forecasts(engine, cities, history_start, history_end, deterministic_only=True)
+    if history.empty:  # no deterministic model stored: the scales come from the ensembles' means
+        history = load_forecasts(engine, cities, history_start, history_end)
+    settled = load_settled_highs(engine, cities, history_start, history_end)
+    days = [first_day + timedelta(days=k) for k in range((last_day - first_day).days + 1)]
+    offsets = {city: int(get_city(city).standard_offset.total_seconds()) for city in cities}
+    return ForecastData(forecasts, error_scales(consensus_history(history, offsets), settled, days))
+
+
+def load_settled_highs(engine: Engine, cities: list[str], first_day: date, last_day: date) -> pd.DataFrame:
+    """city, climate_date, tmax_f of the settled days of ``cities`` in [first_day, last_day]."""
+    station_city = {get_city(c).station: c for c in cities}
+    statement = select(ClimateDaily.station, ClimateDaily.climate_date, ClimateDaily.tmax_f).where(
+        ClimateDaily.station.in_(list(station_city)), ClimateDaily.climate_date >= first_day,
+        ClimateDaily.climate_date <= last_day)
+    with engine.connect() as conn:
+        frame = rows_frame(conn.execute(statement), ("station", "climate_date", "tmax_f"))
+    return pd.DataFrame({"city": frame["station"].map(station_city), "climate_date": frame["climate_date"],
+                         "tmax_f": frame["tmax_f"].astype(float)})
+
+
+def newest_forecasts(engine: Engine, cities: list[str]) -> pd.DataFrame:
+    """Per city: the newest stored forecast's availability (Unix s) and its models: for `kwx rt status`."""
+    newest = select(Forecast.city, func.max(Forecast.available_ts)).where(Forecast.city.in_(cities)).group_by(
+        Forecast.city)
+    with engine.connect() as conn:
+        frame = rows_frame(conn.execute(newest), ("city", "available_ts"))
+        models = []
+        for city, available in frame.itertuples(index=False):
+            names = conn.execute(select(Forecast.model).distinct().where(
+                Forecast.city == city, Forecast.available_ts == available)).scalars().all()
+            models.append(", ".join(sorted(names)))
+    return frame.assign(models=models)
