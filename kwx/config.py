@@ -32,6 +32,7 @@ from pydantic import (
 
 from kwx.cities import EXCLUDED_VC_CITIES, get_city
 from kwx.domain.features import DEFAULT_FEATURE_SET, FEATURE_SETS
+from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, Bracket
 
 # Measured on the demo's chicago windows (README, Training): 2 pseudo-rows bound the isotonic ends without
@@ -286,6 +287,10 @@ class TrainConfig(StrictModel):
         10, ge=1, le=60, description="use candles ending on multiples of N minutes: neighbours are near-duplicates"
     )
     blend_weight: float = Field(0.7, ge=0, le=1)
+    max_forecast_age_hours: float = Field(
+        DEFAULT_MAX_FORECAST_AGE_HOURS, gt=0, le=14 * 24, allow_inf_nan=False,
+        description="forecast features of a row whose day's newest public forecast is older are missing (imputed "
+        "by the training median)")
     lock_margin_f: float = Field(
         DEFAULT_LOCK_MARGIN_F, ge=0, le=5, allow_inf_nan=False,
         description="°F the observed running maximum may exceed the climate report's: outcomes lock only beyond it")
@@ -391,6 +396,13 @@ class RtConfig(StrictModel):
     execution: ExecutionParams = ExecutionParams()
     max_quote_age_seconds: StrictInt = Field(180, ge=1, le=24 * 3600, description="older candles are stale")
     max_obs_age_minutes: StrictInt = Field(20, ge=1, le=24 * 60, description="older weather is stale")
+    max_forecast_age_hours: float = Field(
+        DEFAULT_MAX_FORECAST_AGE_HOURS, gt=0, le=14 * 24, allow_inf_nan=False,
+        description="a market whose day's newest public forecast is older is skipped as a stale forecast (forecast "
+        "feature sets only)")
+    forecast_refresh_seconds: float = Field(
+        900, ge=60, le=24 * 3600, allow_inf_nan=False,
+        description="how often the live loop asks for new forecast runs (models publish every 6-12 hours)")
     lock_margin_f: float = Field(
         DEFAULT_LOCK_MARGIN_F, ge=0, le=5, allow_inf_nan=False,
         description="°F the observed running maximum may exceed the climate report's: outcomes lock only beyond it")

@@ -66,7 +66,7 @@ def build_feature_audit(client: MlflowClient, engine: Engine, run_id: str, *, re
     first, last = (pd.Timestamp(windows[i].data.params[k]).date() for i, k in ((0, "test_start"), (-1, "test_end")))
     frame = load_dataset(engine, config.city, config.bracket, first, last, config.feature_set,
                          max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
-                         lock_margin_f=config.lock_margin_f)
+                         lock_margin_f=config.lock_margin_f, max_forecast_age_hours=config.max_forecast_age_hours)
     # the model speaks only where the settlement rule has not: importance is measured there
     frame = sample_rows(frame[frame["label"].notna() & ~frame["locked"]], config.sample_every_minutes)
 

@@ -12,18 +12,21 @@ from kwx.cities import get_city
 from kwx.data.dataset import (
     CANDLE_COLUMNS,
     DatasetError,
+    forecasts_for,
     load_candles,
     load_markets,
     load_settlements,
     load_weather_for_markets,
 )
 from kwx.domain.features import build_features
+from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, settlement_outcomes
 from kwx.rt.engine import Resolver, inputs_from_rows
 
 
 def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: date, resolve: Resolver, *,
-                max_obs_age_minutes: int = 20, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F) -> Period:
+                max_obs_age_minutes: int = 20, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+                max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS) -> Period:
     """Decision rows of every market of ``pairs`` with event dates in [start, end], with model inputs."""
     frames, outcomes = [], []
     for city_key, bracket in pairs:
@@ -34,7 +37,10 @@ def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: 
         candles = load_candles(engine, markets["ticker"].tolist(), columns=(*CANDLE_COLUMNS, "price_low",
                                                                             "price_high"))
         weather = load_weather_for_markets(engine, city, markets, start)
-        features = build_features(candles, markets, weather, city, max_obs_age_minutes=max_obs_age_minutes)
+        # every model a backtest may resolve could read forecasts: load them whatever the feature set
+        features = build_features(candles, markets, weather, city, max_obs_age_minutes=max_obs_age_minutes,
+                                  forecasts=forecasts_for(engine, None, [city_key], start, end),
+                                  max_forecast_age_hours=max_forecast_age_hours)
         frames.append(decision_rows(markets, features, candles))
         tmax = load_settlements(engine, city, start, end)
         won = settlement_outcomes(markets["strike_type"].to_numpy(), markets["floor_strike"].to_numpy(dtype=float),

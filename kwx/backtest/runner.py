@@ -106,7 +106,8 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     sources = model_sources(client, pairs, run_id=run_id, stage=stage)
     step("loading candles, weather and model probabilities")
     period = load_period(engine, pairs, start, end, OutOfSampleResolver(sources, RegistryCache(client)),
-                         max_obs_age_minutes=config.max_obs_age_minutes, lock_margin_f=config.lock_margin_f)
+                         max_obs_age_minutes=config.max_obs_age_minutes, lock_margin_f=config.lock_margin_f,
+                         max_forecast_age_hours=config.max_forecast_age_hours)
     demo_data = has_demo_settlements(engine, [city for city, _ in pairs], start, end)
     loaded = time.perf_counter()
 

@@ -186,3 +186,94 @@ def ingest_vc_command(
         engine.dispose()
         client.http.close()
     _report_ingest(summary, f"{city} weather {start:%Y-%m-%d}..{end:%Y-%m-%d}")
+
+
+@ingest_app.command("forecasts")
+def ingest_forecasts_command(
+    city: CitiesOption = None,
+    start: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="First climate day; required without --live (with --live: keep only days from "
+        "it).", show_default=False)] = None,
+    end: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="Last climate day; required without --live (with --live: keep only days up to "
+        "it).", show_default=False)] = None,
+    models: Annotated[str, typer.Option(
+        help="Deterministic Open-Meteo models, comma-separated (known: ecmwf_ifs025, gfs_global, gfs_seamless).")
+    ] = "gfs_seamless,ecmwf_ifs025",
+    ensemble_models: Annotated[str, typer.Option(
+        help="With --live: Ensemble API models, comma-separated, every member stored (gfs025 = ncep_gefs025, "
+        "ecmwf_ifs025 = ecmwf_ifs025_ensemble, the names stored); '' for none.")] = "gfs025,ecmwf_ifs025",
+    live: Annotated[bool, typer.Option(
+        "--live", help="The current forecast (Forecast API) and ensemble members (Ensemble API) instead of history "
+        "(Previous Runs API, leads of 1-7 days).")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        help="Forecast API base URL, also read for model run metadata (default https://api.open-meteo.com).",
+        show_default=False)] = None,
+    ensemble_base_url: Annotated[str | None, typer.Option(
+        help="Ensemble API base URL (default https://ensemble-api.open-meteo.com).", show_default=False)] = None,
+    previous_runs_base_url: Annotated[str | None, typer.Option(
+        help="Previous Runs API base URL (default https://previous-runs-api.open-meteo.com).",
+        show_default=False)] = None,
+    chunk_days: Annotated[int, typer.Option(help="Climate days per history request.", min=1, max=92)] = 31,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Weather-model forecasts of each climate day's high from Open-Meteo, stamped with when they became public
+    (--city: default every city). Re-running the same range changes nothing."""
+    from kwx.cities import CITIES
+    from kwx.clock import SystemClock
+    from kwx.data.clients.http import AuthError
+    from kwx.data.clients.open_meteo import (
+        ENSEMBLE_URL,
+        FORECAST_URL,
+        PREVIOUS_RUNS_URL,
+        OpenMeteoClient,
+        UnknownModelError,
+        model_spec,
+    )
+    from kwx.data.ingestion import ingest_forecasts
+
+    city_list = city or list(CITIES)
+    model_list = [m.strip() for m in models.split(",") if m.strip()]
+    ensemble_list = [m.strip() for m in ensemble_models.split(",") if m.strip()] if live else []
+    for option, names, ensemble in (("--models", model_list, False), ("--ensemble-models", ensemble_list, True)):
+        try:
+            for name in names:
+                model_spec(name, ensemble=ensemble)
+        except UnknownModelError as exc:
+            raise fail(f"{option}: {exc}") from None
+    if not model_list and not ensemble_list:
+        raise fail("--models: give at least one model")
+    if not live and (start is None or end is None):
+        raise fail("--start and --end are required without --live (the climate days of history to fetch)")
+    if start is not None and end is not None:
+        _check_range(start, end)
+    configure_logging()
+    client = OpenMeteoClient(base_url or FORECAST_URL, ensemble_base_url or ENSEMBLE_URL,
+                             previous_runs_base_url or PREVIOUS_RUNS_URL, chunk_days=chunk_days)
+    engine = open_engine(db_url)
+    rows, failures = 0, []
+    try:
+        with progress() as bar:
+            task = bar.add_task("forecasts", total=None)
+            for key in city_list:
+                def step(label: str, done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total, description=label)
+
+                try:
+                    summary = ingest_forecasts(
+                        engine, client, key, start.date() if start else None, end.date() if end else None,
+                        models=model_list, now=SystemClock().now(), progress=step, live=live,
+                        ensemble_models=ensemble_list)
+                except AuthError as exc:
+                    raise fail(str(exc)) from None
+                rows += summary.forecasts
+                failures += summary.failures
+    finally:
+        engine.dispose()
+        client.close()
+    span = "live" if live else f"{start:%Y-%m-%d}..{end:%Y-%m-%d}"
+    console.print(f"forecasts {span} for {', '.join(city_list)}: {rows:,} rows")
+    if failures:
+        for failure in failures:
+            err_console.print(f"[red]failed:[/] {redact(failure)}", highlight=False)
+        raise typer.Exit(1)

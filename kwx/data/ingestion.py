@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from kwx.cities import city_for_series, get_city
-from kwx.data.clients.http import AuthError, FetchError, PayloadError
+from kwx.data.clients.http import AuthError, FetchError, PayloadError, StatusError
 from kwx.data.clients.kalshi import (
     KalshiClient,
     check_candles,
@@ -27,8 +27,17 @@ from kwx.data.clients.kalshi import (
     parse_market,
     settlements,
 )
+from kwx.data.clients.open_meteo import (
+    PREVIOUS_DAYS,
+    OpenMeteoClient,
+    RunChangedError,
+    model_spec,
+    parse_ensemble,
+    parse_forecast,
+    parse_previous_runs,
+)
 from kwx.data.clients.visual_crossing import VisualCrossingClient, parse_timeline
-from kwx.data.store import upsert_frames
+from kwx.data.store import upsert_frame, upsert_frames
 
 
 @dataclass
@@ -37,6 +46,7 @@ class IngestSummary:
     candles: int = 0
     weather: int = 0
     settled_days: int = 0
+    forecasts: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -109,4 +119,81 @@ def ingest_vc(engine: Engine, client: VisualCrossingClient, city_key: str, start
     if not weather.empty:
         upsert_frames(engine, {"weather_minutes": weather})
     summary.weather = len(weather)
+    return summary
+
+
+def _named(city_key: str, exc: Exception) -> str:
+    return str(exc) if city_key in str(exc) else f"{city_key}: {exc}"
+
+
+def ingest_forecasts(engine: Engine, client: OpenMeteoClient, city_key: str, start: date | None, end: date | None, *,
+                     models: list[str] | tuple[str, ...], now: datetime, progress: Progress | None = None,
+                     live: bool = False, ensemble_models: list[str] | tuple[str, ...] = ()) -> IngestSummary:
+    """Open-Meteo forecasts of the climate days [start, end] of one city into ``forecasts``.
+
+    History (default): the Previous Runs API, ``client.chunk_days`` climate days per request and model; each
+    chunk is parsed whole and upserted in its own transaction (the rows are a pure function of the answer, so a
+    re-run changes nothing). ``live``: the Forecast API for ``models`` and the Ensemble API for
+    ``ensemble_models`` (``start``/``end`` optional filters); a live row already stored is kept as first seen
+    (``ON CONFLICT DO NOTHING``), so its available_ts never moves. Rows whose available_ts is after ``now`` are
+    never stored (see kwx.data.clients.open_meteo for the availability rule).
+
+    Failures are named in the summary, and the rest is still written: a malformed answer fails its chunk (live:
+    its model), a 4xx its model; a server that cannot be reached (retries exhausted, the deadline) ends this
+    city with one failure, as every further request would wait the same way. A refused request (401/403) is
+    raised: every other city would be refused too.
+    """
+    city = get_city(city_key)
+    specs = [model_spec(m, ensemble=False) for m in models]  # an unknown model fails before any request
+    ensemble_specs = [model_spec(m, ensemble=True) for m in ensemble_models] if live else []
+    if not live and (start is None or end is None):
+        raise ValueError("history needs a start and an end climate day")
+    summary = IngestSummary()
+    now_ts = int(now.timestamp())
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = frame["available_ts"] <= now_ts
+        days = pd.to_datetime(frame["climate_date"]).dt.date
+        if start is not None:
+            mask &= days >= start
+        if end is not None:
+            mask &= days <= end
+        return frame[mask]
+
+    if live:
+        jobs = [(spec, None) for spec in [*specs, *ensemble_specs]]
+    else:
+        # No previous_dayN row of a climate day more than 8 days after today (in the city's standard time) can be
+        # public yet, and Open-Meteo refuses dates beyond its forecast range.
+        last_useful = (now.astimezone(UTC) + city.standard_offset).date() + timedelta(days=len(PREVIOUS_DAYS) + 1)
+        chunks = client.chunks(start, min(end, last_useful)) if start <= last_useful else []
+        jobs = [(spec, chunk) for spec in specs for chunk in chunks]
+    failed_models: set[str] = set()
+    for i, (spec, chunk) in enumerate(jobs):
+        label = f"{city.key} {spec.name}" + (f" {chunk[0]}..{chunk[1]}" if chunk else "")
+        if spec.name not in failed_models:
+            try:
+                if chunk is None:
+                    payload, run = client.live(city, spec.name, ensemble=spec.ensemble)
+                    frame = (parse_ensemble if spec.ensemble else parse_forecast)(city, spec.name, payload, run)
+                else:
+                    frame = parse_previous_runs(city, spec.name, client.previous_runs(city, spec.name, *chunk))
+            except AuthError:
+                raise
+            except (StatusError, RunChangedError) as exc:  # every request of this model would fail the same way
+                summary.failures.append(_named(city.key, exc))
+                failed_models.add(spec.name)
+            except FetchError as exc:  # unreachable, 5xx or timeouts after retries, the deadline: give the city up
+                summary.failures.append(_named(city.key, exc))
+                return summary
+            except PayloadError as exc:
+                summary.failures.append(_named(city.key, exc))
+            else:
+                frame = keep(frame)
+                if not frame.empty:
+                    with engine.begin() as conn:
+                        upsert_frame(conn, "forecasts", frame, on_conflict="nothing" if live else "update")
+                summary.forecasts += len(frame)
+        if progress is not None:
+            progress(label, i + 1, len(jobs))
     return summary

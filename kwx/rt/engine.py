@@ -17,12 +17,19 @@ from numpy.typing import ArrayLike
 
 from kwx.config import RtConfig
 from kwx.domain.execution import Caps
-from kwx.domain.features import ALL_FEATURES, CANDLE_LOOKBACK_SECONDS, epoch_seconds, feature_columns
+from kwx.domain.features import (
+    ALL_FEATURES,
+    CANDLE_LOOKBACK_SECONDS,
+    epoch_seconds,
+    feature_columns,
+    uses_forecasts,
+)
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, locked_outcomes
 from kwx.domain.orders import EDGE_GATE, OrderLimits
 from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
 from kwx.training.model import yes_probability
 
+STALE_FORECAST = "stale forecast: none of its day public within max_forecast_age_hours"
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
                   "kelly_fraction", "size_fraction", "spread_cents", "minutes_to_close", "model_id", "wf_window",
                   "side", "skip_reason", "locked"]
@@ -173,6 +180,12 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
             reason[rows] = f"model {handle.model_id} does not take the {handle.feature_set} features"[:200]
             continue
         asked = rows[~locked[rows]]
+        if uses_forecasts(handle.feature_set):
+            # the model was trained on imputed forecasts only where history lacked them; live, a missing
+            # forecast is a data gap like stale weather, not a median to trade on
+            stale = np.isnan(matrix[asked, position_of["p_forecast"]])
+            reason[asked[stale]] = STALE_FORECAST
+            asked = asked[~stale]
         p_model[asked] = yes.of_rows(matrix[np.ix_(asked, [position_of[c] for c in yes.columns])])
         model_id[rows], window[rows] = handle.model_id, handle.window
     return TickInputs(tickers, keys[0], brackets, column("close_ts", np.int64), candle_ts, bid, ask, p_model,

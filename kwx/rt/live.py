@@ -24,7 +24,8 @@ class LiveRun:
     unreadable: str | None  # why the last tick could not read the database (None: it could)
 
 
-def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi, vc, clock: Clock | None = None,
+def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi, vc, forecaster=None,
+               clock: Clock | None = None,
                max_ticks: int | None = None, stop: StopFlag | None = None, on_tick: Callable | None = None,
                environment: str = "demo", confirm_production: bool = False, trader=None) -> LiveRun:
     """Tick every ``config.tick_seconds`` until stopped (SIGINT/SIGTERM) or ``max_ticks``.
@@ -36,7 +37,8 @@ def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi
     # One policy for every database touch of the loop, paced by the tick.
     db = DbRetry(Backoff(config.db_retry_attempts, budget=config.tick_seconds * LIVE_WAIT_SHARE))
     source = LiveSource(engine, kalshi, vc, pairs, config.max_obs_age_minutes, db=db,
-                        fetch_deadline_seconds=config.tick_seconds * config.fetch_deadline_fraction)
+                        fetch_deadline_seconds=config.tick_seconds * config.fetch_deadline_fraction,
+                        forecaster=forecaster, forecast_refresh_seconds=config.forecast_refresh_seconds)
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
     broker = broker_for(config, engine, environment=environment, confirm_production=confirm_production, trader=trader)

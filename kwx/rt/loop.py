@@ -66,10 +66,12 @@ class RegistryResolver:
         return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
 
 
-def snapshot_features(snap: Snapshot, max_obs_age_minutes: int) -> pd.DataFrame:
+def snapshot_features(snap: Snapshot, config: RtConfig) -> pd.DataFrame:
     """The snapshot's candles through the features training used, every city in one pass."""
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
-    return build_features_for_cities(snap.candles, snap.markets, weather, max_obs_age_minutes=max_obs_age_minutes)
+    return build_features_for_cities(snap.candles, snap.markets, weather,
+                                     max_obs_age_minutes=config.max_obs_age_minutes, forecasts=snap.forecasts,
+                                     max_forecast_age_hours=config.max_forecast_age_hours)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class TickRunner:
             # gives the same features and model probabilities, so those are computed once per change
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
-            latest = latest_rows(snapshot_features(snap, self.config.max_obs_age_minutes), now_ts)
+            latest = latest_rows(snapshot_features(snap, self.config), now_ts)
             inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
                                     lock_margin_f=self.config.lock_margin_f)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None

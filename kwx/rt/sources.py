@@ -13,12 +13,14 @@ from sqlalchemy import Engine
 
 from kwx.cities import get_city
 from kwx.data.dataset import CANDLE_COLUMNS, load_candles, load_markets, load_weather
+from kwx.data.forecasts import load_forecast_data, load_forecasts
 from kwx.domain.features import (
     CANDLE_LOOKBACK_SECONDS,
     candles_needed_since,
     epoch_seconds,
     weather_needed_since,
 )
+from kwx.domain.forecast import ForecastData
 from kwx.domain.markets import climate_day_bounds
 from kwx.rt.retry import DbRetry
 
@@ -42,6 +44,8 @@ class Snapshot:
     candles: pd.DataFrame
     weather: dict[str, pd.DataFrame]
     failed: dict[str, str] = field(default_factory=dict)  # market ticker -> why its data is missing
+    # the forecasts of the open markets' days public by now_ts, with their error scales (None: none read)
+    forecasts: ForecastData | None = None
     # Set by a source that can name its data cheaply (replay: the slice bounds); same version, same data.
     data_version: tuple | None = None
 
@@ -51,6 +55,9 @@ class Snapshot:
         for city, wx in self.weather.items():
             if len(wx) and int(epoch_seconds(wx["ts_utc"]).max()) > self.now_ts:
                 raise LookaheadError(f"{city} weather after {self.now_ts} handed to a tick")
+        published = self.forecasts.forecasts["available_ts"] if self.forecasts is not None else ()
+        if len(published) and int(published.max()) > self.now_ts:
+            raise LookaheadError(f"a forecast public after {self.now_ts} handed to a tick")
 
     def signature(self) -> tuple:
         """Changes exactly when the tick's inputs change: a candle or observation arriving, or leaving the
@@ -63,7 +70,10 @@ class Snapshot:
         last_candle = int(candle_ts.max()) if len(candle_ts) else 0
         last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
         counts = (len(candle_ts), *(len(w) for w in self.weather.values()))
-        return last_candle, last_obs, counts, in_lookback, tuple(self.markets["ticker"]), failed
+        published = self.forecasts.forecasts if self.forecasts is not None else None
+        forecasts = (len(published), int(published["available_ts"].max())) if published is not None and len(
+            published) else (0, 0)
+        return last_candle, last_obs, counts, forecasts, in_lookback, tuple(self.markets["ticker"]), failed
 
 
 class ReplaySource:
@@ -96,6 +106,11 @@ class ReplaySource:
             self.weather[city_key] = wx
             self._weather_ts[city_key] = epoch_seconds(wx["ts_utc"]) if len(wx) else np.array([], dtype=np.int64)
             self.day_start[city_key] = int(start.timestamp())
+        # every forecast of the replayed markets' days, served as it became public
+        stored = load_forecast_data(engine, sorted(self.weather), day, day + timedelta(days=1))
+        self.forecasts = ForecastData(stored.forecasts.sort_values("available_ts", kind="stable").reset_index(
+            drop=True), stored.scales)
+        self._forecast_ts = self.forecasts.forecasts["available_ts"].to_numpy(dtype=np.int64)
 
     def snapshot(self, now_ts: int) -> Snapshot:
         open_now = np.flatnonzero((self._open_ts <= now_ts) & (now_ts < self._close_ts))
@@ -105,7 +120,8 @@ class ReplaySource:
         for city_key, ts in self._weather_ts.items():
             since = weather_needed_since(now_ts, self.day_start[city_key], self.max_obs_age_minutes)
             bounds[city_key] = (int(np.searchsorted(ts, since, side="left")), int(np.searchsorted(ts, now_ts, "right")))
-        version = (open_now.tobytes(), int(lo), int(hi), tuple(bounds.values()))
+        published = int(np.searchsorted(self._forecast_ts, now_ts, side="right"))
+        version = (open_now.tobytes(), int(lo), int(hi), tuple(bounds.values()), published)
         if self._last is not None and self._last.data_version == version:
             # Most ticks fall inside the same minute bar: the same slices, seen at a later clock time.
             return replace(self._last, now_ts=now_ts)
@@ -114,7 +130,8 @@ class ReplaySource:
         is_open[open_now] = True
         candles = self.candles.iloc[lo + np.flatnonzero(is_open[self._candle_market[lo:hi]])]
         weather = {city_key: self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
-        snap = Snapshot(now_ts, markets, candles, weather, data_version=version)
+        forecasts = ForecastData(self.forecasts.forecasts.iloc[:published], self.forecasts.scales)
+        snap = Snapshot(now_ts, markets, candles, weather, data_version=version, forecasts=forecasts)
         snap.check_no_lookahead()
         self._last = snap
         return snap
@@ -137,8 +154,13 @@ class LiveSource:
 
     def __init__(self, engine: Engine, kalshi, vc, pairs: list[tuple[str, str]], max_obs_age_minutes: int, *,
                  db: DbRetry, fetch_deadline_seconds: float, market_refresh_seconds: int = 600,
-                 weather_refresh_seconds: int = 60):
+                 weather_refresh_seconds: int = 60, forecaster=None, forecast_refresh_seconds: float = 900):
+        """``forecaster``: polls new forecast runs of a city and stores them (``poll(city_key, now_ts)``, e.g.
+        Open-Meteo's); None reads only what is stored (filled by `kwx ingest forecasts --live` on a schedule)."""
         self.engine, self.kalshi, self.vc = engine, kalshi, vc
+        self.forecaster, self.forecast_refresh_seconds = forecaster, forecast_refresh_seconds
+        self._forecast_at: dict[str, int] = {}
+        self._scales: tuple[date, pd.DataFrame] | None = None
         self.db, self.fetch_deadline_seconds = db, fetch_deadline_seconds
         self.pairs = pairs
         self.max_obs_age_minutes = max_obs_age_minutes
@@ -253,6 +275,33 @@ class LiveSource:
             self.db(upsert_frames, self.engine, {"weather_minutes": weather})
         self._weather_at[city_key] = now_ts
 
+    def _poll_forecasts(self, city_key: str, now_ts: int) -> None:
+        from kwx.data.clients.http import FetchError, PayloadError
+
+        if self.forecaster is None or now_ts - self._forecast_at.get(city_key, -10**12) < self.forecast_refresh_seconds:
+            return
+        try:
+            self.forecaster.poll(city_key, now_ts)
+        except (FetchError, PayloadError) as exc:
+            # a missed poll only ages the stored forecasts; markets skip once they pass max_forecast_age_hours
+            self.failures[f"forecasts {city_key}"] = str(exc)
+            log.warning("forecasts for %s not refreshed: %s", city_key, exc)
+        self._forecast_at[city_key] = now_ts
+
+    def _forecasts(self, now_ts: int) -> ForecastData:
+        """Stored forecasts of yesterday..the day after tomorrow public by ``now_ts``; their error scales are
+        read once a day (they change only as days settle)."""
+        from datetime import UTC, datetime
+
+        today = datetime.fromtimestamp(now_ts, UTC).date()
+        cities = sorted({c for c, _ in self.pairs})
+        first, last = today - timedelta(days=1), today + timedelta(days=2)
+        if self._scales is None or self._scales[0] != today:
+            self._scales = (today, self.db(load_forecast_data, self.engine, cities, first, last,
+                                           available_until_ts=now_ts).scales)
+        forecasts = self.db(load_forecasts, self.engine, cities, first, last, available_until_ts=now_ts)
+        return ForecastData(forecasts, self._scales[1])
+
     def snapshot(self, now_ts: int) -> Snapshot:
         from datetime import UTC, datetime
 
@@ -279,10 +328,12 @@ class LiveSource:
                 since = weather_needed_since(now_ts, int(day_start.timestamp()), self.max_obs_age_minutes)
                 weather[city_key] = self.db(load_weather, self.engine, city, datetime.fromtimestamp(since, UTC),
                                             datetime.fromtimestamp(now_ts, UTC))
-        failed = dict(self.failures)
+                self._poll_forecasts(city_key, now_ts)
+            forecasts = self._forecasts(now_ts)
+        failed = {k: v for k, v in self.failures.items() if not k.startswith("forecasts ")}
         for city_key, why in [*self.rejected.values(), *self.late.values()]:
             for ticker in markets.loc[markets["city"] == city_key, "ticker"]:
                 failed.setdefault(ticker, why)
-        snap = Snapshot(now_ts, markets, candles, weather, failed=failed)
+        snap = Snapshot(now_ts, markets, candles, weather, failed=failed, forecasts=forecasts)
         snap.check_no_lookahead()
         return snap

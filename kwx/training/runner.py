@@ -219,7 +219,7 @@ def labelled_rows(engine: Engine, config: TrainConfig, first: date, last: date) 
     `kwx monitor` and `kwx simulate` all score."""
     frame = load_dataset(engine, config.city, config.bracket, first, last, config.feature_set,
                          max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
-                         lock_margin_f=config.lock_margin_f)
+                         lock_margin_f=config.lock_margin_f, max_forecast_age_hours=config.max_forecast_age_hours)
     return sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
 
 

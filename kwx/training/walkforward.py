@@ -158,6 +158,8 @@ def score_test_rows(model, rows: pd.DataFrame, features: list[str]) -> ScoredRow
     y = rows["label"].to_numpy(dtype=int)
     p_market = _market_probability(rows)
     predictions = rows[list(PREDICTION_COLUMNS[:6])].assign(p_model=p_model, p_market=p_market)
+    if "p_forecast" in rows:  # the physical prior beside the model: how much of its edge is the prior's
+        predictions["p_forecast"] = rows["p_forecast"].to_numpy(dtype=float)
     quoted = ~np.isnan(p_market)
     curves = {"model": reliability(y, p_model).as_dict()}
     if quoted.any():
