@@ -240,6 +240,19 @@ class CrowdForecast:
         return np.where(none, 0.0, self.error_f[day, run]), np.where(none, self.sd_f[0] * 1.3, self.sd_f[run])
 
 
+def _error_paths(rng, sd: np.ndarray, n_days: int, day_correlation: float = 0.0) -> np.ndarray:
+    """(day, step) errors whose step k has sd ``sd[k]`` and correlation RUN_TO_RUN_CORRELATION with step k - 1
+    (rho · sd_k / sd_k-1 of the last error plus fresh noise); the fresh noise of consecutive days is correlated
+    by ``day_correlation`` (a spell that fools the models lasts)."""
+    fresh = np.column_stack([_ar1(rng, n_days, day_correlation, 1.0) for _ in sd])
+    paths = np.empty((n_days, len(sd)))
+    paths[:, 0] = sd[0] * fresh[:, 0]
+    for k in range(1, len(sd)):
+        paths[:, k] = (RUN_TO_RUN_CORRELATION * sd[k] / sd[k - 1] * paths[:, k - 1]
+                       + np.sqrt(1 - RUN_TO_RUN_CORRELATION**2) * sd[k] * fresh[:, k])
+    return paths
+
+
 def _runs(model: DemoModel, city: City, day_start_ts: int) -> tuple[np.ndarray, np.ndarray]:
     """(init Unix s, lead days) of every run of ``model`` with lead 0..MAX_LEAD_DAYS that is public before
     the end of the climate day starting at ``day_start_ts``, oldest first."""
@@ -259,24 +272,20 @@ def _forecasts(rng, city: City, sim_days, true_high: np.ndarray, season: np.ndar
     """Every demo model's runs for every simulated day, and what the market's crowd reads of them."""
     n_days = len(sim_days)
     peak_offset = HIGH_MINUTE * 60
-    # The weather's own forecastability: shared by every model, correlated from day to day and run to run.
-    common_day = _ar1(rng, n_days, DAY_TO_DAY_CORRELATION, 1.0)
+    # The weather's own forecastability, shared by every model: one path per day through six-hour slots
+    # from MAX_LEAD_DAYS + 1 days before to the day's end, correlated from day to day and slot to slot.
+    slot_ts = epoch0 + np.arange(-4 * (MAX_LEAD_DAYS + 1), 4) * 6 * 3600
+    slot_sd = forecast_error_sd((epoch0 + peak_offset - slot_ts) / 3600)
+    shared = _error_paths(rng, slot_sd, n_days, DAY_TO_DAY_CORRELATION)
     frames, crowd = [], None
     for model in DEMO_MODELS:
         inits, lead = _runs(model, city, epoch0)
         public = inits + int(model.delay_hours * 3600)
         sd = forecast_error_sd((epoch0 + peak_offset - public) / 3600)
+        slot = np.clip(np.searchsorted(slot_ts, public, side="right") - 1, 0, len(slot_ts) - 1)
+        common = shared[:, slot] * (sd / slot_sd[slot])  # the slot's shared error at this run's own sd
+        own = _error_paths(rng, sd, n_days)
         n_runs = len(inits)
-        # run k's error: rho · (sd_k / sd_k-1) · error_k-1 + fresh noise, so each keeps its sd and successive runs agree
-        common = np.empty((n_days, n_runs))
-        own = np.empty((n_days, n_runs))
-        fresh_common, fresh_own = rng.standard_normal((n_days, n_runs)), rng.standard_normal((n_days, n_runs))
-        fresh_common[:, 0] = common_day
-        for k in range(n_runs):
-            carry = RUN_TO_RUN_CORRELATION * sd[k] / sd[k - 1] if k else 0.0
-            keep = np.sqrt(1 - RUN_TO_RUN_CORRELATION**2) * sd[k] if k else sd[k]
-            common[:, k] = (carry * common[:, k - 1] if k else 0) + keep * fresh_common[:, k]
-            own[:, k] = (carry * own[:, k - 1] if k else 0) + keep * fresh_own[:, k]
         bias = model.bias_f + model.seasonal_bias_f * season
         error = (np.sqrt(COMMON_ERROR_SHARE) * common + np.sqrt(1 - COMMON_ERROR_SHARE) * own
                  + bias[:, None])

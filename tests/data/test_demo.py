@@ -143,7 +143,7 @@ def test_market_skill_changes_only_the_quotes(by_skill):
     uninformed = by_skill[0.0]
     for skill in SKILLS[1:]:
         data = by_skill[skill]
-        for name in ("markets", "weather_minutes", "climate_daily"):
+        for name in ("markets", "weather_minutes", "climate_daily", "forecasts"):
             pd.testing.assert_frame_equal(data.frames()[name], uninformed.frames()[name], obj=name)
         others = data.candles.columns.difference(QUOTE_COLUMNS)
         pd.testing.assert_frame_equal(data.candles[others], uninformed.candles[others])
@@ -180,3 +180,66 @@ def test_demo_settlements_are_recognised(engine):
                          "source": ["kalshi_settlement"]})
     upsert_frames(engine, {"climate_daily": real})
     assert not has_demo_settlements(engine, ["nyc"], date(2025, 7, 1), date(2025, 7, 2))
+
+
+@pytest.fixture(scope="module")
+def season():
+    return generate_city("chicago", date(2025, 5, 1), date(2025, 9, 30), seed=11)
+
+
+def _errors(data) -> pd.DataFrame:
+    f = data.forecasts
+    tmax = data.climate_daily.set_index("climate_date")["tmax_f"]
+    return f.assign(error=f["high_f"] - f["climate_date"].map(tmax).astype(float))
+
+
+def test_forecast_errors_are_realistic_by_lead(season):
+    det = _errors(season).query("not ensemble")
+    by_lead = det.groupby(["model", "lead_days"])["error"].std()
+    for model in ("gfs_seamless", "ecmwf_ifs025"):
+        assert 1.2 <= by_lead[(model, 0)] <= 2.2  # same-day ≈ 1.5-2 °F
+        assert 2.3 <= by_lead[(model, 1)] <= 3.6  # day-ahead ≈ 2.5-3.5 °F
+        assert by_lead[(model, 3)] > by_lead[(model, 1)]
+    bias = det.groupby("model")["error"].mean()
+    assert bias["gfs_seamless"] > 0.5 and bias["ecmwf_ifs025"] < -0.2  # each model's own seasonal bias
+
+
+def test_forecast_errors_are_correlated_day_to_day_and_between_models(season):
+    det = _errors(season).query("not ensemble and lead_days == 1")
+    per_day = det.groupby(["climate_date", "model"])["error"].last().unstack()
+    assert per_day["gfs_seamless"].corr(per_day["ecmwf_ifs025"]) > 0.4
+    gfs = per_day["gfs_seamless"] - per_day["gfs_seamless"].mean()
+    assert gfs.autocorr(1) > 0.1
+
+
+def test_ensembles_are_under_dispersive(season):
+    ens = _errors(season).query("ensemble")
+    runs = ens.groupby(["climate_date", "run_ts"])
+    mean_error_sd = runs["error"].mean().std()
+    member_spread = runs["high_f"].std().mean()
+    assert runs.size().eq(31).all()
+    assert member_spread < 0.85 * mean_error_sd
+
+
+def test_every_forecast_is_public_after_its_run_and_before_or_on_its_day(season):
+    f = season.forecasts
+    assert (f["available_ts"] > f["run_ts"]).all()
+    assert f["lead_days"].between(0, 3).all()
+    day_end = pd.to_datetime(f["climate_date"]).astype("datetime64[s]").astype("int64") + 86_400 - int(
+        CHICAGO.standard_offset.total_seconds())
+    assert (f["available_ts"] < day_end).all()
+
+
+def test_the_market_reads_the_public_forecast_not_the_outcome(season):
+    """Before the event day the market's implied mean tracks the newest GFS run's error, not the truth: a day
+    GFS ran warm, the market's greater tail is priced high."""
+    c = season.candles.merge(season.markets[["ticker", "strike_type", "event_date"]], left_on="market_ticker",
+                             right_on="ticker")
+    day_start = pd.to_datetime(c["event_date"]).astype("datetime64[s]").astype("int64") - int(
+        CHICAGO.standard_offset.total_seconds())
+    evening_before = c[(c["strike_type"] == "greater") & (c["end_period_ts"] < day_start)
+                       & (c["end_period_ts"] > day_start - 4 * 3600)]
+    price = evening_before.groupby("event_date")["yes_bid_close"].mean()
+    gfs = _errors(season).query("model == 'gfs_seamless' and lead_days == 1").groupby("climate_date")["error"].last()
+    joined = pd.concat([price.rename("price"), gfs.rename("gfs_error")], axis=1, join="inner")
+    assert joined["price"].corr(joined["gfs_error"]) > 0.2
