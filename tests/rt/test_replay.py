@@ -322,3 +322,33 @@ def test_a_replay_reads_the_registry_on_real_time_not_simulated_time(promoted, m
     result = replay_day(RtConfig.model_validate(RT), promoted["engine"], promoted["client"], DAY, max_ticks=100)
     assert result.ticks == 100  # 500 simulated minutes, a few real seconds
     assert reads == [model_name("chicago", "between")]  # once; on simulated time, every tick
+
+
+def test_replayed_forecast_features_equal_the_batch_and_never_look_ahead(promoted):
+    """Tick by tick, the forecast features a replay computes from what was public equal the whole day's batch
+    over every stored forecast; a source that hands out a forecast before it was public is refused."""
+    from kwx.domain.forecast import FORECAST_FEATURES
+    from kwx.rt.loop import snapshot_features
+
+    engine = promoted["engine"]
+    config = RtConfig.model_validate(RT)
+    source = ReplaySource(engine, [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    assert len(source.forecasts.forecasts) and len(source.forecasts.scales)
+    batch = build_features(source.candles, source.markets, source.weather["chicago"], get_city("chicago"),
+                           forecasts=source.forecasts)
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    compared = 0
+    for k in range(-40, 96):  # from the evening before to the day's end, every 15 minutes
+        now_ts = int(start.timestamp()) + 900 * k
+        snap = source.snapshot(now_ts)
+        assert int(snap.forecasts.forecasts["available_ts"].max()) <= now_ts
+        streamed = latest_rows(snapshot_features(snap, config), now_ts).set_index("market_ticker")
+        expected = latest_rows(batch, now_ts).set_index("market_ticker").loc[streamed.index]
+        np.testing.assert_allclose(streamed[list(FORECAST_FEATURES)].to_numpy(dtype=float),
+                                   expected[list(FORECAST_FEATURES)].to_numpy(dtype=float), equal_nan=True)
+        compared += streamed["p_forecast"].notna().sum()
+    assert compared > 100
+
+    source._forecast_ts = source._forecast_ts - 12 * 3600  # a bug that would leak runs before they were public
+    with pytest.raises(LookaheadError):
+        source.snapshot(int(start.timestamp()) + 6 * 3600 + 7)
