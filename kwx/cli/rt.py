@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,9 @@ from kwx.cli.common import (
     progress,
 )
 from kwx.secrets import configure_logging
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 rt_app = KwxTyper(help="Real-time loop status; orders, positions and P&L; the kill switch (halt, resume).")
 
@@ -313,6 +316,7 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
     from rich.table import Table
     from sqlalchemy import func, select
 
+    from kwx.data.forecasts import newest_forecasts
     from kwx.data.schema import RtTick
     from kwx.rt.outages import TickRecord, outage_lines
 
@@ -326,6 +330,7 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
             recent = conn.execute(select(RtTick.ts_utc, RtTick.mode, RtTick.skips).order_by(RtTick.ts_utc.desc())
                                   .limit(max(last, OUTAGE_WINDOW_TICKS))).all()
         summary = _ExecutionSummary.read(engine, execution)
+        forecasts = newest_forecasts(engine, int(rows[0].ts_utc.timestamp())) if rows else None
     finally:
         engine.dispose()
     if not rows:
@@ -338,6 +343,8 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
         table.add_row(f"{tick.ts_utc:%Y-%m-%d %H:%M:%S}", tick.mode, str(tick.markets), str(tick.signals),
                       f"{tick.latency_ms:.1f}", tick.skips)
     console.print(table)
+    for line in forecast_age_lines(forecasts, rows[0].ts_utc):
+        console.print(line, highlight=False)
     outages = outage_lines([TickRecord(*r) for r in recent])
     if outages:
         console.print(f"outages in the newest {len(recent):,} ticks:", highlight=False)
@@ -350,6 +357,21 @@ def rt_status(last: Annotated[int, typer.Option(help="How many ticks to show.", 
         age = (datetime.now(UTC) - newest_live).total_seconds()
         if age > max_age:
             raise fail(f"newest live tick is {age:.0f} s old (--max-age {max_age:g})", code=1)
+
+
+def forecast_age_lines(newest: pd.DataFrame, tick: datetime) -> list[str]:
+    """One line per city: its newest stored forecast public by the newest tick, how old it was then (a
+    replay's clock, not the wall's) and the models published then."""
+    if newest.empty:
+        return ["forecasts: none public by the newest tick (forecast feature sets skip every market: "
+                "`kwx ingest forecasts`)"]
+    lines = []
+    for row in newest.itertuples(index=False):
+        public = datetime.fromtimestamp(int(row.available_ts), UTC)
+        age = (tick - public).total_seconds() / 3600
+        lines.append(f"forecasts {row.city}: newest public {public:%Y-%m-%d %H:%M} UTC, {age:.1f} h old at the "
+                     f"newest tick ({row.models})")
+    return lines
 
 
 @rt_app.command("halt")

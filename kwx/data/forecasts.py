@@ -67,10 +67,13 @@ def load_settled_highs(engine: Engine, cities: list[str], first_day: date, last_
                          "tmax_f": frame["tmax_f"].astype(float)})
 
 
-def newest_forecasts(engine: Engine, cities: list[str]) -> pd.DataFrame:
-    """Per city: the newest stored forecast's availability (Unix s) and its models: for `kwx rt status`."""
-    newest = select(Forecast.city, func.max(Forecast.available_ts)).where(Forecast.city.in_(cities)).group_by(
-        Forecast.city)
+def newest_forecasts(engine: Engine, until_ts: int, cities: list[str] | None = None) -> pd.DataFrame:
+    """Per city (all stored when None): the newest stored forecast public by ``until_ts`` (Unix s) and the
+    models published then: what `kwx rt status` and the dashboard show as the forecasts' age and source."""
+    newest = select(Forecast.city, func.max(Forecast.available_ts)).where(Forecast.available_ts <= until_ts)
+    newest = newest.group_by(Forecast.city).order_by(Forecast.city)
+    if cities is not None:
+        newest = newest.where(Forecast.city.in_(cities))
     with engine.connect() as conn:
         frame = rows_frame(conn.execute(newest), ("city", "available_ts"))
         models = []

@@ -204,6 +204,10 @@ def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
     assert "win_20250705_20250720" in result.output  # the promoted window's model traded
     status = cli.invoke(app, ["rt", "status", "--db-url", promoted["db"], "--last", "3"])
     assert status.exit_code == 0 and "replay" in status.output
+    # the newest run public by the replay's last tick (23:55 LST = 05:55 UTC on the 19th): GFS 00z of the
+    # 19th, public at 05:00 UTC, 0.9 h old then
+    assert ("forecasts chicago: newest public 2025-07-19 05:00 UTC, 0.9 h old at the newest tick (gfs_seamless)"
+            in status.output), status.output
     no_key = cli.invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", promoted["db"]])
     assert no_key.exit_code == 2 and "set VC_API_KEY" in no_key.output
 
