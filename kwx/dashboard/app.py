@@ -38,6 +38,7 @@ from kwx.config import RtConfig
 from kwx.dashboard import queries, views
 from kwx.dashboard.registry import RegistryView
 from kwx.data.db import DATABASE_FAILURES, database_problem
+from kwx.data.forecasts import newest_forecasts
 from kwx.domain.markets import climate_day
 from kwx.execution import records
 from kwx.secrets import redact
@@ -139,7 +140,11 @@ def state(board: Dashboard, request: Request) -> dict:
         models, registry_problem = board.models(day), None
     except RegistryUnavailable as exc:
         models, registry_problem = [], str(exc)
+    # forecasts as the loop saw them at its newest tick (a replay's clock), else as of now
+    as_of = health.newest_tick or now
+    forecasts = views.forecast_ages(newest_forecasts(board.engine, int(as_of.timestamp())), as_of)
     return {"now": views.iso(now), "day": day.isoformat(), "days": [d.isoformat() for d in days],
+            "forecasts": forecasts,
             "cities": sorted(markets["city"].unique().tolist()) or sorted({c for c, _ in board.families}),
             "refresh_seconds": board.config.tick_seconds, "health": health.as_json(),
             "banners": views.banners(health, models, max_stale_days=board.config.max_stale_days, halted=halted,

@@ -107,6 +107,13 @@ def tick_health(ticks: pd.DataFrame, now: datetime, max_age_seconds: float) -> T
                       round(float(p50), 2), round(float(p99), 2), dict(skips.most_common()))
 
 
+def forecast_ages(newest: pd.DataFrame, as_of: datetime) -> list[dict]:
+    """Per city: its newest forecast public by ``as_of``, how many hours old it was then, and its models."""
+    return [{"city": row.city, "newest_public": iso(datetime.fromtimestamp(int(row.available_ts), UTC)),
+             "age_hours": round((as_of.timestamp() - int(row.available_ts)) / 3600, 2), "models": row.models}
+            for row in newest.itertuples(index=False)]
+
+
 def ladder(markets: pd.DataFrame, signals: pd.DataFrame, candles: pd.DataFrame) -> dict:
     """One city's ladder for a day. ``markets``: ticker, strike_type, floor_strike, cap_strike, result,
     expiration_value (ordered low to high); ``signals``: ts_utc, market_ticker, p_model, p_blend, locked;

@@ -59,6 +59,13 @@ def test_state_names_the_replayed_day_and_its_health(client, replayed):
     assert 0 < health["latency_p50_ms"] <= health["latency_p99_ms"]
     assert state["banners"] == [] and state["execution"] == {"mode": "paper", "halted": False,
                                                                "halt_text": "paper: trading (not halted)"}
+    # the newest forecast public by the newest tick, as the loop saw it
+    newest_tick = int(pd.Timestamp(health["newest_tick"]).timestamp())
+    published = _db_frame(replayed["db"], "SELECT max(available_ts) AS ts FROM forecasts WHERE city = 'chicago' "
+                          "AND available_ts <= :t", t=newest_tick)["ts"].iloc[0]
+    (forecast,) = state["forecasts"]
+    assert forecast["city"] == "chicago" and forecast["models"]
+    assert forecast["age_hours"] == pytest.approx((newest_tick - published) / 3600, abs=0.01)
 
 
 def test_signals_are_each_markets_newest_row(client, replayed):

@@ -50,7 +50,7 @@
     markets: new Map(),    // ticker -> market of the current ladder (read by the lock/settlement hook)
     ladderKey: "", ladderX: null, ladderZoomed: false, focusTicker: null,
     calKey: "",
-    health: null, healthAt: 0,
+    health: null, healthAt: 0, forecasts: [],
     failing: false,
   };
 
@@ -410,6 +410,7 @@
       : [];
     renderBanners();
     ui.health = s.health || null;
+    ui.forecasts = Array.isArray(s.forecasts) ? s.forecasts : [];
     ui.healthAt = Date.now();
     renderHealth();
     const ex = s.execution || {};
@@ -449,6 +450,11 @@
     const ms = (x) => (x === null || x === undefined ? "–" : `${Number(x).toFixed(1)} ms`);
     add("latency_p50_ms", "latency p50", ms(h.latency_p50_ms));
     add("latency_p99_ms", "latency p99", ms(h.latency_p99_ms));
+    for (const f of ui.forecasts) {
+      add(`forecast_${f.city}`, `forecast ${f.city}`, `${Number(f.age_hours).toFixed(1)} h old (${f.models})`,
+        null, `newest run public ${f.newest_public}`);
+    }
+    if (!ui.forecasts.length) add("forecast", "forecasts", "none public", "warn", "kwx ingest forecasts");
     kv.replaceChildren(...rows);
 
     const skips = h.skips && typeof h.skips === "object" ? Object.entries(h.skips) : [];
