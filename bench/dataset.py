@@ -1,11 +1,14 @@
-"""Benchmark: the elasticnet_rich dataset for one city over 365 days of demo data (~3 million candles).
+"""Benchmark: one city's dataset over 365 days of demo data (~3 million candles), without and with forecasts.
 
     .venv/bin/python bench/dataset.py                  # SQLite (a temp file)
     .venv/bin/python bench/dataset.py --backend postgres  # KWX_TEST_PG_URL's server, a throwaway database
+    .venv/bin/python bench/dataset.py --feature-sets elasticnet_rich   # one set only
 
-Prints the time to generate+load the demo data, then for each bracket the rows and seconds to build
-the dataset, the total rows/s, and the peak RSS of the process that built it (a fresh child, so the
-figure is the dataset's own, not the generator's). Target: < 30 s and < 4 GB on a 2-core machine.
+Prints the time to generate+load the demo data, the forecasts table's rows and bytes (data and indexes) for
+that city-year, then per feature set and bracket the rows and seconds to build the dataset, the total rows/s,
+and the peak RSS of the process that built it (a fresh child per set, so the figure is the dataset's own, not
+the generator's). With both default sets it prints the ratio forecast / relative: the cost of reading
+forecasts (target ≤ 1.2×). Target: < 30 s and < 4 GB on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(url: str) -> dict:
+def measure(url: str, feature_set: str) -> dict:
     from kwx.data.dataset import load_dataset
     from kwx.data.db import make_engine
 
@@ -43,7 +46,7 @@ def measure(url: str) -> dict:
     started = time.perf_counter()
     for bracket in BRACKETS:
         t = time.perf_counter()
-        frame = load_dataset(engine, "chicago", bracket, START, END, "elasticnet_rich")
+        frame = load_dataset(engine, "chicago", bracket, START, END, feature_set)
         per_bracket[bracket] = {"rows": len(frame), "seconds": round(time.perf_counter() - t, 2)}
         rows += len(frame)
         del frame
@@ -51,6 +54,26 @@ def measure(url: str) -> dict:
     peak_mb = _peak_rss_mb()
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
             "peak_rss_mb": round(peak_mb), "per_bracket": per_bracket}
+
+
+def forecast_storage(url: str) -> tuple[int, int | None]:
+    """Rows of the forecasts table and its bytes with indexes (PostgreSQL's own count; SQLite's dbstat)."""
+    from sqlalchemy import text
+
+    from kwx.data.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT count(*) FROM forecasts")).scalar()
+            if engine.dialect.name == "postgresql":
+                size = conn.execute(text("SELECT pg_total_relation_size('forecasts')")).scalar()
+            else:
+                size = conn.execute(text("SELECT sum(pgsize) FROM dbstat WHERE name IN (SELECT name FROM "
+                                         "sqlite_master WHERE tbl_name = 'forecasts')")).scalar()
+    finally:
+        engine.dispose()
+    return rows, size
 
 
 def prepare(url: str) -> float:
@@ -69,10 +92,11 @@ def prepare(url: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--feature-sets", nargs="+", default=["elasticnet_relative", "elasticnet_forecast"])
     parser.add_argument("--measure-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_url:
-        print(json.dumps(measure(args.measure_url)))
+        print(json.dumps(measure(args.measure_url, args.feature_sets[0])))
         return
 
     from sqlalchemy import create_engine, text
@@ -94,18 +118,28 @@ def main() -> None:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         try:
             load_seconds = prepare(url)
-            child = subprocess.run([sys.executable, __file__, "--measure-url", url], capture_output=True, text=True,
-                                   check=True)
-            result = json.loads(child.stdout)
+            forecast_rows, forecast_bytes = forecast_storage(url)
+            results = {}
+            for feature_set in args.feature_sets:
+                child = subprocess.run([sys.executable, __file__, "--measure-url", url, "--feature-sets",
+                                        feature_set], capture_output=True, text=True, check=True)
+                results[feature_set] = json.loads(child.stdout)
         finally:
             if cleanup:
                 cleanup()
     print(f"backend            {args.backend}")
     print(f"demo generate+load {load_seconds:.1f} s (chicago, {START}..{END})")
-    for bracket, figures in result["per_bracket"].items():
-        print(f"dataset {bracket:<10} {figures['rows']:>9,} rows in {figures['seconds']:.2f} s")
-    print(f"dataset total      {result['rows']:>9,} rows in {result['seconds']:.2f} s "
-          f"= {result['rows_per_s']:,} rows/s; peak RSS {result['peak_rss_mb']:,} MB")
+    size = f"{forecast_bytes / 2**20:.1f} MiB with indexes" if forecast_bytes else "size unknown"
+    per_row = f" ({forecast_bytes / max(forecast_rows, 1):.0f} B/row)" if forecast_bytes else ""
+    print(f"forecasts stored   {forecast_rows:,} rows, {size}{per_row}")
+    for feature_set, result in results.items():
+        for bracket, figures in result["per_bracket"].items():
+            print(f"{feature_set:<20} {bracket:<8} {figures['rows']:>9,} rows in {figures['seconds']:.2f} s")
+        print(f"{feature_set:<20} total    {result['rows']:>9,} rows in {result['seconds']:.2f} s "
+              f"= {result['rows_per_s']:,} rows/s; peak RSS {result['peak_rss_mb']:,} MB")
+    if {"elasticnet_relative", "elasticnet_forecast"} <= set(results):
+        ratio = results["elasticnet_forecast"]["seconds"] / results["elasticnet_relative"]["seconds"]
+        print(f"forecast / relative: {ratio:.2f}x time (target <= 1.2x)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark: serve-rt ticks over all seven cities' open markets (~50-80 at a time) from local data.
 
-    .venv/bin/python bench/rt_tick.py [--mode signals|paper]
+    .venv/bin/python bench/rt_tick.py [--mode signals|paper] [--feature-set elasticnet_forecast]
+        [--without-forecasts]
 
 Builds demo data for every city, trains small chicago models for the three brackets into a temporary
 MLflow store and gives every city its own copy of its bracket's model (21 models, as in production; the
@@ -9,6 +10,9 @@ ticks through the same loop as `kwx serve-rt --replay`. Prints p50/p99 tick late
 network: the data is local), markets per tick, and the replay rate in simulated minutes per second.
 ``--mode paper`` runs the same day with the paper broker: every tick also steps the order policy, matches
 resting orders against new candles and writes orders and fills (and orders/fills per day are printed).
+``--feature-set`` trains the models on another set (default: kwx's default); ``--without-forecasts`` deletes
+the stored forecasts before the replay, so the same tick runs without reading or building forecast features:
+the two runs' p99 ratio is the forecasts' cost (target ≤ 1.2×).
 Target: p99 < 100 ms (paper too), a day < 60 s.
 """
 
@@ -28,6 +32,9 @@ DAY = date(2025, 7, 20)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["signals", "paper"], default="signals")
+    parser.add_argument("--feature-set", default=None, help="the models' feature set (default: kwx's default)")
+    parser.add_argument("--without-forecasts", action="store_true",
+                        help="delete the stored forecasts before the replay (a relative-set baseline)")
     args = parser.parse_args()
 
     import mlflow
@@ -42,12 +49,19 @@ def main() -> None:
     from kwx.rt.replay import replay_day
     from kwx.training import runner
 
+    feature_set = args.feature_set or DEFAULT_FEATURE_SET
     with scratch_workspace() as (_tmp, engine):
         load_demo(engine, sorted(CITIES), date(2025, 6, 1), date(2025, 7, 22), seed=3)
         for bracket in ("between", "greater", "less"):
             runner.train(TrainConfig.model_validate({
                 "city": "chicago", "bracket": bracket, "start": "2025-06-01", "end": "2025-07-22",
-                "train_days": 40, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3}), engine)
+                "train_days": 40, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3,
+                "feature_set": feature_set}), engine)
+        if args.without_forecasts:
+            from sqlalchemy import text
+
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM forecasts"))
         client = MlflowClient()
         models = {b: mlflow.sklearn.load_model(f"models:/{model_name('chicago', b)}/1")
                   for b in ("between", "greater", "less")}
@@ -57,7 +71,7 @@ def main() -> None:
 
         def every_city_uses_chicago(city, bracket, day):
             return ModelHandle(per_market[city, bracket], f"{model_name(city, bracket)}/bench", "bench",
-                               DEFAULT_FEATURE_SET)  # what runner.train trained them on
+                               feature_set)  # what runner.train trained them on
         config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
                                                       for b in ("between", "greater", "less")],
                                           "tick_seconds": 9, "execution": {"mode": args.mode}})
@@ -76,7 +90,8 @@ def main() -> None:
         p99 = latencies[int(0.99 * len(latencies))]
         print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
         print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "
-              f"({result.rows:,} signal rows written; mode {args.mode})")
+              f"({result.rows:,} signal rows written; mode {args.mode}; features {feature_set}"
+              f"{', forecasts deleted' if args.without_forecasts else ''})")
         if args.mode == "paper":
             from kwx.execution import records
 

@@ -19,7 +19,6 @@ from kwx.domain.forecast import (
     FORECAST_FEATURES,
     ForecastData,
     forecast_features,
-    forecast_states,
 )
 from kwx.domain.markets import bracket_bounds
 
@@ -323,9 +322,9 @@ def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int]
     """The forecast features of every candle row (NaN throughout without forecasts)."""
     if forecasts is None or not len(forecasts.forecasts):
         return {name: np.full(len(ts), np.nan) for name in FORECAST_FEATURES}
-    states = forecast_states(forecasts.forecasts, city_codes)
+    states, scales = forecasts.prepared(city_codes)
     return forecast_features(
-        states, forecasts.scales, city_codes, row_city=station, row_day=event_day_number, row_day_start=day_start,
+        states, scales, row_city=station, row_day=event_day_number, row_day_start=day_start,
         row_ts=ts, lo=lo, hi=hi,
         floor=floor, cap=cap, running_max=cols["day_max_so_far"], hour_local=cols["hour_of_day_local"],
         temp_now=cols["temp_now"], max_age_hours=max_age_hours,

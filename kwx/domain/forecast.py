@@ -20,7 +20,7 @@ day computed in one batch equals the same day computed minute by minute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -60,10 +60,21 @@ FORECAST_FEATURES = ("fc_high", "fc_sd", "fc_lead_days", "fc_age_hours", "fc_sou
 @dataclass(frozen=True)
 class ForecastData:
     """The forecasts a batch or a tick may read (``FORECAST_COLUMNS``, none published after its time) and
-    the error scales of their days (``SCALE_COLUMNS``, from ``error_scales``)."""
+    the error scales of their days (``SCALE_COLUMNS``, from ``error_scales``).
+
+    Its states and scale table are computed once per set of city codes and kept: a live source hands the
+    same object to every tick until a new run is published, and states cost far more than the tick's rows.
+    """
 
     forecasts: pd.DataFrame
     scales: pd.DataFrame
+    _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def prepared(self, city_codes: dict[str, int]) -> tuple[ForecastStates, ScaleTable]:
+        key = tuple(sorted(city_codes.items()))
+        if key not in self._prepared:
+            self._prepared[key] = (forecast_states(self.forecasts, city_codes), ScaleTable(self.scales, city_codes))
+        return self._prepared[key]
 
 
 def prior_error_sd(horizon) -> np.ndarray:
@@ -282,7 +293,7 @@ def bracket_prior(lo: np.ndarray, hi: np.ndarray, running_max: np.ndarray, rest_
     return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below_lo, 0.0, 1.0))
 
 
-def forecast_features(states: ForecastStates, scales: pd.DataFrame, city_codes: dict[str, int], *,
+def forecast_features(states: ForecastStates, scales: ScaleTable, *,
                       row_city: np.ndarray, row_day: np.ndarray, row_day_start: np.ndarray, row_ts: np.ndarray,
                       lo: np.ndarray, hi: np.ndarray,
                       floor: np.ndarray, cap: np.ndarray, running_max: np.ndarray, hour_local: np.ndarray,
@@ -303,7 +314,7 @@ def forecast_features(states: ForecastStates, scales: pd.DataFrame, city_codes: 
         return np.where(have, values[s] if len(values) else np.nan, np.nan)
 
     lead = take(states.lead)
-    bias, sd = _scale_lookup(scales, city_codes, row_group, horizon_of(row_ts, row_day_start))
+    bias, sd = scales.lookup(row_group, horizon_of(row_ts, row_day_start))
     fc_high = take(states.consensus) + bias
     ens_n = take(states.ens_n)
     started = ~np.isnan(running_max)
@@ -326,23 +337,28 @@ def forecast_features(states: ForecastStates, scales: pd.DataFrame, city_codes: 
     }
 
 
-def _scale_lookup(scales: pd.DataFrame, city_codes: dict[str, int], row_group: np.ndarray,
-                  horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bias, sd) of each row's (city, day, horizon); no bias and the prior sd where the table has none."""
-    bias = np.zeros(len(row_group))
-    sd = prior_error_sd(horizon)
-    known = scales[scales["city"].isin(list(city_codes))]
-    if len(known) and len(row_group):
-        def key(group, h):
-            return (group << 8) | (np.asarray(h, dtype=np.int64) + 128)
+class ScaleTable:
+    """The error scales as a sorted integer key per (city, day, horizon), for lookups by feature rows."""
 
-        table = key(group_keys(known["city"].map(city_codes).to_numpy(dtype=np.int64),
-                               _day_numbers(known["climate_date"])), known["horizon"].to_numpy(dtype=np.int64))
+    def __init__(self, scales: pd.DataFrame, city_codes: dict[str, int]):
+        known = scales[scales["city"].isin(list(city_codes))]
+        table = self._key(group_keys(known["city"].map(city_codes).to_numpy(dtype=np.int64),
+                                     _day_numbers(known["climate_date"])), known["horizon"].to_numpy(dtype=np.int64))
         order = np.argsort(table, kind="stable")
-        table = table[order]
-        probe = key(row_group, np.clip(horizon, -128, 127))
-        at = np.minimum(np.searchsorted(table, probe), len(table) - 1)
-        hit = table[at] == probe
-        bias = np.where(hit, known["bias_f"].to_numpy(dtype=float)[order][at], bias)
-        sd = np.where(hit, known["sd_f"].to_numpy(dtype=float)[order][at], sd)
-    return bias, sd
+        self.key = table[order]
+        self.bias = known["bias_f"].to_numpy(dtype=float)[order]
+        self.sd = known["sd_f"].to_numpy(dtype=float)[order]
+
+    @staticmethod
+    def _key(group: np.ndarray, horizon: np.ndarray) -> np.ndarray:
+        return (group << 8) | (np.clip(horizon, -128, 127).astype(np.int64) + 128)
+
+    def lookup(self, row_group: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bias, sd) of each row's (city, day, horizon); no bias and the prior sd where the table has none."""
+        bias, sd = np.zeros(len(row_group)), prior_error_sd(horizon)
+        if len(self.key) and len(row_group):
+            probe = self._key(row_group, horizon)
+            at = np.minimum(np.searchsorted(self.key, probe), len(self.key) - 1)
+            hit = self.key[at] == probe
+            bias, sd = np.where(hit, self.bias[at], bias), np.where(hit, self.sd[at], sd)
+        return bias, sd

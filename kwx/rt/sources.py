@@ -111,6 +111,7 @@ class ReplaySource:
         self.forecasts = ForecastData(stored.forecasts.sort_values("available_ts", kind="stable").reset_index(
             drop=True), stored.scales)
         self._forecast_ts = self.forecasts.forecasts["available_ts"].to_numpy(dtype=np.int64)
+        self._published: tuple[int, ForecastData] | None = None
 
     def snapshot(self, now_ts: int) -> Snapshot:
         open_now = np.flatnonzero((self._open_ts <= now_ts) & (now_ts < self._close_ts))
@@ -130,7 +131,10 @@ class ReplaySource:
         is_open[open_now] = True
         candles = self.candles.iloc[lo + np.flatnonzero(is_open[self._candle_market[lo:hi]])]
         weather = {city_key: self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
-        forecasts = ForecastData(self.forecasts.forecasts.iloc[:published], self.forecasts.scales)
+        if self._published is None or self._published[0] != published:  # a new run: new states, else the same
+            self._published = (published, ForecastData(self.forecasts.forecasts.iloc[:published],
+                                                       self.forecasts.scales))
+        forecasts = self._published[1]
         snap = Snapshot(now_ts, markets, candles, weather, data_version=version, forecasts=forecasts)
         snap.check_no_lookahead()
         self._last = snap
@@ -161,6 +165,7 @@ class LiveSource:
         self.forecaster, self.forecast_refresh_seconds = forecaster, forecast_refresh_seconds
         self._forecast_at: dict[str, int] = {}
         self._scales: tuple[date, pd.DataFrame] | None = None
+        self._published: tuple[tuple, ForecastData] | None = None
         self.db, self.fetch_deadline_seconds = db, fetch_deadline_seconds
         self.pairs = pairs
         self.max_obs_age_minutes = max_obs_age_minutes
@@ -300,7 +305,10 @@ class LiveSource:
             self._scales = (today, self.db(load_forecast_data, self.engine, cities, first, last,
                                            available_until_ts=now_ts).scales)
         forecasts = self.db(load_forecasts, self.engine, cities, first, last, available_until_ts=now_ts)
-        return ForecastData(forecasts, self._scales[1])
+        version = (self._scales[0], len(forecasts), int(forecasts["available_ts"].max()) if len(forecasts) else 0)
+        if self._published is None or self._published[0] != version:  # a new run: new states, else the same
+            self._published = (version, ForecastData(forecasts, self._scales[1]))
+        return self._published[1]
 
     def snapshot(self, now_ts: int) -> Snapshot:
         from datetime import UTC, datetime

@@ -33,15 +33,20 @@ The availability rule (history), for a climate day D (00:00-24:00 local standard
     available_ts = run_ts + publication delay(model)
     lead_days    = D - the local-standard date of run_ts
 
-so the whole row is public no earlier than its newest possible ingredient. The delays are conservative:
-Open-Meteo's own run metadata (``last_run_availability_time`` - ``last_run_initialisation_time``) shows
-about 5.6-5.8 h for NCEP GFS (ncep_gfs013/ncep_gfs025) and about 8 h for ECMWF IFS 0.25; kwx adds a margin
-(GFS 7 h, ECMWF 10 h). A run that was late or missed makes the value older than run_ts says, never newer,
-so the rule errs late. Example: Chicago (UTC-6 all year), climate day 2025-07-02 = 06:00 UTC Jul 2 to
-06:00 UTC Jul 3, last hour 05:00 UTC Jul 3. gfs_seamless, N=1: 05:00 Jul 2 floors to the 00 UTC Jul 2 run
-(18:00 LST Jul 1, lead 1), public 07:00 UTC Jul 2. ecmwf_ifs025, N=1: 05:00 lies between stored 03 and 06
-UTC, so the horizon is 09:00 UTC Jul 3; minus 24 h floors to the 06 UTC Jul 2 run (00:00 LST Jul 2,
-lead 0), public 16:00 UTC Jul 2.
+so the whole row is public no earlier than its newest possible ingredient. The delays are conservative.
+Open-Meteo's run metadata (``last_run_availability_time`` - ``last_run_initialisation_time``; one reading per
+model, 2026-09-30, published by another project) gave 5.6 h (ncep_gfs013) and 5.8 h (ncep_gfs025) for GFS
+and 8.0 h for ECMWF IFS 0.25, whose open data ECMWF releases 2 h after its real-time dissemination
+(open-meteo.com/en/docs/ecmwf-api). kwx adds a margin: GFS 7 h, ECMWF 10 h. A missed run makes a value
+older than run_ts says, never newer, so the rule errs late; a run published later than its delay is the
+one case it cannot see. For the years Open-Meteo rebuilt from archives (GFS before 2024) the values are
+the runs' own, public from the weather service at the same delay.
+
+Example: Chicago (UTC-6 all year), climate day 2025-07-02 = 06:00 UTC Jul 2 to 06:00 UTC Jul 3, last hour
+05:00 UTC Jul 3. gfs_seamless, N=1: 05:00 Jul 2 floors to the 00 UTC Jul 2 run (18:00 LST Jul 1, lead 1),
+public 07:00 UTC Jul 2. ecmwf_ifs025, N=1: 05:00 lies between the stored 03 and 06 UTC steps, so the horizon
+is 09:00 UTC Jul 3; minus 24 h floors to the 06 UTC Jul 2 run (00:00 LST Jul 2, lead 0), public 16:00 UTC
+Jul 2.
 
 The day-0 series (plain ``temperature_2m``, and the *Historical Forecast* API, which Open-Meteo builds the
 same way, "each update from the weather models' initial hours is compiled into a seamless time series")
@@ -189,7 +194,7 @@ def climate_day_chunks(start: date, end: date, chunk_days: int) -> list[tuple[da
 
 class OpenMeteoClient:
     def __init__(self, base_url: str = FORECAST_URL, ensemble_base_url: str = ENSEMBLE_URL,
-                 previous_runs_base_url: str = PREVIOUS_RUNS_URL, *, chunk_days: int = 31, timeout: float = 30.0,
+                 previous_runs_base_url: str = PREVIOUS_RUNS_URL, *, chunk_days: int = 31, timeout: float = 15.0,
                  retry: RetryPolicy | None = None, per_second: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic):
         if chunk_days < 1:
@@ -364,8 +369,8 @@ def _frame(city: City, model: str, days: np.ndarray, members: np.ndarray, run_ts
     return frame.sort_values(["climate_date", "member", "run_ts"], ignore_index=True)
 
 
-def previous_run_timing(city: City | str, model: str, days: np.ndarray, previous_day: int) -> tuple[np.ndarray,
-                                                                                                     np.ndarray]:
+def previous_run_timing(city: City | str, model: str, days: np.ndarray,
+                        previous_day: int) -> tuple[np.ndarray, np.ndarray]:
     """(run_ts, available_ts) of the previous_day-N high of each climate day (days since the epoch): the rule of
     the module docstring."""
     city, spec = _city(city), model_spec(model, ensemble=False)
