@@ -421,11 +421,29 @@ class RtConfig(StrictModel):
                                         description="ticks held while the database is unreachable")
     kalshi_base_url: HttpUrlText = "https://api.elections.kalshi.com/trade-api/v2"
     vc_base_url: HttpUrlText = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
+    forecast_models: list[str] = Field(
+        default_factory=lambda: ["gfs_seamless", "ecmwf_ifs025"],
+        description="Open-Meteo deterministic models the live loop polls (empty: read only stored forecasts)")
+    forecast_ensemble_models: list[str] = Field(
+        default_factory=lambda: ["gfs025", "ecmwf_ifs025"],
+        description="Open-Meteo ensembles the live loop polls, every member")
+    forecast_base_url: HttpUrlText = Field("https://api.open-meteo.com", description="Open-Meteo's Forecast API")
+    forecast_ensemble_base_url: HttpUrlText = Field("https://ensemble-api.open-meteo.com",
+                                                    description="Open-Meteo's Ensemble API")
 
     @field_validator("markets")
     @classmethod
     def _distinct_markets(cls, v: list[MarketSelector]) -> list[MarketSelector]:
         return _unique(v, "markets")
+
+    @field_validator("forecast_models", "forecast_ensemble_models")
+    @classmethod
+    def _known_forecast_models(cls, v: list[str], info) -> list[str]:
+        from kwx.data.clients.open_meteo import model_spec
+
+        for name in v:
+            model_spec(name, ensemble=info.field_name == "forecast_ensemble_models")  # ValueError naming the known
+        return _unique(v, info.field_name)
 
     @model_validator(mode="after")
     def _taker_above_open(self) -> Self:

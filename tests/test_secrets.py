@@ -16,7 +16,7 @@ from kwx.data import migrations
 from kwx.data.demo import generate_city
 from kwx.secrets import MASK, RedactingFilter, configure_logging, redact, snippet
 from tests.conftest import small_training_run
-from tests.data.fake_http import FakeApi, Reply
+from tests.data.fake_http import OFFLINE_FORECASTS, FakeApi, Reply
 from tests.data.test_kalshi import serve_kalshi
 from tests.data.test_visual_crossing import timeline_json
 
@@ -116,7 +116,7 @@ def test_a_sentinel_key_reaches_no_output_log_table_or_artifact(promoted, tmp_pa
         weather = f"/stn:KMDW/{first}/{last}"
         config = tmp_path / "live.yaml"
         config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
-                          f"vc_base_url: {api.url}\n")
+                          f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}")
         live = ["serve-rt", "--config", str(config), "--once", "--db-url", live_db]
         # (a) live ticks: the key refused, then accepted
         api.handlers[weather] = echo_the_key

@@ -40,7 +40,7 @@ def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: 
         # every model a backtest may resolve could read forecasts: load them whatever the feature set
         features = build_features(candles, markets, weather, city, max_obs_age_minutes=max_obs_age_minutes,
                                   forecasts=forecasts_for(engine, None, [city_key], start, end),
-                                  max_forecast_age_hours=max_forecast_age_hours)
+                                  max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
         frames.append(decision_rows(markets, features, candles))
         tmax = load_settlements(engine, city, start, end)
         won = settlement_outcomes(markets["strike_type"].to_numpy(), markets["floor_strike"].to_numpy(dtype=float),

@@ -248,9 +248,9 @@ def ingest_forecasts_command(
     if start is not None and end is not None:
         _check_range(start, end)
     configure_logging()
+    engine = open_engine(db_url)
     client = OpenMeteoClient(base_url or FORECAST_URL, ensemble_base_url or ENSEMBLE_URL,
                              previous_runs_base_url or PREVIOUS_RUNS_URL, chunk_days=chunk_days)
-    engine = open_engine(db_url)
     rows, failures = 0, []
     try:
         with progress() as bar:

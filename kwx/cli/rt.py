@@ -137,6 +137,17 @@ def serve_rt(
     _print_signals(result.strongest.head(top), f"strongest signals of {replay:%Y-%m-%d}")
 
 
+def _forecaster(cfg, engine):
+    """Open-Meteo's current runs for the live loop (no key needed); None when the config polls no model."""
+    from kwx.data.clients.open_meteo import OpenMeteoClient
+    from kwx.data.ingestion import LiveForecastPoller
+
+    if not cfg.forecast_models and not cfg.forecast_ensemble_models:
+        return None
+    client = OpenMeteoClient(cfg.forecast_base_url, cfg.forecast_ensemble_base_url)
+    return LiveForecastPoller(engine, client, list(cfg.forecast_models), list(cfg.forecast_ensemble_models))
+
+
 def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int, target: str, environment: str,
                 confirm_production: bool) -> None:
     import logging
@@ -160,7 +171,8 @@ def _serve_live(cfg, db_url: str | None, *, max_ticks: int | None, top: int, tar
     last = {}
     console.print(target, highlight=False)
     try:
-        run = serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc, max_ticks=max_ticks,
+        run = serve_live(cfg, engine, client, kalshi=KalshiClient(cfg.kalshi_base_url), vc=vc,
+                         forecaster=_forecaster(cfg, engine), max_ticks=max_ticks,
                          stop=stop, on_tick=lambda tick, result: last.update(signals=result.signals),
                          environment=environment, confirm_production=confirm_production)
     except BufferFullError as exc:

@@ -201,7 +201,7 @@ def load_dataset(
     weather = load_weather_for_markets(engine, city_spec, markets, start)
     features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes,
                               forecasts=forecasts_for(engine, feature_set, [city], start, end),
-                              max_forecast_age_hours=max_forecast_age_hours)
+                              max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
     tmax = load_settlements(engine, city_spec, start, end)
     features["label"] = settlement_outcomes(
         features["bracket"].to_numpy(), features["floor_strike"].to_numpy(), features["cap_strike"].to_numpy(),

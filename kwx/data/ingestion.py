@@ -197,3 +197,23 @@ def ingest_forecasts(engine: Engine, client: OpenMeteoClient, city_key: str, sta
         if progress is not None:
             progress(label, i + 1, len(jobs))
     return summary
+
+
+@dataclass
+class LiveForecastPoller:
+    """The live loop's forecaster: stores the current runs of a city's models as they are published.
+
+    ``poll`` returns the failures by name (a missed poll only ages the stored forecasts; markets skip once their
+    day's newest forecast passes ``max_forecast_age_hours``); a refused request raises AuthError.
+    """
+
+    engine: Engine
+    client: OpenMeteoClient
+    models: list[str]
+    ensemble_models: list[str]
+
+    def poll(self, city_key: str, now_ts: int) -> list[str]:
+        summary = ingest_forecasts(self.engine, self.client, city_key, None, None, models=self.models,
+                                   now=datetime.fromtimestamp(now_ts, UTC), live=True,
+                                   ensemble_models=self.ensemble_models)
+        return summary.failures

@@ -20,7 +20,7 @@ from kwx.domain.forecast import (
     ForecastData,
     forecast_features,
 )
-from kwx.domain.markets import bracket_bounds
+from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, bracket_bounds
 
 BASELINE = (
     "yes_bid", "yes_ask", "yes_mid", "spread_cents", "minutes_to_close", "temp_now", "temp_to_floor",
@@ -43,11 +43,13 @@ ELASTICNET_RELATIVE = (
     "dew_depression", "humidity", "windspeed",
 )
 # elasticnet_relative plus what numerical weather prediction says about the day's high, relative to the bracket:
-# the physical prior in log-odds (the scale on which the model corrects it, as it does the market's), the
+# the physical prior in log-odds (the scale on which the model corrects it, as it does the market's; one column
+# before the climate day and one on it, so its weight can differ once observations compete), the
 # bias-corrected consensus against the strikes, its learned error scale, the models' disagreement and the
 # ensemble's vote (censored at the running max); lead and age say how fresh it is.
 ELASTICNET_FORECAST = (
-    *ELASTICNET_RELATIVE, "forecast_logit", "p_forecast", "fc_to_floor", "fc_to_cap", "fc_sd", "fc_source_spread",
+    *ELASTICNET_RELATIVE, "forecast_logit_ahead", "forecast_logit_today", "p_forecast", "fc_to_floor", "fc_to_cap",
+    "fc_sd", "fc_source_spread",
     "fc_ens_sd", "fc_ens_in_bracket", "fc_lead_days", "fc_age_hours",
 )
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH,
@@ -202,6 +204,7 @@ def build_features(
     max_obs_age_minutes: int = 20,
     forecasts: ForecastData | None = None,
     max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
+    lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
 ) -> pd.DataFrame:
     """Every feature of every candle of one city's markets: one row per candle, by (market_ticker, end_period_ts).
 
@@ -209,11 +212,12 @@ def build_features(
     markets: ticker, event_date, strike_type, floor_strike, cap_strike, close_time (aware UTC).
     weather: one station's ts_utc (aware UTC), temp_f, dew_f, humidity_pct, wind_mph.
     forecasts: the city's published forecasts and error scales (``kwx.domain.forecast``); None: the
-    forecast features are NaN.
+    forecast features are NaN. lock_margin_f: how far below its reading the running max bounds the settled
+    high in the forecast prior (the lock rule's margin).
     """
     return build_features_for_cities(candles, markets.assign(city=city.key), {city: weather},
                                      max_obs_age_minutes=max_obs_age_minutes, forecasts=forecasts,
-                                     max_forecast_age_hours=max_forecast_age_hours)
+                                     max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
 
 
 def build_features_for_cities(
@@ -224,6 +228,7 @@ def build_features_for_cities(
     max_obs_age_minutes: int = 20,
     forecasts: ForecastData | None = None,
     max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
+    lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
 ) -> pd.DataFrame:
     """``build_features`` for markets of several cities in one pass: the live tick's cost does not grow per city.
 
@@ -311,14 +316,15 @@ def build_features_for_cities(
     lo, hi = bracket_bounds(cols["bracket"], floor, cap)
     day_start = event_day_number * 86_400 - offset
     cols.update(_forecast_columns(forecasts, station_of_city, station, event_day_number, day_start, ts, lo, hi,
-                                  floor, cap, cols, max_forecast_age_hours))
+                                  floor, cap, cols, max_forecast_age_hours, lock_margin_f))
     return pd.DataFrame(cols)
 
 
 def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int], station: np.ndarray,
                       event_day_number: np.ndarray, day_start: np.ndarray, ts: np.ndarray, lo: np.ndarray,
                       hi: np.ndarray,
-                      floor: np.ndarray, cap: np.ndarray, cols: dict, max_age_hours: float) -> dict[str, np.ndarray]:
+                      floor: np.ndarray, cap: np.ndarray, cols: dict, max_age_hours: float,
+                      lock_margin_f: float) -> dict[str, np.ndarray]:
     """The forecast features of every candle row (NaN throughout without forecasts)."""
     if forecasts is None or not len(forecasts.forecasts):
         return {name: np.full(len(ts), np.nan) for name in FORECAST_FEATURES}
@@ -327,5 +333,5 @@ def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int]
         states, scales, row_city=station, row_day=event_day_number, row_day_start=day_start,
         row_ts=ts, lo=lo, hi=hi,
         floor=floor, cap=cap, running_max=cols["day_max_so_far"], hour_local=cols["hour_of_day_local"],
-        temp_now=cols["temp_now"], max_age_hours=max_age_hours,
+        temp_now=cols["temp_now"], max_age_hours=max_age_hours, lock_margin_f=lock_margin_f,
     )

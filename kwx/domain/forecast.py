@@ -54,7 +54,8 @@ _KEY_WIDTH, _KEY_OFFSET = 4096.0, 1000.0
 DEFAULT_MAX_FORECAST_AGE_HOURS = 30.0
 
 FORECAST_FEATURES = ("fc_high", "fc_sd", "fc_lead_days", "fc_age_hours", "fc_source_spread", "fc_ens_mean",
-                     "fc_ens_sd", "fc_ens_in_bracket", "fc_to_floor", "fc_to_cap", "p_forecast", "forecast_logit")
+                     "fc_ens_sd", "fc_ens_in_bracket", "fc_to_floor", "fc_to_cap", "p_forecast", "forecast_logit",
+                     "forecast_logit_ahead", "forecast_logit_today")
 
 
 @dataclass(frozen=True)
@@ -297,11 +298,16 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
                       row_city: np.ndarray, row_day: np.ndarray, row_day_start: np.ndarray, row_ts: np.ndarray,
                       lo: np.ndarray, hi: np.ndarray,
                       floor: np.ndarray, cap: np.ndarray, running_max: np.ndarray, hour_local: np.ndarray,
-                      temp_now: np.ndarray, max_age_hours: float) -> dict[str, np.ndarray]:
+                      temp_now: np.ndarray, max_age_hours: float, lock_margin_f: float) -> dict[str, np.ndarray]:
     """``FORECAST_FEATURES`` for feature rows (city code, climate day number, Unix s, bracket bounds, weather).
 
     A row without a public forecast of its day, or whose newest is older than ``max_age_hours``, gets NaN
-    everywhere (training imputes; the live loop skips it as a stale forecast).
+    everywhere (training imputes; the live loop skips it as a stale forecast). The running max bounds the high
+    only ``lock_margin_f`` below what it reads, as the lock rule trusts it: observed maxima can sit above the
+    climate report's, and a prior of exactly 0 on the bracket the report then settles in costs ~7 nats a row.
+    The prior's log-odds also come split by phase (``forecast_logit_ahead`` before the climate day begins, 0
+    after; ``forecast_logit_today`` the other way round), so a linear model can trust it differently before the
+    day and once observations compete with it.
     """
     row_group = group_keys(row_city, row_day)
     state = states.lookup(row_group, row_ts)
@@ -317,23 +323,28 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     bias, sd = scales.lookup(row_group, horizon_of(row_ts, row_day_start))
     fc_high = take(states.consensus) + bias
     ens_n = take(states.ens_n)
-    started = ~np.isnan(running_max)
+    bound = running_max - lock_margin_f  # the settled high is at least this (NaN: the day has not begun)
+    started = ~np.isnan(bound)
     with np.errstate(invalid="ignore", divide="ignore"):
-        floor_seen = np.where(started, running_max, -np.inf)
+        floor_seen = np.where(started, bound, -np.inf)
         below_hi = states.members_below(s, hi) if len(states.members) else np.zeros(len(s))
         below_lo = states.members_below(s, lo) if len(states.members) else np.zeros(len(s))
         in_bracket = np.where(floor_seen >= hi, 0, np.where(floor_seen >= lo, below_hi, below_hi - below_lo))
         ens_in_bracket = np.where(ens_n > 0, in_bracket / ens_n, np.nan)
     rest_mean, rest_sd = remaining_day(fc_high, sd, hour_local, temp_now, started)
-    p = bracket_prior(lo, hi, running_max, rest_mean, rest_sd)
+    p = bracket_prior(lo, hi, bound, rest_mean, rest_sd)
     p = np.where(have, p, np.nan)
     clipped = np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
+    logit = np.log(clipped / (1 - clipped))
+    ahead = row_ts <= row_day_start
     return {
         "fc_high": fc_high, "fc_sd": np.where(have, sd, np.nan), "fc_lead_days": lead,
         "fc_age_hours": np.where(have, age_hours, np.nan), "fc_source_spread": take(states.spread),
         "fc_ens_mean": take(states.ens_mean), "fc_ens_sd": take(states.ens_sd), "fc_ens_in_bracket": ens_in_bracket,
         "fc_to_floor": fc_high - floor, "fc_to_cap": cap - fc_high,
-        "p_forecast": p, "forecast_logit": np.log(clipped / (1 - clipped)),
+        "p_forecast": p, "forecast_logit": logit,
+        "forecast_logit_ahead": np.where(ahead, logit, np.where(have, 0.0, np.nan)),
+        "forecast_logit_today": np.where(ahead, np.where(have, 0.0, np.nan), logit),
     }
 
 

@@ -71,7 +71,8 @@ def snapshot_features(snap: Snapshot, config: RtConfig) -> pd.DataFrame:
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
     return build_features_for_cities(snap.candles, snap.markets, weather,
                                      max_obs_age_minutes=config.max_obs_age_minutes, forecasts=snap.forecasts,
-                                     max_forecast_age_hours=config.max_forecast_age_hours)
+                                     max_forecast_age_hours=config.max_forecast_age_hours,
+                                     lock_margin_f=config.lock_margin_f)
 
 
 @dataclass(frozen=True)

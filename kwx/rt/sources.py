@@ -159,8 +159,8 @@ class LiveSource:
     def __init__(self, engine: Engine, kalshi, vc, pairs: list[tuple[str, str]], max_obs_age_minutes: int, *,
                  db: DbRetry, fetch_deadline_seconds: float, market_refresh_seconds: int = 600,
                  weather_refresh_seconds: int = 60, forecaster=None, forecast_refresh_seconds: float = 900):
-        """``forecaster``: polls new forecast runs of a city and stores them (``poll(city_key, now_ts)``, e.g.
-        Open-Meteo's); None reads only what is stored (filled by `kwx ingest forecasts --live` on a schedule)."""
+        """``forecaster``: stores new forecast runs of a city (``kwx.data.ingestion.LiveForecastPoller``); None
+        reads only what is stored (filled by `kwx ingest forecasts --live` on a schedule)."""
         self.engine, self.kalshi, self.vc = engine, kalshi, vc
         self.forecaster, self.forecast_refresh_seconds = forecaster, forecast_refresh_seconds
         self._forecast_at: dict[str, int] = {}
@@ -280,18 +280,27 @@ class LiveSource:
             self.db(upsert_frames, self.engine, {"weather_minutes": weather})
         self._weather_at[city_key] = now_ts
 
-    def _poll_forecasts(self, city_key: str, now_ts: int) -> None:
-        from kwx.data.clients.http import FetchError, PayloadError
+    def _poll_forecasts(self, now_ts: int) -> None:
+        """Ask for new runs of the city most overdue, one city a tick: a city's poll is a dozen requests, and
+        every fetch of a tick shares its deadline."""
+        from kwx.data.clients.http import AuthError, FetchError, PayloadError
 
-        if self.forecaster is None or now_ts - self._forecast_at.get(city_key, -10**12) < self.forecast_refresh_seconds:
+        if self.forecaster is None:
             return
-        try:
-            self.forecaster.poll(city_key, now_ts)
-        except (FetchError, PayloadError) as exc:
-            # a missed poll only ages the stored forecasts; markets skip once they pass max_forecast_age_hours
-            self.failures[f"forecasts {city_key}"] = str(exc)
-            log.warning("forecasts for %s not refreshed: %s", city_key, exc)
+        cities = sorted({c for c, _ in self.pairs}, key=lambda c: self._forecast_at.get(c, -10**12))
+        city_key = cities[0]
+        if now_ts - self._forecast_at.get(city_key, -10**12) < self.forecast_refresh_seconds:
+            return
         self._forecast_at[city_key] = now_ts
+        try:
+            failures = self.forecaster.poll(city_key, now_ts)
+        except (FetchError, PayloadError) as exc:
+            failures = [str(exc)]
+            if isinstance(exc, AuthError):
+                log.error("%s", exc)
+        for failure in failures:
+            # a missed poll only ages the stored forecasts; markets skip once past max_forecast_age_hours
+            log.warning("forecasts for %s not refreshed: %s", city_key, failure)
 
     def _forecasts(self, now_ts: int) -> ForecastData:
         """Stored forecasts of yesterday..the day after tomorrow public by ``now_ts``; their error scales are
@@ -321,6 +330,8 @@ class LiveSource:
             for client in (self.kalshi, self.vc):
                 if client is not None:
                     fetches.enter_context(client.http.within(deadline))
+            if self.forecaster is not None:
+                fetches.enter_context(self.forecaster.client.within(deadline))
             self._refresh_markets(now_ts)
             markets = self._open_markets(now_ts)
             self._poll_candles(markets, now_ts)
@@ -336,9 +347,9 @@ class LiveSource:
                 since = weather_needed_since(now_ts, int(day_start.timestamp()), self.max_obs_age_minutes)
                 weather[city_key] = self.db(load_weather, self.engine, city, datetime.fromtimestamp(since, UTC),
                                             datetime.fromtimestamp(now_ts, UTC))
-                self._poll_forecasts(city_key, now_ts)
+            self._poll_forecasts(now_ts)
             forecasts = self._forecasts(now_ts)
-        failed = {k: v for k, v in self.failures.items() if not k.startswith("forecasts ")}
+        failed = dict(self.failures)
         for city_key, why in [*self.rejected.values(), *self.late.values()]:
             for ticker in markets.loc[markets["city"] == city_key, "ticker"]:
                 failed.setdefault(ticker, why)

@@ -77,3 +77,7 @@ class FakeApi:
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)
+
+
+# A live-loop config in a test points Open-Meteo at the local server too: nothing may leave the machine.
+OFFLINE_FORECASTS = "forecast_base_url: {url}\nforecast_ensemble_base_url: {url}\n"

@@ -60,12 +60,12 @@ def _weather(offsets_minutes, temps) -> pd.DataFrame:
                          "temp_f": temps, "dew_f": 60.0, "humidity_pct": 50.0, "wind_mph": 5.0})
 
 
-def _features(forecasts: list[dict], candle_minutes, weather=None, **kwargs) -> pd.DataFrame:
+def _features(forecasts: list[dict], candle_minutes, weather=None, lock_margin_f: float = 1.0) -> pd.DataFrame:
     weather = weather if weather is not None else _weather([m - 1 for m in candle_minutes], [75.0] * len(
         candle_minutes))
     data = ForecastData(_frame(forecasts), NO_SCALES)
-    return build_features(_candles(candle_minutes), _market(**kwargs), weather, CHICAGO, forecasts=data
-                          ).set_index("end_period_ts")
+    return build_features(_candles(candle_minutes), _market(), weather, CHICAGO, forecasts=data,
+                          lock_margin_f=lock_margin_f).set_index("end_period_ts")
 
 
 def test_a_forecast_public_one_second_after_t_never_enters_the_row_at_t():
@@ -113,8 +113,11 @@ def test_ensemble_vote_is_censored_at_the_running_max():
     # by 14:00 the day already reached 84.0: members below it will settle at least there
     minutes = [14 * 60]
     weather = _weather([13 * 60, 14 * 60 - 1], [84.0, 83.0])
-    f = _features(members, minutes, weather).iloc[0]
+    f = _features(members, minutes, weather, lock_margin_f=0.0).iloc[0]
     assert f["fc_ens_in_bracket"] == pytest.approx(3 / 4)  # 80, 81, 84 → 84 (in [83.5, 85.5)), 86 out
+    # trusted only a degree below its reading (the report may settle lower): 80, 81 → 83, out of the bracket
+    trusted = _features(members, minutes, weather, lock_margin_f=1.0).iloc[0]
+    assert trusted["fc_ens_in_bracket"] == pytest.approx(1 / 4)
 
 
 def test_stale_forecast_is_missing():
@@ -250,3 +253,23 @@ def test_states_of_several_cities_and_days_do_not_mix():
     states = forecast_states(rows, {"chicago": 0, "austin": 1})
     assert len(states.key) == 3
     assert datetime.fromtimestamp(int(states.time[0]), UTC) == START
+
+
+def test_the_running_max_bounds_the_prior_only_a_lock_margin_below_its_reading():
+    """Observations peaked at 85.5, the edge of 84-85, and the report may still settle 85: with the lock's margin
+    the prior keeps mass on 84-85 instead of an exact 0 (what the lock rule would not decide either)."""
+    rows = [_forecast(T0, 84.0)]
+    weather = _weather([15 * 60 - 1], [85.5])
+    exact = _features(rows, [15 * 60], weather, lock_margin_f=0.0).iloc[0]
+    trusted = _features(rows, [15 * 60], weather, lock_margin_f=1.0).iloc[0]
+    assert exact["p_forecast"] == 0.0
+    assert 0.05 < trusted["p_forecast"] < 1
+
+
+def test_the_priors_log_odds_split_at_the_climate_days_start():
+    rows = [_forecast(T0 - 12 * 3600, 84.0, lead=1)]
+    f = _features(rows, [-60, 0, 60])
+    before, start, after = f.iloc[0], f.iloc[1], f.iloc[2]
+    for row in (before, start):  # the candle ending at 00:00 LST is the previous day's last minute
+        assert row["forecast_logit_ahead"] == row["forecast_logit"] and row["forecast_logit_today"] == 0
+    assert after["forecast_logit_today"] == after["forecast_logit"] and after["forecast_logit_ahead"] == 0

@@ -19,7 +19,7 @@ from kwx.data import migrations
 from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
 from kwx.data.schema import Market, RtSignal, RtTick
-from tests.data.fake_http import FakeApi, Reply
+from tests.data.fake_http import OFFLINE_FORECASTS, FakeApi, Reply
 from tests.data.test_kalshi import serve_kalshi
 from tests.data.test_visual_crossing import timeline_json
 
@@ -52,7 +52,7 @@ def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypa
         api.scripts[f"/stn:KMDW/{first}/{last}"] = [Reply({}, status=429, headers={"Retry-After": "0"})]
         config = tmp_path / "live.yaml"
         config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
-                          f"vc_base_url: {api.url}\n")
+                          f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}")
         result = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
     assert result.exit_code == 0, result.output
     engine = make_engine(db)
@@ -83,7 +83,7 @@ def test_a_rejected_weather_key_is_named_per_market_in_the_tick_log_and_status_a
         api.handlers[weather_path] = lambda q: Reply({"message": "No account found with API key"}, status=401)
         config = tmp_path / "live.yaml"
         config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
-                          f"vc_base_url: {api.url}\n")
+                          f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}")
         result = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
         assert api.count(weather_path) == 1  # a rejected key is not retried
     rejected = f"KMDW weather {first}..{last}: Visual Crossing rejected the API key (VC_API_KEY) (HTTP 401)"
@@ -107,7 +107,7 @@ def _live_config(tmp_path, api, **fields) -> Path:
     config = tmp_path / "live.yaml"
     extra = "".join(f"{key}: {value}\n" for key, value in fields.items())
     config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
-                      f"vc_base_url: {api.url}\n{extra}")
+                      f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}{extra}")
     return config
 
 
@@ -233,3 +233,32 @@ def test_the_live_loop_outlives_a_database_outage_and_loses_no_tick(promoted, po
     status = CliRunner().invoke(app, ["rt", "status", "--db-url", postgres_url])
     assert status.exit_code == 0, status.output
     assert re.search(r"live: database unavailable \S+ \S+ → \S+ \S+ UTC, 5 ticks skipped", status.output)
+
+
+def test_the_live_loop_polls_forecasts_and_status_shows_their_age(promoted, tmp_path, monkeypatch):
+    """The loop stores the current runs (every ensemble member) it polls from Open-Meteo, at most one city a tick
+    and no sooner than forecast_refresh_seconds; `kwx rt status` names the newest and its age."""
+    from kwx.data.schema import Forecast
+    from tests.data.test_open_meteo import RUN_AVAILABLE, serve
+
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
+    with FakeApi() as api:
+        _serve_chicago(api, demo, today)
+        serve(api)
+        config = _live_config(tmp_path, api, forecast_models="[gfs_seamless]", forecast_ensemble_models="[gfs025]")
+        first = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
+        polled = sum(1 for path, _query in api.requests if path in ("/v1/forecast", "/v1/ensemble"))
+        second = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
+        polled_again = sum(1 for path, _query in api.requests if path in ("/v1/forecast", "/v1/ensemble"))
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert (polled, polled_again) == (2, 4)  # one request per model and tick; a new process polls anew
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        stored = pd.read_sql(select(Forecast), conn)
+    engine.dispose()
+    assert set(stored["model"]) == {"gfs_seamless", "ncep_gefs025"} and (stored["source"] == "open-meteo").all()
+    assert stored.loc[stored["ensemble"], "member"].nunique() == 31
+    assert (stored["available_ts"] >= RUN_AVAILABLE).all()
+    status = CliRunner().invoke(app, ["rt", "status", "--db-url", db])
+    assert re.search(r"forecasts chicago: newest public 2025-07-02 \d\d:\d\d UTC, [\d.]+ h old at the newest tick",
+                     status.output), status.output
