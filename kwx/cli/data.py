@@ -28,7 +28,8 @@ from kwx.data.demo import DEFAULT_MARKET_SKILL
 from kwx.secrets import configure_logging, redact
 
 data_app = KwxTyper(help="Demo data, coverage summary.")
-ingest_app = KwxTyper(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather.")
+ingest_app = KwxTyper(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather, Open-Meteo "
+                      "forecasts.")
 
 DEMO_START = "2025-05-01"
 DEMO_END = "2025-11-15"
@@ -80,7 +81,7 @@ def data_demo(
 
 @data_app.command("summary")
 def data_summary(db_url: DbUrlOption = None) -> None:
-    """Per-city counts and date coverage of markets, candles, weather and settlements."""
+    """Per-city counts and date coverage of markets, candles, weather, settlements and forecasts."""
     from rich.table import Table
 
     from kwx.data.store import coverage_summary
@@ -93,7 +94,7 @@ def data_summary(db_url: DbUrlOption = None) -> None:
     if summary.empty:
         raise fail(f"no data in {redact(database_url(db_url))}: run `kwx data demo` or `kwx ingest ...`")
     table = Table(title=f"kwx data in {redact(database_url(db_url))}")
-    for column in ("city", "markets", "candles", "event days", "settled", "weather obs", "weather (UTC)"):
+    for column in ("city", "markets", "candles", "event days", "settled", "weather obs", "weather (UTC)", "forecasts"):
         table.add_column(column, justify="left" if column in ("city", "event days", "weather (UTC)") else "right")
 
     def span(first, last) -> str:
@@ -101,7 +102,8 @@ def data_summary(db_url: DbUrlOption = None) -> None:
 
     for row in summary.itertuples(index=False):
         table.add_row(row.city, f"{row.markets:,}", f"{row.candles:,}", span(row.first_event, row.last_event),
-                      f"{row.settled_days:,}", f"{row.weather_obs:,}", span(row.weather_from, row.weather_to))
+                      f"{row.settled_days:,}", f"{row.weather_obs:,}", span(row.weather_from, row.weather_to),
+                      f"{row.forecasts:,}")
     console.print(table)
 
 

@@ -153,11 +153,11 @@ def upsert_frames(engine: Engine, frames: dict[str, pd.DataFrame]) -> dict[str, 
 
 
 def coverage_summary(engine: Engine) -> pd.DataFrame:
-    """Per city: markets, candles, weather observations, settled days and date coverage."""
+    """Per city: markets, candles, weather observations, settled days, forecasts and date coverage."""
     from sqlalchemy import func, select
 
     from kwx.cities import CITIES
-    from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
+    from kwx.data.schema import Candle, ClimateDaily, Forecast, Market, WeatherMinute
 
     station_city = {c.station: c.key for c in CITIES.values()}
     with engine.connect() as conn:
@@ -175,6 +175,7 @@ def coverage_summary(engine: Engine) -> pd.DataFrame:
         climate = dict(conn.execute(
             select(ClimateDaily.station, func.count()).group_by(ClimateDaily.station)
         ).all())
+        forecasts = dict(conn.execute(select(Forecast.city, func.count()).group_by(Forecast.city)).all())
     rows: dict[str, dict] = {}
     for city, n, first, last in markets:
         rows.setdefault(city, {}).update(markets=n, candles=candles.get(city, 0), first_event=first, last_event=last)
@@ -183,9 +184,11 @@ def coverage_summary(engine: Engine) -> pd.DataFrame:
         rows.setdefault(city, {}).update(weather_obs=n, weather_from=first, weather_to=last)
     for station, n in climate.items():
         rows.setdefault(station_city.get(station, station), {}).update(settled_days=n)
+    for city, n in forecasts.items():
+        rows.setdefault(city, {}).update(forecasts=n)
     columns = ["markets", "candles", "first_event", "last_event", "settled_days", "weather_obs", "weather_from",
-               "weather_to"]
+               "weather_to", "forecasts"]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns).sort_index()
-    for column in ("markets", "candles", "settled_days", "weather_obs"):
+    for column in ("markets", "candles", "settled_days", "weather_obs", "forecasts"):
         frame[column] = frame[column].fillna(0).astype(int)
     return frame.rename_axis("city").reset_index()

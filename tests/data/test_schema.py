@@ -16,7 +16,8 @@ from kwx.data.db import make_engine
 from kwx.data.schema import Base, Candle, Market, RtSignal
 
 EXECUTION_TABLES = {"orders", "fills", "execution_control"}
-ALL_TABLES = {"markets", "candles", "weather_minutes", "climate_daily", "rt_signals", "rt_ticks", *EXECUTION_TABLES}
+ALL_TABLES = {"markets", "candles", "weather_minutes", "climate_daily", "forecasts", "rt_signals", "rt_ticks",
+              *EXECUTION_TABLES}
 
 
 def _tables(url: str) -> set[str]:
