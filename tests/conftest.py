@@ -118,7 +118,7 @@ def demo_database(directory: Path, cities: list[str], start: date, end: date, se
 
 
 @contextmanager
-def small_training_run(root: Path) -> Iterator[dict]:
+def small_training_run(root: Path, feature_set: str = "elasticnet_relative") -> Iterator[dict]:
     """Chicago demo data 2025-07-01..24 (seed 2) and a quick walk-forward run (three windows testing
     2025-07-13..24) in SQLite stores under ``root``; MLflow points at that store until the block ends."""
     db = demo_database(root, ["chicago"], date(2025, 7, 1), date(2025, 7, 24), seed=2)
@@ -129,7 +129,7 @@ def small_training_run(root: Path) -> Iterator[dict]:
     mp.chdir(root)
     summary = runner.train(TrainConfig.model_validate({
         "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
-        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3,
+        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "feature_set": feature_set,
         "acceptance": {"min_windows": 1, "max_ece": 0.5, **LENIENT_MARKET_GATES}}), engine)
     try:
         yield {"engine": engine, "client": MlflowClient(tracking_uri), "db": db, "tracking_uri": tracking_uri,

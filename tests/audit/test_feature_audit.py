@@ -18,8 +18,9 @@ cli = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    # A run of its own: the audit logs artifacts to it and reads "the latest run" of chicago/between.
-    with small_training_run(tmp_path_factory.mktemp("audit-features")) as run:
+    # A run of its own: the audit logs artifacts to it and reads "the latest run" of chicago/between. It reads
+    # forecasts, so the audit rebuilds their features from the stored runs as training saw them.
+    with small_training_run(tmp_path_factory.mktemp("audit-features"), "elasticnet_forecast") as run:
         yield run
 
 
@@ -33,7 +34,8 @@ def test_audit_features_of_the_latest_run(trained, monkeypatch, tmp_path):
 
     out = tmp_path / "feature_audit" / "chicago_between" / run_id
     document = json.loads((out / "feature_audit.json").read_text())
-    features = feature_columns("elasticnet_relative", "between")
+    features = feature_columns("elasticnet_forecast", "between")
+    assert {"p_forecast", "forecast_logit_ahead", "fc_ens_in_bracket"} <= set(features)
     assert set(document["features"]) == set(features)
     assert document["windows"] == trained["windows"] and len(trained["windows"]) >= 2
     assert document["permutation_importance"]["repeats"] == 2
