@@ -45,6 +45,14 @@ _PEAK_HOUR, _PRIOR_SD_AT_PEAK_F, _PRIOR_SD_DAY_AHEAD_F = 15.0, 1.5, 1.5
 # After the usual peak the rest of the day cannot rise much above the current temperature.
 PEAK_START_HOUR, PEAK_END_HOUR = 13.0, 17.0
 MIN_SD_F = 0.6  # the settled high is never known to better than this before the report (rounding, sensor)
+# How far the day's true maximum (what the report rounds) may sit from the observed running maximum: 5-minute
+# samples miss the peak minute (the demo: +0.1 ± 0.3 °F beyond rounding), and °C-rounded reports converted to
+# °F can read above the report's (the lock margin). Integrated over a normal of this sd, never below the lock's
+# bound (5-point Gauss-Hermite nodes and weights of a standard normal).
+OBSERVED_MAX_SD_F = 0.35
+_HERMITE_NODES = np.array([-2.856970, -1.355626, 0.0, 1.355626, 2.856970])
+_HERMITE_WEIGHTS = np.array([0.011257, 0.222076, 0.533333, 0.222076, 0.011257])
+_HERMITE_WEIGHTS = _HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum()  # exactly 1: a ladder's prior sums to one
 # The logit feature's clip: the prior's hard zeros and ones become ±6.9 instead of ±∞.
 _LOGIT_CLIP = 1e-3
 # Whole-°F values with a few tenths on either side and a state number fit one float64 key exactly.
@@ -302,9 +310,10 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     """``FORECAST_FEATURES`` for feature rows (city code, climate day number, Unix s, bracket bounds, weather).
 
     A row without a public forecast of its day, or whose newest is older than ``max_age_hours``, gets NaN
-    everywhere (training imputes; the live loop skips it as a stale forecast). The running max bounds the high
-    only ``lock_margin_f`` below what it reads, as the lock rule trusts it: observed maxima can sit above the
-    climate report's, and a prior of exactly 0 on the bracket the report then settles in costs ~7 nats a row.
+    everywhere (training imputes; the live loop skips it as a stale forecast). The running max bounds the
+    settled high only give or take ``OBSERVED_MAX_SD_F`` (sampling misses the peak minute; a reading can sit
+    above the report), never lower than the lock rule's ``lock_margin_f``: the prior is not exactly 0 or 1 on a
+    bracket the report may still settle in (a wrong 0 costs ~7 nats a row), and no lock is contradicted.
     The prior's log-odds also come split by phase (``forecast_logit_ahead`` before the climate day begins, 0
     after; ``forecast_logit_today`` the other way round), so a linear model can trust it differently before the
     day and once observations compete with it.
@@ -323,16 +332,21 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     bias, sd = scales.lookup(row_group, horizon_of(row_ts, row_day_start))
     fc_high = take(states.consensus) + bias
     ens_n = take(states.ens_n)
-    bound = running_max - lock_margin_f  # the settled high is at least this (NaN: the day has not begun)
-    started = ~np.isnan(bound)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        floor_seen = np.where(started, bound, -np.inf)
-        below_hi = states.members_below(s, hi) if len(states.members) else np.zeros(len(s))
-        below_lo = states.members_below(s, lo) if len(states.members) else np.zeros(len(s))
-        in_bracket = np.where(floor_seen >= hi, 0, np.where(floor_seen >= lo, below_hi, below_hi - below_lo))
-        ens_in_bracket = np.where(ens_n > 0, in_bracket / ens_n, np.nan)
+    started = ~np.isnan(running_max)  # NaN: the climate day has not begun
+    below_hi = states.members_below(s, hi) if len(states.members) else np.zeros(len(s))
+    below_lo = states.members_below(s, lo) if len(states.members) else np.zeros(len(s))
     rest_mean, rest_sd = remaining_day(fc_high, sd, hour_local, temp_now, started)
-    p = bracket_prior(lo, hi, bound, rest_mean, rest_sd)
+    # The true maximum so far is the observed one give or take OBSERVED_MAX_SD_F, never below the lock's bound:
+    # no bracket next to the running max is exactly 0 or 1 unless the lock rule decides it.
+    ens_votes = np.zeros(len(s))
+    p = np.zeros(len(s))
+    for node, weight in zip(_HERMITE_NODES, _HERMITE_WEIGHTS, strict=True):
+        bound = running_max + max(node * OBSERVED_MAX_SD_F, -lock_margin_f)
+        floor_seen = np.where(started, bound, -np.inf)
+        ens_votes += weight * np.where(floor_seen >= hi, 0, np.where(floor_seen >= lo, below_hi, below_hi - below_lo))
+        p += weight * bracket_prior(lo, hi, bound, rest_mean, rest_sd)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ens_in_bracket = np.where(ens_n > 0, ens_votes / ens_n, np.nan)
     p = np.where(have, p, np.nan)
     clipped = np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))

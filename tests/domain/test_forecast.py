@@ -15,6 +15,7 @@ from kwx.domain.features import build_features, feature_columns
 from kwx.domain.forecast import (
     ERROR_LOOKBACK_DAYS,
     FORECAST_FEATURES,
+    OBSERVED_MAX_SD_F,
     ForecastData,
     bracket_prior,
     consensus_history,
@@ -113,11 +114,10 @@ def test_ensemble_vote_is_censored_at_the_running_max():
     # by 14:00 the day already reached 84.0: members below it will settle at least there
     minutes = [14 * 60]
     weather = _weather([13 * 60, 14 * 60 - 1], [84.0, 83.0])
-    f = _features(members, minutes, weather, lock_margin_f=0.0).iloc[0]
-    assert f["fc_ens_in_bracket"] == pytest.approx(3 / 4)  # 80, 81, 84 → 84 (in [83.5, 85.5)), 86 out
-    # trusted only a degree below its reading (the report may settle lower): 80, 81 → 83, out of the bracket
-    trusted = _features(members, minutes, weather, lock_margin_f=1.0).iloc[0]
-    assert trusted["fc_ens_in_bracket"] == pytest.approx(1 / 4)
+    f = _features(members, minutes, weather).iloc[0]
+    # 80, 81 → at least the true max so far (84.0 ± OBSERVED_MAX_SD_F, all of it inside [83.5, 85.5) but for the
+    # lowest Gauss-Hermite node, 83.0): 84 in, 86 out
+    assert f["fc_ens_in_bracket"] == pytest.approx(0.75 - 0.5 * 0.011257, abs=1e-4)
 
 
 def test_stale_forecast_is_missing():
@@ -255,15 +255,21 @@ def test_states_of_several_cities_and_days_do_not_mix():
     assert datetime.fromtimestamp(int(states.time[0]), UTC) == START
 
 
-def test_the_running_max_bounds_the_prior_only_a_lock_margin_below_its_reading():
-    """Observations peaked at 85.5, the edge of 84-85, and the report may still settle 85: with the lock's margin
-    the prior keeps mass on 84-85 instead of an exact 0 (what the lock rule would not decide either)."""
+def test_the_observed_max_bounds_the_prior_give_or_take_its_error_never_past_the_lock():
+    """Observations peaked at 85.4, a tenth below the edge of 84-85: the true maximum may have been 85.5 between
+    two samples, so the evening's prior keeps a share on 86-87 and most on 84-85, where an exact 0/1 would be
+    wrong on the day the report reads 86; with no margin (the station is the settlement source) it never goes
+    below the reading."""
     rows = [_forecast(T0, 84.0)]
-    weather = _weather([15 * 60 - 1], [85.5])
-    exact = _features(rows, [15 * 60], weather, lock_margin_f=0.0).iloc[0]
-    trusted = _features(rows, [15 * 60], weather, lock_margin_f=1.0).iloc[0]
-    assert exact["p_forecast"] == 0.0
-    assert 0.05 < trusted["p_forecast"] < 1
+    weather = _weather([15 * 60, 19 * 60 - 1], [85.4, 80.0])  # the afternoon's peak, then the evening
+    here = _features(rows, [19 * 60], weather).iloc[0]["p_forecast"]
+    assert 0.55 < here < 0.95
+    above = build_features(_candles([19 * 60]), _market(floor=86.0, cap=87.0), weather, CHICAGO,
+                           forecasts=ForecastData(_frame(rows), NO_SCALES)).iloc[0]["p_forecast"]
+    assert 0.05 < above < 0.45 and here + above == pytest.approx(1, abs=0.01)
+    below = build_features(_candles([19 * 60]), _market(floor=82.0, cap=83.0), weather, CHICAGO,
+                           forecasts=ForecastData(_frame(rows), NO_SCALES), lock_margin_f=0.0).iloc[0]
+    assert below["p_forecast"] == 0.0 and OBSERVED_MAX_SD_F > 0
 
 
 def test_the_priors_log_odds_split_at_the_climate_days_start():
@@ -273,3 +279,25 @@ def test_the_priors_log_odds_split_at_the_climate_days_start():
     for row in (before, start):  # the candle ending at 00:00 LST is the previous day's last minute
         assert row["forecast_logit_ahead"] == row["forecast_logit"] and row["forecast_logit_today"] == 0
     assert after["forecast_logit_today"] == after["forecast_logit"] and after["forecast_logit_ahead"] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(forecast=st.floats(60, 100), lowest_cap=st.integers(65, 95), peak=st.floats(55, 105),
+       minute=st.integers(-300, 1430), margin=st.sampled_from([0.0, 1.0]))
+def test_the_features_prior_over_a_ladder_sums_to_one_and_agrees_with_every_lock(forecast, lowest_cap, peak, minute,
+                                                                                 margin):
+    contracts = LadderSpec("KXHIGHCHI", DAY, lowest_cap, 4).contracts()
+    markets = pd.DataFrame({"ticker": [c.ticker for c in contracts], "event_date": DAY,
+                            "strike_type": [c.bracket for c in contracts],
+                            "floor_strike": [np.nan if c.floor is None else c.floor for c in contracts],
+                            "cap_strike": [np.nan if c.cap is None else c.cap for c in contracts],
+                            "close_time": pd.Timestamp(T0 + 86_400, unit="s", tz="UTC")})
+    candles = pd.concat([_candles([minute]).assign(market_ticker=c.ticker) for c in contracts], ignore_index=True)
+    weather = _weather([minute - 61, minute - 1], [peak, peak - 3])
+    rows = build_features(candles, markets, weather, CHICAGO, lock_margin_f=margin,
+                          forecasts=ForecastData(_frame([_forecast(T0 - 6 * 3600, forecast, lead=1)]), NO_SCALES))
+    assert rows["p_forecast"].sum() == pytest.approx(1.0, abs=1e-9)
+    decided = locked_outcomes(rows["bracket"], rows["floor_strike"], rows["cap_strike"], rows["day_max_so_far"],
+                              margin)
+    locked = ~np.isnan(decided)
+    np.testing.assert_allclose(rows["p_forecast"].to_numpy()[locked], decided[locked], rtol=0, atol=1e-12)
