@@ -63,7 +63,7 @@ DEFAULT_MAX_FORECAST_AGE_HOURS = 30.0
 
 FORECAST_FEATURES = ("fc_high", "fc_sd", "fc_lead_days", "fc_age_hours", "fc_source_spread", "fc_ens_mean",
                      "fc_ens_sd", "fc_ens_in_bracket", "fc_to_floor", "fc_to_cap", "p_forecast", "forecast_logit",
-                     "forecast_logit_ahead", "forecast_logit_today")
+                     "forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late")
 
 
 @dataclass(frozen=True)
@@ -314,9 +314,10 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     settled high only give or take ``OBSERVED_MAX_SD_F`` (sampling misses the peak minute; a reading can sit
     above the report), never lower than the lock rule's ``lock_margin_f``: the prior is not exactly 0 or 1 on a
     bracket the report may still settle in (a wrong 0 costs ~7 nats a row), and no lock is contradicted.
-    The prior's log-odds also come split by phase (``forecast_logit_ahead`` before the climate day begins, 0
-    after; ``forecast_logit_today`` the other way round), so a linear model can trust it differently before the
-    day and once observations compete with it.
+    The prior's log-odds also come split by phase, each 0 outside its own: ``forecast_logit_ahead`` before the
+    climate day begins, ``forecast_logit_morning`` on the day before ``PEAK_START_HOUR``, ``forecast_logit_late``
+    after it; a linear model can then trust the forecast differently before the day, while the morning's
+    observations say little, and once the afternoon's say more than any forecast.
     """
     row_group = group_keys(row_city, row_day)
     state = states.lookup(row_group, row_ts)
@@ -350,15 +351,15 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     p = np.where(have, p, np.nan)
     clipped = np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))
-    ahead = row_ts <= row_day_start
+    phase = np.where(row_ts <= row_day_start, 0, np.where(np.asarray(hour_local, float) < PEAK_START_HOUR, 1, 2))
     return {
         "fc_high": fc_high, "fc_sd": np.where(have, sd, np.nan), "fc_lead_days": lead,
         "fc_age_hours": np.where(have, age_hours, np.nan), "fc_source_spread": take(states.spread),
         "fc_ens_mean": take(states.ens_mean), "fc_ens_sd": take(states.ens_sd), "fc_ens_in_bracket": ens_in_bracket,
         "fc_to_floor": fc_high - floor, "fc_to_cap": cap - fc_high,
         "p_forecast": p, "forecast_logit": logit,
-        "forecast_logit_ahead": np.where(ahead, logit, np.where(have, 0.0, np.nan)),
-        "forecast_logit_today": np.where(ahead, np.where(have, 0.0, np.nan), logit),
+        **{name: np.where(phase == k, logit, np.where(have, 0.0, np.nan))
+           for k, name in enumerate(("forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late"))},
     }
 
 

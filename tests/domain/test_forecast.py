@@ -272,13 +272,15 @@ def test_the_observed_max_bounds_the_prior_give_or_take_its_error_never_past_the
     assert below["p_forecast"] == 0.0 and OBSERVED_MAX_SD_F > 0
 
 
-def test_the_priors_log_odds_split_at_the_climate_days_start():
-    rows = [_forecast(T0 - 12 * 3600, 84.0, lead=1)]
-    f = _features(rows, [-60, 0, 60])
-    before, start, after = f.iloc[0], f.iloc[1], f.iloc[2]
-    for row in (before, start):  # the candle ending at 00:00 LST is the previous day's last minute
-        assert row["forecast_logit_ahead"] == row["forecast_logit"] and row["forecast_logit_today"] == 0
-    assert after["forecast_logit_today"] == after["forecast_logit"] and after["forecast_logit_ahead"] == 0
+def test_the_priors_log_odds_split_by_phase():
+    rows = [_forecast(T0 - 3 * 3600, 84.0, lead=1)]
+    f = _features(rows, [-60, 0, 60, 12 * 60 + 59, 13 * 60, 20 * 60])
+    # the candle ending at 00:00 LST is the previous day's last minute; 13:00 LST starts the afternoon
+    expected = ["forecast_logit_ahead"] * 2 + ["forecast_logit_morning"] * 2 + ["forecast_logit_late"] * 2
+    names = ["forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late"]
+    for (_, row), phase in zip(f.iterrows(), expected, strict=True):
+        assert row[phase] == row["forecast_logit"] != 0
+        assert all(row[other] == 0 for other in names if other != phase)
 
 
 @settings(max_examples=60, deadline=None)
