@@ -243,3 +243,21 @@ def test_the_market_reads_the_public_forecast_not_the_outcome(season):
     gfs = _errors(season).query("model == 'gfs_seamless' and lead_days == 1").groupby("climate_date")["error"].last()
     joined = pd.concat([price.rename("price"), gfs.rename("gfs_error")], axis=1, join="inner")
     assert joined["price"].corr(joined["gfs_error"]) > 0.2
+
+
+def test_the_market_prices_a_ladder_that_sums_to_one():
+    """The market reads the settlement rule's rounding: a tail pays beyond its strike (greater than 85 is 86 and
+    up), so its brackets tile the line; an earlier version priced each tail from its strike's own degree on and
+    overpriced both tails by their neighbour's mass."""
+    from kwx.data.demo import _bracket_probability
+    from kwx.domain.markets import LadderSpec
+
+    contracts = LadderSpec("KXHIGHCHI", date(2025, 7, 18), 80, 4).contracts()
+    bracket = np.array([c.bracket for c in contracts], dtype=object)
+    floor = np.array([np.nan if c.floor is None else c.floor for c in contracts])
+    cap = np.array([np.nan if c.cap is None else c.cap for c in contracts])
+    rng = np.random.default_rng(5)
+    mus = rng.uniform(70, 95, 50)
+    for mu, sigma, seen in zip(mus, rng.uniform(0.3, 5, 50), mus - rng.uniform(0, 10, 50), strict=True):
+        p = _bracket_probability(bracket, np.full(6, mu), np.full(6, sigma), floor, cap, np.full(6, seen))
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
