@@ -211,6 +211,8 @@ def load_dataset(
                                                  features["cap_strike"].to_numpy(),
                                                  features["day_max_so_far"].to_numpy(), lock_margin_f)
     features["locked"] = features["locked_outcome"].notna()
+    # the physical prior rides along with a forecast set: test predictions score it beside the model
+    prior = ["p_forecast"] if uses_forecasts(feature_set) and "p_forecast" not in columns else []
     keep = ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike", *columns,
-            "locked_outcome", "locked", "label"]
+            *prior, "locked_outcome", "locked", "label"]
     return features[keep]

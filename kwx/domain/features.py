@@ -45,14 +45,14 @@ ELASTICNET_RELATIVE = (
 # elasticnet_relative plus what numerical weather prediction says about the day's high, relative to the bracket:
 # the physical prior in log-odds (the scale on which the model corrects it, as it does the market's; one column
 # each before the climate day, in its morning and from the afternoon, so its weight can differ as observations
-# come to say more than the forecast), the
-# bias-corrected consensus against the strikes, its learned error scale, the models' disagreement and the
-# ensemble's vote (censored at the running max); lead and age say how fresh it is.
+# come to say more than the forecast) and as a probability, the bias-corrected consensus against the strikes,
+# its learned error scale, the models' disagreement and the ensemble's vote (censored at the running max); lead
+# and age say how fresh it is. Not the default: on the demo it beats elasticnet_relative the day before the
+# event, not through the day (README, Weather-model forecasts).
 ELASTICNET_FORECAST = (
     *ELASTICNET_RELATIVE, "forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late", "p_forecast",
-    "fc_to_floor", "fc_to_cap",
-    "fc_sd", "fc_source_spread",
-    "fc_ens_sd", "fc_ens_in_bracket", "fc_lead_days", "fc_age_hours",
+    "fc_to_floor", "fc_to_cap", "fc_sd", "fc_source_spread", "fc_ens_sd", "fc_ens_in_bracket", "fc_lead_days",
+    "fc_age_hours",
 )
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"baseline": BASELINE, "elasticnet_rich": ELASTICNET_RICH,
                                             "elasticnet_relative": ELASTICNET_RELATIVE,

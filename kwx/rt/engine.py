@@ -183,7 +183,7 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
         if uses_forecasts(handle.feature_set):
             # the model was trained on imputed forecasts only where history lacked them; live, a missing
             # forecast is a data gap like stale weather, not a median to trade on
-            stale = np.isnan(matrix[asked, position_of["p_forecast"]])
+            stale = np.isnan(matrix[asked, position_of["forecast_logit_ahead"]])  # NaN exactly without a forecast
             reason[asked[stale]] = STALE_FORECAST
             asked = asked[~stale]
         p_model[asked] = yes.of_rows(matrix[np.ix_(asked, [position_of[c] for c in yes.columns])])

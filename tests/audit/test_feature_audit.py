@@ -35,7 +35,7 @@ def test_audit_features_of_the_latest_run(trained, monkeypatch, tmp_path):
     out = tmp_path / "feature_audit" / "chicago_between" / run_id
     document = json.loads((out / "feature_audit.json").read_text())
     features = feature_columns("elasticnet_forecast", "between")
-    assert {"p_forecast", "forecast_logit_ahead", "fc_ens_in_bracket"} <= set(features)
+    assert {"forecast_logit_ahead", "forecast_logit_late", "p_forecast", "fc_ens_in_bracket"} <= set(features)
     assert set(document["features"]) == set(features)
     assert document["windows"] == trained["windows"] and len(trained["windows"]) >= 2
     assert document["permutation_importance"]["repeats"] == 2
