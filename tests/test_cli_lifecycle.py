@@ -92,9 +92,9 @@ def test_train_bad_input_is_one_line(tmp_path, monkeypatch):
     assert "no registered versions" in _invoke("models", "list", "--city", "chicago", "--bracket", "between").output
     rare = tmp_path / "rare.yaml"
     _invoke("data", "demo", "--cities", "chicago", "--start", "2025-07-01", "--end", "2025-07-24")
-    # With the demo's default seed chicago's less tail wins once (07-17) in the window's training days
-    # 07-12..07-18: the fold holding that day leaves the others to train on one class.
-    rare.write_text(yaml.safe_dump({"city": "chicago", "bracket": "less", "start": "2025-07-12", "end": "2025-07-22",
+    # With the demo's default seed chicago's less tail wins once (07-11) in the window's training days
+    # 07-05..07-11: the fold holding that day leaves the others to train on one class.
+    rare.write_text(yaml.safe_dump({"city": "chicago", "bracket": "less", "start": "2025-07-05", "end": "2025-07-15",
                                     "train_days": 7, "test_days": 4, "cv_splits": 3}))
     skipped = _invoke("train", "--config", str(rare))
     assert skipped.exit_code == 2 and "no window of chicago/less can train" in skipped.output

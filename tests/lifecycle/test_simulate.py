@@ -39,7 +39,9 @@ CONFIG = {
                   "gates": {"max_cv_log_loss": 5.0, "max_cv_ece": 1.0, "max_cv_brier": 1.0,
                             "min_cv_brier_skill": -1.0},
                   "min_healthy_windows": 0,
-                  "drift": {"max_ece": 0.5, "max_brier": 0.1, "min_brier_skill": -1.0, "min_days": 3}},
+                  # healthy demo weeks score a rolling Brier of ~0.12 (a market that reads the forecast leaves the
+                  # between model its mornings' uncertainty); the shifted week's reach 0.14-0.19
+                  "drift": {"max_ece": 0.5, "max_brier": 0.135, "min_brier_skill": -1.0, "min_days": 3}},
 }
 
 
