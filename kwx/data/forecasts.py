@@ -68,17 +68,21 @@ def load_settled_highs(engine: Engine, cities: list[str], first_day: date, last_
 
 
 def newest_forecasts(engine: Engine, until_ts: int, cities: list[str] | None = None) -> pd.DataFrame:
-    """Per city (all stored when None): the newest stored forecast public by ``until_ts`` (Unix s) and the
-    models published then: what `kwx rt status` and the dashboard show as the forecasts' age and source."""
-    newest = select(Forecast.city, func.max(Forecast.available_ts)).where(Forecast.available_ts <= until_ts)
-    newest = newest.group_by(Forecast.city).order_by(Forecast.city)
-    if cities is not None:
-        newest = newest.where(Forecast.city.in_(cities))
+    """Per city (every known city when None): the newest stored forecast public by ``until_ts`` (Unix s) and the
+    models published then: what `kwx rt status`, the dashboard and the live loop read as the forecasts' age.
+
+    Two index seeks per city on (city, available_ts): a GROUP BY over the table scans millions of rows.
+    """
+    from kwx.cities import CITIES
+
+    rows = []
     with engine.connect() as conn:
-        frame = rows_frame(conn.execute(newest), ("city", "available_ts"))
-        models = []
-        for city, available in frame.itertuples(index=False):
-            names = conn.execute(select(Forecast.model).distinct().where(
+        for city in cities if cities is not None else sorted(CITIES):
+            available = conn.execute(select(func.max(Forecast.available_ts)).where(
+                Forecast.city == city, Forecast.available_ts <= until_ts)).scalar()
+            if available is None:
+                continue
+            models = conn.execute(select(Forecast.model).distinct().where(
                 Forecast.city == city, Forecast.available_ts == available)).scalars().all()
-            models.append(", ".join(sorted(names)))
-    return frame.assign(models=models)
+            rows.append((city, int(available), ", ".join(sorted(models))))
+    return pd.DataFrame(rows, columns=["city", "available_ts", "models"])

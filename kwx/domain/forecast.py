@@ -287,19 +287,26 @@ def remaining_day(mu: np.ndarray, sd: np.ndarray, hour_local: np.ndarray, temp_n
     return mean, np.sqrt((sd * (1 - late)) ** 2 + MIN_SD_F**2)
 
 
+def censored_mass(below_hi: np.ndarray, below_lo: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  running_max: np.ndarray) -> np.ndarray:
+    """P(max(running max, X) ∈ [lo, hi)) from X's mass below hi and below lo (a CDF, or member counts).
+
+    ``running_max`` NaN means the climate day has not begun (nothing bounds the high yet). Mass below the
+    running max piles onto it: the high cannot fall. The CDFs do not depend on the running max, so a caller
+    integrating over it computes them once.
+    """
+    floor_seen = np.where(np.isnan(running_max), -np.inf, running_max)
+    below = np.where(floor_seen >= lo, 0.0, below_lo)
+    return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below, 0.0, None))
+
+
 def bracket_prior(lo: np.ndarray, hi: np.ndarray, running_max: np.ndarray, rest_mean: np.ndarray,
                   rest_sd: np.ndarray) -> np.ndarray:
-    """P(max(running max, rest of day) ∈ [lo, hi)), the rest of day ~ N(rest_mean, rest_sd).
-
-    ``running_max`` NaN means the climate day has not begun (nothing bounds the high yet). Mass the rest of
-    the day puts below the running max piles onto it: the high cannot fall.
-    """
+    """P(max(running max, rest of day) ∈ [lo, hi)), the rest of day ~ N(rest_mean, rest_sd)."""
     from scipy.special import ndtr  # here: scipy takes ~0.5 s to import and the CLI imports this module
 
-    floor_seen = np.where(np.isnan(running_max), -np.inf, running_max)
-    below_hi = ndtr((hi - rest_mean) / rest_sd)
-    below_lo = np.where(floor_seen >= lo, 0.0, ndtr((lo - rest_mean) / rest_sd))
-    return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below_lo, 0.0, 1.0))
+    return np.minimum(censored_mass(ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd), lo, hi,
+                                    running_max), 1.0)
 
 
 def forecast_features(states: ForecastStates, scales: ScaleTable, *,
@@ -339,13 +346,16 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     rest_mean, rest_sd = remaining_day(fc_high, sd, hour_local, temp_now, started)
     # The true maximum so far is the observed one give or take OBSERVED_MAX_SD_F, never below the lock's bound:
     # no bracket next to the running max is exactly 0 or 1 unless the lock rule decides it.
+    from scipy.special import ndtr
+
+    cdf_hi, cdf_lo = ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd)
     ens_votes = np.zeros(len(s))
     p = np.zeros(len(s))
     for node, weight in zip(_HERMITE_NODES, _HERMITE_WEIGHTS, strict=True):
-        bound = running_max + max(node * OBSERVED_MAX_SD_F, -lock_margin_f)
-        floor_seen = np.where(started, bound, -np.inf)
-        ens_votes += weight * np.where(floor_seen >= hi, 0, np.where(floor_seen >= lo, below_hi, below_hi - below_lo))
-        p += weight * bracket_prior(lo, hi, bound, rest_mean, rest_sd)
+        bound = running_max + max(node * OBSERVED_MAX_SD_F, -lock_margin_f)  # NaN stays NaN: not begun
+        ens_votes += weight * censored_mass(below_hi, below_lo, lo, hi, bound)
+        p += weight * censored_mass(cdf_hi, cdf_lo, lo, hi, bound)
+    p = np.minimum(p, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ens_in_bracket = np.where(ens_n > 0, ens_votes / ens_n, np.nan)
     p = np.where(have, p, np.nan)
