@@ -315,7 +315,10 @@ def build_features_for_cities(
     cols["below_3h_max"] = cols["temp_rollmax_3h"] - cols["temp_now"]
     cols["above_3h_min"] = cols["temp_now"] - cols["temp_rollmin_3h"]
     cols["dew_depression"] = cols["temp_now"] - cols["dewpoint"]
-    lo, hi = bracket_bounds(cols["bracket"], floor, cap)
+    # per market, then spread to its candles: comparing millions of bracket strings costs more than the rest
+    lo, hi = (bound[codes] for bound in bracket_bounds(per_market("strike_type", object),
+                                                        per_market("floor_strike", float),
+                                                        per_market("cap_strike", float)))
     day_start = event_day_number * 86_400 - offset
     cols.update(_forecast_columns(forecasts, station_of_city, station, event_day_number, day_start, ts, lo, hi,
                                   floor, cap, cols, max_forecast_age_hours, lock_margin_f))

@@ -341,8 +341,7 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     fc_high = take(states.consensus) + bias
     ens_n = take(states.ens_n)
     started = ~np.isnan(running_max)  # NaN: the climate day has not begun
-    below_hi = states.members_below(s, hi) if len(states.members) else np.zeros(len(s))
-    below_lo = states.members_below(s, lo) if len(states.members) else np.zeros(len(s))
+    below_hi, below_lo = _member_counts(states, s, lo, hi)
     rest_mean, rest_sd = remaining_day(fc_high, sd, hour_local, temp_now, started)
     # The true maximum so far is the observed one give or take OBSERVED_MAX_SD_F, never below the lock's bound:
     # no bracket next to the running max is exactly 0 or 1 unless the lock rule decides it.
@@ -362,15 +361,29 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     clipped = np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))
     phase = np.where(row_ts <= row_day_start, 0, np.where(np.asarray(hour_local, float) < PEAK_START_HOUR, 1, 2))
+    outside = np.where(have, 0.0, np.nan)  # a phase column outside its phase: 0, or NaN without a forecast
     return {
         "fc_high": fc_high, "fc_sd": np.where(have, sd, np.nan), "fc_lead_days": lead,
         "fc_age_hours": np.where(have, age_hours, np.nan), "fc_source_spread": take(states.spread),
         "fc_ens_mean": take(states.ens_mean), "fc_ens_sd": take(states.ens_sd), "fc_ens_in_bracket": ens_in_bracket,
         "fc_to_floor": fc_high - floor, "fc_to_cap": cap - fc_high,
         "p_forecast": p, "forecast_logit": logit,
-        **{name: np.where(phase == k, logit, np.where(have, 0.0, np.nan))
+        **{name: np.where(phase == k, logit, outside)
            for k, name in enumerate(("forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late"))},
     }
+
+
+def _member_counts(states: ForecastStates, state: np.ndarray, lo: np.ndarray,
+                   hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble members below each row's hi and lo. A market's rows come in time order and its state changes a
+    few times a day, so the counts are computed once per run of equal (state, lo, hi) and spread to the run."""
+    if not len(states.members) or not len(state):
+        return np.zeros(len(state)), np.zeros(len(state))
+    new_run = np.r_[True, (state[1:] != state[:-1]) | (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])]
+    first = np.flatnonzero(new_run)
+    run = np.cumsum(new_run) - 1
+    return (states.members_below(state[first], hi[first])[run].astype(float),
+            states.members_below(state[first], lo[first])[run].astype(float))
 
 
 class ScaleTable:
@@ -391,10 +404,12 @@ class ScaleTable:
 
     def lookup(self, row_group: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bias, sd) of each row's (city, day, horizon); no bias and the prior sd where the table has none."""
-        bias, sd = np.zeros(len(row_group)), prior_error_sd(horizon)
+        bias, sd = np.zeros(len(row_group)), np.empty(len(row_group))
+        hit = np.zeros(len(row_group), dtype=bool)
         if len(self.key) and len(row_group):
             probe = self._key(row_group, horizon)
             at = np.minimum(np.searchsorted(self.key, probe), len(self.key) - 1)
             hit = self.key[at] == probe
-            bias, sd = np.where(hit, self.bias[at], bias), np.where(hit, self.sd[at], sd)
+            bias[hit], sd[hit] = self.bias[at[hit]], self.sd[at[hit]]
+        sd[~hit] = prior_error_sd(horizon[~hit])
         return bias, sd
