@@ -12,6 +12,7 @@ run); idx_forecasts_city_available serves "the newest forecast per city".
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "f3c9a1d7e2b4"
