@@ -26,3 +26,29 @@ def scratch_workspace() -> Iterator[tuple[Path, object]]:
             yield root, engine
         finally:
             engine.dispose()
+
+
+@contextmanager
+def scratch_database(backend: str) -> Iterator[str]:
+    """The URL of an empty database for one benchmark: a SQLite file in a temporary directory, or a throwaway
+    database on KWX_TEST_PG_URL's PostgreSQL server (dropped afterwards, connections and all)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "sqlite":
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+            return
+        admin_url = os.environ.get("KWX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+        name = f"kwx_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()

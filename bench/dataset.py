@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
+
+from _workspace import scratch_database
 
 START, END = date(2024, 11, 16), date(2025, 11, 15)
 BRACKETS = ("between", "greater", "less")
@@ -99,34 +98,14 @@ def main() -> None:
         print(json.dumps(measure(args.measure_url, args.feature_sets[0])))
         return
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.backend == "sqlite":
-            url, cleanup = f"sqlite:///{Path(tmp) / 'bench.db'}", None
-        else:
-            admin_url = os.environ.get("KWX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-            name = f"kwx_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-            def cleanup():
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        try:
-            load_seconds = prepare(url)
-            forecast_rows, forecast_bytes = forecast_storage(url)
-            results = {}
-            for feature_set in args.feature_sets:
-                child = subprocess.run([sys.executable, __file__, "--measure-url", url, "--feature-sets",
-                                        feature_set], capture_output=True, text=True, check=True)
-                results[feature_set] = json.loads(child.stdout)
-        finally:
-            if cleanup:
-                cleanup()
+    with scratch_database(args.backend) as url:
+        load_seconds = prepare(url)
+        forecast_rows, forecast_bytes = forecast_storage(url)
+        results = {}
+        for feature_set in args.feature_sets:
+            child = subprocess.run([sys.executable, __file__, "--measure-url", url, "--feature-sets", feature_set],
+                                   capture_output=True, text=True, check=True)
+            results[feature_set] = json.loads(child.stdout)
     print(f"backend            {args.backend}")
     print(f"demo generate+load {load_seconds:.1f} s (chicago, {START}..{END})")
     size = f"{forecast_bytes / 2**20:.1f} MiB with indexes" if forecast_bytes else "size unknown"

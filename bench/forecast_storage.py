@@ -14,16 +14,13 @@ Target: the year within ~1 GB, each read well under a tick (9 s) — in practice
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
-import uuid
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _workspace import scratch_database
 
 YEAR_START = date(2024, 11, 16)
 DAYS = 365
@@ -70,8 +67,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import text
 
     from kwx.cities import CITIES
     from kwx.data import migrations
@@ -79,49 +75,31 @@ def main() -> None:
     from kwx.data.forecasts import load_forecast_data, load_forecasts, newest_forecasts
     from kwx.data.store import upsert_frames
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cleanup = None
-        if args.backend == "sqlite":
-            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        else:
-            admin_url = os.environ.get("KWX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-            name = f"kwx_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-            def cleanup():
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        try:
-            migrations.upgrade(url)
-            engine = make_engine(url)
-            rows, started = 0, time.perf_counter()
-            for i, city in enumerate(sorted(CITIES)):
-                frame = year_of_forecasts(city, seed=i)
-                upsert_frames(engine, {"forecasts": frame})
-                rows += len(frame)
-                print(f"  {city:<13} {len(frame):>9,} rows loaded ({time.perf_counter() - started:.0f} s)")
-            load_seconds = time.perf_counter() - started
-            with engine.connect() as conn:
-                if engine.dialect.name == "postgresql":
-                    conn.execute(text("ANALYZE forecasts"))
-                    size = conn.execute(text("SELECT pg_total_relation_size('forecasts')")).scalar()
-                else:
-                    size = conn.execute(text("SELECT sum(pgsize) FROM dbstat WHERE name IN (SELECT name FROM "
-                                             "sqlite_master WHERE tbl_name = 'forecasts')")).scalar()
-            day = YEAR_START + timedelta(days=200)
-            moment = int(pd.Timestamp(day, tz="UTC").timestamp()) + 12 * 3600
-            cities = sorted(CITIES)
-            tick_read = _median_ms(lambda: load_forecasts(engine, cities, day - timedelta(days=1),
-                                                          day + timedelta(days=2), available_until_ts=moment))
-            scales = _median_ms(lambda: load_forecast_data(engine, ["chicago"], day, day + timedelta(days=1)), 5)
-            newest = _median_ms(lambda: newest_forecasts(engine, moment))
-            engine.dispose()
-        finally:
-            if cleanup:
-                cleanup()
+    with scratch_database(args.backend) as url:
+        migrations.upgrade(url)
+        engine = make_engine(url)
+        rows, started = 0, time.perf_counter()
+        for i, city in enumerate(sorted(CITIES)):
+            frame = year_of_forecasts(city, seed=i)
+            upsert_frames(engine, {"forecasts": frame})
+            rows += len(frame)
+            print(f"  {city:<13} {len(frame):>9,} rows loaded ({time.perf_counter() - started:.0f} s)")
+        load_seconds = time.perf_counter() - started
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("ANALYZE forecasts"))
+                size = conn.execute(text("SELECT pg_total_relation_size('forecasts')")).scalar()
+            else:
+                size = conn.execute(text("SELECT sum(pgsize) FROM dbstat WHERE name IN (SELECT name FROM "
+                                         "sqlite_master WHERE tbl_name = 'forecasts')")).scalar()
+        day = YEAR_START + timedelta(days=200)
+        moment = int(pd.Timestamp(day, tz="UTC").timestamp()) + 12 * 3600
+        cities = sorted(CITIES)
+        tick_read = _median_ms(lambda: load_forecasts(engine, cities, day - timedelta(days=1),
+                                                      day + timedelta(days=2), available_until_ts=moment))
+        scales = _median_ms(lambda: load_forecast_data(engine, ["chicago"], day, day + timedelta(days=1)), 5)
+        newest = _median_ms(lambda: newest_forecasts(engine, moment))
+        engine.dispose()
     print(f"backend {args.backend}: {rows:,} forecast rows (7 cities, 1 year, 2 models + 31/51-member ensembles, "
           f"4 runs a day, leads 0-3) in {load_seconds:.0f} s")
     print(f"table with indexes: {size / 2**20:,.0f} MiB = {size / rows:.0f} B/row (target: within ~1 GB)")
