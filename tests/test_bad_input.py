@@ -32,6 +32,7 @@ RT = "markets:\n  - {city: chicago, bracket: between}\n"
 REPLAY = ("serve-rt", "-c", "rt.yaml", "--replay", "2025-07-01")
 TRAIN_PLAN = ("train", "-c", "train.yaml", "--plan")
 BACKTEST = ("backtest", "-c", "rt.yaml", "--start", "2025-07-01", "--end", "2025-07-02")
+SIMULATE = ("simulate", "-c", "train.yaml", "--start", "2025-07-01", "--end", "2025-07-02")
 UNREACHABLE_PG = "postgresql+psycopg2://kwx@127.0.0.1:1/kwx"
 
 
@@ -145,6 +146,11 @@ CASES = {
     "models resolve stage None": (("models", "resolve", "--city", "chicago", "--bracket", "less", "--date",
                                    "2025-07-01", "--stage", "None"), ["--stage", "'None'", "Staging, Production"], {}),
     "backtest unknown stage": ((*BACKTEST, "--stage", "Prod"), ["--stage", "'Prod'"], {}),
+    "simulate workdir is a file": ((*SIMULATE, "--workdir", "train.yaml"), ["--workdir", "not a directory"],
+                                   {"train.yaml": TRAIN}),
+    "simulate workspace database unsupported": ((*SIMULATE, "--workspace-db-url", "mysql://x@127.0.0.1/y"),
+                                                ["--workspace-db-url", "unsupported database 'mysql'"],
+                                                {"train.yaml": TRAIN}),
 }
 
 

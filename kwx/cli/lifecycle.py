@@ -119,7 +119,7 @@ def simulate(
     import shutil
 
     from kwx.config import RtConfig
-    from kwx.data.db import make_engine
+    from kwx.data.db import DatabaseUrlError, check_url, make_engine
     from kwx.lifecycle.simulate import SimulationError
     from kwx.lifecycle.simulate import simulate as run_simulation
     from kwx.tracking import ARTIFACTS_DIR_ENV
@@ -133,12 +133,22 @@ def simulate(
     first, last = start.date(), end.date()
     if last < first:
         raise fail(f"--end ({last}) is before --start ({first})")
+    if workspace_db_url is not None:
+        try:
+            check_url(workspace_db_url)  # what every --db-url gets, before anything is created
+        except DatabaseUrlError as exc:
+            raise fail(f"--workspace-db-url: {exc}") from None
     directory = (workdir or Path("simulations") / f"{cfg.city}-{cfg.bracket}-{first}-{last}").resolve()
+    if directory.exists() and not directory.is_dir():
+        raise fail(f"--workdir: workspace {directory} is not a directory")
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
             raise fail(f"workspace {directory} exists: pass --overwrite to replace it, or --workdir")
         shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--workdir: cannot create workspace {directory}: {exc.strerror or exc}") from None
     workspace_url = workspace_db_url or f"sqlite:///{directory / 'kwx.db'}"
     migrations.upgrade(workspace_url)
     source = open_engine(db_url)
