@@ -44,6 +44,12 @@ def load_forecast_data(engine: Engine, cities: list[str], first_day: date, last_
     """The forecasts of days [first_day, last_day] and the error scales of those days (read from the settled
     days of the trailing ``ERROR_LOOKBACK_DAYS``), ready for ``build_features``."""
     forecasts = load_forecasts(engine, cities, first_day, last_day, available_until_ts=available_until_ts)
+    return ForecastData(forecasts, load_error_scales(engine, cities, first_day, last_day))
+
+
+def load_error_scales(engine: Engine, cities: list[str], first_day: date, last_day: date) -> pd.DataFrame:
+    """The error scales (``SCALE_COLUMNS``) of days [first_day, last_day], from the consensus history and the
+    settled highs of the trailing ``ERROR_LOOKBACK_DAYS``."""
     history_start = first_day - timedelta(days=ERROR_LOOKBACK_DAYS)
     history_end = last_day - timedelta(days=ERROR_SETTLED_AFTER_DAYS)
     history = load_forecasts(engine, cities, history_start, history_end, deterministic_only=True)
@@ -52,7 +58,7 @@ def load_forecast_data(engine: Engine, cities: list[str], first_day: date, last_
     settled = load_settled_highs(engine, cities, history_start, history_end)
     days = [first_day + timedelta(days=k) for k in range((last_day - first_day).days + 1)]
     offsets = {city: int(get_city(city).standard_offset.total_seconds()) for city in cities}
-    return ForecastData(forecasts, error_scales(consensus_history(history, offsets), settled, days))
+    return error_scales(consensus_history(history, offsets), settled, days)
 
 
 def load_settled_highs(engine: Engine, cities: list[str], first_day: date, last_day: date) -> pd.DataFrame:

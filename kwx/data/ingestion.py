@@ -40,6 +40,11 @@ from kwx.data.clients.visual_crossing import VisualCrossingClient, parse_timelin
 from kwx.data.store import upsert_frame, upsert_frames
 
 
+def _named(what: str, exc: Exception) -> str:
+    """A failure line that names its market or city once, whether or not the error already does."""
+    return str(exc) if what in str(exc) else f"{what}: {exc}"
+
+
 @dataclass
 class IngestSummary:
     markets: int = 0
@@ -85,7 +90,7 @@ def ingest_kalshi(engine: Engine, client: KalshiClient, series: str, start: date
         except AuthError:
             raise  # every other market would be refused the same way: stop with the one reason
         except (FetchError, PayloadError) as exc:
-            summary.failures.append(str(exc) if ticker in str(exc) else f"{ticker}: {exc}")
+            summary.failures.append(_named(ticker, exc))
         else:
             upsert_frames(engine, {"markets": markets_frame([row]), "candles": candles})
             written.append(row)
@@ -120,10 +125,6 @@ def ingest_vc(engine: Engine, client: VisualCrossingClient, city_key: str, start
         upsert_frames(engine, {"weather_minutes": weather})
     summary.weather = len(weather)
     return summary
-
-
-def _named(city_key: str, exc: Exception) -> str:
-    return str(exc) if city_key in str(exc) else f"{city_key}: {exc}"
 
 
 def ingest_forecasts(engine: Engine, client: OpenMeteoClient, city_key: str, start: date | None, end: date | None, *,

@@ -8,14 +8,15 @@ day computed in one batch equals the same day computed minute by minute.
 - **State**: for one city and climate day, what the published forecasts said after each new publication:
   the deterministic consensus (mean of each model's newest run), the spread between models, the freshest lead,
   and the pooled ensemble members.
-- **Error scale**: how far the consensus missed the settled high, by lead, over the trailing
-  ``ERROR_LOOKBACK_DAYS`` settled days before the row's day (never the day itself: no lookahead), shrunk toward
-  a climatological prior when few days are known.
+- **Error scale**: how far the consensus missed the settled high, per 6-hour horizon before the day, over the
+  trailing ``ERROR_LOOKBACK_DAYS`` settled days before the row's day (never the day itself nor the one before:
+  no lookahead), shrunk toward a climatological prior when few days are known.
 - **Prior ``p_forecast``**: P(settled high in the bracket | forecast, running max, local hour). The final high
-  is max(running max, the rest of the day's maximum); the rest of the day is normal around the bias-corrected
-  consensus, and after the usual peak (``PEAK_START_HOUR``..``PEAK_END_HOUR`` local standard time) moves to
-  the current temperature and narrows. A bracket wholly below the running max gets exactly 0, and the ladder's
-  probabilities sum to 1 (its brackets tile the line).
+  is max(true max so far, the rest of the day's maximum); the true max so far is the observed one give or take
+  ``OBSERVED_MAX_SD_F`` (never below the lock rule's bound); the rest of the day is normal around the
+  bias-corrected consensus, and after the usual peak (``PEAK_START_HOUR``..``PEAK_END_HOUR`` local standard
+  time) moves to the current temperature and narrows. A bracket the lock rule decides gets exactly its outcome,
+  and the ladder's probabilities sum to 1 (its brackets tile the line).
 """
 
 from __future__ import annotations
@@ -300,15 +301,6 @@ def censored_mass(below_hi: np.ndarray, below_lo: np.ndarray, lo: np.ndarray, hi
     return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below, 0.0, None))
 
 
-def bracket_prior(lo: np.ndarray, hi: np.ndarray, running_max: np.ndarray, rest_mean: np.ndarray,
-                  rest_sd: np.ndarray) -> np.ndarray:
-    """P(max(running max, rest of day) ∈ [lo, hi)), the rest of day ~ N(rest_mean, rest_sd)."""
-    from scipy.special import ndtr  # here: scipy takes ~0.5 s to import and the CLI imports this module
-
-    return np.minimum(censored_mass(ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd), lo, hi,
-                                    running_max), 1.0)
-
-
 def forecast_features(states: ForecastStates, scales: ScaleTable, *,
                       row_city: np.ndarray, row_day: np.ndarray, row_day_start: np.ndarray, row_ts: np.ndarray,
                       lo: np.ndarray, hi: np.ndarray,
@@ -345,7 +337,7 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     rest_mean, rest_sd = remaining_day(fc_high, sd, hour_local, temp_now, started)
     # The true maximum so far is the observed one give or take OBSERVED_MAX_SD_F, never below the lock's bound:
     # no bracket next to the running max is exactly 0 or 1 unless the lock rule decides it.
-    from scipy.special import ndtr
+    from scipy.special import ndtr  # here: scipy takes ~0.5 s to import and the CLI imports this module
 
     cdf_hi, cdf_lo = ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd)
     ens_votes = np.zeros(len(s))

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from kwx.cities import get_city
 from kwx.data.dataset import CANDLE_COLUMNS, load_candles, load_markets, load_weather
-from kwx.data.forecasts import load_forecast_data, load_forecasts, newest_forecasts
+from kwx.data.forecasts import load_error_scales, load_forecast_data, load_forecasts, newest_forecasts
 from kwx.domain.features import (
     CANDLE_LOOKBACK_SECONDS,
     candles_needed_since,
@@ -311,8 +311,7 @@ class LiveSource:
         cities = sorted({c for c, _ in self.pairs})
         first, last = today - timedelta(days=1), today + timedelta(days=2)
         if self._scales is None or self._scales[0] != today:
-            self._scales = (today, self.db(load_forecast_data, self.engine, cities, first, last,
-                                           available_until_ts=now_ts).scales)
+            self._scales = (today, self.db(load_error_scales, self.engine, cities, first, last))
         # The rows are re-read only when a newer run is public (a poll stored one, or one came of age): the newest
         # per city is two index seeks, the rows of four days of every member tens of milliseconds.
         newest = self.db(newest_forecasts, self.engine, now_ts, cities)

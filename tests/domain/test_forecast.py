@@ -17,7 +17,7 @@ from kwx.domain.forecast import (
     FORECAST_FEATURES,
     OBSERVED_MAX_SD_F,
     ForecastData,
-    bracket_prior,
+    censored_mass,
     consensus_history,
     error_scales,
     forecast_states,
@@ -27,6 +27,14 @@ from kwx.domain.forecast import (
 from kwx.domain.markets import LadderSpec, bracket_bounds, climate_day_bounds, locked_outcomes
 
 CHICAGO = get_city("chicago")
+
+
+def bracket_prior(lo, hi, running_max, rest_mean, rest_sd):
+    """The prior at one observed maximum taken as exact: the rest of the day's normal CDFs, censored at it."""
+    from scipy.special import ndtr
+
+    return np.minimum(censored_mass(ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd), lo, hi,
+                                    running_max), 1.0)
 DAY = date(2025, 7, 18)
 START, _ = climate_day_bounds(DAY, CHICAGO)
 T0 = int(START.timestamp())  # 00:00 local standard time of DAY
