@@ -38,6 +38,10 @@ from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, Bracket
 # Measured on the demo's chicago windows (README, Training): 2 pseudo-rows bound the isotonic ends without
 # moving the pooled log loss or ECE of the bins in between.
 DEFAULT_PRIOR_ROWS = 2.0
+# Measured on the demo's chicago test weeks (README, Training): it costs between and greater under 10⁻⁴ nats of
+# unlocked log loss (none of their rows below it settled YES) and saves less 0.0023 (13 of its 152 rows below it
+# did); 10⁻² would cost between and greater 0.002-0.004. A miss at the floor costs ln(1000) ≈ 6.9 nats.
+DEFAULT_PROBABILITY_FLOOR = 1e-3
 
 Penalty = Literal["l1", "l2", "elasticnet"]
 ClassWeight = Literal["none", "balanced"]
@@ -128,6 +132,11 @@ class Calibration(StrictModel):
         DEFAULT_PRIOR_ROWS, gt=0, le=10_000, allow_inf_nan=False,
         description="pseudo-rows at the base rate added to every calibration bin, so no probability is 0 or 1: "
                     "a bin of n rows, k positive, says (k + prior_rows·base rate) / (n + prior_rows)")
+    probability_floor: float = Field(
+        DEFAULT_PROBABILITY_FLOOR, ge=0, le=0.1, allow_inf_nan=False,
+        description="open-row probabilities stay within [probability_floor, 1 − probability_floor]: the "
+                    "pseudo-rows shrink a bin by its row count, but its rows come from a few independent days, so "
+                    "a bin of 30,000 rows would otherwise still say 3·10⁻⁵ (README, Training)")
 
     def method_for(self, n_rows: int, n_events: int) -> Literal["isotonic", "sigmoid"]:
         """``n_rows`` and ``n_events`` (days of the rarer outcome) of the smallest calibration fold."""
@@ -177,23 +186,56 @@ class PilotProvenance(StrictModel):
 
 
 class AcceptanceGates(StrictModel):
-    """Promotion is refused unless every gate holds over the run's test windows.
+    """Promotion is refused unless every gate holds on the run's test weeks, pooled.
 
-    ECE, Brier and Brier skill are each held both to the mean over windows and to all test rows pooled.
+    Rows of one climate day share its weather, so a week of a tail bracket holds seven outcomes however many rows
+    it has: skill and calibration are judged on all test weeks pooled, with paired day-block bootstrap intervals
+    (``kwx.domain.evidence``), and a single window's ECE only once it holds enough days to mean something.
     """
 
-    max_ece: float = Field(0.08, gt=0, le=1, description="highest expected calibration error of the model")
-    max_brier: float = Field(0.20, gt=0, le=1, description="highest Brier score of the model")
+    max_ece: float = Field(0.08, gt=0, le=1,
+                           description="highest expected calibration error of the model on the pooled unlocked test "
+                                       "rows, and on any window with at least min_window_ece_days outcome-days")
+    max_brier: float = Field(0.20, gt=0, le=1, description="highest Brier score of the model on pooled unlocked rows")
     min_windows: int = Field(4, ge=1, description="fewest walk-forward windows the run must have trained")
     min_brier_skill: float = Field(
         0.0, ge=-1, le=1,
-        description="lowest Brier skill 1 − Brier(model) / Brier(market) on unlocked rows the market quotes: "
-                    "0 means the model must be at least as good as yes_mid")
+        description="lowest *lower bound* of the pooled Brier skill 1 − Brier(model) / Brier(market) on unlocked "
+                    "rows the market quotes (confidence_level interval): 0 means the model must beat yes_mid beyond "
+                    "noise, a tie is refused")
+    min_log_loss_skill: float = Field(
+        0.0, ge=-1, le=1,
+        description="lowest lower bound of the pooled log-loss skill 1 − log loss(model) / log loss(market) on the "
+                    "same rows: catches confident misses a Brier score forgives")
     min_windows_beating_market: float = Field(
         0.5, ge=0, le=1,
         description="lowest share of windows whose model Brier is below the market's on unlocked quoted rows: "
                     "a majority, not every week, since one test week holds only a few settled days and an "
                     "honest market wins some of them by chance")
+    min_window_ece_days: StrictInt = Field(
+        28, ge=1, le=MAX_DAYS,
+        description="climate days of unlocked test rows a single window needs before its own ECE is gated (it is "
+                    "always logged and plotted): a week holds seven outcomes, and their ECE measures how those "
+                    "seven fell")
+    min_calibration_slope: float = Field(
+        0.8, gt=0, le=1, allow_inf_nan=False,
+        description="refused when the whole interval of the calibration slope (logistic recalibration of the "
+                    "outcome on the model's logit; 1 is calibrated, below 1 over-confident) lies below this")
+    max_calibration_slope: float = Field(
+        1.25, ge=1, le=10, allow_inf_nan=False,
+        description="refused when the whole interval of the calibration slope lies above this (under-confident)")
+    max_abs_calibration_intercept: float = Field(
+        0.25, gt=0, le=5, allow_inf_nan=False,
+        description="refused when the whole interval of the calibration intercept (calibration in the large, in "
+                    "log-odds; 0 is calibrated) lies farther than this from 0")
+    confidence_level: float = Field(0.95, ge=0.5, lt=1, allow_inf_nan=False,
+                                    description="coverage of the bootstrap intervals the gates read")
+    bootstrap_resamples: StrictInt = Field(
+        2000, ge=100, le=100_000,
+        description="day-block bootstrap replicates behind each interval (a few hundred already fix a 95% "
+                    "interval's ends to within a few per cent of its width)")
+    bootstrap_seed: StrictInt = Field(0, ge=0, le=MAX_SEED,
+                                      description="seed of the day resampling: the same rows give the same interval")
 
 
 

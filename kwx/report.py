@@ -24,7 +24,7 @@ from kwx.data import migrations
 from kwx.data.dataset import load_weather
 from kwx.data.schema import Base
 from kwx.domain.markets import climate_day_bounds
-from kwx.domain.metrics import pooled_metrics, pooled_reliability, reliability, score
+from kwx.domain.metrics import pooled_evidence, pooled_metrics, pooled_reliability, reliability, score
 from kwx.plots import reliability_diagram
 from kwx.registry.promotion import Check, metric_gates, run_config, run_versions
 
@@ -185,7 +185,9 @@ def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path =
         **{name: _mean_std(metrics, column) for name, column in WINDOW_SUMMARY.items()},
         "windows_beating_market_count": None if beating is None else int(beating.sum()),
         # Recomputed from the windows' predictions, so runs logged before pooled metrics existed show them too.
-        "pooled": {k: _finite(v) for k, v in pooled_metrics(predictions).items()},
+        "pooled": {k: _finite(v) for k, v in (pooled_metrics(predictions) | pooled_evidence(
+            predictions, resamples=config.acceptance.bootstrap_resamples, level=config.acceptance.confidence_level,
+            seed=config.acceptance.bootstrap_seed)).items()},
     }
     gate_checks = metric_gates(parent.data.metrics, config)
     summary["gates"] = [c.as_dict() for c in gate_checks]
@@ -198,6 +200,7 @@ def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path =
         "last_window": {"window": windows[-1].data.params["window"], "rows": len(last),
                         **score(last["label"], last["p_model"]),
                         "curve": reliability(last["label"], last["p_model"]).as_dict()},
+        "unlocked": _unlocked_calibration(predictions),
         "model_vs_market": {"rows": int(summary["pooled"]["pooled_n_comparable_rows"]),
                             **{name: {"ece": rel.ece, "mce": rel.mce, "curve": rel.as_dict()}
                                for name, rel in versus.items()}},
@@ -232,6 +235,16 @@ def build_report(client: MlflowClient, engine: Engine, run_id: str, root: Path =
     return Report(run_id, out, checks)
 
 
+def _unlocked_calibration(predictions: pd.DataFrame) -> dict:
+    """ECE and reliability curve of the model on the pooled unlocked rows, the rows the ECE gate reads."""
+    unlocked = predictions[~predictions["locked"].astype(bool)] if "locked" in predictions else predictions
+    if unlocked.empty:
+        return {"rows": 0, "days": 0}
+    curve = reliability(unlocked["label"], unlocked["p_model"])
+    return {"rows": len(unlocked), "days": int(unlocked["event_date"].nunique()), "ece": curve.ece,
+            "curve": curve.as_dict()}
+
+
 def _markdown(summary: dict, calibration: dict, checks: list[Check]) -> str:
     pooled = summary["pooled"]
 
@@ -243,6 +256,11 @@ def _markdown(summary: dict, calibration: dict, checks: list[Check]) -> str:
 
     def pool(key: str) -> str:
         return "n/a" if pooled[key] is None else f"{pooled[key]:.4f}"
+
+    def pool_ci(key: str) -> str:
+        low, high = pooled.get(f"{key}_low"), pooled.get(f"{key}_high")
+        interval = "" if low is None or high is None else f" ({low:.4f}..{high:.4f})"
+        return pool(key) + interval
 
     def row(label: str, rows: str, key: str) -> str:
         model, market = ("", "market_") if rows == "all" else ("unlocked_", "market_unlocked_")
@@ -257,12 +275,16 @@ def _markdown(summary: dict, calibration: dict, checks: list[Check]) -> str:
         f"# Acceptance report: {summary['model']} (run {summary['run_id']})", "",
         f"**Verdict: {'PASS' if all(c.passed for c in checks) else 'FAIL'}** — {summary['windows']} windows, "
         f"{summary['test_rows']:,} test rows, feature set `{summary['feature_set']}`.", "",
-        "| metric (test weeks) | rows | model: window mean ± std | model: pooled | market: window mean ± std "
+        "| metric (test weeks) | rows | model: window mean ± std | model: pooled (day-block interval) "
+        "| market: window mean ± std "
         "| market: pooled |",
         "| --- | --- | --- | --- | --- | --- |",
         *(row(label, rows, key) for label, key in (("log loss", "log_loss"), ("Brier", "brier"),
                                                         ("ECE", "ece")) for rows in ("all", "unlocked")),
-        f"| Brier skill vs market | unlocked, quoted | {ms('brier_skill')} | {pool('pooled_brier_skill')} | | |",
+        f"| Brier skill vs market | unlocked, quoted | {ms('brier_skill')} | {pool_ci('pooled_brier_skill')} | | |",
+        f"| log-loss skill vs market | unlocked, quoted | | {pool_ci('pooled_log_loss_skill')} | | |",
+        f"| calibration slope | unlocked | | {pool_ci('pooled_calibration_slope')} | | |",
+        f"| calibration intercept (log-odds) | unlocked | | {pool_ci('pooled_calibration_intercept')} | | |",
         f"| windows beating the market (Brier) | unlocked, quoted | {beating_cell} | | | |",
         f"| AUC | all | {ms('auc')} | {calibration['pooled']['auc']:.4f} | | |",
         f"| non-zero coefficients | | {ms('sparsity_nonzero_coefs')} | | | |", "",
@@ -273,7 +295,32 @@ def _markdown(summary: dict, calibration: dict, checks: list[Check]) -> str:
         f"Pooled over all test weeks: maximum calibration error {calibration['pooled']['mce']:.4f}; last window "
         f"({last['window']}): ECE {last['ece']:.4f}. Reliability diagram of model and market on unlocked quoted "
         "rows, rows per bin below: `03_reliability_diagram.png`.", "",
+        *_reliability_table(calibration["unlocked"]), "",
         "## Checks", "",
-        *(f"- {c.line()}" for c in checks), "",
+        "Skill and calibration are judged on all test weeks pooled; intervals resample climate days (paired "
+        "day-block bootstrap), so a tie, whose interval straddles the threshold, is refused.", "",
+        "| check | value | interval | threshold | verdict |", "| --- | --- | --- | --- | --- |",
+        *(_check_row(c) for c in checks), "",
     ]
     return "\n".join(lines)
+
+
+def _check_row(check: Check) -> str:
+    interval = "" if check.interval is None else f"{check.level:.0%}: {check.interval[0]:.5g}..{check.interval[1]:.5g}"
+    value = "n/a" if check.value is None else check.value
+    detail = f" ({check.detail})" if check.detail else ""
+    threshold = "" if check.threshold is None else check.threshold
+    return (f"| {check.name} | {value} | {interval} | {threshold} | "
+            f"{'PASS' if check.passed else 'FAIL'}{detail} |").replace("\n", " ")
+
+
+def _reliability_table(unlocked: dict) -> list[str]:
+    """The pooled unlocked rows' reliability, bin by bin: what the ECE gate averages."""
+    curve = unlocked.get("curve")
+    if not curve:
+        return ["No unlocked test rows: no reliability table."]
+    rows = zip(curve["mean_predicted"], curve["fraction_positive"], curve["counts"], strict=True)
+    return [f"Reliability of the model on the {unlocked['rows']:,} pooled unlocked test rows "
+            f"({unlocked['days']} climate days), ECE {unlocked['ece']:.4f}:", "",
+            "| mean predicted | observed frequency | rows |", "| --- | --- | --- |",
+            *(f"| {p:.4f} | {f:.4f} | {n:,} |" for p, f, n in rows)]

@@ -37,7 +37,7 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
 
     report = _invoke("report", "--city", "chicago", "--bracket", "between")
     assert report.exit_code == 0 and "PASS acceptance report written" in report.output, report.output
-    assert "PASS pooled Brier skill >= min_brier_skill" in report.output
+    assert "PASS pooled Brier skill lower bound >= min_brier_skill" in report.output
 
     dry = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
     assert dry.exit_code == 0 and "would promote kwx-chicago-between versions 1, 2, 3" in dry.output
@@ -67,14 +67,14 @@ def test_gate_refusal_exits_non_zero(tmp_path, monkeypatch):
     assert _invoke("train", "--config", str(config), "--workers", "1").exit_code == 0
     report = _invoke("report", "--city", "chicago", "--bracket", "between")
     assert report.exit_code == 1 and "FAIL acceptance report written" in report.output
-    assert "FAIL mean unlocked test Brier <= max_brier" in report.output
+    assert "FAIL pooled unlocked test Brier <= max_brier" in report.output
     dry = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
     assert dry.exit_code == 1 and "refused" in dry.output and "would promote" not in dry.output
     unknown_stage = _invoke("promote", "--city", "chicago", "--bracket", "between", "--stage", "Prod", "--dry-run")
     assert unknown_stage.exit_code == 2 and "'Prod'" in unknown_stage.output
     refused = _invoke("promote", "--city", "chicago", "--bracket", "between")
     assert refused.exit_code == 1
-    assert "mean unlocked test Brier <= max_brier" in refused.output
+    assert "pooled unlocked test Brier <= max_brier" in refused.output
     assert "windows >= min_windows: 2 (threshold 5)" in refused.output
 
 

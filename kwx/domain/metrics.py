@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kwx.domain.evidence import calibration_evidence, skill_evidence
+
 _EPS = np.finfo(float).eps
 
 
@@ -162,3 +164,22 @@ def pooled_reliability(predictions, n_bins: int = 10) -> dict[str, Reliability]:
         return {}
     return {"model": reliability(y[comparable], p_model[comparable], n_bins),
             "market": reliability(y[comparable], p_market[comparable], n_bins)}
+
+
+def pooled_evidence(predictions, *, resamples: int, level: float, seed: int) -> dict[str, float]:
+    """How sure the pooled comparison is: ``pooled_brier_skill`` and ``pooled_log_loss_skill`` (on unlocked quoted
+    rows) and the model's calibration slope and intercept (on unlocked rows), each with ``_low`` / ``_high``
+    bounds of a paired day-block bootstrap interval (``kwx.domain.evidence``), and the climate days behind them.
+    ``predictions`` needs ``event_date`` beside ``pooled_metrics``' columns."""
+    y, p_model, p_market, unlocked, comparable = _row_sets(predictions)
+    days = np.asarray(predictions["event_date"], dtype=object)
+    skill = skill_evidence(y[comparable], p_model[comparable], p_market[comparable], days[comparable],
+                           resamples=resamples, level=level, seed=seed)
+    calibration = calibration_evidence(y[unlocked], p_model[unlocked], days[unlocked], resamples=resamples,
+                                       level=level, seed=seed)
+    out = {"pooled_n_comparable_days": float(skill.n_days), "pooled_n_unlocked_days": float(calibration.n_days)}
+    for key, interval in (("pooled_brier_skill", skill.brier_skill), ("pooled_log_loss_skill", skill.log_loss_skill),
+                          ("pooled_calibration_slope", calibration.slope),
+                          ("pooled_calibration_intercept", calibration.intercept)):
+        out |= {key: interval.value, f"{key}_low": interval.low, f"{key}_high": interval.high}
+    return out

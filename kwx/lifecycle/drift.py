@@ -14,7 +14,7 @@ import numpy as np
 
 from kwx.config import AcceptanceGates, DriftThresholds
 from kwx.domain.metrics import brier, brier_skill, prefixed_scores
-from kwx.registry.promotion import Check, metric_gate
+from kwx.registry.promotion import Check, metric_gate, window_ece_gate
 
 QUALITY_KEYS = ("rolling_ece", "rolling_brier", "rolling_market_brier", "rolling_market_ece", "rolling_brier_skill",
                 "rolling_rows", "rolling_unlocked_rows", "rolling_comparable_rows", "rolling_days")
@@ -114,19 +114,22 @@ def drift_breaches(quality: dict[str, float], thresholds: DriftThresholds, *, na
     return DriftVerdict(breaches, notes)
 
 
-# (check name, metric, acceptance gate, the metric must be at most the gate)
-_REALIZED_GATES = (
-    ("realized unlocked test ECE <= max_ece", "test_unlocked_ece", "max_ece", True),
-    ("realized unlocked test Brier <= max_brier", "test_unlocked_brier", "max_brier", True),
-    ("realized Brier skill >= min_brier_skill", "test_brier_skill", "min_brier_skill", False),
-)
-
-
 def realized_checks(metrics: dict[str, float], acceptance: AcceptanceGates) -> list[Check]:
-    """The acceptance gates held to ONE window's realized test-week metrics (``window_scores`` keys).
+    """The acceptance gates held to ONE window's realized test-week metrics (``window_scores`` keys), by the
+    acceptance rule: its ECE only when the week holds ``min_window_ece_days`` climate days of unlocked rows; its
+    Brier skill as a vote (a week's day-block interval is too wide to be evidence: ``family_health`` counts the
+    weeks that beat the market, as acceptance counts ``min_windows_beating_market``).
 
     A missing or NaN metric is a failing check saying why; this never raises.
     """
-    return [metric_gate(name, metrics, key, getattr(acceptance, gate), at_most=at_most,
-                        missing="is not logged: the week has not been scored")
-            for name, key, gate, at_most in _REALIZED_GATES]
+    missing = "is not logged: the week has not been scored"
+    days = metrics.get("test_unlocked_days")
+    enough_days = None if days is None else int(days >= acceptance.min_window_ece_days)
+    return [
+        window_ece_gate("realized unlocked test ECE <= max_ece (weeks with enough days)",
+                        metrics.get("test_unlocked_ece"), enough_days, 1, acceptance),
+        metric_gate("realized unlocked test Brier <= max_brier", metrics, "test_unlocked_brier", acceptance.max_brier,
+                    at_most=True, missing=missing),
+        metric_gate("realized Brier skill >= min_brier_skill", metrics, "test_brier_skill", acceptance.min_brier_skill,
+                    at_most=False, missing=missing),
+    ]

@@ -321,7 +321,8 @@ def update_parent_summary(client: MlflowClient, name: str, parent_run_id: str, c
                                                            dst_path=str(Path(downloads) / run_id))
                 predictions.append(pd.read_csv(path))
     with tempfile.TemporaryDirectory() as tmp:
-        summary = windows_summary(window_metrics, predictions, f"{config.city}/{config.bracket}", Path(tmp))
+        summary = windows_summary(window_metrics, predictions, f"{config.city}/{config.bracket}", Path(tmp),
+                                  config.acceptance)
         if any(Path(tmp).iterdir()):
             client.log_artifacts(parent_run_id, tmp)
     # MLflow shows a metric's point of the highest step: each update is the next step of the run's summary

@@ -14,7 +14,7 @@ import mlflow.artifacts
 import yaml
 from mlflow.tracking import MlflowClient
 
-from kwx.config import TrainConfig, parse_config
+from kwx.config import AcceptanceGates, TrainConfig, parse_config
 from kwx.registry.resolution import PromotionRecord, stage_members
 from kwx.registry.versions import PENDING_TAG, all_versions, facts, record_tag, registry_state
 
@@ -28,21 +28,27 @@ def canonical_stage(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Check:
-    """One pass/fail check with the measured value and the threshold it was held to."""
+    """One pass/fail check with the measured value, its confidence interval where it has one, and the threshold
+    it was held to."""
 
     name: str
     passed: bool
     value: object
     threshold: object = None
     detail: str = ""
+    interval: tuple[float, float] | None = None
+    level: float | None = None
 
     def line(self) -> str:
+        low, high = self.interval or (None, None)
+        shown = "" if self.interval is None else f" ({self.level:.0%} CI {low:.5g}..{high:.5g})"
         bound = "" if self.threshold is None else f" (threshold {self.threshold})"
         status = "PASS" if self.passed else "FAIL"
-        return f"{status} {self.name}: {self.value}{bound}{' - ' + self.detail if self.detail else ''}"
+        return f"{status} {self.name}: {self.value}{shown}{bound}{' - ' + self.detail if self.detail else ''}"
 
     def as_dict(self) -> dict[str, object]:
         return {"check": self.name, "passed": self.passed, "value": self.value, "threshold": self.threshold,
+                "interval": None if self.interval is None else list(self.interval), "level": self.level,
                 "detail": self.detail}
 
 
@@ -71,24 +77,85 @@ def metric_gate(name: str, metrics: dict[str, float], key: str, threshold: float
     return Check(name, value <= threshold if at_most else value >= threshold, round(value, 5), threshold)
 
 
+def _measured(metrics: dict[str, float], key: str, missing: str) -> tuple[float | None, str]:
+    """(value, why it cannot be held to a threshold): absent or NaN values come back as None with the reason."""
+    value = metrics.get(key)
+    if value is None:
+        return None, f"{key} {missing}"
+    if math.isnan(value):
+        return None, f"{key} is NaN: no rows to compute it on (for skill: no unlocked rows the market quotes)"
+    return value, ""
+
+
+def lower_bound_gate(name: str, metrics: dict[str, float], key: str, threshold: float, level: float) -> Check:
+    """Passes when the lower end of ``key``'s interval (``{key}_low``..``{key}_high``) is at least ``threshold``:
+    the evidence says the value exceeds it beyond noise, so a tie (an interval across it) is refused."""
+    value, why = _measured(metrics, key, "was not logged by this run: retrain it")
+    low, why_low = _measured(metrics, f"{key}_low", "was not logged by this run (no interval): retrain it")
+    high = metrics.get(f"{key}_high", math.nan)
+    if value is None or low is None:
+        return Check(name, False, None, threshold, why or why_low)
+    return Check(name, low >= threshold, round(value, 5), threshold,
+                 f"lower bound {low:.5g} {'>=' if low >= threshold else '<'} {threshold}",
+                 (round(low, 5), round(high, 5)), level)
+
+
+def band_gate(name: str, metrics: dict[str, float], key: str, lowest: float, highest: float, level: float) -> Check:
+    """Refused only when ``key``'s whole interval lies outside [``lowest``, ``highest``]: the evidence says the
+    value is out of tolerance, not merely that a noisy estimate strayed."""
+    value, why = _measured(metrics, key, "was not logged by this run: retrain it")
+    low, why_low = _measured(metrics, f"{key}_low", "was not logged by this run (no interval): retrain it")
+    high = metrics.get(f"{key}_high", math.nan)
+    if value is None or low is None or math.isnan(high):
+        return Check(name, False, None, f"{lowest}..{highest}", why or why_low or f"{key}_high was not logged")
+    outside = high < lowest or low > highest
+    detail = ("the whole interval lies outside the tolerance" if outside
+              else "the interval reaches the tolerance")
+    return Check(name, not outside, round(value, 5), f"{lowest}..{highest}", detail, (round(low, 5), round(high, 5)),
+                 level)
+
+
+def window_ece_gate(name: str, ece: float | None, windows_gated: int | None, windows: int,
+                    gates: AcceptanceGates) -> Check:
+    """The worst ECE among the ``windows_gated`` windows (of ``windows``) that hold ``gates.min_window_ece_days``
+    climate days of unlocked rows; with none such, nothing is gated and the pooled ECE decides. None for
+    ``windows_gated``: the run logged no day counts."""
+    if windows_gated is None:
+        return Check(name, False, None, gates.max_ece, "the windows' unlocked climate days were not logged: retrain it")
+    days = f"{windows_gated} of {windows} window(s) hold >= {gates.min_window_ece_days} unlocked climate days"
+    if windows_gated == 0:
+        return Check(name, True, None, gates.max_ece, f"{days}: not gated (a week's ECE measures how its few "
+                                                      "outcomes fell; the pooled ECE is gated)")
+    if ece is None or math.isnan(ece):
+        return Check(name, False, None, gates.max_ece, f"{days} but their ECE was not logged: retrain it")
+    return Check(name, ece <= gates.max_ece, round(ece, 5), gates.max_ece, days)
+
+
 def metric_gates(parent_metrics: dict[str, float], config: TrainConfig) -> list[Check]:
-    """The acceptance gates on a training run's parent metrics: per-window means and pooled test rows."""
+    """The acceptance gates on a training run's parent metrics: its test weeks pooled, with day-block intervals
+    (``kwx.domain.evidence``), and single windows only where they hold enough outcome-days."""
     gates = config.acceptance
+    level = gates.confidence_level
     windows = parent_metrics.get("n_windows")
+    gated = parent_metrics.get("n_windows_ece_gated")
     return [
         # over unlocked rows: locked ones are exactly right by rule, and would flatter the model
-        metric_gate("mean unlocked test ECE <= max_ece", parent_metrics, "mean_test_unlocked_ece", gates.max_ece,
-                    at_most=True),
         metric_gate("pooled unlocked test ECE <= max_ece", parent_metrics, "pooled_test_unlocked_ece",
                     gates.max_ece, at_most=True),
-        metric_gate("mean unlocked test Brier <= max_brier", parent_metrics, "mean_test_unlocked_brier",
-                    gates.max_brier, at_most=True),
+        window_ece_gate("each window's unlocked test ECE <= max_ece (windows with enough days)",
+                        parent_metrics.get("max_gated_window_unlocked_ece"), None if gated is None else int(gated),
+                        0 if windows is None else int(windows), gates),
+        band_gate("calibration slope within [min_calibration_slope, max_calibration_slope]", parent_metrics,
+                  "pooled_calibration_slope", gates.min_calibration_slope, gates.max_calibration_slope, level),
+        band_gate("calibration intercept within ±max_abs_calibration_intercept", parent_metrics,
+                  "pooled_calibration_intercept", -gates.max_abs_calibration_intercept,
+                  gates.max_abs_calibration_intercept, level),
         metric_gate("pooled unlocked test Brier <= max_brier", parent_metrics, "pooled_test_unlocked_brier",
                     gates.max_brier, at_most=True),
-        metric_gate("mean Brier skill >= min_brier_skill", parent_metrics, "mean_test_brier_skill",
-                    gates.min_brier_skill, at_most=False),
-        metric_gate("pooled Brier skill >= min_brier_skill", parent_metrics, "pooled_brier_skill",
-                    gates.min_brier_skill, at_most=False),
+        lower_bound_gate("pooled Brier skill lower bound >= min_brier_skill", parent_metrics, "pooled_brier_skill",
+                         gates.min_brier_skill, level),
+        lower_bound_gate("pooled log-loss skill lower bound >= min_log_loss_skill", parent_metrics,
+                         "pooled_log_loss_skill", gates.min_log_loss_skill, level),
         metric_gate("share of windows beating the market >= min_windows_beating_market", parent_metrics,
                     "mean_test_beats_market", gates.min_windows_beating_market, at_most=False),
         Check("windows >= min_windows", windows is not None and windows >= gates.min_windows,

@@ -125,8 +125,9 @@ def fit_calibrated(
     model = CalibratedClassifierCV(make_pipeline(params, seed), method=method, cv=folds, ensemble=False)
     report = fit_quietly(model, X, y)
     decisions = out_of_fold_decisions(X, y, folds, params, seed)
-    report.bounds = bound_calibration(model, decisions, y, calibration.prior_rows)
-    report.out_of_fold = cross_fitted_probabilities(decisions, y, folds, method, calibration.prior_rows)
+    report.bounds = bound_calibration(model, decisions, y, calibration.prior_rows, calibration.probability_floor)
+    report.out_of_fold = cross_fitted_probabilities(decisions, y, folds, method, calibration.prior_rows,
+                                                    calibration.probability_floor)
     return model, method, report
 
 
@@ -161,7 +162,7 @@ SIGMOID_KNOTS = 1024
 
 
 def bound_calibration(model: CalibratedClassifierCV, decisions: np.ndarray, y: np.ndarray,
-                      prior_rows: float) -> tuple[float, float]:
+                      prior_rows: float, floor: float = 0.0) -> tuple[float, float]:
     """Keep the calibrated probability inside (0, 1) by what the calibration data can support.
 
     Isotonic calibration fits each bin of decision values its observed rate, so a pure bin says
@@ -169,16 +170,18 @@ def bound_calibration(model: CalibratedClassifierCV, decisions: np.ndarray, y: n
     with ``prior_rows`` pseudo-rows at the base rate, (k + m·π) / (n + m), then re-pooled so the map
     stays monotone. A Platt map is bounded the same way as if all N calibration rows were one pure
     bin, and tabulated over the decision values the calibration saw (held at its ends beyond them,
-    as isotonic maps are). Either way the calibrator becomes a plain ``IsotonicRegression``, so the
+    as isotonic maps are). Probabilities then stay within [``floor``, 1 − ``floor``]: pseudo-rows shrink a bin
+    by its size, so a bin of tens of thousands of rows may still say 10⁻⁵, which its handful of independent
+    days cannot support. Either way the calibrator becomes a plain ``IsotonicRegression``, so the
     registered artifact, ``predict_yes`` and ``mlflow models serve`` all give the bounded values.
     Returns the map's lowest and highest probability.
     """
     calibrated = model.calibrated_classifiers_[0]
     calibrator = calibrated.calibrators[0]
     if isinstance(calibrator, IsotonicRegression):
-        bounded = _bounded_isotonic(calibrator, decisions, y, prior_rows)
+        bounded = _bounded_isotonic(calibrator, decisions, y, prior_rows, floor)
     else:
-        bounded = _bounded_platt(_calibration_function(calibrator), decisions, y, prior_rows)
+        bounded = _bounded_platt(_calibration_function(calibrator), decisions, y, prior_rows, floor)
     calibrated.calibrators[0] = bounded
     return float(bounded.y_thresholds_.min()), float(bounded.y_thresholds_.max())
 
@@ -189,7 +192,7 @@ def _check_prior_rows(prior_rows: float) -> None:
 
 
 def _bounded_isotonic(calibrator: IsotonicRegression, decisions: np.ndarray, y: np.ndarray,
-                      prior_rows: float) -> IsotonicRegression:
+                      prior_rows: float, floor: float) -> IsotonicRegression:
     _check_prior_rows(prior_rows)
     base_rate = float(np.mean(y))
     fitted = calibrator.predict(decisions)
@@ -198,16 +201,16 @@ def _bounded_isotonic(calibrator: IsotonicRegression, decisions: np.ndarray, y: 
     shrunk = (positives + prior_rows * base_rate) / (rows_in_bin + prior_rows)
     # shrinking toward the base rate can reorder a small bin and its neighbour: pool them again
     shrunk = IsotonicRegression().fit(rates, shrunk, sample_weight=rows_in_bin + prior_rows).predict(rates)
-    values = np.interp(calibrator.y_thresholds_, rates, shrunk)
+    values = np.clip(np.interp(calibrator.y_thresholds_, rates, shrunk), floor, 1 - floor)
     return IsotonicRegression(out_of_bounds="clip").fit(calibrator.X_thresholds_, values)
 
 
 def _bounded_platt(platt: Callable[[np.ndarray], np.ndarray], decisions: np.ndarray, y: np.ndarray,
-                   prior_rows: float) -> IsotonicRegression:
+                   prior_rows: float, floor: float) -> IsotonicRegression:
     _check_prior_rows(prior_rows)
     base_rate = float(np.mean(y))
-    low = prior_rows * base_rate / (len(y) + prior_rows)
-    high = 1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows)
+    low = max(prior_rows * base_rate / (len(y) + prior_rows), floor)
+    high = min(1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows), 1 - floor)
     knots = np.linspace(decisions.min(), decisions.max(), SIGMOID_KNOTS)
     values = np.clip(platt(knots), low, high)
     return IsotonicRegression(out_of_bounds="clip", increasing=bool(values[-1] >= values[0])).fit(knots, values)
@@ -221,7 +224,7 @@ def _fitted_platt(decisions: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray]
 
 
 def cross_fitted_probabilities(decisions: np.ndarray, y: np.ndarray, folds, method: str,
-                               prior_rows: float) -> np.ndarray:
+                               prior_rows: float, floor: float = 0.0) -> np.ndarray:
     """Out-of-fold calibrated probabilities: each fold's out-of-fold decision values mapped by a bounded
     calibrator (``method``) fit on the other folds only.
 
@@ -232,12 +235,14 @@ def cross_fitted_probabilities(decisions: np.ndarray, y: np.ndarray, folds, meth
     for fit_rows, held_out in folds:
         d, labels = decisions[fit_rows], y[fit_rows]
         if np.unique(labels).size < 2:  # a fold of one class: the bounded base rate is all it can say
-            p[held_out] = (labels.sum() + prior_rows * labels.mean()) / (len(labels) + prior_rows)
+            p[held_out] = np.clip((labels.sum() + prior_rows * labels.mean()) / (len(labels) + prior_rows),
+                                  floor, 1 - floor)
             continue
         if method == "isotonic":
-            bounded = _bounded_isotonic(IsotonicRegression(out_of_bounds="clip").fit(d, labels), d, labels, prior_rows)
+            bounded = _bounded_isotonic(IsotonicRegression(out_of_bounds="clip").fit(d, labels), d, labels,
+                                        prior_rows, floor)
         else:
-            bounded = _bounded_platt(_fitted_platt(d, labels), d, labels, prior_rows)
+            bounded = _bounded_platt(_fitted_platt(d, labels), d, labels, prior_rows, floor)
         p[held_out] = bounded.predict(decisions[held_out])
     return p
 

@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -45,10 +46,10 @@ from mlflow.utils.mlflow_tags import (
 from sqlalchemy import Engine, make_url
 
 from kwx import runs, tracking
-from kwx.config import TrainConfig
+from kwx.config import AcceptanceGates, TrainConfig
 from kwx.data.dataset import DatasetError, load_dataset, require_markets_near
 from kwx.domain.features import UnknownFeatureSetError, feature_columns
-from kwx.domain.metrics import pooled_metrics, pooled_reliability
+from kwx.domain.metrics import pooled_evidence, pooled_metrics, pooled_reliability
 from kwx.domain.windows import Window
 from kwx.plots import reliability_diagram
 from kwx.registry.versions import (
@@ -339,7 +340,7 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             summary_metrics = windows_summary(list(window_metrics.values()),
                                               [results[w].predictions for w in sorted(results)],
-                                              f"{config.city}/{config.bracket}", Path(tmp))
+                                              f"{config.city}/{config.bracket}", Path(tmp), config.acceptance)
             if any(Path(tmp).iterdir()):
                 mlflow.log_artifacts(tmp)
         mlflow.log_metrics(summary_metrics)
@@ -356,11 +357,12 @@ def train(
 
 
 def windows_summary(window_metrics: list[dict[str, float]], predictions: list[pd.DataFrame], label: str,
-                    out: Path) -> dict[str, float]:
+                    out: Path, acceptance: AcceptanceGates) -> dict[str, float]:
     """A training (parent) run's summary metrics over its windows, as training logs them and `kwx monitor`
     brings them up to date once a forward window's week is scored: ``mean_*``/``std_*`` of every window
-    metric (windows without it skipped), ``n_windows``, ``n_test_rows`` and, when any window has test
-    predictions, the ``pooled_*`` metrics of all of them, whose reliability curves are written into ``out``
+    metric (windows without it skipped), ``n_windows``, ``n_test_rows``, the windows whose own ECE the gates
+    read (``acceptance.min_window_ece_days``) and, when any window has test predictions, the ``pooled_*``
+    metrics of all of them with their bootstrap intervals, whose reliability curves are written into ``out``
     (reliability_pooled.json and .png) for the caller to log."""
     table = pd.DataFrame(window_metrics)
     summary = {}
@@ -369,6 +371,7 @@ def windows_summary(window_metrics: list[dict[str, float]], predictions: list[pd
         summary[f"std_{column}"] = float(table[column].std(ddof=0))
     tested = [p for p in predictions if len(p)]
     summary |= {"n_windows": float(len(window_metrics)), "n_test_rows": float(sum(len(p) for p in tested))}
+    summary |= gated_window_ece(window_metrics, acceptance.min_window_ece_days)
     if tested:  # a forward run has none until `kwx monitor` scores its week
         pooled = pd.concat(tested, ignore_index=True)
         curves = {name: rel.as_dict() for name, rel in pooled_reliability(pooled).items()}
@@ -376,7 +379,18 @@ def windows_summary(window_metrics: list[dict[str, float]], predictions: list[pd
         reliability_diagram(curves, out / "reliability_pooled.png",
                             f"{label} all test weeks pooled (unlocked rows the market quotes)")
         summary |= pooled_metrics(pooled)
+        summary |= pooled_evidence(pooled, resamples=acceptance.bootstrap_resamples,
+                                   level=acceptance.confidence_level, seed=acceptance.bootstrap_seed)
     return summary
+
+
+def gated_window_ece(window_metrics: list[dict[str, float]], min_days: int) -> dict[str, float]:
+    """``n_windows_ece_gated``: windows whose unlocked test rows span at least ``min_days`` climate days, and
+    ``max_gated_window_unlocked_ece``, the worst ECE among them (NaN when none qualifies)."""
+    gated = [m["test_unlocked_ece"] for m in window_metrics
+             if m.get("test_unlocked_days", 0) >= min_days and not math.isnan(m.get("test_unlocked_ece", math.nan))]
+    return {"n_windows_ece_gated": float(len(gated)),
+            "max_gated_window_unlocked_ece": max(gated) if gated else float("nan")}
 
 
 def spawn_pool(workers: int) -> ProcessPoolExecutor:

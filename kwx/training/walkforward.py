@@ -95,9 +95,11 @@ def _single_class_fold(train: pd.DataFrame, cv_splits: int) -> str | None:
     return None
 
 
-def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, locked: np.ndarray) -> dict[str, float]:
+def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, locked: np.ndarray,
+                  days: np.ndarray) -> dict[str, float]:
     """A window's test-week scores: over all rows (``test_*``, ``market_*``) and over the rows the
-    settlement rule leaves open (``*_unlocked_*``), where the model alone speaks.
+    settlement rule leaves open (``*_unlocked_*``), where the model alone speaks; ``test_unlocked_days``
+    counts the climate days behind those (the independent outcomes a window's ECE rests on).
 
     ``test_brier_skill`` = 1 − Brier_model / Brier_market and ``test_beats_market`` (1 or 0) compare
     the two on the open rows where the market quotes: what promotion asks the model to add.
@@ -113,6 +115,7 @@ def window_scores(y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, lock
     metrics["test_brier_skill"] = skill
     # beating a market whose Brier is 0 is impossible: NaN skill there counts as not beating it
     metrics["test_beats_market"] = float(skill > 0) if open_quoted.any() else float("nan")
+    metrics["test_unlocked_days"] = float(pd.unique(np.asarray(days, dtype=object)[~locked]).size)
     metrics["test_locked_fraction"] = float(np.mean(locked))
     metrics["test_at_bounds_fraction"] = float(np.mean((p_model[~locked] <= 0) | (p_model[~locked] >= 1))) \
         if (~locked).any() else 0.0
@@ -164,7 +167,8 @@ def score_test_rows(model, rows: pd.DataFrame, features: list[str]) -> ScoredRow
     curves = {"model": reliability(y, p_model).as_dict()}
     if quoted.any():
         curves["market"] = reliability(y[quoted], p_market[quoted]).as_dict()
-    return ScoredRows(window_scores(y, p_model, p_market, locked), predictions.reset_index(drop=True), curves)
+    metrics = window_scores(y, p_model, p_market, locked, rows["event_date"].to_numpy())
+    return ScoredRows(metrics, predictions.reset_index(drop=True), curves)
 
 
 @dataclass

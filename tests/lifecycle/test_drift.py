@@ -120,29 +120,43 @@ def test_looser_thresholds_never_add_breaches(ece, brier, skill, days, a, b, min
     assert breached(loose) <= breached(strict)
 
 
+ECE_CHECK = "realized unlocked test ECE <= max_ece (weeks with enough days)"
+
+
 def test_realized_checks_hold_one_week_to_the_acceptance_gates():
-    gates = AcceptanceGates(max_ece=0.08, max_brier=0.2, min_brier_skill=0.0)
-    passing = realized_checks({"test_unlocked_ece": 0.05, "test_unlocked_brier": 0.1, "test_brier_skill": 0.01}, gates)
-    assert [c.passed for c in passing] == [True, True, True]
-    failing = realized_checks({"test_unlocked_ece": 0.09, "test_unlocked_brier": float("nan")}, gates)
+    gates = AcceptanceGates(max_ece=0.08, max_brier=0.2, min_brier_skill=0.0, min_window_ece_days=7)
+    week = {"test_unlocked_ece": 0.05, "test_unlocked_days": 7.0, "test_unlocked_brier": 0.1, "test_brier_skill": 0.01}
+    assert [c.passed for c in realized_checks(week, gates)] == [True, True, True]
+    failing = realized_checks({"test_unlocked_ece": 0.09, "test_unlocked_days": 7.0,
+                               "test_unlocked_brier": float("nan")}, gates)
     assert [c.passed for c in failing] == [False, False, False]
-    assert [c.name for c in failing] == ["realized unlocked test ECE <= max_ece",
-                                         "realized unlocked test Brier <= max_brier",
+    assert [c.name for c in failing] == [ECE_CHECK, "realized unlocked test Brier <= max_brier",
                                          "realized Brier skill >= min_brier_skill"]
     assert failing[0].value == 0.09 and failing[0].threshold == 0.08
     assert "NaN" in failing[1].detail and "not logged" in failing[2].detail
 
 
-@given(st.dictionaries(st.sampled_from(["test_unlocked_ece", "test_unlocked_brier", "test_brier_skill", "other"]),
+def test_a_weeks_ece_is_not_gated_on_too_few_outcome_days():
+    """Seven outcomes' ECE says how those seven fell: with the default 28 days a week is never gated on it."""
+    week = {"test_unlocked_ece": 0.3, "test_unlocked_days": 7.0, "test_unlocked_brier": 0.1, "test_brier_skill": 0.01}
+    check = realized_checks(week, AcceptanceGates())[0]
+    assert check.passed and check.value is None and "not gated" in check.detail
+    unlogged = realized_checks({k: v for k, v in week.items() if k != "test_unlocked_days"}, AcceptanceGates())[0]
+    assert not unlogged.passed and "retrain it" in unlogged.detail
+
+
+@given(st.dictionaries(st.sampled_from(["test_unlocked_ece", "test_unlocked_days", "test_unlocked_brier",
+                                        "test_brier_skill", "other"]),
                        st.floats(allow_nan=True, allow_infinity=True)))
 def test_realized_checks_never_raise(metrics):
-    checks = realized_checks(metrics, AcceptanceGates())
+    checks = realized_checks(metrics, AcceptanceGates(min_window_ece_days=1))
     assert len(checks) == 3
     for check in checks:
-        value = metrics.get({"realized unlocked test ECE <= max_ece": "test_unlocked_ece",
+        value = metrics.get({ECE_CHECK: "test_unlocked_ece",
                              "realized unlocked test Brier <= max_brier": "test_unlocked_brier",
                              "realized Brier skill >= min_brier_skill": "test_brier_skill"}[check.name])
-        if value is None or math.isnan(value):
+        gated = check.name != ECE_CHECK or metrics.get("test_unlocked_days", 0) >= 1
+        if gated and (value is None or math.isnan(value)):
             assert not check.passed and check.detail
 
 

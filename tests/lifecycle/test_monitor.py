@@ -136,7 +136,7 @@ def test_forward_week_is_scored_once_settled_like_a_test_week(engine, tracking):
     p_model = with_locked_outcomes(predict_yes(model, rows[feature_columns(config.feature_set, "between")]),
                                    rows["locked_outcome"].to_numpy(dtype=float))
     p_market = np.clip(rows["yes_mid"].to_numpy(dtype=float) / 100, 0, 1)
-    expected = window_scores(y, p_model, p_market, locked)
+    expected = window_scores(y, p_model, p_market, locked, rows["event_date"].to_numpy())
 
     window = tracking.get_run(window_run).data
     for key, value in expected.items():

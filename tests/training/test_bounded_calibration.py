@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.isotonic import IsotonicRegression
 
 from kwx.config import Calibration
@@ -72,3 +74,46 @@ def test_bounding_keeps_the_map_monotone(calibration):
     p = predict_yes(model, grid)
     assert np.all(np.diff(p) >= -1e-12)
     assert p.min() > 0 and p.max() < 1
+
+
+def _many_rows(n_days=40, per_day=750, seed=0):
+    """So many rows that the pseudo-rows alone would allow ~10⁻⁴: the floor must hold the ends."""
+    return _separable(n_days=n_days, per_day=per_day, seed=seed)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_pseudo_rows_alone_allow_near_certainty_that_the_floor_refuses(method):
+    X, y, groups = _many_rows()
+    extreme = pd.DataFrame({"x": [-1e6, -50, 0, 50, 1e6], "noise": 0.0})
+    base = ISOTONIC if method == "isotonic" else SIGMOID
+    unfloored = base.model_copy(update={"probability_floor": 0.0})
+    _, _, loose = fit_calibrated(X, y, groups, PARAMS, unfloored, n_splits=3, seed=0)
+    assert loose.bounds[0] < 1e-3  # the fault: a 30,000-row calibration set says 10⁻⁴ on 40 independent days
+    model, _, report = fit_calibrated(X, y, groups, PARAMS, base, n_splits=3, seed=0)
+    assert report.bounds == (pytest.approx(1e-3), pytest.approx(1 - 1e-3))
+    for rows in (X, extreme):
+        p = predict_yes(model, rows)
+        assert p.min() >= 1e-3 - 1e-15 and p.max() <= 1 - 1e-3 + 1e-15
+    assert report.out_of_fold.min() >= 1e-3 - 1e-15 and report.out_of_fold.max() <= 1 - 1e-3 + 1e-15
+
+
+@settings(max_examples=15, deadline=None)
+@given(floor=st.sampled_from([0.0, 1e-4, 1e-3, 0.02]), seed=st.integers(0, 1000),
+       method=st.sampled_from(["isotonic", "sigmoid"]))
+def test_every_probability_stays_within_the_floor(floor, seed, method):
+    X, y, groups = _separable(seed=seed)
+    calibration = (ISOTONIC if method == "isotonic" else SIGMOID).model_copy(update={"probability_floor": floor})
+    model, _, report = fit_calibrated(X, y, groups, PARAMS, calibration, n_splits=3, seed=0)
+    rows = pd.concat([X, pd.DataFrame({"x": [-1e6, 1e6, np.nan], "noise": 0.0})], ignore_index=True)
+    p = predict_yes(model, rows)
+    assert p.min() >= max(floor, 0) - 1e-15 and p.max() <= 1 - floor + 1e-15
+    assert (p > 0).all() and (p < 1).all()  # the pseudo-rows bound holds even without a floor
+    assert report.bounds[0] >= floor - 1e-15 and report.bounds[1] <= 1 - floor + 1e-15
+    assert np.all(np.diff(predict_yes(model, pd.DataFrame({"x": np.linspace(-4, 4, 200), "noise": 0.0}))) >= -1e-12)
+
+
+def test_the_floor_is_validated():
+    with pytest.raises(ValueError, match="probability_floor"):
+        Calibration(probability_floor=0.2)
+    with pytest.raises(ValueError, match="probability_floor"):
+        Calibration(probability_floor=-1e-3)
