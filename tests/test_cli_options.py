@@ -44,7 +44,8 @@ REQUIRED = {  # the other options a command needs before it looks at --city or -
     ("ingest", "vc"): ["--start", "2025-07-01", "--end", "2025-07-02"],
 }
 CITY_COMMANDS = [("report",), ("promote",), ("backtest",), ("data", "demo"), ("ingest", "vc"), ("ingest", "forecasts"),
-                 ("models", "list"), ("models", "resolve"), ("audit", "time"), ("audit", "features"), ("monitor",)]
+                 ("models", "list"), ("models", "resolve"), ("audit", "time"), ("audit", "lock-margin"),
+                 ("audit", "features"), ("monitor",)]
 BRACKET_COMMANDS = [("report",), ("promote",), ("backtest",), ("models", "list"), ("models", "resolve"),
                     ("audit", "features"), ("monitor",)]
 
@@ -78,7 +79,7 @@ def test_models_resolve_says_the_city_is_unknown_not_that_it_has_no_model():
     assert "unknown city 'gotham'" in result.output and "no model" not in result.output
 
 
-@pytest.mark.parametrize("command", [("data", "demo"), ("audit", "time")], ids=" ".join)
+@pytest.mark.parametrize("command", [("data", "demo"), ("audit", "time"), ("audit", "lock-margin")], ids=" ".join)
 def test_cities_is_a_hidden_alias_of_city(command):
     shown = _invoke(*command, "--help").output
     assert "--city" in shown and "--cities" not in shown

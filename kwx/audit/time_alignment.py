@@ -37,6 +37,29 @@ def market_date_ranges(engine: Engine) -> dict[str, tuple[date, date]]:
         return {city: (first, last) for city, first, last in conn.execute(statement).all()}
 
 
+def city_periods(engine: Engine, cities: list[str] | None, start: date | None,
+                 end: date | None) -> tuple[dict[str, tuple[City, date, date]], dict[str, str]]:
+    """The climate days to audit per requested city (default: every city with markets), and the cities
+    without markets in the range with why. Without ``start`` / ``end`` a city's range is its markets' event
+    dates."""
+    ranges = market_date_ranges(engine)
+    periods, skipped = {}, {}
+    for key in cities or sorted(ranges):
+        first, last = ranges.get(key, (None, None))
+        lo, hi = start or first, end or last
+        if first is None or lo > hi or lo > last or hi < first:
+            skipped[key] = f"no markets with event dates in {lo or '…'}..{hi or '…'}"
+        else:
+            periods[key] = (get_city(key), lo, hi)
+    return periods, skipped
+
+
+def nothing_to_audit(skipped: dict[str, str]) -> LookupError:
+    """The error of an audit left without a city, naming why each was skipped."""
+    return LookupError("no city to audit: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
+                                               or "the database has no markets"))
+
+
 def _records(frame: pd.DataFrame, limit: int = LISTED) -> list[dict]:
     """JSON-ready rows: timestamps as ISO 8601 with their offset, dates as YYYY-MM-DD."""
     return json.loads(json.dumps(frame.head(limit).to_dict("records"), default=_iso))
@@ -163,25 +186,20 @@ def run_audit(engine: Engine, cities: list[str] | None, start: date | None, end:
               on_city: Callable[[str], None] | None = None) -> TimeAudit:
     """Audit each requested city (default: every city with markets) and write the JSON document.
 
-    Without ``start`` / ``end`` a city's range is its markets' event dates. A requested city
-    without markets in the range is listed under ``skipped``; none left raises ``LookupError``.
+    A requested city without markets in the range (see ``city_periods``) is listed under ``skipped``;
+    none left raises ``LookupError``.
     """
-    ranges = market_date_ranges(engine)
-    documents, skipped = {}, {}
-    for key in cities or sorted(ranges):
-        city = get_city(key)
-        first, last = ranges.get(key, (None, None))
-        lo, hi = start or first, end or last
-        if first is None or lo > hi or lo > last or hi < first:
-            skipped[key] = f"no markets with event dates in {lo or '…'}..{hi or '…'}"
-        else:
+    periods, skipped = city_periods(engine, cities, start, end)
+    documents = {}
+    for key in cities or sorted({**periods, **skipped}):
+        if key in periods:
+            city, lo, hi = periods[key]
             documents[key] = audit_city(engine, city, lo, hi, max_gap=max_gap, close_tolerance=close_tolerance,
                                         lock_margin_f=lock_margin_f)
         if on_city is not None:
             on_city(key)
     if not documents:
-        raise LookupError("no city to audit: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
-                                                  or "the database has no markets"))
+        raise nothing_to_audit(skipped)
     audit = TimeAudit(out / FILENAME, documents, skipped)
     out.mkdir(parents=True, exist_ok=True)
     audit.path.write_text(json.dumps({"cities": documents, "skipped": skipped, "flags": audit.flags,

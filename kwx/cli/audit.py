@@ -1,4 +1,4 @@
-"""`kwx audit`: time alignment of the data, feature stability of a training run."""
+"""`kwx audit`: time alignment of the data, the lock margin it needs, feature stability of a training run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kwx.cli.common import (
+    RT_CONFIG,
     BracketOption,
     CitiesAliasOption,
     CitiesOption,
@@ -22,24 +23,27 @@ from kwx.cli.common import (
     _training_run,
     console,
     fail,
+    load_or_fail,
     open_engine,
     progress,
 )
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F
 
-audit_app = KwxTyper(help="Audits: time alignment of the data (LST), feature stability of a training run.")
+audit_app = KwxTyper(help="Audits: time alignment of the data (LST), the lock margin it needs, feature stability "
+                     "of a training run.")
+
+StartOption = Annotated[datetime | None, typer.Option(
+    formats=["%Y-%m-%d"], help="First climate day (default: each city's first event day).", show_default=False)]
+EndOption = Annotated[datetime | None, typer.Option(
+    formats=["%Y-%m-%d"], help="Last climate day (default: each city's last event day).", show_default=False)]
 
 
 @audit_app.command("time")
 def audit_time(
     city: CitiesOption = None,
     cities: CitiesAliasOption = None,
-    start: Annotated[datetime | None, typer.Option(
-        formats=["%Y-%m-%d"], help="First climate day (default: each city's first event day).",
-        show_default=False)] = None,
-    end: Annotated[datetime | None, typer.Option(
-        formats=["%Y-%m-%d"], help="Last climate day (default: each city's last event day).",
-        show_default=False)] = None,
+    start: StartOption = None,
+    end: EndOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Directory for time_alignment.json (default: audit_reports).", show_default=False)] = None,
     max_gap_minutes: Annotated[int, typer.Option(
@@ -85,6 +89,72 @@ def audit_time(
         console.print(f"[red]FLAG[/] {flag}", highlight=False)
     verdict = "[green]ALIGNED" if audit.passed else f"[red]{len(audit.flags)} FLAG(S)"
     console.print(f"{verdict}[/] time alignment audit written to {audit.path}", highlight=False)
+    if not audit.passed:
+        raise typer.Exit(1)
+
+
+def _current_margin(margin: float | None, config: Path) -> tuple[float, str]:
+    """The lock margin to judge and where it came from: --margin, else the rt config's, else the default when
+    the default config file is missing."""
+    if margin is not None:
+        return margin, "--margin"
+    if config == RT_CONFIG and not config.exists():
+        return DEFAULT_LOCK_MARGIN_F, f"kwx default; no {RT_CONFIG}"
+    from kwx.config import RtConfig
+
+    return load_or_fail(config, RtConfig).lock_margin_f, str(config)
+
+
+@audit_app.command("lock-margin")
+def audit_lock_margin(
+    city: CitiesOption = None,
+    cities: CitiesAliasOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    margin: Annotated[float | None, typer.Option(
+        help="The lock margin (°F) to judge (default: the rt config's lock_margin_f).", min=0, max=5,
+        show_default=False)] = None,
+    config: Annotated[Path, typer.Option(
+        "--config", "-c", help="rt config whose lock_margin_f is judged (kwx's default when the default file is "
+        "missing).")] = RT_CONFIG,
+    margin_step: Annotated[float, typer.Option(
+        help="Spacing (°F) of the margins 0..5 the recommendation is chosen from.", min=0.01, max=1)] = 0.1,
+    out: Annotated[Path | None, typer.Option(
+        help="Directory for lock_margin.json (default: audit_reports).", show_default=False)] = None,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Measure how far the stored observations' climate-day (LST) maximum runs above and below the settled high,
+    the days the current lock margin misjudged or locked late, and recommend lock_margin_f: the smallest margin
+    on the grid that misjudged no stored day, for --city (default: every city with markets).
+
+    Exit 0 when the current margin misjudged no day, 1 when it did (a lock would have traded a "certain"
+    outcome that lost), 2 on bad input or no data.
+    """
+    from kwx.audit.lock_margin import AUDIT_ROOT, city_lines, run_audit, summary_table
+
+    city_list = _cities(city, cities)
+    if start and end:
+        _check_range(start, end)
+    margin_f, source = _current_margin(margin, config)
+    engine = open_engine(db_url)
+    try:
+        with progress() as bar:
+            task = bar.add_task("lock margin", total=len(city_list) if city_list else None)
+            audit = run_audit(engine, city_list, start.date() if start else None, end.date() if end else None,
+                              margin_f=margin_f, margin_source=source, step_f=margin_step, out=out or AUDIT_ROOT,
+                              on_city=lambda city: bar.update(task, advance=1, description=f"studied {city}"))
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(summary_table(audit))
+    for document in audit.cities.values():
+        for line in city_lines(document):
+            console.print(line, highlight=False)
+    for skipped, reason in audit.skipped.items():
+        console.print(f"[yellow]skipped[/] {skipped}: {reason}", highlight=False)
+    verdict = "[green]SAFE" if audit.passed else "[red]UNSAFE"
+    console.print(f"{verdict}[/] lock margin audit written to {audit.path}", highlight=False)
     if not audit.passed:
         raise typer.Exit(1)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kwx.cities import City
+from kwx.domain import lock_margin
 from kwx.domain.features import epoch_seconds
 from kwx.domain.markets import climate_days_from_epoch
 
@@ -169,23 +170,20 @@ def lock_margin_evidence(weather: pd.DataFrame, settlements: pd.Series, city: Ci
 
     A lock trusts the running maximum less ``margin_f`` rounded half up (``locked_outcomes``), which
     can only overstate the report's high T when the raw maximum reaches T + 0.5 + margin: a margin
-    above ``max(raw maximum − T) − 0.5`` never locked wrongly on these days.
+    above ``max(raw maximum − T) − 0.5`` never locked wrongly on these days. ``kwx audit lock-margin``
+    studies both directions and recommends a margin (``kwx.domain.lock_margin``).
     """
-    observed = weather[weather["temp_f"].notna()]
-    day = climate_days_from_epoch(epoch_seconds(observed["ts_utc"]), city)
-    raw = pd.Series(observed["temp_f"].to_numpy(dtype=float)).groupby(day).max()
-    raw.index = raw.index.to_numpy().astype("datetime64[D]").astype(object)
-    settled = pd.Series(settlements, dtype=float).dropna()
-    excess = (raw - settled).dropna()
+    days = lock_margin.climate_day_gaps(weather, settlements, city)
+    excess = days["gap_f"]
     if excess.empty:
         return {"days": 0, "margin_f": margin_f, "passed": True}
+    wrong = lock_margin.misjudged(days, margin_f)
     needed = max(0.0, float(excess.max()) - 0.5)
     return {"days": len(excess), "max_above_settlement_f": round(float(excess.max()), 3),
             "p99_above_settlement_f": round(float(excess.quantile(0.99)), 3),
             "mean_above_settlement_f": round(float(excess.mean()), 3),
             "margin_needed_f": round(needed, 3), "margin_f": margin_f,
-            "days_a_lock_would_misjudge": (excess >= 0.5 + margin_f).sum().item(),
-            "passed": bool((excess < 0.5 + margin_f).all())}
+            "days_a_lock_would_misjudge": int(wrong.sum()), "passed": not wrong.any()}
 
 
 def settlement_agreement(weather: pd.DataFrame, settlements: pd.Series, city: City) -> pd.DataFrame:

@@ -171,8 +171,8 @@ def bracket_bounds(brackets, floors, caps) -> tuple[np.ndarray, np.ndarray]:
 
 # Observed maxima can sit above the climate report's by up to ~0.9 °F (°C-rounded 5-minute reports
 # converted to °F; the report keeps the 1-minute sensor's whole-°F maximum), so a lock trusts the
-# running maximum only this far below what it reads. `kwx audit time` measures the margin a dataset
-# needs (``lock_margin_needed``): the demo needs 0.05 °F.
+# running maximum only this far below what it reads. `kwx audit lock-margin` measures the margin a
+# dataset needs (``kwx.domain.lock_margin``): the demo needs 0.05 °F.
 DEFAULT_LOCK_MARGIN_F = 1.0
 
 
