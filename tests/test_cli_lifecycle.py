@@ -41,6 +41,9 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
 
     dry = _invoke("promote", "--city", "chicago", "--bracket", "between", "--dry-run")
     assert dry.exit_code == 0 and "would promote kwx-chicago-between versions 1, 2, 3" in dry.output
+    # the same numbers `kwx report` printed, interval and threshold included
+    skill_line = next(line for line in report.output.splitlines() if "pooled Brier skill lower bound" in line)
+    assert "95% CI" in skill_line and skill_line in dry.output
     promoted = _invoke("promote", "--city", "chicago", "--bracket", "between", "--stage", "Production")
     assert promoted.exit_code == 0 and "alias @production -> version 3" in promoted.output
 

@@ -82,6 +82,8 @@ def promote(
             raise typer.Exit(1) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
+    for check in result.checks:  # the numbers it passed on, as `kwx report` and the lifecycle policy print them
+        console.print(f"[green]{check.line()}", highlight=False)
     verb = "would promote" if result.dry_run else "promoted"
     console.print(f"{verb} {result.name} versions {', '.join(result.promoted)} of run {run} to {result.stage}"
                   + (f"; archived {', '.join(result.archived)}" if result.archived else ""))
