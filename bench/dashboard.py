@@ -505,11 +505,10 @@ class Breakdown:
         for name in ("newest_tick_time", "recent_ticks", "signal_days", "day_markets", "ladder_rows",
                      "latest_signals", "newest_order_mode"):
             self.wrap(queries, name, "db")
-        for name in ("positions", "orders", "fills", "halt_state"):
+        for name in ("daily_pnl", "orders", "fills", "halt_state"):
             self.wrap(records, name, "db")
-        for name in ("tick_health", "ladder", "latest_signals", "table", "models_table", "banners"):
+        for name in ("tick_health", "ladder", "latest_signals", "table", "models_table", "banners", "pnl_split"):
             self.wrap(views, name, "views")
-        self.wrap(app, "pnl_totals", "views")
         self.wrap(app.Dashboard, "models", "registry")
         self.wrap(app.Dashboard, "calibration", "registry")
         self.wrap(JSONResponse, "render", "json")

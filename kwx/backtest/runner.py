@@ -28,13 +28,23 @@ from kwx.backtest.engine import TICK_SECONDS, BacktestResult, Period, simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
 from kwx.config import RtConfig
 from kwx.data.dataset import has_demo_settlements
+from kwx.domain.performance import source_key
+from kwx.domain.positions import SOURCE_LABELS, SOURCES
 from kwx.plots import equity_curves, metric_by_weight
 from kwx.registry.cache import RegistryCache
 
 EXPERIMENT = "kwx-backtests"
 # The two baselines a blend must beat: trading the market's own price, and trading the model alone.
 BASELINES = {"market_only": 0.0, "model_only": 1.0}
+# What `--metric` may rank the blend grid by. The grid ranks on the figure's open-row part (``ranking_key``):
+# locked rows trade the rule's 0 or 1 whatever the weight, so only open rows tell the weights apart, and a
+# total would let PnL that no weight earns sway the choice.
 RANKING_METRICS = ("daily_sharpe", "total_pnl", "roi_on_capital", "hit_rate")
+
+
+def ranking_key(metric: str) -> str:
+    """The summary key the grid ranks by for ``--metric``: its open-row part ('daily_sharpe' -> 'open_daily_sharpe')."""
+    return source_key("open", metric)
 
 
 class BacktestError(ValueError):
@@ -79,6 +89,10 @@ class BacktestRun:
     def best_weight(self) -> float | None:
         return self.strategy.blend_weight if self.grid else None
 
+    @property
+    def ranked_by(self) -> str:
+        return ranking_key(self.metric)
+
 
 def model_sources(client: MlflowClient, pairs: list[tuple[str, str]], *, run_id: str | None = None,
                   stage: str | None = None) -> list[ModelSource]:
@@ -94,7 +108,8 @@ def model_sources(client: MlflowClient, pairs: list[tuple[str, str]], *, run_id:
 def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]], start: date, end: date, *,
                  run_id: str | None = None, stage: str | None = None, grid: list[float] | None = None,
                  metric: str = "daily_sharpe", on_step: Callable[[str], None] | None = None) -> BacktestRun:
-    """Backtest ``pairs`` over event dates [start, end]; with ``grid``, the best weight by ``metric`` wins."""
+    """Backtest ``pairs`` over event dates [start, end]; with ``grid``, the best weight by ``metric`` on open
+    rows (``ranking_key``) wins."""
     if metric not in RANKING_METRICS:
         raise BacktestError(f"unknown metric {metric!r}; choose one of {', '.join(RANKING_METRICS)}")
     if start > end:
@@ -117,7 +132,8 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
 
     baselines = {name: trade(weight) for name, weight in BASELINES.items()}
     results = [trade(weight) for weight in grid] if grid else []
-    strategy = max(results, key=lambda r: r.summary[metric]) if results else trade(config.blend_weight)
+    strategy = (max(results, key=lambda r: r.summary[ranking_key(metric)]) if results
+                else trade(config.blend_weight))
     simulated = time.perf_counter()
     run = BacktestRun("", "", strategy, baselines, results, metric, [s.description for s in sources], demo_data)
     step("logging to MLflow")
@@ -150,6 +166,7 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
                          "kwx.days_skipped": json.dumps(coverage.skipped_by_reason)})
         mlflow.log_params({"start": start.isoformat(), "end": end.isoformat(), "pairs": label, "blend": config.blend,
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
+                           "grid_ranked_by": run.ranked_by,
                            "blend_weights": ",".join(f"{r.blend_weight:g}" for r in run.grid) or "none",
                            "tick_seconds": TICK_SECONDS, "decision_rows": len(period.rows),
                            **tracking.flat_params(config.model_dump(mode="json", include={"risk", "fees",
@@ -160,12 +177,15 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
         out = Path(tmp)
         _write_result(run.strategy, out)
         bankroll = config.execution.bankroll_dollars
-        curves = {f"blend w={run.strategy.blend_weight:.2f}": run.strategy.daily["pnl"].cumsum() + bankroll,
-                  **{f"{name.replace('_', ' ')} (w={BASELINES[name]:g})": r.daily["pnl"].cumsum() + bankroll
-                     for name, r in run.baselines.items()}}
+        labelled = {f"blend w={run.strategy.blend_weight:.2f}": run.strategy,
+                    **{f"{name.replace('_', ' ')} (w={BASELINES[name]:g})": r for name, r in run.baselines.items()}}
+        # each strategy's equity, and beside it the model's share of it: its open rows' PnL alone
+        curves = {f"{text}{part}": r.daily[column].cumsum() + bankroll for text, r in labelled.items()
+                  for column, part in (("pnl", ""), ("open_pnl", f", {SOURCE_LABELS['open']} only"))}
         equity_curves(curves, out / "equity_curve.png", f"{label} {start}..{end}")
-        daily = pd.DataFrame({"strategy_pnl": run.strategy.daily["pnl"],
-                              **{f"{n}_pnl": r.daily["pnl"] for n, r in run.baselines.items()}})
+        strategies = {"strategy": run.strategy, **run.baselines}
+        daily = pd.DataFrame({f"{name}_{column}": r.daily[column] for name, r in strategies.items()
+                              for column in ("pnl", *(f"{source}_pnl" for source in SOURCES))})
         daily.to_csv(out / "daily_pnl_vs_baselines.csv")
         skipped: dict[str, list[str]] = {}
         for day, reason in coverage.skipped.items():
@@ -176,7 +196,7 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
         if run.grid:
             table = pd.DataFrame([{"blend_weight": r.blend_weight, **r.summary} for r in run.grid])
             table.to_csv(out / "blend_grid.csv", index=False)
-            metric_by_weight(table, run.metric, out / "blend_grid.png", f"{label}: {run.metric} by blend weight")
+            metric_by_weight(table, run.ranked_by, out / "blend_grid.png", f"{label}: {run.ranked_by} by blend weight")
             summary["grid"] = table.to_dict(orient="records")
             mlflow.log_metric("best_blend_weight", run.strategy.blend_weight)
             for result in run.grid:

@@ -142,17 +142,22 @@ def _print_dashboard_command(rt_config: Path, url: str, tracking_uri: str | None
 
 
 def _print_paper_day(url: str) -> None:
-    """The replayed day's paper orders and fills in a line, then its P&L (`kwx rt pnl --day`)."""
+    """The replayed day's paper orders and fills in a line, fills split by source, then its P&L (`kwx rt pnl
+    --day`, whose total is split the same way)."""
     from kwx.cli.common import open_engine
+    from kwx.domain.positions import SOURCE_LABELS, SOURCES
     from kwx.execution import records
 
     engine = open_engine(url)
     try:
-        orders, fills = records.orders(engine, "paper"), records.fills(engine, "paper")
+        orders, fills = records.orders(engine, "paper"), records.fills(engine, "paper", with_source=True)
     finally:
         engine.dispose()
     statuses = ", ".join(f"{n} {status}" for status, n in orders["status"].value_counts().items()) or "none"
+    # the same shape as the totals: "<fills>, <contracts> contracts" per source
+    split = "; ".join(f"{SOURCE_LABELS[source]}: {int((fills['source'] == source).sum()):,}, "
+                      f"{int(fills.loc[fills['source'] == source, 'count'].sum()):,} contracts" for source in SOURCES)
     console.print(f"paper orders: {len(orders):,} ({statuses}); fills: {len(fills):,}, "
-                  f"{int(fills['count'].sum()) if len(fills) else 0:,} contracts; `kwx rt orders` lists them",
+                  f"{int(fills['count'].sum()) if len(fills) else 0:,} contracts ({split}); `kwx rt orders` lists them",
                   highlight=False)
     rt_pnl(day=datetime.fromisoformat(REPLAY_DAY), mode="paper", config=sample_configs_dir() / "rt.yaml", db_url=url)

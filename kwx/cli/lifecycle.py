@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from kwx.cli.common import (
     RT_CONFIG,
@@ -82,7 +83,7 @@ def retrain(
         engine.dispose()
     for line in outcome.lines():
         style = "[red]" if line.lstrip().startswith("FAIL") else ""
-        (err_console if style else console).print(f"{style}{line}", highlight=False)
+        (err_console if style else console).print(f"{style}{escape(line)}", highlight=False)
     if promote and outcome.refused and not dry_run:
         raise typer.Exit(1)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from kwx.cli.common import (
     BracketOption,
@@ -42,7 +43,7 @@ def report(run_id: RunIdOption = None, city: CityOption = None, bracket: Bracket
         except (LookupError, ValueError) as exc:
             raise fail(str(exc)) from None
     for check in result.checks:
-        console.print(("[green]" if check.passed else "[red]") + check.line(), highlight=False)
+        console.print(("[green]" if check.passed else "[red]") + escape(check.line()), highlight=False)
     verdict = "[green]PASS" if result.passed else "[red]FAIL"
     console.print(f"{verdict}[/] acceptance report written to {result.directory} and logged to run {run}")
     if not result.passed:
@@ -78,12 +79,12 @@ def promote(
         except PromotionRefused as exc:
             err_console.print(f"[bold red]promotion of run {run} to {stage} refused:[/]", highlight=False)
             for check in exc.failing:
-                err_console.print(f"  - {check.line()}", highlight=False)
+                err_console.print(f"  - {escape(check.line())}", highlight=False)
             raise typer.Exit(1) from None
         except ValueError as exc:
             raise fail(str(exc)) from None
     for check in result.checks:  # the numbers it passed on, as `kwx report` and the lifecycle policy print them
-        console.print(f"[green]{check.line()}", highlight=False)
+        console.print(f"[green]{escape(check.line())}", highlight=False)
     verb = "would promote" if result.dry_run else "promoted"
     console.print(f"{verb} {result.name} versions {', '.join(result.promoted)} of run {run} to {result.stage}"
                   + (f"; archived {', '.join(result.archived)}" if result.archived else ""))

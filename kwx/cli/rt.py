@@ -479,7 +479,9 @@ def rt_positions(show_all: Annotated[bool, typer.Option(
                  mode: ModeOption = None,
                  config: RtConfigOption = RT_CONFIG,
                  db_url: DbUrlOption = None) -> None:
-    """Positions from the fills: contracts, average cost, fees, and the mark at the mid (or the settlement)."""
+    """Positions from the fills, one per market, side and source (open: the model priced the order's signal;
+    locked: the settlement rule had decided it): contracts, average cost, fees, and the mark at the mid (or the
+    settlement)."""
     from datetime import UTC
 
     from kwx.execution import records
@@ -502,12 +504,12 @@ def _print_positions(frame, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title} ($ unless ¢)")
-    for column in ("event day", "market", "side", "contracts", "avg cost ¢", "cost", "fees", "mark ¢", "value",
-                   "realized", "unrealized", "P&L"):
-        table.add_column(column)
+    for column in ("event day", "market", "side", "source", "contracts", "avg ¢", "cost", "fees", "mark ¢",
+                   "value", "realized", "MTM", "P&L"):
+        table.add_column(column, no_wrap=column in ("event day", "market"))  # headers wrap; days and tickers not
     for r in frame.itertuples():
         mark = f"{_cents(r.mark_cents)} settled" if r.settled else _cents(r.mark_cents)
-        table.add_row(str(r.event_date), r.market_ticker, r.side, str(r.contracts), _cents(r.avg_cost_cents),
+        table.add_row(str(r.event_date), r.market_ticker, r.side, r.source, str(r.contracts), _cents(r.avg_cost_cents),
                       _dollars(r.cost_cents), _dollars(r.fees_cents), mark, _dollars(r.market_value_cents),
                       _dollars(r.realized_cents, signed=True), _dollars(r.unrealized_cents, signed=True),
                       _dollars(r.pnl_cents, signed=True))
@@ -521,11 +523,14 @@ def rt_pnl(day: Annotated[datetime | None, typer.Option(
            mode: ModeOption = None,
            config: RtConfigOption = RT_CONFIG,
            db_url: DbUrlOption = None) -> None:
-    """Realized and mark-to-market (at the mid) P&L with fees shown: total = realized + MTM - fees."""
+    """Realized and mark-to-market (at the mid) P&L with fees shown: total = realized + MTM - fees, split by
+    source: open (model) for fills of orders placed on rows the model priced, locked (rule) for rows the
+    settlement rule had already decided (an order without its signal row counts as open)."""
     from datetime import UTC
 
     from rich.table import Table
 
+    from kwx.domain.positions import SOURCE_LABELS, SOURCES
     from kwx.execution import records
 
     chosen = _order_mode(mode, _execution_params(config))
@@ -545,22 +550,27 @@ def rt_pnl(day: Annotated[datetime | None, typer.Option(
         _print_positions(result.positions, f"{chosen} positions of {day:%Y-%m-%d}")
         totals = (result.realized_cents, result.unrealized_cents, result.fees_cents, result.pnl_cents,
                   result.unmarked)
+        parts = result.by_source["pnl_cents"].to_dict()
     else:
         if days.empty:
             console.print(f"no {chosen} fills yet", highlight=False)
             return
         table = Table(title=f"{chosen} P&L by climate day ($)")
-        for column in ("event day", "positions", "realized", "MTM", "fees", "total"):
+        for column in ("event day", "positions", "realized", "MTM", "fees", "total",
+                       *(SOURCE_LABELS[source] for source in SOURCES)):
             table.add_column(column)
         for r in days.itertuples():
             table.add_row(str(r.event_date), str(r.positions), _dollars(r.realized_cents, signed=True),
                           _dollars(r.unrealized_cents, signed=True), _dollars(r.fees_cents),
-                          _dollars(r.pnl_cents, signed=True))
+                          _dollars(r.pnl_cents, signed=True),
+                          *(_dollars(getattr(r, f"{source}_pnl_cents"), signed=True) for source in SOURCES))
         console.print(table)
         sums = days[["realized_cents", "unrealized_cents", "fees_cents", "pnl_cents", "unmarked"]].sum()
         totals = (*sums.iloc[:4], int(sums["unmarked"]))
+        parts = {source: days[f"{source}_pnl_cents"].sum() for source in SOURCES}
     realized, mtm, fees, total, unmarked = totals
+    split = " + ".join(f"{SOURCE_LABELS[source]} ${_dollars(parts[source], signed=True)}" for source in SOURCES)
     console.print(f"realized ${_dollars(realized, signed=True)}, MTM ${_dollars(mtm, signed=True)}, "
-                  f"fees ${_dollars(fees)}, total ${_dollars(total, signed=True)}", highlight=False)
+                  f"fees ${_dollars(fees)}, total ${_dollars(total, signed=True)} = {split}", highlight=False)
     if unmarked:
         console.print(f"{unmarked} position(s) without a quote are left out of MTM", highlight=False)

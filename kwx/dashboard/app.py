@@ -186,11 +186,13 @@ def execution(board: Dashboard, request: Request) -> dict:
     day_pnl = records.daily_pnl(board.engine, mode, day, as_of=board.clock.now())
     held = day_pnl.positions
     orders = records.orders(board.engine, mode, event_date=day).tail(RECORD_ROWS).iloc[::-1]
-    fills = records.fills(board.engine, mode, event_date=day).tail(RECORD_ROWS).iloc[::-1]
+    day_fills = records.fills(board.engine, mode, event_date=day, with_source=True)
+    fills = day_fills.tail(RECORD_ROWS).iloc[::-1]
     return {
         "mode": mode, "halted": halt.halted, "halt_text": halt.describe(),
         "pnl": {"realized_cents": day_pnl.realized_cents, "unrealized_cents": day_pnl.unrealized_cents,
-                "fees_cents": day_pnl.fees_cents, "total_cents": day_pnl.pnl_cents, "unmarked": day_pnl.unmarked},
+                "fees_cents": day_pnl.fees_cents, "total_cents": day_pnl.pnl_cents, "unmarked": day_pnl.unmarked,
+                "by_source": views.pnl_split(day_pnl.by_source, day_fills)},
         "positions": views.table(held, [c for c in POSITION_VIEW if c in held.columns]),
         "orders": views.table(orders, ORDER_VIEW), "fills": views.table(fills, FILL_VIEW)}
 
@@ -199,11 +201,11 @@ def calibration(board: Dashboard, request: Request) -> dict:
     return board.calibration(board.city(request))
 
 
-POSITION_VIEW = ["city", "market_ticker", "side", "contracts", "avg_cost_cents", "cost_cents", "fees_cents",
+POSITION_VIEW = ["city", "market_ticker", "side", "source", "contracts", "avg_cost_cents", "cost_cents", "fees_cents",
                  "mark_cents", "realized_cents", "unrealized_cents", "settled"]
 ORDER_VIEW = ["created_at", "city", "market_ticker", "side", "action", "limit_price_cents", "count", "filled_count",
               "status", "reason"]
-FILL_VIEW = ["ts_utc", "market_ticker", "side", "action", "price_cents", "count", "fee_cents", "liquidity"]
+FILL_VIEW = ["ts_utc", "market_ticker", "side", "source", "action", "price_cents", "count", "fee_cents", "liquidity"]
 
 
 ENDPOINTS = {"state": state, "ladder": ladder, "signals": signals, "models": models, "execution": execution,

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from kwx.domain.positions import SOURCE_LABELS, SOURCES
+
 # Ladder points sit on a five-minute grid: a market trades ~44 hours, 17,600 ticks of 9 s, where a chart a few
 # hundred pixels wide shows ~530 points at most; the grid keeps each bucket's last signal and candle, so the
 # newest point is always the newest tick. (bench/dashboard.py: a one-minute grid took the ladder over 200 ms.)
@@ -69,6 +71,20 @@ def table(frame: pd.DataFrame, columns: list[str] | None = None) -> dict:
     """``{"columns": [...], "rows": [[...]]}``: the generic table the page renders."""
     columns = list(frame.columns) if columns is None else columns
     return {"columns": columns, "rows": json_values(frame[columns])}
+
+
+def pnl_split(totals: pd.DataFrame, fills: pd.DataFrame) -> dict:
+    """The day's P&L per source (``kwx.domain.positions.source_totals`` rows) with its fills and contracts
+    (``fills`` with ``source``): ``{source: {label, realized_cents, unrealized_cents, fees_cents, total_cents,
+    positions, fills, contracts}}`` for each of ``SOURCES``; the sources' figures sum to the day's."""
+    out = {}
+    for source in SOURCES:
+        row, mine = totals.loc[source], fills[fills["source"] == source]
+        out[source] = {"label": SOURCE_LABELS[source], "realized_cents": float(row["realized_cents"]),
+                       "unrealized_cents": float(row["unrealized_cents"]), "fees_cents": float(row["fees_cents"]),
+                       "total_cents": float(row["pnl_cents"]), "positions": int(row["positions"]),
+                       "fills": len(mine), "contracts": int(mine["count"].sum())}
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The execution records: orders, fills and the kill switch in the database; positions and P&L derived from them.
 
 Fills, markets' settlements and candles are the only inputs of positions and P&L (``kwx.domain.positions``
-does the arithmetic), so there is no second record of a position to drift from the fills. The halt state
+does the arithmetic), so there is no second record of a position to drift from the fills. Each fill's source
+(open: the model priced its row; locked: the settlement rule had decided it) is the ``locked`` flag of the
+``rt_signals`` row its order was placed on (``orders.signal_ts_utc`` and the market); an order without that row
+(adopted from the exchange, or its signal never written) counts as open. The halt state
 lives in ``execution_control`` (one row per mode) so a halt survives restarts; a halt file, if configured,
 halts as well, for operators without a shell into the container.
 """
@@ -18,9 +21,18 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 
-from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order
+from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order, RtSignal
 from kwx.data.store import chunks, rows_frame, upsert_frame
-from kwx.domain.positions import FILL_INPUT_COLUMNS, POSITION_COLUMNS, pnl_totals, position_pnl
+from kwx.domain.positions import (
+    FILL_INPUT_COLUMNS,
+    POSITION_KEYS,
+    VALUE_COLUMNS,
+    pnl_by_source,
+    pnl_totals,
+    position_pnl,
+    source_totals,
+    sources,
+)
 
 MODES = ("paper", "live")
 ENVIRONMENTS = ("paper", "demo", "prod")
@@ -33,6 +45,7 @@ OPEN_STATUSES = ("pending", "resting", "unknown")
 ORDER_COLUMNS = [c.name for c in Order.__table__.columns]
 FILL_COLUMNS = [c.name for c in Fill.__table__.columns]
 MARKET_INFO_COLUMNS = ["city", "event_date"]
+POSITION_SOURCE_KEYS = [*POSITION_KEYS, "source"]  # positions are split by source
 EXPOSURE_COLUMNS = ["city", "side", "open_orders", "open_notional_cents", "contracts", "position_cost_cents",
                     "exposure_cents"]
 _REASON_CHARS = 200
@@ -149,17 +162,27 @@ def latest_environment(engine: Engine, mode: str) -> str | None:
         return conn.execute(statement).scalar()
 
 
-def fills(engine: Engine, mode: str, *, until: datetime | None = None, event_date: date | None = None) -> pd.DataFrame:
+def fills(engine: Engine, mode: str, *, until: datetime | None = None, event_date: date | None = None,
+          with_source: bool = False) -> pd.DataFrame:
     """The fills of ``mode`` (``FILL_COLUMNS``) up to ``until`` inclusive, oldest first; ``event_date``: only
-    in that climate day's markets."""
+    in that climate day's markets; ``with_source``: with each fill's ``source`` (open or locked, see above)."""
     check_mode(mode)
     statement = select(*(Fill.__table__.c[c] for c in FILL_COLUMNS)).where(Fill.mode == mode)
+    columns = FILL_COLUMNS
+    if with_source:
+        # the order's signal row by its primary key; none: the order counts as open
+        placed_on = and_(RtSignal.market_ticker == Order.market_ticker, RtSignal.ts_utc == Order.signal_ts_utc)
+        statement = (statement.add_columns(RtSignal.locked).join(Order, Order.client_order_id == Fill.client_order_id)
+                     .outerjoin(RtSignal, placed_on))
+        columns = [*FILL_COLUMNS, "locked"]
     if until is not None:
         statement = statement.where(Fill.ts_utc <= until)
     if event_date is not None:
         statement = statement.join(Market, Market.ticker == Fill.market_ticker).where(Market.event_date == event_date)
     with engine.connect() as conn:
-        frame = _records(conn, statement.order_by(Fill.ts_utc, Fill.fill_id), FILL_COLUMNS)
+        frame = _records(conn, statement.order_by(Fill.ts_utc, Fill.fill_id), columns)
+    if with_source:
+        frame["source"] = sources(frame.pop("locked"))
     return _with_times(frame, ("ts_utc",))
 
 
@@ -195,31 +218,34 @@ def _settlements(markets: pd.DataFrame, as_of: datetime) -> pd.Series:
 
 
 def positions(engine: Engine, mode: str, as_of: datetime, *, event_date: date | None = None) -> pd.DataFrame:
-    """Every (market, side) the fills of ``mode`` up to ``as_of`` opened, with the market's city and event date:
-    contracts, average cost, cost, fees, and either the settlement payout and realized P&L or the mark at
-    the mid and unrealized P&L (``kwx.domain.positions.POSITION_COLUMNS``). Sorted by event date and market;
-    ``event_date``: only that climate day's markets."""
+    """Every (market, side, source) the fills of ``mode`` up to ``as_of`` opened, with the market's city and event
+    date: contracts, average cost, cost, fees, and either the settlement payout and realized P&L or the mark at
+    the mid and unrealized P&L (``kwx.domain.positions.VALUE_COLUMNS``). Sorted by event date, market, side and
+    source; ``event_date``: only that climate day's markets."""
     check_mode(mode)
     if as_of.tzinfo is None:
         raise RecordError(f"as_of {as_of.isoformat()} has no time zone; positions need an aware UTC instant")
-    recorded = fills(engine, mode, until=as_of, event_date=event_date)
-    columns = [*POSITION_COLUMNS, *MARKET_INFO_COLUMNS]
+    recorded = fills(engine, mode, until=as_of, event_date=event_date, with_source=True)
+    columns = [*POSITION_SOURCE_KEYS, *VALUE_COLUMNS, *MARKET_INFO_COLUMNS]
+    inputs = recorded[[*FILL_INPUT_COLUMNS, "source"]]
     if recorded.empty:
-        return position_pnl(recorded[FILL_INPUT_COLUMNS], pd.Series(dtype=float), pd.Series(dtype=float)).assign(
+        return position_pnl(inputs, pd.Series(dtype=float), pd.Series(dtype=float), by_source=True).assign(
             city=pd.Series(dtype=object), event_date=pd.Series(dtype=object))[columns]
     tickers = sorted(recorded["market_ticker"].unique())
     with engine.connect() as conn:
         markets = _markets(conn, tickers)
         mids = _latest_mids(conn, tickers, as_of)
-    held = position_pnl(recorded[FILL_INPUT_COLUMNS], _settlements(markets, as_of), mids)
+    held = position_pnl(inputs, _settlements(markets, as_of), mids, by_source=True)
     held = held.join(markets[MARKET_INFO_COLUMNS], on="market_ticker")
-    return held.sort_values(["event_date", "market_ticker", "side"], kind="stable").reset_index(drop=True)[columns]
+    order = ["event_date", *POSITION_SOURCE_KEYS]
+    return held.sort_values(order, kind="stable").reset_index(drop=True)[columns]
 
 
 @dataclass(frozen=True)
 class DailyPnl:
-    """The P&L of one climate day's markets: per position and in total (cents; realized and unrealized before
-    fees, ``pnl_cents`` after them). ``unmarked`` positions hold contracts but have no mid yet."""
+    """The P&L of one climate day's markets: per position, in total and per source (cents; realized and
+    unrealized before fees, ``pnl_cents`` after them). ``unmarked`` positions hold contracts but have no mid
+    yet. ``by_source`` holds ``kwx.domain.positions.source_totals``: one row per source, summing to the total."""
 
     day: date
     city: str | None
@@ -229,6 +255,7 @@ class DailyPnl:
     fees_cents: float
     pnl_cents: float
     unmarked: int
+    by_source: pd.DataFrame
 
 
 def daily_pnl(engine: Engine, mode: str, day: date, city: str | None = None, *,
@@ -239,12 +266,14 @@ def daily_pnl(engine: Engine, mode: str, day: date, city: str | None = None, *,
     chosen = held[(held["city"] == city) if city else np.ones(len(held), dtype=bool)].reset_index(drop=True)
     total = pnl_totals(chosen).iloc[0]
     return DailyPnl(day, city, chosen, float(total["realized_cents"]), float(total["unrealized_cents"]),
-                    float(total["fees_cents"]), float(total["pnl_cents"]), int(total["unmarked"]))
+                    float(total["fees_cents"]), float(total["pnl_cents"]), int(total["unmarked"]),
+                    source_totals(chosen))
 
 
 def pnl_by_day(engine: Engine, mode: str, *, as_of: datetime | None = None) -> pd.DataFrame:
-    """``kwx.domain.positions.pnl_totals`` per event date (climate day), oldest first."""
-    return pnl_totals(positions(engine, mode, as_of or datetime.now(UTC)), by=["event_date"])
+    """``kwx.domain.positions.pnl_totals`` per event date (climate day), oldest first, with each source's P&L
+    (``open_pnl_cents``, ``locked_pnl_cents``)."""
+    return pnl_by_source(positions(engine, mode, as_of or datetime.now(UTC)), ["event_date"])
 
 
 def exposure(engine: Engine, mode: str, *, as_of: datetime | None = None) -> pd.DataFrame:

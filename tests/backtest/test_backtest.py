@@ -143,6 +143,9 @@ def test_backtest_run_logs_strategy_baselines_and_grid(tracked, tmp_path):
                                       "--db-url", tracked["db"]])
     assert result.exit_code == 0, result.output
     assert "market only (w=0)" in result.output and "model only (w=1)" in result.output
+    # every strategy's PnL in three rows: the model's open rows, the rule's locked rows, their total
+    assert result.output.count("open (model)") >= 5 and result.output.count("locked (rule)") >= 5
+    assert "best blend weight by daily_sharpe on open rows (open_daily_sharpe)" in result.output
     assert "their P&L and ROI say nothing about a real market" in result.output  # the data is demo data
     assert "days: 12 traded of 12" in result.output
     client = tracked["client"]
@@ -152,11 +155,14 @@ def test_backtest_run_logs_strategy_baselines_and_grid(tracked, tmp_path):
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(float(c.data.params["blend_weight"]) for c in children) == [0.5, 0.6, 0.7]
-    best = max(children, key=lambda c: c.data.metrics["daily_sharpe"])
+    best = max(children, key=lambda c: c.data.metrics["open_daily_sharpe"])  # the weights differ on open rows only
     assert parent.data.metrics["best_blend_weight"] == float(best.data.params["blend_weight"])
+    assert parent.data.params["grid_ranked_by"] == "open_daily_sharpe"
     for key in ("total_pnl", "roi_on_capital", "daily_sharpe", "max_drawdown", "hit_rate", "fill_rate", "fees_paid",
-                "market_only_total_pnl", "model_only_total_pnl"):
+                "market_only_total_pnl", "model_only_total_pnl", "open_pnl", "locked_pnl", "open_hit_rate",
+                "locked_n_fills", "market_only_open_pnl", "market_only_locked_pnl", "model_only_open_daily_sharpe"):
         assert key in parent.data.metrics
+    assert all("open_pnl" in c.data.metrics and "locked_hit_rate" in c.data.metrics for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trades.csv", "daily_pnl.csv", "equity_curve.png", "blend_grid.png", "blend_grid.csv",
             "summary.json", "by_city_bracket.csv"} <= artifacts
@@ -173,6 +179,14 @@ def test_baselines_are_the_same_engine_at_w0_and_w1(tracked):
     metrics = mlflow.get_run(run.run_id).data.metrics
     assert metrics["model_only_total_pnl"] == pytest.approx(run.baselines["model_only"].summary["total_pnl"])
     assert metrics["total_pnl"] == pytest.approx(run.strategy.summary["total_pnl"])
+    market = run.baselines["market_only"].summary
+    assert metrics["market_only_open_pnl"] == pytest.approx(market["open_pnl"])
+    assert metrics["market_only_locked_pnl"] == pytest.approx(market["locked_pnl"])
+    for result in (run.strategy, *run.baselines.values()):
+        s, fills = result.summary, result.fills
+        assert s["open_pnl"] + s["locked_pnl"] == pytest.approx(s["total_pnl"])
+        assert (s["open_n_fills"], s["locked_n_fills"]) == ((~fills["locked"]).sum(), fills["locked"].sum())
+        np.testing.assert_allclose(result.daily["open_pnl"] + result.daily["locked_pnl"], result.daily["pnl"])
     assert run.strategy.blend_weight == 0.7
     assert run.demo_data and mlflow.get_run(run.run_id).data.tags["kwx.demo_data"] == "true"
 

@@ -24,6 +24,7 @@ from kwx.data import migrations
 from kwx.data.db import make_engine, make_read_only_engine
 from kwx.data.demo import load_demo
 from kwx.data.store import upsert_frame
+from kwx.domain.positions import source_totals
 from kwx.execution import records
 from tests.dashboard.conftest import DAY, board_for, newest_tick, sqlite_copy
 
@@ -134,6 +135,22 @@ def test_execution_shows_the_days_paper_records(client, replayed):
     assert len(body["positions"]["rows"]) == len(held) > 0
     assert body["pnl"]["total_cents"] == pytest.approx(
         held["realized_cents"].sum() + held["unrealized_cents"].fillna(0).sum() - held["fees_cents"].sum())
+    # the total split by source: the model's open rows and the rule's locked rows, each from its fills' signals
+    split = body["pnl"]["by_source"]
+    assert [split[s]["label"] for s in ("open", "locked")] == ["open (model)", "locked (rule)"]
+    for key in ("realized_cents", "unrealized_cents", "fees_cents", "total_cents"):
+        assert split["open"][key] + split["locked"][key] == pytest.approx(body["pnl"][key]), key
+    assert split["open"]["fills"] + split["locked"]["fills"] == len(fills)
+    assert split["open"]["contracts"] + split["locked"]["contracts"] == fills["count"].sum()
+    placed_on = _db_frame(replayed["db"], "SELECT f.fill_id, coalesce(s.locked, 0) AS locked FROM fills f "
+                          "JOIN orders o ON o.client_order_id = f.client_order_id JOIN markets m ON m.ticker = "
+                          "f.market_ticker LEFT JOIN rt_signals s ON s.market_ticker = o.market_ticker AND "
+                          "s.ts_utc = o.signal_ts_utc WHERE m.event_date = :day", day=DAY)
+    assert split["locked"]["fills"] == placed_on["locked"].astype(bool).sum()
+    shown = [dict(zip(body["fills"]["columns"], r, strict=True)) for r in body["fills"]["rows"]]
+    assert {r["source"] for r in shown} <= {"open", "locked"} and "source" in body["positions"]["columns"]
+    assert [split[s]["total_cents"] for s in ("open", "locked")] == pytest.approx(
+        source_totals(held)["pnl_cents"].tolist())
 
 
 def test_calibration_charts_each_evaluated_window(client, replayed):

@@ -122,6 +122,15 @@ def test_the_page_shows_the_ladder_signals_and_health_of_the_replayed_day(replay
         assert shown["edge_cents"].map(_json_number).tolist() == pytest.approx(expected["edge_cents"].tolist())
         assert _banner_kinds(page) == []
         assert "replay" in page.inner_text("#health")
+        # the day's P&L beside its two sources, which sum to it
+        figures = dict(page.eval_on_selector_all(
+            "#pnl .fig", "els => els.map(e => [e.dataset.key, [e.querySelector('.k').textContent, "
+            "e.querySelector('.v').dataset.value]])"))
+        assert figures["source-open"][0] == "open (model)" and figures["source-locked"][0] == "locked (rule)"
+        assert _json_number(figures["source-open"][1]) + _json_number(figures["source-locked"][1]) == pytest.approx(
+            _json_number(figures["total_cents"][1]))
+        assert "source" in page.eval_on_selector_all("#fills-table thead th", "ths => ths.map(t => t.dataset.column "
+                                                     "|| t.textContent)")
         page.screenshot(path=str(page.screenshots / "dashboard.png"), full_page=True)
 
         # Sorting by a column reorders the rows; filtering by bracket hides the others.

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from kwx.dashboard import views
 from kwx.domain.markets import settlement_outcomes
+from kwx.domain.positions import position_pnl, source_totals
 
 T0 = datetime(2025, 7, 18, 15, 0, tzinfo=UTC)
 
@@ -123,3 +124,19 @@ def test_human_ages():
 def test_an_empty_table_is_json_ready():
     assert views.table(pd.DataFrame()) == {"columns": [], "rows": []}
     assert views.table(pd.DataFrame({"a": pd.Series(dtype=float)})) == {"columns": ["a"], "rows": []}
+
+
+def test_the_days_pnl_is_split_into_the_models_and_the_rules():
+    fills = pd.DataFrame({"market_ticker": ["A", "A", "B"], "side": ["yes", "yes", "no"], "action": "buy",
+                          "price_cents": [40.0, 97.0, 96.0], "count": [2, 3, 4], "fee_cents": [1.0, 0.0, 0.0],
+                          "source": ["open", "locked", "locked"]})
+    held = position_pnl(fills, pd.Series({"A": 100.0}), pd.Series({"B": 2.0}), by_source=True)
+    split = views.pnl_split(source_totals(held), fills)
+    assert list(split) == ["open", "locked"]
+    assert split["open"] == {"label": "open (model)", "realized_cents": 120.0, "unrealized_cents": 0.0,
+                             "fees_cents": 1.0, "total_cents": 119.0, "positions": 1, "fills": 1, "contracts": 2}
+    assert split["locked"] == {"label": "locked (rule)", "realized_cents": 9.0, "unrealized_cents": 8.0,
+                               "fees_cents": 0.0, "total_cents": 17.0, "positions": 2, "fills": 2, "contracts": 7}
+    json.dumps(split)  # JSON-ready: native numbers only
+    none = views.pnl_split(source_totals(held.iloc[:0]), fills.iloc[:0])
+    assert none["locked"]["total_cents"] == 0 and none["open"]["fills"] == 0

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kwx.domain.positions import POSITION_COLUMNS, pnl_totals, position_pnl, side_value_cents
+from kwx.domain.positions import (
+    POSITION_COLUMNS,
+    SOURCES,
+    pnl_by_source,
+    pnl_totals,
+    position_pnl,
+    side_value_cents,
+    source_totals,
+    sources,
+)
 
 NONE = pd.Series(dtype=float)
 
@@ -70,6 +79,38 @@ def test_totals_per_group_and_the_empty_case():
 def test_missing_columns_are_named():
     with pytest.raises(KeyError, match="fee_cents"):
         position_pnl(_fills().drop(columns="fee_cents"), NONE, NONE)
+    with pytest.raises(KeyError, match="source"):
+        position_pnl(_fills(("A", "yes", "buy", 40, 2, 1)), NONE, NONE, by_source=True)
+
+
+def test_a_fills_source_is_its_rows_locked_flag_and_missing_is_open():
+    assert sources([True, False, None, np.nan]).tolist() == ["locked", "open", "open", "open"]
+
+
+def test_positions_split_by_source_and_their_totals():
+    # A/yes: 2 bought at 40 on an open row, 3 at 90 once the rule had decided A; YES pays. B/no: 5 at 95 on a
+    # locked row, marked at a YES mid of 3 (NO worth 97). C/yes: 1 at 50 on an open row, unquoted.
+    fills = _fills(("A", "yes", "buy", 40, 2, 1), ("A", "yes", "buy", 90, 3, 1), ("B", "no", "buy", 95, 5, 0),
+                   ("C", "yes", "buy", 50, 1, 1)).assign(source=["open", "locked", "locked", "open"])
+    frame = position_pnl(fills, pd.Series({"A": 100.0}), pd.Series({"B": 3.0}), by_source=True)
+    rows = frame.set_index(["market_ticker", "side", "source"])
+    assert rows.loc[("A", "yes", "open"), "pnl_cents"] == 2 * 60 - 1
+    assert rows.loc[("A", "yes", "locked"), "pnl_cents"] == 3 * 10 - 1
+    assert rows.loc[("B", "no", "locked"), "unrealized_cents"] == 5 * 2
+    parts = source_totals(frame)
+    assert list(parts.index) == list(SOURCES)
+    assert parts.loc["open"].tolist()[:2] == [2, 3] and parts.loc["open", "unmarked"] == 1
+    assert parts.loc["open", "pnl_cents"] == 119 - 1  # C is unmarked: only its fee counts
+    assert parts.loc["locked", "pnl_cents"] == 29 + 10
+    whole = pnl_totals(position_pnl(fills, pd.Series({"A": 100.0}), pd.Series({"B": 3.0}))).iloc[0]
+    assert parts["pnl_cents"].sum() == whole["pnl_cents"] and parts["fees_cents"].sum() == whole["fees_cents"]
+    by_day = pnl_by_source(frame.assign(event_date=["d1", "d1", "d2", "d2"]), ["event_date"]).set_index("event_date")
+    assert by_day[["open_pnl_cents", "locked_pnl_cents"]].to_dict("index") == {
+        "d1": {"open_pnl_cents": 119.0, "locked_pnl_cents": 29.0}, "d2": {"open_pnl_cents": -1.0,
+                                                                         "locked_pnl_cents": 10.0}}
+    empty = position_pnl(fills.iloc[:0], NONE, NONE, by_source=True)
+    assert source_totals(empty)["pnl_cents"].tolist() == [0, 0]
+    assert pnl_by_source(empty.assign(event_date=pd.Series(dtype=object)), ["event_date"]).empty
 
 
 def test_side_value():
@@ -108,3 +149,25 @@ def test_marking_at_the_mid_values_yes_and_no_consistently(price, contracts, mid
     frame = position_pnl(fills, NONE, pd.Series({"A": mid}))
     assert frame["market_value_cents"].sum() == pytest.approx(contracts * 100)
     assert frame["unrealized_cents"].sum() == pytest.approx(contracts * (100 - 2 * price))
+
+
+sourced = st.lists(st.tuples(st.sampled_from(["A", "B"]), st.sampled_from(["yes", "no"]),
+                             st.sampled_from(["buy", "buy", "sell"]), st.integers(1, 99), st.integers(1, 50),
+                             st.integers(0, 20), st.sampled_from(SOURCES)), min_size=1, max_size=12)
+
+
+@given(sourced, st.sampled_from([0.0, 100.0, None]), st.floats(0.5, 99.5))
+def test_split_by_source_the_pnl_sums_to_the_unsplit_total(rows, settlement, mid):
+    """A's settlement (or none: marked at the mid) and B's mid: whatever the fills and their sources, the
+    parts' P&L adds up to today's unsplit P&L; for fills that only buy, realized, MTM and fees do too."""
+    fills = pd.DataFrame(rows, columns=["market_ticker", "side", "action", "price_cents", "count", "fee_cents",
+                                        "source"])
+    settle = pd.Series({"A": np.nan if settlement is None else settlement})
+    mids = pd.Series({"A": mid, "B": mid})
+    whole = pnl_totals(position_pnl(fills, settle, mids)).iloc[0]
+    parts = source_totals(position_pnl(fills, settle, mids, by_source=True))
+    assert parts["pnl_cents"].sum() == pytest.approx(whole["pnl_cents"], abs=1e-6)
+    assert parts["fees_cents"].sum() == pytest.approx(whole["fees_cents"])
+    if (fills["action"] == "buy").all():
+        for column in ("realized_cents", "unrealized_cents", "contracts", "cost_cents"):
+            assert parts[column].sum() == pytest.approx(whole[column], abs=1e-6), column

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,18 @@ def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted, market
         np.testing.assert_allclose(joined[f"{column}_paper"], joined[f"{column}_backtest"], err_msg=column)
     orders = records.orders(engine, "paper")
     assert set(orders["status"]) <= {"resting", "cancelled", "filled"} and len(orders) >= len(paper)
+
+    # Each paper fill's source (the locked flag of the signal its order was placed on) is the backtest's flag of
+    # the decision row it traded on: the minute before a maker fill, a taker fill's own. Every fill of both days,
+    # the next day's markets (open from the afternoon before) included.
+    markets = load_period(engine, [("chicago", "between")], date(2025, 7, 17), DAY + timedelta(days=1), resolver)
+    flags = markets.rows[["market_ticker", "tick_ts"]].assign(locked=markets.inputs.locked)
+    sourced = records.fills(engine, "paper", with_source=True)
+    fill_ts = (sourced["ts_utc"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    sourced["tick_ts"] = fill_ts - np.where(sourced["liquidity"] == "maker", 60, 0)
+    decided = sourced.merge(flags, on=["market_ticker", "tick_ts"])
+    assert len(decided) == len(sourced) > len(paper)
+    assert (decided["source"] == np.where(decided["locked"], "locked", "open")).all()
 
 
 def test_a_halt_cancels_the_resting_orders_and_places_none(promoted):

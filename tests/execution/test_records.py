@@ -11,6 +11,10 @@ The book (paper mode unless said), valued at AS_OF = 2025-11-29 18:00 UTC:
   Realized 2 x (45 - 30) = +30¢, held 2 at cost 60¢ worth 84¢ -> MTM +24¢, fees 8¢, P&L +46¢.
   A NO buy of 3 at 20¢ in B37.5 is pending.
 * One live order and fill, which no paper view shows.
+
+Sources: o1 was placed on an open signal row of its market and o2 on a locked one (the rule had decided
+B35.5), so the 28th's P&L is open (model) +590¢ + locked (rule) +143¢. o3 and o4 have no signal row: open,
+although their market's signals locked later that day.
 """
 
 from __future__ import annotations
@@ -84,11 +88,20 @@ def _book(engine) -> None:
         _fill("f5", "o4", OPEN_MARKET, "yes", "sell", 45, 2, 2, t2 + timedelta(minutes=31)),
         _fill("lf1", "l1", OPEN_MARKET, "no", "buy", 50, 7, 9, t2 + timedelta(minutes=1), mode="live"),
     ])
+    signals = pd.DataFrame([_signal(SETTLED_YES, t1, locked=False), _signal(SETTLED_NO, t1 + timedelta(minutes=1),
+                                                                         locked=True),
+                            _signal(SETTLED_NO, t1, locked=False),  # the minute before the rule decided it
+                            _signal(OPEN_MARKET, t2 + timedelta(hours=1), locked=True)])
     with engine.begin() as conn:
         upsert_frame(conn, "markets", markets)
         upsert_frame(conn, "candles", candles)
+        upsert_frame(conn, "rt_signals", signals)
         records.save_orders(conn, orders)
         records.save_fills(conn, fills)
+
+
+def _signal(ticker: str, ts: datetime, *, locked: bool) -> dict:
+    return {"ts_utc": ts, "market_ticker": ticker, "city": "chicago", "bracket": "between", "locked": locked}
 
 
 def _tables(engine) -> set[str]:
@@ -183,14 +196,24 @@ def test_positions_and_pnl_of_settled_and_open_markets(engine):
     assert not open_.settled and (open_.realized_cents, open_.unrealized_cents, open_.fees_cents) == (30, 24, 8)
     assert open_.pnl_cents == 46 and open_.event_date == date(2025, 11, 29) and open_.city == "chicago"
     assert (OPEN_MARKET, "no") not in held.index  # the live fill is not a paper position
+    # each order's source is its own signal row's: o2's was locked; o3's and o4's have none
+    assert held["source"].to_dict() == {(SETTLED_YES, "yes"): "open", (SETTLED_NO, "no"): "locked",
+                                        (OPEN_MARKET, "yes"): "open"}
+    assert records.fills(engine, "paper", with_source=True).set_index("fill_id")["source"].to_dict() == {
+        "f1": "open", "f2": "open", "f3": "locked", "f4": "open", "f5": "open"}
+    assert "source" not in records.fills(engine, "paper").columns
 
     day1 = records.daily_pnl(engine, "paper", date(2025, 11, 28), as_of=AS_OF)
     assert (day1.realized_cents, day1.unrealized_cents, day1.fees_cents, day1.pnl_cents) == (750, 0, 17, 733)
+    assert day1.by_source[["realized_cents", "fees_cents", "pnl_cents", "positions"]].to_dict("index") == {
+        "open": {"realized_cents": 600, "fees_cents": 10, "pnl_cents": 590, "positions": 1},
+        "locked": {"realized_cents": 150, "fees_cents": 7, "pnl_cents": 143, "positions": 1}}
     day2 = records.daily_pnl(engine, "paper", date(2025, 11, 29), "chicago", as_of=AS_OF)
     assert (day2.realized_cents, day2.unrealized_cents, day2.fees_cents, day2.pnl_cents) == (30, 24, 8, 46)
     assert records.daily_pnl(engine, "paper", date(2025, 11, 29), "nyc", as_of=AS_OF).positions.empty
     by_day = records.pnl_by_day(engine, "paper", as_of=AS_OF)
     assert by_day["pnl_cents"].tolist() == [733, 46]
+    assert by_day["open_pnl_cents"].tolist() == [590, 46] and by_day["locked_pnl_cents"].tolist() == [143, 0]
 
     # Before the 28th's markets closed they are marked, not settled: no candle, so unmarked.
     early = records.daily_pnl(engine, "paper", date(2025, 11, 28), as_of=datetime(2025, 11, 28, 20, tzinfo=UTC))
@@ -280,9 +303,15 @@ def test_cli_views_halt_and_resume(engine, db_url):
 
     pnl = _cli("pnl", "--day", "2025-11-28", *db)
     assert pnl.exit_code == 0, pnl.output
-    assert "realized $+7.50, MTM $+0.00, fees $0.17, total $+7.33" in pnl.output
+    assert ("realized $+7.50, MTM $+0.00, fees $0.17, total $+7.33 = open (model) $+5.90 + locked (rule) $+1.43"
+            in pnl.output)
+    rows = [line for line in pnl.output.splitlines() if line.startswith("│ 2025-11-28")]
+    assert [("│ open " in row, "│ locked " in row) for row in rows] == [(True, False), (False, True)]  # yes, then no
     days = _cli("pnl", *db)
     assert days.exit_code == 0 and "2025-11-28" in days.output and "2025-11-29" in days.output
+    assert "open (model)" in days.output and "locked (rule)" in days.output
+    # the 29th is marked at its newest mid (61c) by now
+    assert "total $+8.17 = open (model) $+6.74 + locked (rule) $+1.43" in days.output
     positions = _cli("positions", "--all", *db)
     assert positions.exit_code == 0 and SETTLED_YES in positions.output and "100 settled" in positions.output
     assert SETTLED_YES not in _cli("positions", *db).output  # settled: not open
@@ -331,3 +360,17 @@ def test_cli_halt_file_from_the_config_and_bad_input(sqlite_url, tmp_path):
 def test_every_rt_command_has_help(command):
     result = _cli(command, "--help")
     assert result.exit_code == 0 and "--db-url" in result.output and "--config" in result.output
+
+
+def test_the_demos_replayed_day_splits_its_fills_and_pnl_by_source(sqlite_url, monkeypatch, capsys):
+    from kwx.cli import demo
+
+    migrations.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    _book(engine)
+    engine.dispose()
+    monkeypatch.setattr(demo, "REPLAY_DAY", "2025-11-28")
+    demo._print_paper_day(url=sqlite_url)
+    out = capsys.readouterr().out
+    assert "fills: 5, 21 contracts (open (model): 4, 16 contracts; locked (rule): 1, 5 contracts)" in out
+    assert "total $+7.33 = open (model) $+5.90 + locked (rule) $+1.43" in out

@@ -714,6 +714,18 @@
           el("span", {class: `v ${cls}`, "data-value": JSON.stringify(v ?? null)}, dollars(v, signed))));
       }
     }
+    // where the total came from: fills on rows the model priced (open) and on rows the settlement rule had
+    // already decided (locked); the two sum to the total
+    for (const [source, part] of Object.entries((ex.pnl && !none && ex.pnl.by_source) || {})) {
+      const v = part.total_cents;
+      const cls = typeof v !== "number" || v === 0 ? "" : v > 0 ? "pos" : "neg";
+      const detail = `realized ${dollars(part.realized_cents)}, MTM ${dollars(part.unrealized_cents)}, fees `
+        + `${dollars(part.fees_cents, false)}; ${part.fills} fills, ${part.contracts} contracts, `
+        + `${part.positions} positions`;
+      figs.push(el("div", {class: "fig source", "data-key": `source-${source}`, title: detail},
+        el("span", {class: "k"}, part.label || source),
+        el("span", {class: `v ${cls}`, "data-value": JSON.stringify(v ?? null)}, dollars(v, true))));
+    }
     if (ex.pnl && !none && typeof ex.pnl.unmarked === "number" && ex.pnl.unmarked > 0) {
       // positions without a mark: unrealized P&L leaves them out
       figs.unshift(el("div", {class: "fig", "data-key": "unmarked", title: "positions without a market price"},
