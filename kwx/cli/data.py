@@ -24,7 +24,7 @@ from kwx.cli.common import (
 )
 from kwx.data import migrations
 from kwx.data.db import database_url
-from kwx.data.demo import DEFAULT_MARKET_SKILL
+from kwx.data.demo import DEFAULT_DECIDED_QUOTE_CENTS, DEFAULT_MARKET_SKILL, DEFAULT_REPRICE_MINUTES, MINUTES_PER_DAY
 from kwx.secrets import configure_logging, redact
 
 data_app = KwxTyper(help="Demo data, coverage summary.")
@@ -36,6 +36,13 @@ DEMO_END = "2025-11-15"
 MarketSkillOption = Annotated[float, typer.Option(
     "--market-skill", help="How informed the demo market is, 0..1: 0 = it lags the weather (day bias, slow noise, "
     "inflated uncertainty), 1 = it prices with exactly what a well-informed forecaster knows. Only the quotes change.")]
+RepriceMinutesOption = Annotated[int, typer.Option(
+    "--reprice-minutes", help="Minutes after the public observation that decides a bracket (the running max passes "
+    "it) until its book quotes the decided outcome, as a real book does within minutes; until then its quotes lag. "
+    "0..1440 (1440: never). Only the quotes change.")]
+DecidedQuoteCentsOption = Annotated[int, typer.Option(
+    "--decided-quote-cents", help="A decided bracket's book, 1..49: YES bid q / ask q+1 once it has lost, 99-q / "
+    "100-q once it has won (1: 1/2 and 98/99, Kalshi's book on a settled-by-the-weather bracket).")]
 
 
 @data_app.command("demo")
@@ -46,17 +53,21 @@ def data_demo(
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")] = DEMO_END,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.", min=0, max=2**32 - 1)] = 42,
     market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
+    reprice_minutes: RepriceMinutesOption = DEFAULT_REPRICE_MINUTES,
+    decided_quote_cents: DecidedQuoteCentsOption = DEFAULT_DECIDED_QUOTE_CENTS,
     db_url: DbUrlOption = None,
 ) -> None:
     """Generate realistic demo markets, candles, weather and settlements for --city (default chicago), and upsert
     them (idempotent)."""
     from kwx.data.db import make_engine
-    from kwx.data.demo import check_market_skill, load_demo
+    from kwx.data.demo import check_decided_quote_cents, check_market_skill, check_reprice_minutes, load_demo
 
     city_list = _cities(city, cities) or ["chicago"]
     _check_range(start, end)
     try:
         check_market_skill(market_skill, "--market-skill")
+        check_reprice_minutes(reprice_minutes, "--reprice-minutes")
+        check_decided_quote_cents(decided_quote_cents, "--decided-quote-cents")
     except ValueError as exc:
         raise fail(str(exc)) from None
     migrations.upgrade(db_url)
@@ -69,12 +80,15 @@ def data_demo(
                 bar.update(task, advance=1, description=f"{city}: {written['candles']:,} candles")
 
             totals = load_demo(engine, city_list, start.date(), end.date(), seed, market_skill=market_skill,
+                               reprice_minutes=reprice_minutes, decided_quote_cents=decided_quote_cents,
                                on_city_done=done)
     finally:
         engine.dispose()
+    decided = (f"decided brackets at {decided_quote_cents}¢ from the edge {reprice_minutes} min after the "
+               "deciding observation" if reprice_minutes < MINUTES_PER_DAY else "decided brackets never repriced")
     console.print(
         f"demo data for {', '.join(city_list)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (seed {seed}, "
-        f"market skill {market_skill:g}): "
+        f"market skill {market_skill:g}, {decided}): "
         + ", ".join(f"{n:,} {table}" for table, n in totals.items())
     )
 

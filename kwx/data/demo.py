@@ -20,7 +20,11 @@ thing to a model, not like noise:
   in between, bias, noise and inflation shrink linearly. Either way it sharpens as the day's peak approaches.
   The skill changes only the quotes: the same seed gives the same weather, forecasts, ladders, settlements,
   trades and volumes at every skill. Demo P&L therefore measures a model against a market of chosen skill,
-  never against a real one, and a model earns its edge only by reading the same forecasts better.
+  never against a real one, and a model earns its edge only by reading the same forecasts better;
+- a bracket the day's public observations have decided (``locked_outcomes``) quotes the decided book a few
+  minutes later (``reprice_minutes``): YES bid 1 / ask 2 once it has lost, 98 / 99 once it has won
+  (``decided_quote_cents``), and trades print there, as on Kalshi; until then its quotes lag, so a lock
+  sniper's only edge is those minutes.
 
 Everything is vectorised numpy; a seed makes it deterministic.
 """
@@ -34,7 +38,13 @@ import numpy as np
 import pandas as pd
 
 from kwx.cities import CITIES, City, get_city
-from kwx.domain.markets import LadderSpec, bracket_bounds, climate_day_bounds, settlement_outcomes
+from kwx.domain.markets import (
+    LadderSpec,
+    bracket_bounds,
+    climate_day_bounds,
+    locked_outcomes,
+    settlement_outcomes,
+)
 
 MINUTES_PER_DAY = 1440
 WEATHER_STEP_MINUTES = 5  # ASOS-like 5-minute observations
@@ -55,6 +65,18 @@ SOURCE = "demo"
 # 0.9: the demo's chicago models then beat the market's Brier by a few percent on between brackets (measured
 # with bench/calibration.py), as on a liquid real market, instead of the ~12 % an uninformed market gives away.
 DEFAULT_MARKET_SKILL = 0.9
+# The station observations the demo publishes are rounded to OBS_DECIMALS, which can lift a reading above the
+# temperature it reports by half a step: the market trusts the running maximum only this far below its reading,
+# so no outcome it calls decided is wrong (with 0, a reading of 70.5 would settle a high that reports 70).
+OBS_DECIMALS = 1
+OBS_ROUNDING_MARGIN_F = 0.5 * 10.0**-OBS_DECIMALS
+# Kalshi's books reprice a bracket the observations have decided within minutes: 3 leaves a sniper the few
+# minutes a real one has, not the rest of the day (on the default demo, sniping earns about as much at 0 as at 5:
+# its edge is the book of the minute the observation appears).
+DEFAULT_REPRICE_MINUTES = 3
+# ... to the tick: a lost bracket's YES quotes 1 / 2, a won one's 98 / 99, so buying the decided outcome costs
+# 99¢ and earns the cent a one-contract taker fee takes.
+DEFAULT_DECIDED_QUOTE_CENTS = 1
 
 
 @dataclass(frozen=True)
@@ -162,10 +184,36 @@ def check_market_skill(market_skill: float, name: str = "market_skill") -> None:
                          f"informed as the forecaster), got {market_skill!r}")
 
 
+def _check_whole_number(value, low: int, high: int, rule: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+        raise ValueError(f"{rule}, got {value!r}")
+
+
+def check_reprice_minutes(reprice_minutes: int, name: str = "reprice_minutes") -> None:
+    """A ValueError naming ``name`` and the rule unless ``reprice_minutes`` is a whole number in [0, 1440]."""
+    _check_whole_number(reprice_minutes, 0, MINUTES_PER_DAY,
+                        f"{name} must be a whole number of minutes in [0, {MINUTES_PER_DAY}] (how long a decided "
+                        f"bracket's book lags the observation that decides it; {MINUTES_PER_DAY}: it never reprices)")
+
+
+def check_decided_quote_cents(decided_quote_cents: int, name: str = "decided_quote_cents") -> None:
+    """A ValueError naming ``name`` and the rule unless ``decided_quote_cents`` is a whole number in [1, 49]."""
+    _check_whole_number(decided_quote_cents, 1, 49,
+                        f"{name} must be a whole number of cents in [1, 49] (a decided bracket's book is YES bid "
+                        f"q / ask q+1 once it has lost, 99-q / 100-q once it has won)")
+
+
 def generate_city(city_key: str, start: date, end: date, seed: int, *,
-                  market_skill: float = DEFAULT_MARKET_SKILL) -> DemoData:
-    """Demo data for event days ``start``..``end`` (inclusive) of one city, quoted by a market of ``market_skill``."""
+                  market_skill: float = DEFAULT_MARKET_SKILL, reprice_minutes: int = DEFAULT_REPRICE_MINUTES,
+                  decided_quote_cents: int = DEFAULT_DECIDED_QUOTE_CENTS) -> DemoData:
+    """Demo data for event days ``start``..``end`` (inclusive) of one city, quoted by a market of ``market_skill``.
+
+    ``reprice_minutes`` after the public observation that decides a bracket, its book quotes the decided
+    outcome at ``decided_quote_cents`` from the edge (see ``_decided_book``).
+    """
     check_market_skill(market_skill)
+    check_reprice_minutes(reprice_minutes)
+    check_decided_quote_cents(decided_quote_cents)
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start})")
     city = get_city(city_key)
@@ -211,7 +259,7 @@ def generate_city(city_key: str, start: date, end: date, seed: int, *,
     published, crowd = _forecasts(rng.spawn(1)[0], city, sim_days, by_day.max(axis=1), season[1:-1], epoch0)
     markets, candles = _markets_and_candles(
         rng, city, sim_days, forecast, anomaly_sd[1:-1], tmax, running_max, epoch0,
-        start, market_skill, crowd,
+        start, market_skill, crowd, _public_observations(weather, epoch0), reprice_minutes, decided_quote_cents,
     )
     published = published[published["climate_date"] >= start].reset_index(drop=True)
     return DemoData(markets, candles, weather, climate, published)
@@ -331,16 +379,62 @@ def _weather(rng, city: City, clim: Climatology, temp: np.ndarray, epoch0: int) 
     return pd.DataFrame({
         "station": city.station,
         "ts_utc": pd.to_datetime(epoch0 + obs_minutes * 60, unit="s", utc=True),
-        "temp_f": np.round(t, 1),
-        "dew_f": np.round(dew, 1),
-        "humidity_pct": np.round(np.clip(_relative_humidity(t, dew), 1, 100), 1),
-        "wind_mph": np.round(wind, 1),
+        "temp_f": np.round(t, OBS_DECIMALS),
+        "dew_f": np.round(dew, OBS_DECIMALS),
+        "humidity_pct": np.round(np.clip(_relative_humidity(t, dew), 1, 100), OBS_DECIMALS),
+        "wind_mph": np.round(wind, OBS_DECIMALS),
         "source": SOURCE,
     })
 
 
-def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, running_max,
-                         epoch0, start, market_skill, crowd: CrowdForecast) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _public_observations(weather: pd.DataFrame, epoch0: int) -> tuple[np.ndarray, np.ndarray]:
+    """(minute since ``epoch0``, temperature) of every stored station observation."""
+    minute = (weather["ts_utc"] - pd.Timestamp(epoch0, unit="s", tz="UTC")) // pd.Timedelta(minutes=1)
+    return minute.to_numpy(dtype=np.int64), weather["temp_f"].to_numpy(dtype=float)
+
+
+def decision_minutes(bracket, floor, cap, day_start, obs_minute, obs_temp_f) -> tuple[np.ndarray, np.ndarray]:
+    """Per contract, (minute, outcome) of the first observation of its climate day that decides it: inf and NaN
+    where none does.
+
+    A contract's climate day starts at minute ``day_start`` (minutes count from the day the observations'
+    minute 0 starts); the running maximum restarts with each day. The market reads the stored public
+    observations, as kwx's lock does, not the generator's minute-by-minute truth: most true minutes fall
+    between the 5-minute reports or in an outage, and pricing from them would move the book before anything
+    public showed the decision.
+    """
+    obs_minute = np.asarray(obs_minute, dtype=np.int64)
+    obs_day = obs_minute // MINUTES_PER_DAY
+    seen_max = pd.Series(np.asarray(obs_temp_f, dtype=float)).groupby(obs_day).cummax().to_numpy()
+    n = len(bracket)
+    pairs = pd.DataFrame({"contract": np.arange(n), "day": np.asarray(day_start) // MINUTES_PER_DAY}).merge(
+        pd.DataFrame({"day": obs_day, "minute": obs_minute, "seen_max": seen_max}), on="day")
+    c = pairs["contract"].to_numpy()
+    locked = locked_outcomes(np.asarray(bracket, dtype=object)[c], np.asarray(floor, dtype=float)[c],
+                             np.asarray(cap, dtype=float)[c], pairs["seen_max"].to_numpy(), OBS_ROUNDING_MARGIN_F)
+    first = pairs.assign(outcome=locked)[~np.isnan(locked)].sort_values("minute").groupby("contract").first()
+    minute, outcome = np.full(n, np.inf), np.full(n, np.nan)
+    minute[first.index] = first["minute"].to_numpy(dtype=float)
+    outcome[first.index] = first["outcome"].to_numpy()
+    return minute, outcome
+
+
+def _decided_book(bid, ask, minute, decided_minute, outcome, reprice_minutes: int, quote_cents: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(bid, ask) of the 1-minute candles starting at ``minute``, their bracket's decided book from the candle
+    ``reprice_minutes`` after the deciding observation's minute (``decided_minute``, inf if none) on: a lost YES
+    quotes q / q+1, a won one 99-q / 100-q. Earlier candles keep their quotes, so the first decided close is a
+    minute after the observation at the soonest, and a whole day's lag never reprices (the market closes at the
+    end of the climate day whose observations decide it)."""
+    repriced = np.asarray(minute) >= np.asarray(decided_minute) + reprice_minutes
+    won = np.asarray(outcome) == 1.0
+    return (np.where(repriced, np.where(won, 99 - quote_cents, quote_cents), bid),
+            np.where(repriced, np.where(won, 100 - quote_cents, quote_cents + 1), ask))
+
+
+def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, running_max, epoch0, start,
+                         market_skill, crowd: CrowdForecast, observations: tuple[np.ndarray, np.ndarray],
+                         reprice_minutes: int, decided_quote_cents: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     event_idx = np.arange(1, len(sim_days))  # day 0 only hosts the first markets' opening hours
     n_events = len(event_idx)
     # A spawned stream: the ladder's forecast error leaves every other draw of ``rng`` as it was.
@@ -430,6 +524,10 @@ def _markets_and_candles(rng, city, sim_days, forecast_high, anomaly_sd, tmax, r
     spread = 1 + rng.poisson(0.6 + 1.5 * overnight + 3 * p_uninformed * (1 - p_uninformed), len(mid))
     bid_close = np.clip(np.round(mid - spread / 2), 1, 98)
     ask_close = np.clip(bid_close + spread, bid_close + 1, 99)
+    # Prices only: no draw reads them, so trades, volumes and everything else stay as drawn.
+    decided_minute, decided_outcome = decision_minutes(bracket, floor, cap, day_start, *observations)
+    bid_close, ask_close = _decided_book(bid_close, ask_close, minute, decided_minute[market],
+                                         decided_outcome[market], reprice_minutes, decided_quote_cents)
     ticker = markets["ticker"].to_numpy()[market]
     first_of_market = np.r_[True, market[1:] != market[:-1]]
     bid_open = np.where(first_of_market, bid_close, np.roll(bid_close, 1))
@@ -482,21 +580,26 @@ def _bracket_probability(bracket, mu, sigma, floor, cap, seen_max) -> np.ndarray
 
 
 def generate(cities: list[str], start: date, end: date, seed: int, *,
-             market_skill: float = DEFAULT_MARKET_SKILL) -> DemoData:
-    parts = [generate_city(c, start, end, seed, market_skill=market_skill) for c in cities]
+             market_skill: float = DEFAULT_MARKET_SKILL, reprice_minutes: int = DEFAULT_REPRICE_MINUTES,
+             decided_quote_cents: int = DEFAULT_DECIDED_QUOTE_CENTS) -> DemoData:
+    parts = [generate_city(c, start, end, seed, market_skill=market_skill, reprice_minutes=reprice_minutes,
+                           decided_quote_cents=decided_quote_cents) for c in cities]
     return DemoData(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
                       for f in ("markets", "candles", "weather_minutes", "climate_daily", "forecasts")))
 
 
 
 def load_demo(engine, cities: list[str], start: date, end: date, seed: int, *,
-              market_skill: float = DEFAULT_MARKET_SKILL, on_city_done=None) -> dict[str, int]:
+              market_skill: float = DEFAULT_MARKET_SKILL, reprice_minutes: int = DEFAULT_REPRICE_MINUTES,
+              decided_quote_cents: int = DEFAULT_DECIDED_QUOTE_CENTS, on_city_done=None) -> dict[str, int]:
     """Generate and upsert each city's demo data in its own transaction; returns rows per table."""
     from kwx.data.store import upsert_frames
 
     totals: dict[str, int] = {}
     for city in cities:
-        written = upsert_frames(engine, generate_city(city, start, end, seed, market_skill=market_skill).frames())
+        data = generate_city(city, start, end, seed, market_skill=market_skill, reprice_minutes=reprice_minutes,
+                             decided_quote_cents=decided_quote_cents)
+        written = upsert_frames(engine, data.frames())
         for name, rows in written.items():
             totals[name] = totals.get(name, 0) + rows
         if on_city_done is not None:

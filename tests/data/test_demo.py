@@ -10,10 +10,17 @@ import pytest
 
 from kwx.cities import get_city
 from kwx.data.dataset import has_demo_settlements
-from kwx.data.demo import generate, generate_city, load_demo
+from kwx.data.demo import (
+    MINUTES_PER_DAY,
+    OBS_ROUNDING_MARGIN_F,
+    decision_minutes,
+    generate,
+    generate_city,
+    load_demo,
+)
 from kwx.data.store import upsert_frames
 from kwx.domain.features import epoch_seconds
-from kwx.domain.markets import climate_days_from_epoch, contract_from_ticker, parse_ticker
+from kwx.domain.markets import climate_days_from_epoch, contract_from_ticker, locked_outcomes, parse_ticker
 from kwx.domain.metrics import brier
 
 CHICAGO = get_city("chicago")
@@ -261,3 +268,100 @@ def test_the_market_prices_a_ladder_that_sums_to_one():
     for mu, sigma, seen in zip(mus, rng.uniform(0.3, 5, 50), mus - rng.uniform(0, 10, 50), strict=True):
         p = _bracket_probability(bracket, np.full(6, mu), np.full(6, sigma), floor, cap, np.full(6, seen))
         assert p.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_a_bracket_is_decided_by_the_first_public_observation_that_settles_it():
+    """Planted observations: on climate day 1, 85.5 °F at 09:55 may be a rounded 85.45 (a report of 85), so it
+    decides nothing; 85.6 at 10:00 proves a high of 86 or more; 90.0 at 15:00 proves 90. Day 0's 99 °F decides
+    only day 0's market (the running max restarts with the climate day), and day 2 has no observations."""
+    day = MINUTES_PER_DAY
+    obs_minute = [600, day + 595, day + 600, day + 605, day + 900]
+    obs_temp_f = [99.0, 85.5, 85.6, 80.0, 90.0]
+    bracket = np.array(["greater", "less", "between", "between", "greater", "between", "greater"], dtype=object)
+    floor = np.array([85, np.nan, 84, 86, 90, 84, 85], dtype=float)
+    cap = np.array([np.nan, 86, 85, 87, np.nan, 85, np.nan], dtype=float)
+    day_start = np.array([day] * 5 + [2 * day, 0])
+    minute, outcome = decision_minutes(bracket, floor, cap, day_start, obs_minute, obs_temp_f)
+    np.testing.assert_array_equal(minute, [day + 600, day + 600, day + 600, day + 900, np.inf, np.inf, 600])
+    np.testing.assert_array_equal(outcome, [1, 0, 0, 0, np.nan, np.nan, 1])
+
+
+def _deciding_observations(data) -> pd.DataFrame:
+    """Per market the public weather table decides: the Unix time of the first stored observation of its climate
+    day that does (``locked_outcomes``), and the outcome, read as kwx's lock reads the table."""
+    wx = data.weather_minutes
+    ts = epoch_seconds(wx["ts_utc"])
+    day = pd.Series(climate_days_from_epoch(ts, CHICAGO)).dt.date
+    obs = pd.DataFrame({"event_date": day, "obs_ts": ts,
+                        "seen_max": wx["temp_f"].groupby(day.to_numpy()).cummax().to_numpy()})
+    rows = data.markets.merge(obs, on="event_date")
+    locked = locked_outcomes(rows["strike_type"].to_numpy(), rows["floor_strike"].to_numpy(),
+                             rows["cap_strike"].to_numpy(), rows["seen_max"].to_numpy(), OBS_ROUNDING_MARGIN_F)
+    rows = rows.assign(outcome=locked)[~np.isnan(locked)]
+    return rows.sort_values("obs_ts").groupby("ticker")[["obs_ts", "outcome", "result"]].first()
+
+
+@pytest.fixture(scope="module")
+def never_repriced():
+    """``summer`` from a book that never reprices (a whole day's lag): the demo market before issue 24."""
+    return generate_city("chicago", date(2025, 7, 1), date(2025, 7, 28), seed=7, reprice_minutes=MINUTES_PER_DAY)
+
+
+@pytest.mark.parametrize(("reprice_minutes", "quote_cents"), [(3, 1), (0, 5)])
+def test_a_decided_bracket_quotes_the_decided_book_after_the_observation_that_decides_it(
+        summer, never_repriced, reprice_minutes, quote_cents):
+    data = (summer if (reprice_minutes, quote_cents) == (3, 1) else  # the defaults
+            generate_city("chicago", date(2025, 7, 1), date(2025, 7, 28), seed=7, reprice_minutes=reprice_minutes,
+                          decided_quote_cents=quote_cents))
+    for name in ("markets", "weather_minutes", "climate_daily", "forecasts"):
+        pd.testing.assert_frame_equal(data.frames()[name], never_repriced.frames()[name], obj=name)
+    decided = _deciding_observations(data)
+    assert set(decided["outcome"]) == {0.0, 1.0} and len(decided) > 50
+    # Never wrong: the observations bound the settlement from below.
+    assert (decided["outcome"] == (decided["result"] == "yes")).all()
+
+    c = data.candles.join(decided, on="market_ticker")
+    candle_start = c["end_period_ts"] - 60
+    repriced = (candle_start >= c["obs_ts"] + 60 * reprice_minutes).to_numpy()  # NaN obs_ts: never decided
+    won = (c["outcome"] == 1).to_numpy()
+    book = c[repriced]
+    np.testing.assert_array_equal(book["yes_bid_close"], np.where(won[repriced], 99 - quote_cents, quote_cents))
+    assert (book["yes_ask_close"] == book["yes_bid_close"] + 1).all()
+    traded = book["price_close"].notna()
+    assert traded.mean() > 0.2
+    assert (book["price_close"][traded].isin([99 - quote_cents, 100 - quote_cents]) == won[repriced][traded]).all()
+    assert book["price_close"][traded].isin([quote_cents, quote_cents + 1, 99 - quote_cents,
+                                             100 - quote_cents]).all()
+    # No lookahead: every candle starting before the repricing (those ending by the deciding observation among
+    # them) and every candle of an undecided bracket is the never-repricing book's, draw for draw.
+    pd.testing.assert_frame_equal(data.candles[~repriced], never_repriced.candles[~repriced])
+    assert (c["end_period_ts"] <= c["obs_ts"]).sum() > 10_000  # ... a test with candles before decisions in it
+    before = never_repriced.candles[repriced]
+    lazy = (before["yes_bid_close"] != book["yes_bid_close"]) | (before["yes_ask_close"] != book["yes_ask_close"])
+    assert lazy.mean() > 0.3  # which quoted about half the decided minutes lazily
+    others = data.candles.columns.difference(QUOTE_COLUMNS)
+    pd.testing.assert_frame_equal(data.candles[others], never_repriced.candles[others])
+
+
+@pytest.mark.parametrize(("option", "value"), [("reprice_minutes", -1), ("reprice_minutes", 1441),
+                                               ("reprice_minutes", 2.5), ("decided_quote_cents", 0),
+                                               ("decided_quote_cents", 50), ("decided_quote_cents", 1.0)])
+def test_a_bad_decided_book_is_rejected(option, value):
+    with pytest.raises(ValueError, match=rf"^{option} must be a whole number of (minutes|cents) in \["):
+        generate(["chicago"], date(2025, 7, 1), date(2025, 7, 2), seed=7, **{option: value})
+
+
+@pytest.mark.parametrize(("option", "value", "rule"), [
+    ("--reprice-minutes", "1441", "a whole number of minutes in [0, 1440]"),
+    ("--decided-quote-cents", "0", "a whole number of cents in [1, 49]"),
+    ("--decided-quote-cents", "50", "a whole number of cents in [1, 49]")])
+def test_a_bad_decided_book_option_is_one_clear_line(tmp_path, option, value, rule):
+    from typer.testing import CliRunner
+
+    from kwx.cli import app
+
+    result = CliRunner().invoke(app, ["data", "demo", option, value])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: {option} must be {rule} (") and line.endswith(f"got {value}")
+    assert not (tmp_path / "kwx.db").exists()  # rejected before anything is written
