@@ -202,7 +202,8 @@ def _bounded_isotonic(calibrator: IsotonicRegression, decisions: np.ndarray, y: 
     # shrinking toward the base rate can reorder a small bin and its neighbour: pool them again
     shrunk = IsotonicRegression().fit(rates, shrunk, sample_weight=rows_in_bin + prior_rows).predict(rates)
     values = np.clip(np.interp(calibrator.y_thresholds_, rates, shrunk), floor, 1 - floor)
-    return IsotonicRegression(out_of_bounds="clip").fit(calibrator.X_thresholds_, values)
+    # y_min/y_max clip the refit's pooled means too: averaging many floor values can land an ulp below it
+    return IsotonicRegression(out_of_bounds="clip", y_min=floor, y_max=1 - floor).fit(calibrator.X_thresholds_, values)
 
 
 def _bounded_platt(platt: Callable[[np.ndarray], np.ndarray], decisions: np.ndarray, y: np.ndarray,
@@ -213,7 +214,8 @@ def _bounded_platt(platt: Callable[[np.ndarray], np.ndarray], decisions: np.ndar
     high = min(1 - prior_rows * (1 - base_rate) / (len(y) + prior_rows), 1 - floor)
     knots = np.linspace(decisions.min(), decisions.max(), SIGMOID_KNOTS)
     values = np.clip(platt(knots), low, high)
-    return IsotonicRegression(out_of_bounds="clip", increasing=bool(values[-1] >= values[0])).fit(knots, values)
+    return IsotonicRegression(out_of_bounds="clip", increasing=bool(values[-1] >= values[0]), y_min=low,
+                              y_max=high).fit(knots, values)
 
 
 def _fitted_platt(decisions: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
