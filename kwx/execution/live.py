@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kwx.config import RtConfig
 from kwx.data.clients.http import AuthError, FetchError, PayloadError, RetryPolicy
-from kwx.data.schema import Market, Order
+from kwx.data.schema import Fill, Market, Order
 from kwx.domain.execution import FILL_COLUMNS as EVENT_COLUMNS
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.execution import records
@@ -63,8 +63,10 @@ MODE = "live"
 # Every order kwx places carries this prefix: reconciliation adopts such an order the database lacks, and leaves
 # alone the account's other orders (placed by hand, say).
 CID_PREFIX = "kwx-"
-# Reconciliation reads the fills of this window: longer than any market kwx trades stays open.
-FILL_LOOKBACK_SECONDS = 3 * 24 * 3600
+# Reconciliation's fill listing starts this much before its horizon: kwx's clock (orders' creation) and the
+# exchange's (fills' times) may differ by seconds, and Kalshi's ``min_ts`` may exclude the second it names. A fill
+# read twice is booked once.
+FILL_MARGIN_SECONDS = 60
 # A tick's requests must not outlast the tick: short timeouts and backoffs, few attempts.
 LOOP_RETRY = RetryPolicy(attempts=3, backoff_seconds=0.25, max_backoff_seconds=2.0)
 EXCHANGE_STATUS = {"resting": "resting", "executed": "filled", "canceled": "cancelled"}
@@ -176,6 +178,8 @@ class LiveBroker(Broker):
         self._seen: set[str] = set()  # fill ids booked (or found not to be kwx's)
         self._booked: dict[str, int] = {}  # client_order_id -> contracts of its booked fills
         self._fill_cursor: int | None = None  # newest fill time seen (exchange clock)
+        self._fills_from: int | None = None  # where the last reconciliation's fill listing started
+        self._fills_read_ts: int | None = None  # when this process last read the exchange's fills
         self._reconciled_ts: int | None = None
         self.synced = False  # a reconciliation has succeeded: until then nothing new is sent
         self._restore()
@@ -285,7 +289,9 @@ class LiveBroker(Broker):
         try:
             for order in [o for o in self.orders.values() if o.status == "unknown"]:
                 _log_correction(self._resolve(order, now))
-            self._book(self.trader.fills(min_ts=self._fill_cursor or now_ts - FILL_LOOKBACK_SECONDS), now)
+            since = self._fills_from if self._fill_cursor is None else self._fill_cursor
+            self._book(self.trader.fills(min_ts=since), now)
+            self._fills_read_ts = now_ts
         except EXCHANGE_ERRORS as exc:
             log.warning(json.dumps({"live": "exchange read failed; retried next tick", "reason": _text(exc)}))
 
@@ -656,10 +662,11 @@ class LiveBroker(Broker):
     def reconcile(self, now: datetime) -> list[Correction]:
         """Correct the database to the exchange: its resting orders against the open ones here (an order open here
         but not resting there takes the exchange's status; a resting kwx order unknown here is adopted; status,
-        price and count differences are corrected), its fills (missing ones booked), its positions against the
-        fills' (a difference is logged and the exchange's count is what the caps use from then on). Each
-        correction is one warning line with before and after. Raises the client's errors (nothing is half-done
-        that the next reconciliation would not finish)."""
+        price and count differences are corrected), its fills (every page since ``_fills_horizon``, however long ago;
+        missing ones booked), its positions against the fills' (a difference is logged and the exchange's count is
+        what the caps use from then on). Each correction is one warning line with before and after; a fill made
+        before this process last read the fills (or before it started) is such a correction, one line per fill.
+        Raises the client's errors (nothing is half-done that the next reconciliation would not finish)."""
         corrections: list[Correction] = []
 
         def correct(correction: Correction | None) -> None:  # logged at once: a failure later loses no line
@@ -689,16 +696,41 @@ class LiveBroker(Broker):
                 self._cancel(order, now, "taker fallback: the unfilled rest cancelled")
             elif self.maker.get(order.ticker) != order.client_order_id:  # one resting order per market
                 self._cancel(order, now, "reconciliation: a second resting kwx order on the market")
-        since = int(now.timestamp()) - FILL_LOOKBACK_SECONDS
+        now_ts = int(now.timestamp())
+        horizon = self._fills_horizon()
+        since = (now_ts if horizon is None else horizon) - FILL_MARGIN_SECONDS
+        read_before = self._fills_read_ts
         for row in self._book(self.trader.fills(min_ts=since), now):
-            correct(Correction("fill", row["fill_id"], None, {
-                "order": row["client_order_id"], "market": row["market_ticker"], "side": row["side"],
-                "count": row["count"], "price_cents": row["price_cents"]}))
+            # a fill made before this process last looked (or before it started) was missed: money moved unseen
+            if read_before is None or row["ts_utc"].timestamp() < read_before:
+                correct(Correction("fill", row["fill_id"], None, {
+                    "order": row["client_order_id"], "market": row["market_ticker"], "side": row["side"],
+                    "count": row["count"], "price_cents": row["price_cents"], "filled_at": row["ts_utc"]}))
+        self._fills_from, self._fills_read_ts = since, now_ts
         for correction in self._reconcile_positions(now):
             correct(correction)
-        self._reconciled_ts = int(now.timestamp())
+        self._reconciled_ts = now_ts
         self.synced = True
         return corrections
+
+    def _fills_horizon(self) -> int | None:
+        """Where the exchange's fills must be read from for none of kwx's to be missed, however long the loop was
+        down: the newest stored fill, or the creation of the oldest order whose fills may not all be stored (open,
+        or filled beyond its stored fills; stored or only in memory), whichever is older. None when there is
+        neither: no order of kwx's can have filled unseen."""
+        booked = (select(Fill.client_order_id, func.sum(Fill.count).label("contracts"))
+                  .where(Fill.mode == MODE).group_by(Fill.client_order_id).subquery())
+        unbooked = (Order.status.in_(records.OPEN_STATUSES)
+                    | (Order.filled_count > func.coalesce(booked.c.contracts, 0)))
+        with self.engine.connect() as conn:
+            newest_fill = conn.execute(select(func.max(Fill.ts_utc)).where(Fill.mode == MODE)).scalar()
+            oldest_order = conn.execute(
+                select(func.min(Order.created_at))
+                .select_from(Order.__table__.outerjoin(booked, booked.c.client_order_id == Order.client_order_id))
+                .where(Order.mode == MODE, unbooked)).scalar()
+        starts = [int(t.timestamp()) for t in (newest_fill, oldest_order) if t is not None]
+        starts += [o.created_ts for o in self.orders.values() if o.open or o.commitment]
+        return min(starts, default=None)
 
     def _stored_state(self, cid: str) -> dict | None:
         with self.engine.connect() as conn:

@@ -306,6 +306,50 @@ def test_a_restart_mid_order_neither_duplicates_nor_loses_an_order(world, caplog
     assert world.exchange.count("POST", ORDERS) == 2
 
 
+def test_fills_made_while_the_loop_was_down_for_days_are_all_booked_and_logged(world, caplog, tmp_path):
+    """A long weekend: the loop places orders and dies, the exchange fills them over the next day in more fills
+    than one page of the listing holds, and the loop restarts four days later, past any fixed look-back window."""
+    caplog.set_level(logging.WARNING, logger="kwx.execution.live")
+    later = DAY + timedelta(days=4)  # Tuesday's markets, bought on Friday
+    tickers = [t.replace("25JUL18", "25JUL22") for t in TICKERS[:2]]
+    add_markets(world.engine, tickers, event_date=later, close_time=NOW + timedelta(days=5))
+    for ticker in tickers:
+        world.exchange.set_book(ticker, 40, 42)
+    world.exchange.page_size = 5
+    world.tick(world.broker(), 0, tick_inputs(tickers), decision(2))  # then the process is killed
+    for k in range(8):  # 16 contracts of the first market and 4 of the second, in 12 fills
+        world.clock.ts = T0 + 600 * (k + 1)
+        world.exchange.trade(tickers[0], 39, 2)
+        if k % 2:
+            world.exchange.trade(tickers[1], 39, 1)
+    assert len(world.exchange.fills) == 12 and records.fills(world.engine, "live").empty
+    down = 4 * 86_400
+    restarted = world.broker(max_daily_loss_dollars=5)
+    world.tick(restarted, down, tick_inputs(tickers, bid=5, ask=7), decision(2, price=5))
+    fills = records.fills(world.engine, "live")
+    assert sorted(fills["fill_id"]) == sorted(f["fill_id"] for f in world.exchange.fills)
+    assert fills.groupby("market_ticker")["count"].sum().to_dict() == {tickers[0]: 16, tickers[1]: 4}
+    missed = [r.getMessage() for r in caplog.records if r.getMessage().startswith('{"reconcile": "fill"')]
+    assert len(missed) == 12 and {f["fill_id"] for f in world.exchange.fills} == {
+        f["fill_id"] for f in world.exchange.fills for line in missed if f["fill_id"] in line}
+    # the day's loss limit counts them: 20 contracts bought at 40¢ now marked at a 6¢ mid is beyond $5
+    state = records.halt_state(world.engine, "live")
+    assert state.halted and state.reason.startswith("daily loss limit")
+    url = str(world.engine.url)
+    shown = CliRunner().invoke(app, ["rt", "positions", "--mode", "live", "--db-url", url])
+    assert shown.exit_code == 0, shown.output
+    assert tickers[0] in shown.output and tickers[1] in shown.output and "no open" not in shown.output
+
+
+def test_a_fill_made_since_the_last_read_is_booked_by_reconciliation_but_not_reported_missed(world):
+    broker = world.broker()
+    world.tick(broker, 0, tick_inputs(TICKERS[:1]), decision(1))
+    world.clock.ts = T0 + 30
+    world.exchange.trade(TICKERS[0], 39, 2)  # while the loop runs: the next read would have found it anyway
+    corrections = broker.reconcile(NOW + timedelta(seconds=60))
+    assert broker.allocator.held[(TICKERS[0], "yes")] == 2 and not [c for c in corrections if c.kind == "fill"]
+
+
 def test_an_unknown_outcome_create_is_resolved_by_lookup_without_a_duplicate(world):
     broker = world.broker()
     one = TICKERS[:1]
