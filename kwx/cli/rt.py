@@ -131,6 +131,9 @@ def serve_rt(
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
+    if result.resumed_after:
+        console.print(f"went on after the {result.resumed_after:,} ticks of {replay:%Y-%m-%d} an earlier paper "
+                      "replay stored", highlight=False)
     console.print(f"replayed {result.ticks:,} ticks of {replay:%Y-%m-%d} in {result.seconds:.1f} s "
                   f"({result.simulated_minutes_per_second:,.0f} simulated minutes/s); "
                   f"{result.rows:,} signal rows, {result.sized:,} with a position size; {target}", highlight=False)

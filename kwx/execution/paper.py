@@ -33,6 +33,7 @@ from kwx.rt.engine import Decision, TickInputs, execution_caps, fee_schedule, or
 
 MODE = ENVIRONMENT = "paper"
 MINUTE = 60
+PLACED = "policy: edge above tau_open"  # a resting order's reason
 # a candidate fill, as the Allocator reads it, with the order it would fill
 EVENT_COLUMNS = ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side", "liquidity",
                  "price_cents", "target_fraction", "available", "episode", "locked", "client_order_id"]
@@ -60,6 +61,7 @@ class Resting:
     count: int = 0  # contracts the order asked for when placed
     filled: int = 0
     checked_ts: int = 0  # candles ending at or before this were already matched against it
+    placed_ts: int = 0  # when it was placed: its price was set no earlier
 
 
 @dataclass
@@ -85,20 +87,32 @@ def _time(ts: int) -> datetime:
     return datetime.fromtimestamp(int(ts), UTC)
 
 
+def _open_through(orders: pd.DataFrame, booked: pd.DataFrame, through: datetime) -> pd.DataFrame:
+    """The orders (``records.orders``) that were open after the tick at ``through``, as they stood then: placed
+    by then, not yet cancelled, their fill counts those of ``booked`` (the fills stamped by then)."""
+    placed = orders[orders["created_at"] <= through]
+    cancelled = placed["cancelled_at"].notna() & (placed["cancelled_at"] <= through)
+    rows = placed[placed["status"].isin(records.OPEN_STATUSES) | ((placed["status"] == "cancelled") & ~cancelled)]
+    filled = rows["client_order_id"].map(booked.groupby("client_order_id")["count"].sum()).fillna(0).astype(int)
+    return rows.assign(status="resting", filled_count=filled, remaining_count=(rows["count"] - filled).clip(lower=0),
+                       cancelled_at=pd.NaT, reason=PLACED)
+
+
 class ExecutionModeError(ValueError):
     """An execution mode this loop cannot run."""
 
 
 def broker_for(config: RtConfig, engine: Engine, *, environment: str = "demo", confirm_production: bool = False,
-               trader=None) -> Broker | None:
-    """The loop's broker for ``execution.mode``: None for signals (the dry run), a PaperBroker for paper, a
-    ``LiveBroker`` on Kalshi's ``environment`` for live (production only with ``confirm_production``; the keys
-    from KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH unless a ``trader`` is given, as tests do)."""
+               trader=None, through: datetime | None = None) -> Broker | None:
+    """The loop's broker for ``execution.mode``: None for signals (the dry run), a PaperBroker for paper (its state
+    as the records stood after the tick at ``through``, see ``PaperBroker``), a ``LiveBroker`` on Kalshi's
+    ``environment`` for live (production only with ``confirm_production``; the keys from KALSHI_API_KEY_ID and
+    KALSHI_PRIVATE_KEY_PATH unless a ``trader`` is given, as tests do)."""
     mode = config.execution.mode
     if mode == "signals":
         return None
     if mode == "paper":
-        return PaperBroker(engine, config)
+        return PaperBroker(engine, config, through=through)
     if mode == "live":
         from kwx.execution.live import LiveBroker, live_trader  # live.py imports this module: load it on demand
 
@@ -136,11 +150,14 @@ class Broker:
                                     .where(Market.ticker.in_(tickers))).all()
         return pd.DataFrame(rows, columns=["market_ticker", "city", "bracket", "event_date"]).set_index("market_ticker")
 
-    def _restored_records(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    def _restored_records(self, through: datetime | None = None
+                          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
         """After a restart: this mode's stored fills and open orders, with their markets' info (None when there
-        are neither); what the fills hold and spent is held again."""
-        booked = records.fills(self.engine, self.mode)
-        open_rows = records.open_orders(self.engine, self.mode)
+        are neither); what the fills hold and spent is held again. ``through``: as they stood after the tick at
+        that time (fills stamped by then, orders open then), whatever later ticks stored since."""
+        booked = records.fills(self.engine, self.mode, until=through)
+        open_rows = (records.open_orders(self.engine, self.mode) if through is None
+                     else _open_through(records.orders(self.engine, self.mode), booked, through))
         tickers = sorted(set(booked["market_ticker"]) | set(open_rows["market_ticker"]))
         if not tickers:
             return None
@@ -214,26 +231,62 @@ class Broker:
 
 
 class PaperBroker(Broker):
-    def __init__(self, engine: Engine, config: RtConfig):
+    """``through``: a paper replay resuming after its tick at that time. The broker then holds what the records
+    held after that tick, as the run that wrote them did (``resume`` completes it), so the replay goes on from
+    the next tick exactly as an uninterrupted run would; later records are not read."""
+
+    def __init__(self, engine: Engine, config: RtConfig, *, through: datetime | None = None):
         super().__init__(engine, config)
         self.resting: dict[str, Resting] = {}
         self._rows: dict[str, dict] = {}  # client_order_id -> the whole row of each open order
-        self._restore()
+        self._booked_before: int | None = None  # the first restored fill's time (``resume``)
+        self._restore(through)
 
-    def _restore(self) -> None:
+    def _restore(self, through: datetime | None) -> None:
         """After a restart: the open orders, and what the fills already hold and spent."""
-        restored = self._restored_records()
+        restored = self._restored_records(through)
         if restored is None:
             return
-        _, open_orders, info = restored
+        booked, open_orders, info = restored
         # the orders table's own columns: a row read back also carries the market's city
         self._rows = {row["client_order_id"]: row for row in open_orders[records.ORDER_COLUMNS].to_dict("records")}
         for row in open_orders.itertuples(index=False):
             market = info.loc[row.market_ticker]
+            # every order resting after a tick was matched against the candles up to it
+            checked = int((through or row.updated_at).timestamp())
             self.resting[row.market_ticker] = Resting(
                 row.client_order_id, row.side, float(row.limit_price_cents), int(row.updated_at.timestamp()),
                 market["city"], market["bracket"], market["event_date"], 0.0, False, count=int(row.count),
-                filled=int(row.filled_count), checked_ts=int(row.updated_at.timestamp()))
+                filled=int(row.filled_count), checked_ts=checked, placed_ts=int(row.created_at.timestamp()))
+        if through is not None and len(booked):
+            self._booked_before = int(booked["ts_utc"].min().timestamp())
+
+    def resume(self, decided: list[tuple[int, TickInputs, Decision]], tick_seconds: float) -> None:
+        """The rest of the state after the tick at ``through`` that the records do not hold, from the maker
+        decisions of the ticks up to it (``decided``: oldest first, back to a minute and a tick before it):
+
+        - each resting order's Kelly target and locked flag, the last tick's (every resting order rested then);
+        - when its price was set: it equals the decision's price on every tick it rested, so it was set on the
+          earliest tick of the run of equal prices that ends at ``through`` (or any time a minute before: a
+          candle still to be matched ends after ``through``, so it began after that time either way);
+        - the minute the daily loss limit was last checked: the last tick's when a fill was held before it.
+        """
+        if not decided:
+            return
+        last_ts, inputs, maker = decided[-1]
+        where = {ticker: i for i, ticker in enumerate(inputs.tickers)}
+        for ticker, order in self.resting.items():
+            if ticker not in where:
+                continue  # its market closed: the next tick cancels it
+            order.target_fraction = float(maker.math.target_fraction[where[ticker]])
+            order.locked = bool(inputs.locked[where[ticker]])
+            for ts, tick_inputs, tick_maker in reversed(decided):
+                at = np.flatnonzero(tick_inputs.tickers == ticker)
+                if ts < order.placed_ts or not len(at) or tick_maker.math.price_cents[at[0]] != order.price_cents:
+                    break
+                order.set_ts = ts
+        if self._booked_before is not None and self._booked_before <= last_ts - tick_seconds:
+            self._loss_checked_minute = last_ts // MINUTE
 
     def tick(self, now_ts: int, inputs: TickInputs, maker: Decision, taker: Decision,
              candles: pd.DataFrame) -> PaperTick:
@@ -363,7 +416,8 @@ class PaperBroker(Broker):
         ticker, side = inputs.tickers[i], str(maker.math.better[i])
         order = Resting(paper_order_id(ticker, side, now_ts), side, float(maker.math.price_cents[i]), now_ts,
                         inputs.city[i], inputs.bracket[i], self._event_dates(np.array([ticker]))[0],
-                        float(maker.math.target_fraction[i]), bool(inputs.locked[i]), checked_ts=now_ts)
+                        float(maker.math.target_fraction[i]), bool(inputs.locked[i]), checked_ts=now_ts,
+                        placed_ts=now_ts)
         self.resting[ticker] = order
         order.count = int(max(self.allocator.caps.max_position_contracts
                               - self.allocator.held.get((ticker, side), 0), 0))
@@ -374,7 +428,7 @@ class PaperBroker(Broker):
                 "environment": ENVIRONMENT, "market_ticker": ticker, "side": side, "action": "buy",
                 "limit_price_cents": order.price_cents, "count": order.count, "filled_count": 0,
                 "remaining_count": order.count, "post_only": True, "status": "resting", "created_at": now,
-                "updated_at": now, "cancelled_at": None, "reason": "policy: edge above tau_open",
+                "updated_at": now, "cancelled_at": None, "reason": PLACED,
                 "signal_ts_utc": now}
 
     def _cancel(self, ticker: str, now: datetime, reason: str) -> dict | None:

@@ -97,9 +97,30 @@ class TickRunner:
         self.unreadable: str | None = None  # the last tick's reason when it could not read the database
 
     def run(self, now_ts: int) -> TickResult:
+        snap, latest, decision, maker = self._decide(now_ts)
+        complete = [] if latest is None else self._newly_complete(latest)
+        execution = None
+        if self.broker is not None:
+            execution = self.broker.tick(now_ts, self._memo[1], maker, decision, snap.candles)
+        self.unreadable = None
+        return TickResult(signal_rows(now_ts, self._memo[1], decision), decision.sized(), decision.skip_counts(),
+                          complete, execution)
+
+    def resume(self, ticks: list[int], tick_seconds: float) -> None:
+        """Before a paper replay goes on after the last of ``ticks``: the broker takes what the records do not
+        hold from those ticks' maker decisions (``PaperBroker.resume``); nothing is traded or written."""
+        decided = []
+        for ts in ticks:
+            maker = self._decide(ts)[3]
+            decided.append((ts, self._memo[1], maker))
+        self.broker.resume(decided, tick_seconds)
+
+    def _decide(self, now_ts: int):
+        """The tick's snapshot, its newest feature rows (None when the data did not change since the last
+        tick), the decision and, with a broker, the maker decision."""
         snap = self.source.snapshot(now_ts)
         key = snap.signature()
-        complete = []
+        latest = None
         if self._memo is None or self._memo[0] != key:
             # Candles are minute bars: most ticks see the same data as the last one, and the same data
             # gives the same features and model probabilities, so those are computed once per change
@@ -110,15 +131,11 @@ class TickRunner:
                                     lock_margin_f=self.config.lock_margin_f)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None
             self._memo = (key, inputs, price(inputs, self.config), maker)
-            complete = self._newly_complete(latest)
         decision = decide(now_ts, self._memo[1], self.config, pricing=self._memo[2])
-        execution = None
+        maker = None
         if self.broker is not None:
             maker = decide(now_ts, self._memo[1], self.config, maker=True, pricing=self._memo[3])
-            execution = self.broker.tick(now_ts, self._memo[1], maker, decision, snap.candles)
-        self.unreadable = None
-        return TickResult(signal_rows(now_ts, self._memo[1], decision), decision.sized(), decision.skip_counts(),
-                          complete, execution)
+        return snap, latest, decision, maker
 
     def skipped(self, now_ts: int, reason: str) -> TickResult:
         """A tick whose data could not be read: every market last seen and still open, skipped with ``reason``.

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from kwx.cities import get_city
 from kwx.clock import SimulatedClock, SystemClock
 from kwx.config import RtConfig
+from kwx.data.schema import RtTick
 from kwx.domain.markets import climate_day_bounds
-from kwx.execution.paper import broker_for
+from kwx.execution.paper import MINUTE, broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
 from kwx.rt.retry import Backoff, DbRetry
 from kwx.rt.sources import ReplaySource
+
+PAPER_REPLAY = "paper-replay"  # rt_ticks.mode of a paper replay's ticks, apart from a signals replay's
 
 
 class ReplayError(RuntimeError):
@@ -36,6 +40,7 @@ class ReplayResult:
     rows: int
     sized: int
     strongest: pd.DataFrame
+    resumed_after: int = 0  # ticks an earlier run of a paper replay had stored: this one went on after them
 
     @property
     def simulated_minutes_per_second(self) -> float:
@@ -82,14 +87,26 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     if source.markets.empty:
         raise ReplayError(f"no stored markets for {', '.join(f'{c}/{b}' for c, b in pairs)} around {day}")
     start, end = climate_day_bounds(day, get_city(pairs[0][0]))
-    clock = SimulatedClock(start + timedelta(seconds=config.tick_seconds))
+    step = timedelta(seconds=config.tick_seconds)
+    first = start + step
+    paper = config.execution.mode == "paper"
+    mode = PAPER_REPLAY if paper else "replay"
+    # A paper replay goes on from the first tick not yet stored: the ticks before it, with their orders and
+    # fills, were written together; a replay that finished has nothing left to do.
+    resume_at = first + (_ticks_stored(engine, mode, first, end) if paper else 0) * step
+    clock = SimulatedClock(resume_at)
     # The registry changes in real time, not in the replayed day's: re-reading it every simulated
     # minute (1,440 queries a day) would cost a third of a replay and could show nothing new.
     cache = RegistryCache(client, SystemClock(), refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
+    through = resume_at - step
     runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage),
-                        broker=broker_for(config, engine))
-    writer = SignalWriter(engine, mode="replay", retry=DbRetry(Backoff(config.db_retry_attempts)),
+                        broker=broker_for(config, engine, through=through if paper else None))
+    if paper and resume_at < end:
+        # the ticks of the last minute and one more: when each resting order's price was set (PaperBroker.resume)
+        back = math.ceil((MINUTE + config.tick_seconds) / config.tick_seconds)
+        runner.resume([int((through - k * step).timestamp()) for k in range(back, -1, -1)], config.tick_seconds)
+    writer = SignalWriter(engine, mode=mode, retry=DbRetry(Backoff(config.db_retry_attempts)),
                           buffer_max=max(config.buffer_max_ticks, 100))
     strongest = StrongestSignals()
 
@@ -104,4 +121,13 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     ticks = run_loop(config, clock, runner, writer, until_ts=int(end.timestamp()) - 1, max_ticks=max_ticks,
                      realtime=False, on_tick=tick_done)
     seconds = time.perf_counter() - started
-    return ReplayResult(ticks, config.tick_seconds, seconds, writer.rows_written, strongest.sized, strongest.table())
+    return ReplayResult(ticks, config.tick_seconds, seconds, writer.rows_written, strongest.sized, strongest.table(),
+                        resumed_after=(resume_at - first) // step)
+
+
+def _ticks_stored(engine: Engine, mode: str, first: datetime, end: datetime) -> int:
+    """How many of the day's ticks from ``first`` on a replay of ``mode`` stored: they are written in order, each
+    batch in one transaction, so they are the first ones."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(RtTick).where(
+            RtTick.mode == mode, RtTick.ts_utc >= first, RtTick.ts_utc < end)).scalar()

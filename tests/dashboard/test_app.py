@@ -55,7 +55,7 @@ def test_state_names_the_replayed_day_and_its_health(client, replayed):
     assert state["days"] == [(DAY + timedelta(days=1)).isoformat(), DAY.isoformat()]  # tomorrow opened today
     assert state["cities"] == ["chicago"] and state["refresh_seconds"] == 2
     health = state["health"]
-    assert health["mode"] == "replay" and health["stale"] is False and health["age_seconds"] == pytest.approx(10)
+    assert health["mode"] == "paper-replay" and health["stale"] is False and health["age_seconds"] == pytest.approx(10)
     assert health["ticks_last_hour"] == 12  # 5-minute ticks: the hour up to the newest tick
     assert 0 < health["latency_p50_ms"] <= health["latency_p99_ms"]
     assert state["banners"] == [] and state["execution"] == {"mode": "paper", "halted": False,
@@ -83,6 +83,8 @@ def test_signals_are_each_markets_newest_row(client, replayed):
     assert (rows["bracket"] == "between").all() and rows["label"].str.endswith("°").all()
     only = client.get("/api/signals", params={"day": DAY.isoformat(), "bracket": "greater"}).json()
     assert only["rows"] == []
+    both = client.get("/api/signals", params={"day": DAY.isoformat(), "city": "chicago", "bracket": "between"})
+    assert both.json()["rows"] == body["rows"]
 
 
 def test_ladder_has_every_market_of_the_event_on_a_minute_grid(client, replayed):
@@ -162,6 +164,9 @@ def test_calibration_charts_each_evaluated_window(client, replayed):
 @pytest.mark.parametrize(("path", "params", "fragment"), [
     ("/api/ladder", {"day": "18/07/2025"}, "day must be a date YYYY-MM-DD"),
     ("/api/ladder", {"city": "gotham"}, "city 'gotham' is not a known city"),
+    ("/api/signals", {"city": "gotham"}, "city 'gotham' is not a known city"),
+    ("/api/signals", {"bracket": "middle"}, "bracket 'middle' is not a known bracket (between, greater, less)"),
+    ("/api/calibration", {"city": "gotham"}, "city 'gotham' is not a known city"),
 ])
 def test_bad_parameters_are_a_400_naming_them(client, path, params, fragment):
     answer = client.get(path, params=params)

@@ -404,7 +404,7 @@
     const now = s.now ? new Date(s.now) : null;
     const mode = s.health && s.health.mode;
     $("server-now").textContent = now && !Number.isNaN(now.getTime())
-      ? `${mode === "replay" ? "replay clock" : "server"} ${now.toISOString().slice(0, 10)} ${hms(now)}` : "";
+      ? `${(mode || "").endsWith("replay") ? "replay clock" : "server"} ${now.toISOString().slice(0, 10)} ${hms(now)}` : "";
 
     ui.serverBanners = Array.isArray(s.banners) ? s.banners.map((b) => ({level: b.level, kind: b.kind, text: b.text}))
       : [];
@@ -445,7 +445,7 @@
     const tickText = tick && !Number.isNaN(tick.getTime()) ? fmtTime(h.newest_tick, true) : "never";
     add("newest_tick", "last tick", tickText, null, h.newest_tick || "no tick recorded");
     add("age", "age", liveAge(), ageClass(), `stale after ${humanAge(h.max_age_seconds)}`);
-    add("mode", "loop mode", h.mode || "–", h.mode === "replay" ? "warn" : null);
+    add("mode", "loop mode", h.mode || "–", (h.mode || "").endsWith("replay") ? "warn" : null);
     add("ticks_last_hour", "ticks, last hour", h.ticks_last_hour ?? "–", h.ticks_last_hour === 0 ? "bad" : null);
     const ms = (x) => (x === null || x === undefined ? "–" : `${Number(x).toFixed(1)} ms`);
     add("latency_p50_ms", "latency p50", ms(h.latency_p50_ms));
