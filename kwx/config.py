@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictFloat,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -64,20 +65,34 @@ def _validate_feature_set(v: str) -> str:
 FeatureSetName = Annotated[str, AfterValidator(_validate_feature_set)]
 
 
-def _validate_http_url(v: str) -> str:
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http(s) URL such as https://host/path")
+def check_http_url(v: str) -> str:
+    """``v`` if it is an http(s) URL with a host name, else ValueError: kwx builds requests and the dashboard's
+    links on these, and a ``javascript:`` link would run in the operator's browser."""
+    problem = "must be an http(s) URL with a host, such as https://host/path"
+    try:
+        parts = urlsplit(v)
+        host = parts.hostname
+    except ValueError:  # an unclosed IPv6 bracket
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(problem)
     return v
 
 
-HttpUrlText = Annotated[str, AfterValidator(_validate_http_url)]
+HttpUrlText = Annotated[str, AfterValidator(check_http_url)]
 
 # Upper bounds keep every accepted value workable: dates stay in range when windows step, and a typo
 # like 1e12 trials is refused instead of running for ever.
 MAX_DAYS = 3650
 MAX_TRIALS = 10_000
 MAX_SEED = 2**32 - 1  # numpy seeds are below 2**32
+# Money and counts that size orders: far above any real account, yet small enough that a typo (1e300, 1e21) is
+# refused rather than sized into an order. Dollars stay exact in float cents (10^11 cents < 2^53); contracts fit
+# the orders and fills tables' 32-bit count columns, their cost in cents too (10^6 x 100 < 2^31).
+MAX_DOLLARS = 1e9
+MAX_CONTRACTS = 1_000_000
+MAX_OPEN_ORDERS = 10_000  # a loop trades a few cities' ladders: tens of markets, never thousands of resting orders
+MAX_ROWS = 10**9  # row counts: more than any kwx database holds
 
 
 class StrictModel(BaseModel):
@@ -123,8 +138,10 @@ class Calibration(StrictModel):
     """
 
     method: Literal["auto", "isotonic", "sigmoid"] = "auto"
-    isotonic_min_rows: int = Field(1000, ge=1)
-    isotonic_min_events: int = Field(
+    isotonic_min_rows: StrictInt = Field(
+        1000, ge=1, le=MAX_ROWS,
+        description="auto picks isotonic only when every calibration fold holds this many rows")
+    isotonic_min_events: StrictInt = Field(
         8, ge=1, le=100_000,
         description="auto picks isotonic only when every calibration fold also holds this many climate days with "
                     "a winning and with a losing market")
@@ -147,12 +164,19 @@ class Calibration(StrictModel):
 
 
 class RiskParams(StrictModel):
-    kelly_alpha: float = Field(0.25, gt=0, le=1, description="fraction of full Kelly to bet")
-    max_spread_cents: float = Field(3, ge=0, le=100)
-    tau_open_cents: float = Field(1.0, ge=0, le=100, description="minimum net edge to open")
-    tau_close_cents: float = Field(0.5, ge=0, le=100, description="edge below which a resting order is cancelled")
-    slip_per_leg_cents: float = Field(1, ge=0, le=100)
-    max_bankroll_pct_city_day_side: float = Field(0.10, gt=0, le=1)
+    """How much to bet and when. Strict numbers, as every money and count field: a quoted "1" is refused, not
+    read as 1, since a string where money belongs is a template left unfilled or a typo, never a value."""
+
+    kelly_alpha: StrictFloat = Field(0.25, gt=0, le=1, description="fraction of full Kelly to bet")
+    max_spread_cents: StrictFloat = Field(3, ge=0, le=100, description="no order on a wider bid-ask spread")
+    tau_open_cents: StrictFloat = Field(1.0, ge=0, le=100, description="minimum net edge to open")
+    tau_close_cents: StrictFloat = Field(0.5, ge=0, le=100,
+                                         description="edge below which a resting order is cancelled")
+    slip_per_leg_cents: StrictFloat = Field(1, ge=0, le=100,
+                                            description="slippage assumed per traded leg, taken off the edge")
+    max_bankroll_pct_city_day_side: StrictFloat = Field(
+        0.10, gt=0, le=1, description="share of the bankroll all positions of one city, climate day and side may "
+        "cost together")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:
@@ -173,7 +197,7 @@ class VCFeatures(StrictModel):
 class PilotProvenance(StrictModel):
     directory: str
     windows: list[str] = Field(default_factory=list)
-    test_rows: StrictInt | None = Field(None, ge=0)
+    test_rows: StrictInt | None = Field(None, ge=0, le=MAX_ROWS)
 
     @field_validator("windows")
     @classmethod
@@ -197,7 +221,8 @@ class AcceptanceGates(StrictModel):
                            description="highest expected calibration error of the model on the pooled unlocked test "
                                        "rows, and on any window with at least min_window_ece_days outcome-days")
     max_brier: float = Field(0.20, gt=0, le=1, description="highest Brier score of the model on pooled unlocked rows")
-    min_windows: int = Field(4, ge=1, description="fewest walk-forward windows the run must have trained")
+    min_windows: StrictInt = Field(4, ge=1, le=MAX_DAYS,
+                                   description="fewest walk-forward windows the run must have trained")
     min_brier_skill: float = Field(
         0.0, ge=-1, le=1,
         description="lowest *lower bound* of the pooled Brier skill 1 − Brier(model) / Brier(market) on unlocked "
@@ -396,33 +421,56 @@ class MarketSelector(StrictModel):
 class FeeConfig(StrictModel):
     """Kalshi's quadratic fee parameters: taker on every series; maker per the series' fee type."""
 
-    taker_rate: float = Field(0.07, ge=0, le=1)
-    maker_rate: float = Field(0.0, ge=0, le=1)
-    contracts: StrictInt = Field(10, ge=1, le=1_000_000, description="order size the per-contract fee rounding assumes")
+    taker_rate: StrictFloat = Field(0.07, ge=0, le=1, description="fee of a taker fill: ceil(rate·C·P·(1−P)) dollars")
+    maker_rate: StrictFloat = Field(0.0, ge=0, le=1, description="fee of a maker fill, by the same formula")
+    contracts: StrictInt = Field(10, ge=1, le=MAX_CONTRACTS,
+                                 description="order size the per-contract fee rounding assumes")
+
+
+def _validate_halt_file(v: str) -> str:
+    # Only existence is ever checked, so a directory (or "/") would halt for ever and a creatable name never.
+    # The directory may be missing: validation also runs where the loop's volume is not mounted (CI, a laptop).
+    path = Path(v)
+    if "\0" in v or v.endswith("/") or path.name in ("", ".", ".."):
+        raise ValueError("must be a file path such as /data/HALT, not a directory")
+    try:
+        is_directory = path.is_dir()
+    except OSError:  # an unreadable parent: nothing to say about the path itself
+        is_directory = False
+    if is_directory:
+        raise ValueError("must be a file path such as /data/HALT, not an existing directory")
+    return v
+
+
+HaltFilePath = Annotated[str, AfterValidator(_validate_halt_file)]
 
 
 class ExecutionParams(StrictModel):
     """How the signals are traded: maker-first orders, an optional taker fallback, a fixed bankroll (backtest and
     loop alike); and whether the loop places orders at all (``mode``), with the live loop's safety limits."""
 
-    bankroll_dollars: float = Field(10_000, gt=0, description="capital the Kelly fractions and caps refer to")
-    taker_fallback_cents: float | None = Field(
+    bankroll_dollars: StrictFloat = Field(10_000, gt=0, le=MAX_DOLLARS,
+                                          description="capital the Kelly fractions and caps refer to")
+    taker_fallback_cents: StrictFloat | None = Field(
         None, ge=0, le=100, description="cross the spread when the taker edge reaches this; null: maker orders only")
-    cancel_minutes_before_close: float = Field(
+    cancel_minutes_before_close: StrictFloat = Field(
         15, ge=0, le=24 * 60, description="cancel resting orders (and post none) this close to the market's close")
     mode: Literal["signals", "paper", "live"] = Field(
         "signals", description="signals: no orders; paper: simulated fills recorded as orders and fills; "
         "live: real orders on Kalshi")
-    halt_file: str | None = Field(
-        None, min_length=1, description="while a file exists at this path no new order is placed (a kill switch "
-        "for operators without a shell); its first line is the reason")
-    reconcile_seconds: float = Field(
+    halt_file: HaltFilePath | None = Field(
+        None, description="while a file exists at this path no new order is placed (a kill switch for operators "
+        "without a shell); its first line is the reason. Its directory need not exist yet")
+    reconcile_seconds: StrictFloat = Field(
         60, ge=5, le=3600, description="how often orders, fills and positions are reconciled with the exchange")
-    max_open_orders: StrictInt = Field(20, ge=0, description="no new order while this many are open")
+    max_open_orders: StrictInt = Field(20, ge=0, le=MAX_OPEN_ORDERS,
+                                       description="no new order while this many are open")
     max_position_contracts: StrictInt = Field(
-        500, ge=0, description="most contracts held per market and side, resting buy orders included")
-    max_daily_loss_dollars: float = Field(
-        500, gt=0, description="a climate day's realized plus mark-to-market loss beyond this halts trading")
+        500, ge=0, le=MAX_CONTRACTS,
+        description="most contracts held per market and side, resting buy orders included")
+    max_daily_loss_dollars: StrictFloat = Field(
+        500, gt=0, le=MAX_DOLLARS,
+        description="a climate day's realized plus mark-to-market loss beyond this halts trading")
 
 
 class RtConfig(StrictModel):
@@ -609,6 +657,11 @@ class _ConfigLoader(yaml.SafeLoader):
 
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+# PyYAML follows YAML 1.1, whose floats need a dot: it reads 1e5 as the text "1e5". Money is never coerced from
+# text, so read it as YAML 1.2 (and anyone reading the file) does: a number, which its field's bounds then judge.
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
 
 
 def load_yaml(text: str) -> Any:

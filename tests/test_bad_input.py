@@ -34,6 +34,7 @@ TRAIN_PLAN = ("train", "-c", "train.yaml", "--plan")
 BACKTEST = ("backtest", "-c", "rt.yaml", "--start", "2025-07-01", "--end", "2025-07-02")
 SIMULATE = ("simulate", "-c", "train.yaml", "--start", "2025-07-01", "--end", "2025-07-02")
 UNREACHABLE_PG = "postgresql+psycopg2://kwx@127.0.0.1:1/kwx"
+DASHBOARD = ("dashboard", "-c", "rt.yaml", "--port", "0")
 
 
 def _train(**replace: str) -> str:
@@ -106,6 +107,8 @@ CASES = {
     "db upgrade unknown revision": (("db", "upgrade", "bogusrev"), ["'bogusrev'", "known revisions: head"], {}),
     "db downgrade unknown revision": (("db", "downgrade", "bogusrev"), ["'bogusrev'", "known revisions"], {}),
     "db url not a url": (("db", "upgrade", "--db-url", "/x"), ["--db-url", "'/x' is not a database URL"], {}),
+    "db url port not a number": (("db", "current", "--db-url", "postgresql://u:pa/ss@h:notaport/x"),
+                                 ["--db-url", "'postgresql://u:***@h:notaport/x' is not a database URL"], {}),
     "db url unsupported dialect": (("db", "upgrade", "--db-url", "mysql+nosuchdriver://"),
                                    ["--db-url", "unsupported database 'mysql+nosuchdriver'"], {}),
     "db url missing driver": (("data", "summary", "--db-url", "postgresql://127.0.0.1:1/x"),
@@ -161,6 +164,27 @@ CASES = {
     "simulate workspace database unsupported": ((*SIMULATE, "--workspace-db-url", "mysql://x@127.0.0.1/y"),
                                                 ["--workspace-db-url", "unsupported database 'mysql'"],
                                                 {"train.yaml": TRAIN}),
+    "dashboard ui url javascript": ((*DASHBOARD, "--mlflow-ui-url", "javascript:alert(1)"),
+                                    ["--mlflow-ui-url", "http(s) URL", "'javascript:alert(1)'"], {}),
+    "dashboard ui url without host": ((*DASHBOARD, "--mlflow-ui-url", "http://:5000/"),
+                                      ["--mlflow-ui-url", "http(s) URL", "'http://:5000/'"], {}),
+    "bankroll quoted": (REPLAY, ["execution.bankroll_dollars: Input should be a valid number", "'10000'"],
+                        {"rt.yaml": RT + 'execution: {bankroll_dollars: "10000"}\n'}),
+    "bankroll 1e300": (REPLAY, ["execution.bankroll_dollars: Input should be less than or equal to 1000000000"],
+                       {"rt.yaml": RT + "execution: {bankroll_dollars: 1e300}\n"}),
+    "daily loss quoted": (REPLAY, ["execution.max_daily_loss_dollars: Input should be a valid number", "'500'"],
+                          {"rt.yaml": RT + "execution: {max_daily_loss_dollars: '500'}\n"}),
+    "position contracts 1e21": (REPLAY, ["execution.max_position_contracts: Input should be less than or equal to "
+                                         "1000000"],
+                                {"rt.yaml": RT + f"execution: {{max_position_contracts: {10**21}}}\n"}),
+    "open orders 1e12": (REPLAY, ["execution.max_open_orders: Input should be less than or equal to 10000"],
+                         {"rt.yaml": RT + f"execution: {{max_open_orders: {10**12}}}\n"}),
+    "halt file root": (REPLAY, ["execution.halt_file: must be a file path", "'/'"],
+                       {"rt.yaml": RT + "execution: {halt_file: /}\n"}),
+    "tau_open_cents quoted": (REPLAY, ["risk.tau_open_cents: Input should be a valid number", "'1'"],
+                              {"rt.yaml": RT + "risk: {tau_open_cents: '1'}\n"}),
+    "taker rate quoted": (REPLAY, ["fees.taker_rate: Input should be a valid number", "'0.07'"],
+                          {"rt.yaml": RT + "fees: {taker_rate: '0.07'}\n"}),
 }
 
 
@@ -183,6 +207,11 @@ def test_unknown_revision_creates_no_database(tmp_path):
 def test_bad_database_url_in_the_environment_is_named(monkeypatch):
     monkeypatch.setenv("KWX_DATABASE_URL", "mysql+nosuchdriver://")
     assert_one_error_line(cli.invoke(app, ["data", "summary"]), "$KWX_DATABASE_URL", "unsupported database")
+
+
+def test_bad_mlflow_ui_url_in_the_environment_is_named(workspace, monkeypatch):
+    monkeypatch.setenv("KWX_MLFLOW_UI_URL", "javascript:alert(document.cookie)")
+    assert_one_error_line(cli.invoke(app, list(DASHBOARD)), "$KWX_MLFLOW_UI_URL", "http(s) URL", "'javascript:")
 
 
 def test_read_only_database(workspace):

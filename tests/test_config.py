@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kwx.cities import CITIES
-from kwx.config import Calibration, ConfigError, TrainConfig, load_config, parse_config
+from kwx.config import Calibration, ConfigError, MatrixConfig, RtConfig, TrainConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("elasticnet_*.yaml"))
@@ -124,3 +124,98 @@ def test_vc_defaults_follow_the_exclusion():
     cfg = parse_config(MINIMAL, TrainConfig)
     assert cfg.vc_for("chicago").minute_features is True
     assert cfg.vc_for("nyc").minute_features is False
+
+
+RT_MINIMAL = {"markets": [{"city": "chicago", "bracket": "between"}]}
+# Every money field of the rt config: never read from text. Counts are StrictInt already (``trials: true`` above).
+MONEY = ["execution.bankroll_dollars", "execution.max_daily_loss_dollars", "execution.taker_fallback_cents",
+         "risk.kelly_alpha", "risk.max_spread_cents", "risk.tau_open_cents", "risk.slip_per_leg_cents",
+         "risk.max_bankroll_pct_city_day_side", "fees.taker_rate", "fees.maker_rate"]
+
+
+def _rt(path: str, value) -> dict:
+    section, name = path.split(".")
+    return {**RT_MINIMAL, section: {name: value}}
+
+
+def _rt_problems(path: str, value) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_rt(path, value), RtConfig)
+    return info.value.problems
+
+
+def test_the_shipped_rt_and_matrix_configs_validate():
+    rt = load_config(REPO / "configs" / "rt.yaml", RtConfig)
+    assert (rt.execution.bankroll_dollars, rt.execution.max_open_orders, rt.fees.contracts) == (10_000.0, 20, 10)
+    assert load_config(REPO / "configs" / "matrix.yaml", MatrixConfig).paths()
+
+
+@pytest.mark.parametrize("path", MONEY)
+def test_money_is_never_read_from_text(path):
+    value = 5 if path.endswith("_cents") else 1  # an integer valid in the field
+    assert _rt_problems(path, str(value)) == [f"{path}: Input should be a valid number (got '{value}')"]
+    assert any(f"{path}: Input should be a valid number (got True)" in p for p in _rt_problems(path, True))
+    section, name = path.split(".")
+    read = getattr(getattr(parse_config(_rt(path, value), RtConfig), section), name)
+    assert read == value and isinstance(read, float)  # a YAML integer is a number of dollars or cents
+
+
+def test_yaml_exponents_are_numbers_and_their_bounds_judge_them(tmp_path):
+    config = tmp_path / "rt.yaml"
+    config.write_text("markets: [{city: chicago, bracket: between}]\nexecution: {bankroll_dollars: 1e4}\n")
+    assert load_config(config, RtConfig).execution.bankroll_dollars == 10_000.0
+    config.write_text("markets: [{city: chicago, bracket: between}]\nexecution: {bankroll_dollars: 1e300}\n")
+    with pytest.raises(ConfigError, match=r"bankroll_dollars: Input should be less than or equal to 1000000000 "
+                                          r"\(got 1e\+300\)"):
+        load_config(config, RtConfig)
+
+
+@pytest.mark.parametrize(("path", "largest"), [
+    ("execution.bankroll_dollars", 10**9), ("execution.max_daily_loss_dollars", 10**9),
+    ("execution.max_position_contracts", 10**6), ("execution.max_open_orders", 10**4), ("fees.contracts", 10**6),
+])
+def test_money_and_counts_have_an_upper_bound(path, largest):
+    section, name = path.split(".")
+    assert getattr(getattr(parse_config(_rt(path, largest), RtConfig), section), name) == largest
+    assert _rt_problems(path, largest + 1) == [f"{path}: Input should be less than or equal to {largest} "
+                                               f"(got {largest + 1})"]
+
+
+@pytest.mark.parametrize("path", ["execution.max_position_contracts", "execution.max_open_orders"])
+def test_counts_are_whole_numbers(path):
+    assert _rt_problems(path, "20") == [f"{path}: Input should be a valid integer (got '20')"]
+    assert _rt_problems(path, 20.0) == [f"{path}: Input should be a valid integer (got 20.0)"]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"calibration": {"isotonic_min_rows": "1000"}}, "calibration.isotonic_min_rows: Input should be a valid integer"),
+    ({"calibration": {"isotonic_min_rows": 10**12}}, "calibration.isotonic_min_rows: Input should be less than or "
+                                                     "equal to 1000000000"),
+    ({"calibration": {"isotonic_min_events": 8.0}}, "calibration.isotonic_min_events: Input should be a valid integer"),
+    ({"acceptance": {"min_windows": "4"}}, "acceptance.min_windows: Input should be a valid integer"),
+    ({"acceptance": {"min_windows": 10**6}}, "acceptance.min_windows: Input should be less than or equal to 3650"),
+    ({"pilot": {"directory": "x", "test_rows": 10**12}}, "pilot.test_rows: Input should be less than or equal to"),
+    ({"risk": {"kelly_alpha": "0.5"}}, "risk.kelly_alpha: Input should be a valid number"),
+])
+def test_train_config_counts_and_risk_are_strict_and_bounded(changes, expected):
+    assert any(expected in p for p in _problems(**changes)), _problems(**changes)
+
+
+@pytest.mark.parametrize("halt_file", ["/", "", ".", "..", "halts/..", "/data/", "HALT\0", "{tmp}"])
+def test_the_halt_file_must_be_a_file_path(halt_file, tmp_path):
+    (problem,) = _rt_problems("execution.halt_file", halt_file.format(tmp=tmp_path))
+    assert problem.startswith("execution.halt_file: must be a file path such as /data/HALT, not ")
+
+
+@pytest.mark.parametrize("halt_file", ["HALT", "{tmp}/HALT", "{tmp}/not-yet-mounted/HALT", "/data/HALT"])
+def test_a_halt_file_may_not_exist_yet_nor_its_directory(halt_file, tmp_path):
+    path = halt_file.format(tmp=tmp_path)
+    assert parse_config(_rt("execution.halt_file", path), RtConfig).execution.halt_file == path
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "http://:5000/", "https://user@/x", "http://[::1", "//host/x"])
+def test_base_urls_are_http_with_a_host(url):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**RT_MINIMAL, "kalshi_base_url": url}, RtConfig)
+    assert info.value.problems == [f"kalshi_base_url: must be an http(s) URL with a host, such as https://host/path "
+                                   f"(got {url!r})"]

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from kwx.cli import app
 from kwx.data import migrations
 from kwx.data.demo import generate_city
-from kwx.secrets import MASK, RedactingFilter, configure_logging, redact, snippet
+from kwx.secrets import MASK, SECRET_QUERY_PARAMS, RedactingFilter, configure_logging, mask_url, redact, snippet
 from tests.conftest import small_training_run
 from tests.data.fake_http import OFFLINE_FORECASTS, FakeApi, Reply
 from tests.data.test_kalshi import serve_kalshi
@@ -36,6 +41,103 @@ PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgE
 ])
 def test_secret_query_parameters_and_url_passwords_are_masked(raw, expected):
     assert redact(raw) == expected
+
+
+# Database URLs are read with SQLAlchemy's own grammar: a password runs from the user's ':' to the '@' before the
+# host, whatever it holds ('/', ':', '#', '?', '%', unicode); a raw '@' (SQLAlchemy cuts at the first) is masked
+# up to the last one before the query; a URL SQLAlchemy cannot parse is masked up to its last '@'.
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("cannot reach database postgresql+psycopg2://u:pa/ss@127.0.0.1:1/x: connection refused",
+     f"cannot reach database postgresql+psycopg2://u:{MASK}@127.0.0.1:1/x: connection refused"),
+    ("'postgresql://kwx:a:b#c?d/e%zz@db:5432/kwx?sslmode=require'",
+     f"'postgresql://kwx:{MASK}@db:5432/kwx?sslmode=require'"),
+    ("postgresql://kwx:pässwörd@db/kwx", f"postgresql://kwx:{MASK}@db/kwx"),
+    ("postgresql://kwx:p@ss@db/kwx", f"postgresql://kwx:{MASK}@db/kwx"),
+    ("postgresql://kwx:p@/ss@db:5432/kwx?sslmode=require", f"postgresql://kwx:{MASK}@db:5432/kwx?sslmode=require"),
+    ("postgresql://kwx:pa/ss@db:notaport/kwx", f"postgresql://kwx:{MASK}@db:notaport/kwx"),
+    ("postgresql://kwx@db/kwx?sslmode=require&password=a%2Fb#c&application_name=x",
+     f"postgresql://kwx@db/kwx?sslmode=require&password={MASK}&application_name=x"),
+    ('{"url": "postgresql://db/kwx?password=p4ss", "n": 1}',
+     f'{{"url": "postgresql://db/kwx?password={MASK}", "n": 1}}'),
+    ("sqlite:////var/lib/kwx/kwx.db at revision head", "sqlite:////var/lib/kwx/kwx.db at revision head"),
+])
+def test_database_url_passwords_of_any_characters_are_masked_in_text(raw, expected):
+    assert redact(raw) == expected
+
+
+def test_a_whole_url_is_masked_even_with_blanks_in_its_password():
+    assert mask_url("postgresql+psycopg2://u:pa ss/w@db:5432/kwx") == f"postgresql+psycopg2://u:{MASK}@db:5432/kwx"
+    assert mask_url("sqlite:///kwx.db") == "sqlite:///kwx.db"
+
+
+# Passwords as a user writes them: any character percent-encoded, or raw wherever SQLAlchemy reads it back intact.
+# The markers around each make a coincidental match with the rest of the line impossible.
+_PASSWORDS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=24).map(
+    lambda middle: f"Pw{middle}Zz")
+_DB = "postgresql+psycopg2"
+
+
+def _raw_url(password: str, host: str = "db:5432") -> str:
+    return f"{_DB}://kwx:{password}@{host}/kwx"
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_PASSWORDS, encoded=st.booleans(), param=st.sampled_from(SECRET_QUERY_PARAMS))
+@example(password="Pw/@:%#?Zz", encoded=True, param="password")
+@example(password="Pwpa/ss:#?%Zz", encoded=False, param="key")
+@example(password="Pw pa/ss\u00e9\u4e2dZz", encoded=False, param="token")
+def test_no_password_survives_redact_or_mask_url(password, encoded, param):
+    url = (f"{_DB}://kwx:{quote(password, safe='')}@db:5432/kwx?sslmode=require&{param}={quote_plus(password)}"
+           if encoded else _raw_url(password))
+    assume(encoded or make_url(url).password == password)  # raw only where SQLAlchemy reads it back intact
+    whole = mask_url(url)
+    assert password not in whole and quote(password, safe="") not in whole and f"kwx:{MASK}@db:5432/kwx" in whole
+    if encoded or not re.search(r"\s", password):  # in free text a URL ends at a blank, so it must be encoded
+        line = redact(f"error: cannot reach database {url}: connection refused")
+        assert password not in line and quote(password, safe="") not in line and quote_plus(password) not in line
+        assert line.startswith(f"error: cannot reach database {_DB}://kwx:{MASK}@db:5432/kwx")
+
+
+@settings(max_examples=25, deadline=None)
+@given(password=_PASSWORDS, encoded=st.booleans())
+@example(password="Pwpa/ssZz", encoded=False)
+def test_no_password_reaches_the_error_line_of_a_failed_connection(password, encoded):
+    url = _raw_url(quote(password, safe="") if encoded else password, host="127.0.0.1:1")  # closed port: fails fast
+    assume(make_url(url).password == password)  # raw only where SQLAlchemy reads it back as this password
+    result = CliRunner().invoke(app, ["db", "current", "--db-url", url])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach database {_DB}://kwx:{MASK}@127.0.0.1:1/kwx" in " ".join(result.output.split())
+    assert password not in result.output and quote(password, safe="") not in result.output
+
+
+@pytest.mark.parametrize(("password", "hidden"), [
+    ("pa/ss", "pa/ss"),
+    # SQLAlchemy cuts at the first '@' and the driver quotes the rest as the host it cannot resolve.
+    ("Pw@Secret1", "Secret1"),
+])
+def test_a_password_is_not_printed_by_db_current(password, hidden):
+    result = CliRunner().invoke(app, ["db", "current", "--db-url", f"{_DB}://u:{password}@127.0.0.1:1/x"])
+    assert result.exit_code == 2 and f"u:{MASK}@127.0.0.1:1/x" in result.output
+    assert hidden not in result.output, result.output
+
+
+@pytest.mark.postgres
+def test_a_sentinel_password_reaches_no_output_of_the_commands_that_print_the_database(postgres_url):
+    sentinel = "Sentinel/Pg:Pass#word?7f3a"  # trust authentication accepts any password, so the commands succeed
+    server = make_url(postgres_url)
+    url = f"{server.drivername}://{server.username}:{sentinel}@{server.host}:{server.port}/{server.database}"
+    assert make_url(url).password == sentinel  # written raw, as SQLAlchemy accepts it
+    closed = url.replace(f"@{server.host}:{server.port}/", "@127.0.0.1:1/")
+    runner = CliRunner()
+    commands = [["db", "upgrade"], ["db", "current"], ["data", "summary"], ["db", "downgrade", "base"]]
+    results = [runner.invoke(app, [*command, "--db-url", url]) for command in commands]
+    failed = [runner.invoke(app, [*command, "--db-url", closed]) for command in commands]
+    assert [r.exit_code for r in results] == [0, 0, 2, 0], [r.output for r in results]
+    assert "no data in postgresql" in results[2].output
+    assert {r.exit_code for r in failed} == {2} and all("cannot reach database" in r.output for r in failed)
+    outputs = [r.output for r in results + failed]
+    assert all(MASK in o for o in outputs), outputs
+    assert [o for o in outputs if sentinel in o or quote(sentinel, safe="") in o or "Pass" in o] == []
 
 
 def test_secret_values_from_the_environment_are_masked_wherever_they_appear(monkeypatch):

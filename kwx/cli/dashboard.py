@@ -72,6 +72,20 @@ def dashboard_token(host: str) -> str | None:
     return token
 
 
+def mlflow_ui_url(option: str | None) -> str | None:
+    """--mlflow-ui-url, else $KWX_MLFLOW_UI_URL: the page links each model to its run there, so anything but an
+    http(s) URL with a host (a ``javascript:`` URL would run in the operator's browser) is refused."""
+    from kwx.config import check_http_url
+
+    source, url = ("--mlflow-ui-url", option) if option else (f"${UI_URL_ENV}", os.environ.get(UI_URL_ENV))
+    if not url:
+        return None
+    try:
+        return check_http_url(url)
+    except ValueError as exc:
+        raise fail(f"{source}: {exc}; got {url!r}") from None
+
+
 def _registry_client():
     """An MLflow client that fails a request in seconds (a page must not hang on a dead tracking server); an
     unreachable registry at start is a warning, since the page shows the outage and recovers."""
@@ -104,8 +118,9 @@ def dashboard(
         min=1)] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="The rt config the loop runs with: its markets, "
                                          "stage, tick interval, execution mode and halt file.")] = RT_CONFIG,
-    mlflow_ui_url: Annotated[str | None, typer.Option(
-        help=f"Address of the MLflow UI, to link each model to its run (default ${UI_URL_ENV}).")] = None,
+    ui_url: Annotated[str | None, typer.Option(
+        "--mlflow-ui-url", help=f"Address of the MLflow UI, an http(s) URL, to link each model to its run "
+        f"(default ${UI_URL_ENV}).")] = None,
     db_url: DbUrlOption = None,
     tracking_uri: TrackingUriOption = None,
 ) -> None:
@@ -125,6 +140,7 @@ def dashboard(
     from kwx.data.db import DATABASE_FAILURES, DatabaseUrlError, database_problem, database_url, make_read_only_engine
     from kwx.secrets import configure_logging, redact
 
+    ui_url = mlflow_ui_url(ui_url)
     cfg = load_or_fail(config, RtConfig)
     token = dashboard_token(host)
     url = database_url(db_url)
@@ -147,7 +163,7 @@ def dashboard(
     client = _registry_client()
     max_age = max_age or max(MIN_DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_AGE_TICKS * cfg.tick_seconds)
     clock = SystemClock()
-    registry = RegistryView(client, clock, stage=cfg.stage, ui_url=mlflow_ui_url or os.environ.get(UI_URL_ENV),
+    registry = RegistryView(client, clock, stage=cfg.stage, ui_url=ui_url,
                             refresh_seconds=cfg.model_refresh_seconds, max_stale_days=cfg.max_stale_days)
     board = Dashboard(engine, registry, cfg, clock, max_age, redact(f"database {url}"))
     try:

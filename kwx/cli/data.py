@@ -25,7 +25,7 @@ from kwx.cli.common import (
 from kwx.data import migrations
 from kwx.data.db import database_url
 from kwx.data.demo import DEFAULT_DECIDED_QUOTE_CENTS, DEFAULT_MARKET_SKILL, DEFAULT_REPRICE_MINUTES, MINUTES_PER_DAY
-from kwx.secrets import configure_logging, redact
+from kwx.secrets import configure_logging, mask_url, redact
 
 data_app = KwxTyper(help="Demo data, coverage summary.")
 ingest_app = KwxTyper(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather, Open-Meteo "
@@ -106,8 +106,8 @@ def data_summary(db_url: DbUrlOption = None) -> None:
     finally:
         engine.dispose()
     if summary.empty:
-        raise fail(f"no data in {redact(database_url(db_url))}: run `kwx data demo` or `kwx ingest ...`")
-    table = Table(title=f"kwx data in {redact(database_url(db_url))}")
+        raise fail(f"no data in {mask_url(database_url(db_url))}: run `kwx data demo` or `kwx ingest ...`")
+    table = Table(title=f"kwx data in {mask_url(database_url(db_url))}")
     for column in ("city", "markets", "candles", "event days", "settled", "weather obs", "weather (UTC)", "forecasts"):
         table.add_column(column, justify="left" if column in ("city", "event days", "weather (UTC)") else "right")
 

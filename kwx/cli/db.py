@@ -9,7 +9,7 @@ import typer
 from kwx.cli.common import DbUrlOption, KwxTyper, console, fail
 from kwx.data import migrations
 from kwx.data.db import database_url
-from kwx.secrets import redact
+from kwx.secrets import mask_url
 
 db_app = KwxTyper(help="Create and migrate the kwx database (alembic).")
 
@@ -24,7 +24,7 @@ def db_upgrade(
         migrations.upgrade(db_url, revision)
     except migrations.MigrationError as exc:
         raise fail(str(exc)) from None
-    console.print(f"database {redact(database_url(db_url))} at revision {revision}")
+    console.print(f"database {mask_url(database_url(db_url))} at revision {revision}")
 
 
 @db_app.command("downgrade")
@@ -37,7 +37,7 @@ def db_downgrade(
         migrations.downgrade(db_url, revision)
     except migrations.MigrationError as exc:
         raise fail(str(exc)) from None
-    console.print(f"database {redact(database_url(db_url))} downgraded to {revision}")
+    console.print(f"database {mask_url(database_url(db_url))} downgraded to {revision}")
 
 
 @db_app.command("current")
@@ -52,4 +52,4 @@ def db_current(db_url: DbUrlOption = None) -> None:
         engine.dispose()
     head = migrations.head_revision()
     state = "at head" if current == head else f"behind head {head}: run `kwx db upgrade`"
-    console.print(f"{redact(database_url(db_url))}: revision {current or '(none)'} ({state})")
+    console.print(f"{mask_url(database_url(db_url))}: revision {current or '(none)'} ({state})")

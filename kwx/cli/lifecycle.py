@@ -28,7 +28,7 @@ from kwx.cli.rt import _replay_speed
 from kwx.cli.train import _parse_overrides, _training_errors
 from kwx.config import TrainConfig, sample_configs_dir
 from kwx.data import migrations
-from kwx.secrets import redact
+from kwx.secrets import mask_url, redact
 
 AsOfOption = Annotated[datetime | None, typer.Option(
     "--as-of", formats=["%Y-%m-%d"],
@@ -221,5 +221,6 @@ def _print_weeks(result) -> None:
     alarms = [f"{r.day}: {line}" for r in result.days for line in r.alarms]
     for line in alarms:
         err_console.print(f"[yellow]drift alarm[/] {line}", highlight=False)
-    console.print(f"simulation run {result.run_id} in {result.tracking_uri} (workspace database "
-                  f"{result.database_url}); browse it with: mlflow ui --backend-store-uri {result.tracking_uri}")
+    tracking = mask_url(result.tracking_uri)
+    console.print(f"simulation run {result.run_id} in {tracking} (workspace database "
+                  f"{mask_url(result.database_url)}); browse it with: mlflow ui --backend-store-uri {tracking}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +40,9 @@ def schedule(
         help="Matrix YAML (configs/matrix.yaml): schedule every config it lists.")] = None,
     once: Annotated[bool, typer.Option(
         "--once", help="Run the jobs due now (latest slot newer than their last run in --state), one line each, "
-        "and exit: 1 when one failed or raised an alarm. For cron.")] = False,
+        "and exit: 1 when one failed or raised an alarm, else 0. For cron. SIGTERM or Ctrl-C lets the running job "
+        "finish and be recorded, skips the rest (still due next time) and exits the same way; a second signal "
+        "kills at once, leaving that job due.")] = False,
     list_jobs: Annotated[bool, typer.Option(
         "--list", help="Print every job, its next slot (local and UTC) and its last run, and exit.")] = False,
     state: Annotated[Path, typer.Option(
@@ -51,7 +55,8 @@ def schedule(
     """The lifecycle service: per config, a weekly retrain (lifecycle.retrain_weekday at lifecycle.retrain_time)
     that promotes what passes its gates, and a daily monitor pass (lifecycle.monitor_time), both on the city's
     local wall clock. A job that fails is logged (one JSON line on stderr) with its reason and retried at its
-    next slot; it never stops the service. SIGTERM or Ctrl-C stops it after the running job."""
+    next slot; it never stops the service. SIGTERM or Ctrl-C stops it after the running job (exit 0); a second
+    signal kills it at once, and that job, never recorded, runs at its next slot."""
     import logging
 
     from kwx.clock import SystemClock
@@ -121,8 +126,37 @@ def _lifecycle_jobs(db_url: str | None, clock: Clock) -> Iterator[JobRunner]:
         engine.dispose()
 
 
+class _StopSignals:
+    """While active, the first SIGTERM or SIGINT sets ``stop`` and kwx finishes its running job; a second one
+    gets the signal's default action and kills the process at once.
+
+    Finishing rather than abandoning the job: a retrain cut short leaves nothing worth recording, and the
+    supervisor that sent the signal bounds the wait itself (its stop timeout, then SIGKILL). The state file is
+    written atomically, so a kill at any point leaves the last complete one, and the job stays due.
+    """
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.received: str | None = None
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.received = signal.Signals(signum).name
+        self.stop.set()
+        for sig in self._previous:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def _run_once(service: Schedule) -> None:
-    results = service.run_due()
+    with _StopSignals() as signals:
+        results = service.run_due(signals.stop)
     if not results:
         upcoming = [(spec, slot) for spec, slot in service.upcoming() if slot is not None]
         spec, slot = min(upcoming, key=lambda pair: pair[1])
@@ -130,26 +164,21 @@ def _run_once(service: Schedule) -> None:
         return
     for result in results:
         console.print(result.line(), highlight=False, markup=False)
+    if signals.received:
+        console.print(f"stopped by {signals.received}", highlight=False)
     if any(result.status in ("failed", "alarm") for result in results):
         raise typer.Exit(1)
 
 
 def _serve(service: Schedule) -> None:
-    import signal
     import sys
-    import threading
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _StopSignals() as signals:
         _print_jobs(service.specs, service.state, service.clock, title="kwx schedule: next slots")
         console.print(f"serving {len(service.specs)} jobs; SIGTERM or Ctrl-C stops after the running job",
                       highlight=False)
         sys.stdout.flush()  # a container's log shows the banner now, not when the buffer fills
-        service.serve(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        service.serve(signals.stop)
     console.print("stopped", highlight=False)
 
 

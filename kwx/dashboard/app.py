@@ -39,7 +39,7 @@ from kwx.dashboard import queries, views
 from kwx.dashboard.registry import RegistryView
 from kwx.data.db import DATABASE_FAILURES, database_problem
 from kwx.data.forecasts import newest_forecasts
-from kwx.domain.markets import climate_day
+from kwx.domain.markets import BRACKETS, climate_day
 from kwx.execution import records
 from kwx.secrets import redact
 
@@ -56,6 +56,19 @@ STATIC = resources.files("kwx.dashboard") / "static"
 
 class BadRequest(ValueError):
     """A query parameter the page (or a hand-written URL) got wrong: a 400 naming it."""
+
+
+def known_city(text: str) -> str:
+    try:
+        return get_city(text).key
+    except ValueError:
+        raise BadRequest(f"city {text!r} is not a known city") from None
+
+
+def known_bracket(text: str) -> str:
+    if text not in BRACKETS:
+        raise BadRequest(f"bracket {text!r} is not a known bracket ({', '.join(BRACKETS)})")
+    return text
 
 
 class RegistryUnavailable(RuntimeError):
@@ -94,11 +107,7 @@ class Dashboard:
         return climate_day(newest, get_city(self.config.markets[0].city))
 
     def city(self, request: Request) -> str:
-        city = request.query_params.get("city", self.config.markets[0].city)
-        try:
-            return get_city(city).key
-        except ValueError:
-            raise BadRequest(f"city {city!r} is not a known city") from None
+        return known_city(request.query_params.get("city", self.config.markets[0].city))
 
     def models(self, day: date) -> list[views.ModelRow]:
         return self._ask_registry(lambda: self.registry.models(day, self.families))
@@ -163,9 +172,11 @@ def ladder(board: Dashboard, request: Request) -> dict:
 def signals(board: Dashboard, request: Request) -> dict:
     day = board.day(request)
     markets = queries.day_markets(board.engine, day)
-    for key in ("city", "bracket"):
-        if request.query_params.get(key):
-            markets = markets[markets["city" if key == "city" else "strike_type"] == request.query_params[key]]
+    # optional filters: absent or empty shows every market of the day; a value no market could have is a typo
+    if city := request.query_params.get("city"):
+        markets = markets[markets["city"] == known_city(city)]
+    if bracket := request.query_params.get("bracket"):
+        markets = markets[markets["strike_type"] == known_bracket(bracket)]
     labels = dict(zip(markets["ticker"], (views.bracket_label(*m) for m in markets[
         ["strike_type", "floor_strike", "cap_strike"]].itertuples(index=False)), strict=True))
     return views.latest_signals(queries.latest_signals(board.engine, markets["ticker"].tolist()), labels)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from kwx.secrets import redact  # one redaction for URLs, logs and errors; also imported from here
+from kwx.secrets import mask_url, redact, url_secrets  # redact is also imported from here
 
 DEFAULT_DATABASE_URL = "sqlite:///kwx.db"
 DATABASE_URL_ENV = "KWX_DATABASE_URL"
@@ -28,16 +28,16 @@ def check_url(url: str) -> None:
     """Parse ``url`` and load its driver without connecting; DatabaseUrlError says what is wrong."""
     try:
         parsed = make_url(url)
-    except exc.ArgumentError:
-        raise DatabaseUrlError(f"{url!r} is not a database URL (e.g. sqlite:///kwx.db or "
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise DatabaseUrlError(f"'{mask_url(url)}' is not a database URL (e.g. sqlite:///kwx.db or "
                                "postgresql+psycopg2://user@host/kwx)") from None
     if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
-        raise DatabaseUrlError(f"unsupported database {parsed.drivername!r} in {redact(url)}; kwx supports "
+        raise DatabaseUrlError(f"unsupported database {parsed.drivername!r} in {mask_url(url)}; kwx supports "
                                f"{' and '.join(SUPPORTED_BACKENDS)}")
     try:
         parsed.get_dialect().import_dbapi()
     except (exc.NoSuchModuleError, ImportError) as error:
-        raise DatabaseUrlError(f"no driver for {parsed.drivername!r} in {redact(url)} ({error}); "
+        raise DatabaseUrlError(f"no driver for {parsed.drivername!r} in {mask_url(url)} ({error}); "
                                "e.g. postgresql+psycopg2://... uses the installed psycopg2") from None
 
 
@@ -49,10 +49,11 @@ def database_problem(error: BaseException, url: str | None) -> str | None:
         if what is None:
             return None
         return f"{what}: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
-    where = f"database {redact(url)}" if url else "the database"
+    where = f"database {mask_url(url)}" if url else "the database"
     if not isinstance(error, exc.OperationalError | exc.InterfaceError):
         return None
-    reason = str(error.orig or error).strip().splitlines()[0]
+    # A driver may quote what it was given (a host holding half a password cut at an '@').
+    reason = redact(str(error.orig or error).strip().splitlines()[0], extra=url_secrets(url) if url else ())
     lowered = reason.lower()
     if "disk is full" in lowered or "no space left" in lowered:
         return f"disk full writing {where}: {reason}"
@@ -99,7 +100,7 @@ def make_read_only_engine(url: str | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if path in ("", ":memory:") or path.startswith("file:"):
-            raise DatabaseUrlError(f"{redact(url)}: a read-only reader needs a SQLite file path")
+            raise DatabaseUrlError(f"{mask_url(url)}: a read-only reader needs a SQLite file path")
         # No pool: every read opens the file as it is now, so a database file that went away (and came back,
         # or was restored) is noticed by the next request instead of hidden behind a pooled connection.
         engine = create_engine(parsed.set(database=f"file:{os.path.abspath(path)}",

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -29,11 +30,10 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 
 from kwx.cities import get_city
 from kwx.clock import Clock
-from kwx.config import TrainConfig
+from kwx.config import WEEKDAYS, TrainConfig
 from kwx.domain.markets import climate_day
 from kwx.secrets import RedactingFilter, redact
 
@@ -50,6 +50,7 @@ MISFIRE_GRACE = timedelta(hours=6)
 # The longest gap between two slots of a job (a week) plus room for a DST shift: last_slot looks back this far.
 _LOOKBACK = timedelta(days=8)
 _REASON_CHARS = 500
+_STOPPING = "kwx was told to stop before this job started; it is still due"
 _STATE_VERSION = 1
 
 
@@ -73,30 +74,40 @@ class JobSpec:
     def cadence(self) -> str:
         return f"{self.weekday} {self.time}" if self.weekday else f"daily {self.time}"
 
-    def trigger(self) -> CronTrigger:
+    def trigger(self) -> WallClockTrigger:
         hour, minute = (int(part) for part in self.time.split(":"))
-        return WallClockTrigger(day_of_week=self.weekday[:3] if self.weekday else "*", hour=hour, minute=minute,
-                                timezone=self.zone)
+        return WallClockTrigger(hour, minute, WEEKDAYS.index(self.weekday) if self.weekday else None, self.zone)
 
 
-class WallClockTrigger(CronTrigger):
-    """A CronTrigger that fires once per wall-clock slot.
+class WallClockTrigger(BaseTrigger):
+    """Fires once per wall-clock slot: ``hour``:``minute`` on every day (or on ``weekday``, Monday = 0) of
+    ``zone``'s calendar.
 
-    On the fall-back day APScheduler 3 fires a time in the repeated hour twice (once per UTC offset); the second
-    is skipped, as cron does. A time the spring-forward jump skips (02:30) keeps CronTrigger's behaviour: it
-    fires at that instant on the old offset, 03:30 daylight time.
+    A time the fall-back day repeats fires once, at its first occurrence, as cron does; a time the spring-forward
+    jump skips (02:30) fires at that instant on the old offset, 03:30 daylight time. Computed from the calendar
+    rather than by APScheduler's CronTrigger, which on a spring-forward day skips the next day's midnight
+    (from 2024-03-10 00:00 CST it gave 03-12, not 03-11).
     """
 
+    def __init__(self, hour: int, minute: int, weekday: int | None, zone: ZoneInfo):
+        self.hour, self.minute, self.weekday, self.zone = hour, minute, weekday, zone
+
+    def slot_on(self, day: date) -> datetime:
+        # fold=0: the first of a repeated time, and the old offset for a skipped one
+        return _local(datetime.combine(day, dt_time(self.hour, self.minute), tzinfo=self.zone), self.zone)
+
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        fire = super().get_next_fire_time(previous_fire_time, now)
-        while fire is not None and _repeated_wall_time(fire):
-            fire = super().get_next_fire_time(fire, fire)
-        return fire
-
-
-def _repeated_wall_time(moment: datetime) -> bool:
-    """The second occurrence of a wall-clock time in the hour a fall-back repeats."""
-    return moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
+        """The first slot at or after ``now``; with ``previous_fire_time``, the first after it (CronTrigger's
+        contract: a run missed since then is still returned, for the scheduler's misfire rule to judge)."""
+        start = now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
+        start = start.astimezone(UTC)
+        day = start.astimezone(self.zone).date() - timedelta(days=1)  # the day before: its slot may still be ahead
+        while True:
+            if self.weekday is None or day.weekday() == self.weekday:
+                slot = self.slot_on(day)
+                if slot.astimezone(UTC) >= start:
+                    return slot
+            day += timedelta(days=1)
 
 
 def job_specs(configs: Iterable[TrainConfig]) -> list[JobSpec]:
@@ -338,15 +349,22 @@ class Schedule:
                       error=f"cannot record the run: {_reason(exc)}")
         return result
 
-    def run_due(self) -> list[JobResult]:
-        """``--once``: every job due now, one after another."""
-        due = due_now(self.specs, self.clock.now(), self.state.last_done())
-        return [self.run_job(spec, slot) for spec, slot in due]
+    def run_due(self, stop: threading.Event | None = None) -> list[JobResult]:
+        """``--once``: every job due now, one after another. Once ``stop`` is set the rest are skipped, and not
+        recorded, so they stay due."""
+        results = []
+        for spec, slot in due_now(self.specs, self.clock.now(), self.state.last_done()):
+            if stop is not None and stop.is_set():
+                _log_json(logging.INFO, job=spec.name, slot=_iso(slot), status="skipped", reason=_STOPPING)
+                results.append(JobResult(spec, slot, "skipped", _STOPPING))
+            else:
+                results.append(self.run_job(spec, slot))
+        return results
 
     def _scheduled(self, spec: JobSpec) -> None:
         # A job queued behind the running one when the service was told to stop is left for its next slot.
         if self._stopping.is_set():
-            _log_json(logging.INFO, job=spec.name, status="skipped", reason="the service is stopping")
+            _log_json(logging.INFO, job=spec.name, status="skipped", reason=_STOPPING)
             return
         self.run_job(spec)
 

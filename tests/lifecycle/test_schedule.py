@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -517,3 +518,83 @@ def test_a_signal_stops_the_service_cleanly(tmp_path, sig):
     assert process.returncode == 0, err
     assert "retrain chicago/between" in "".join(banner) and "stopped" in out
     assert "Traceback" not in err
+
+
+_ONCE_SCRIPT = """
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import kwx.cli.schedule as cli
+from kwx.lifecycle.schedule import JobOutput
+
+release = Path(sys.argv[3])
+
+
+@contextmanager
+def jobs(db_url, clock):
+    def run(spec, slot):
+        print(f"running {spec.name}", flush=True)
+        deadline = time.monotonic() + 15
+        while not release.exists() and time.monotonic() < deadline:  # the test releases it after signalling
+            time.sleep(0.05)
+        return JobOutput(["fake"])
+
+    yield run
+
+
+cli._lifecycle_jobs = jobs  # no database or tracking store: this test is about the process and its signals
+from kwx.cli import app
+
+app(["schedule", "--config", sys.argv[1], "--state", sys.argv[2], "--once"], prog_name="kwx")
+"""
+
+
+def _once_in_a_subprocess(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """`kwx schedule --once` whose first job runs until ``release`` exists; returned once that job has started."""
+    config, state, release = _write_config(tmp_path), tmp_path / "state.json", tmp_path / "release"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-c", _ONCE_SCRIPT, str(config), str(state), str(release)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = process.stdout.readline()
+    assert first.startswith("running retrain chicago/between"), (first, process.stderr.read())
+    return process, state, release
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_once_finishes_the_running_job_records_it_and_leaves_the_rest_due(tmp_path, sig):
+    process, state, release = _once_in_a_subprocess(tmp_path)
+    try:
+        process.send_signal(sig)
+        time.sleep(0.5)  # the signal lands while the job still runs
+        release.touch()
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, (process.returncode, out, err)
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("retrain chicago/between (slot ") and lines[0].endswith(": ok"), out
+    assert "running monitor" not in out  # the job queued behind it is left for the next run
+    assert lines[1].startswith("monitor chicago/between (slot ") and ": skipped: " in lines[1], out
+    assert lines[2:] == [f"stopped by {signal.Signals(sig).name}"], out
+    assert "Traceback" not in err
+    assert list(json.loads(state.read_text())["jobs"]) == ["retrain chicago/between"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_once_kills_at_once_and_the_job_stays_due(tmp_path, sig):
+    process, state, _release = _once_in_a_subprocess(tmp_path)  # never released: only the kill ends the job
+    try:
+        process.send_signal(sig)
+        time.sleep(0.5)
+        process.send_signal(sig)
+        out, _err = process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -sig, out
+    assert not state.exists()
