@@ -419,12 +419,29 @@ class MarketSelector(StrictModel):
 
 
 class FeeConfig(StrictModel):
-    """Kalshi's quadratic fee parameters: taker on every series; maker per the series' fee type."""
+    """Kalshi's fees: by default each series' fee type and multiplier as the exchange publishes them (stored by
+    ``kwx data ingest kalshi`` / ``kwx data ingest fees``, refreshed by the live loop) in force at each trade's
+    time; set both rates to price every series and time the same instead."""
 
-    taker_rate: StrictFloat = Field(0.07, ge=0, le=1, description="fee of a taker fill: ceil(rate·C·P·(1−P)) dollars")
-    maker_rate: StrictFloat = Field(0.0, ge=0, le=1, description="fee of a maker fill, by the same formula")
+    taker_rate: StrictFloat | None = Field(
+        None, ge=0, le=1, description="override: fee of a taker fill, ceil(rate·C·P·(1−P)) dollars, for every "
+        "series; null (with maker_rate null): the exchange's fee data")
+    maker_rate: StrictFloat | None = Field(
+        None, ge=0, le=1, description="override: fee of a maker fill by the same formula; set together with "
+        "taker_rate")
     contracts: StrictInt = Field(10, ge=1, le=MAX_CONTRACTS,
                                  description="order size the per-contract fee rounding assumes")
+
+    @model_validator(mode="after")
+    def _both_rates_or_none(self) -> FeeConfig:
+        if (self.taker_rate is None) != (self.maker_rate is None):
+            raise ValueError("set both taker_rate and maker_rate to override the exchange's fees, or neither")
+        return self
+
+    @property
+    def override(self) -> tuple[float, float] | None:
+        """(taker, maker) when the config replaces the exchange's fee data."""
+        return None if self.taker_rate is None else (self.taker_rate, self.maker_rate)
 
 
 def _validate_halt_file(v: str) -> str:
@@ -471,6 +488,9 @@ class ExecutionParams(StrictModel):
     max_daily_loss_dollars: StrictFloat = Field(
         500, gt=0, le=MAX_DOLLARS,
         description="a climate day's realized plus mark-to-market loss beyond this halts trading")
+    trade_api_url: HttpUrlText | None = Field(
+        None, description="Kalshi trading API base URL for live mode; null: the --env's URL (demo or production). "
+        "$KWX_KALSHI_TRADE_URL overrides it; Kalshi's production host still needs --env prod --confirm-production")
 
 
 class RtConfig(StrictModel):

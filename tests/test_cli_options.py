@@ -43,8 +43,9 @@ REQUIRED = {  # the other options a command needs before it looks at --city or -
     ("models", "resolve"): ["--date", "2025-07-01"],
     ("ingest", "vc"): ["--start", "2025-07-01", "--end", "2025-07-02"],
 }
-CITY_COMMANDS = [("report",), ("promote",), ("backtest",), ("data", "demo"), ("ingest", "vc"), ("ingest", "forecasts"),
-                 ("models", "list"), ("models", "resolve"), ("audit", "time"), ("audit", "lock-margin"),
+CITY_COMMANDS = [("report",), ("promote",), ("backtest",), ("data", "demo"), ("data", "fees"), ("ingest", "vc"),
+                 ("ingest", "forecasts"), ("ingest", "fees"), ("models", "list"), ("models", "resolve"),
+                 ("audit", "time"), ("audit", "lock-margin"),
                  ("audit", "features"), ("monitor",)]
 BRACKET_COMMANDS = [("report",), ("promote",), ("backtest",), ("models", "list"), ("models", "resolve"),
                     ("audit", "features"), ("monitor",)]

@@ -135,7 +135,10 @@ MONEY = ["execution.bankroll_dollars", "execution.max_daily_loss_dollars", "exec
 
 def _rt(path: str, value) -> dict:
     section, name = path.split(".")
-    return {**RT_MINIMAL, section: {name: value}}
+    # the fee rates override the exchange's fees together: the other one set to a valid number
+    partner = {"taker_rate": {"maker_rate": 0.0}, "maker_rate": {"taker_rate": 0.07}}.get(name, {}) \
+        if section == "fees" else {}
+    return {**RT_MINIMAL, section: {**partner, name: value}}
 
 
 def _rt_problems(path: str, value) -> list[str]:
@@ -219,3 +222,12 @@ def test_base_urls_are_http_with_a_host(url):
         parse_config({**RT_MINIMAL, "kalshi_base_url": url}, RtConfig)
     assert info.value.problems == [f"kalshi_base_url: must be an http(s) URL with a host, such as https://host/path "
                                    f"(got {url!r})"]
+
+
+def test_fee_rates_override_the_exchange_together_or_not_at_all():
+    assert RtConfig.model_validate(RT_MINIMAL).fees.override is None  # the exchange's fee data
+    both = RtConfig.model_validate({**RT_MINIMAL, "fees": {"taker_rate": 0.07, "maker_rate": 0.0175}})
+    assert both.fees.override == (0.07, 0.0175)
+    for alone in ({"taker_rate": 0.07}, {"maker_rate": 0.0}):
+        with pytest.raises(ConfigError, match="set both taker_rate and maker_rate"):
+            parse_config({**RT_MINIMAL, "fees": alone}, RtConfig)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from kwx.backtest.engine import Period, decision_rows
 from kwx.cities import get_city
+from kwx.config import FeeConfig
 from kwx.data.dataset import (
     CANDLE_COLUMNS,
     DatasetError,
@@ -18,6 +19,7 @@ from kwx.data.dataset import (
     load_settlements,
     load_weather_for_markets,
 )
+from kwx.data.fees import load_fee_book
 from kwx.domain.features import build_features
 from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, settlement_outcomes
@@ -26,8 +28,10 @@ from kwx.rt.engine import Resolver, inputs_from_rows
 
 def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: date, resolve: Resolver, *,
                 max_obs_age_minutes: int = 20, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
-                max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS) -> Period:
-    """Decision rows of every market of ``pairs`` with event dates in [start, end], with model inputs."""
+                max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS, fees: FeeConfig | None = None
+                ) -> Period:
+    """Decision rows of every market of ``pairs`` with event dates in [start, end], with model inputs, priced
+    at the fees ``fees`` names (each series' stored fee in force at each row's time, or the config's rates)."""
     frames, outcomes = [], []
     for city_key, bracket in pairs:
         city = get_city(city_key)
@@ -50,4 +54,6 @@ def load_period(engine: Engine, pairs: list[tuple[str, str]], start: date, end: 
     rows = pd.concat(frames, ignore_index=True).sort_values(["market_ticker", "tick_ts"], kind="stable")
     rows = rows.reset_index(drop=True)
     days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
-    return Period(rows, inputs_from_rows(rows, resolve, lock_margin_f=lock_margin_f), pd.concat(outcomes), days)
+    book = load_fee_book(engine, fees or FeeConfig())
+    return Period(rows, inputs_from_rows(rows, resolve, lock_margin_f=lock_margin_f, fees=book), pd.concat(outcomes),
+                  days, book)

@@ -18,9 +18,10 @@ import pandas as pd
 from kwx.config import RtConfig
 from kwx.domain.execution import allocate, episode_ids, settle, trades_through
 from kwx.domain.features import CANDLE_LOOKBACK_SECONDS, epoch_seconds
+from kwx.domain.fees import FeeBook
 from kwx.domain.orders import maker_gates, step_through
 from kwx.domain.performance import DayCoverage, by_city_bracket, daily_pnl, day_coverage, summarize
-from kwx.rt.engine import TickInputs, decide, execution_caps, fee_schedule, order_limits
+from kwx.rt.engine import TickInputs, decide, execution_caps, order_limits
 from kwx.rt.sources import LookaheadError
 
 TICK_SECONDS = 60  # decisions once per minute, when each new candle is in
@@ -85,6 +86,7 @@ class Period:
     inputs: TickInputs
     outcome: pd.Series  # market ticker -> 1.0 YES won, 0.0 lost, NaN unsettled
     days: list[date]
+    fees: FeeBook  # the series' fees the inputs were priced with; the fills pay them too
 
     @cached_property
     def coverage(self) -> DayCoverage:
@@ -130,7 +132,7 @@ def simulate(period: Period, config: RtConfig) -> BacktestResult:
             fill_ts=tick[take], decision_ts=tick[take], side=taker.math.side[take], liquidity="taker",
             price_cents=taker.math.price_cents[take], target_fraction=taker.math.size_fraction[take],
             available=np.inf, episode=-1, locked=inputs.locked[take]))
-    settled = settle(allocate(pd.concat(events, ignore_index=True), execution_caps(config), fee_schedule(config)),
+    settled = settle(allocate(pd.concat(events, ignore_index=True), execution_caps(config), period.fees),
                      period.outcome)
     coverage = period.coverage
     daily = daily_pnl(settled, coverage.traded)

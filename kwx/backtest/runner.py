@@ -26,6 +26,7 @@ from kwx import tracking
 from kwx.backtest.data import load_period
 from kwx.backtest.engine import TICK_SECONDS, BacktestResult, Period, simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
+from kwx.cities import get_city
 from kwx.config import RtConfig
 from kwx.data.dataset import has_demo_settlements
 from kwx.domain.performance import source_key
@@ -83,6 +84,7 @@ class BacktestRun:
     metric: str
     sources: list[str]
     demo_data: bool  # the markets are the demo generator's: their P&L says nothing about a real market
+    fees: str = ""  # where the fees came from (``FeeBook.describe``): the exchange's data per series, or the config
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -122,7 +124,7 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     step("loading candles, weather and model probabilities")
     period = load_period(engine, pairs, start, end, OutOfSampleResolver(sources, RegistryCache(client)),
                          max_obs_age_minutes=config.max_obs_age_minutes, lock_margin_f=config.lock_margin_f,
-                         max_forecast_age_hours=config.max_forecast_age_hours)
+                         max_forecast_age_hours=config.max_forecast_age_hours, fees=config.fees)
     demo_data = has_demo_settlements(engine, [city for city, _ in pairs], start, end)
     loaded = time.perf_counter()
 
@@ -135,7 +137,9 @@ def run_backtest(config: RtConfig, engine: Engine, pairs: list[tuple[str, str]],
     strategy = (max(results, key=lambda r: r.summary[ranking_key(metric)]) if results
                 else trade(config.blend_weight))
     simulated = time.perf_counter()
-    run = BacktestRun("", "", strategy, baselines, results, metric, [s.description for s in sources], demo_data)
+    series = [get_city(city).series for city, _ in pairs]
+    run = BacktestRun("", "", strategy, baselines, results, metric, [s.description for s in sources], demo_data,
+                      period.fees.describe(series))
     step("logging to MLflow")
     run.run_id, run.experiment_id = _log(run, config, pairs, start, end, period, client)
     run.timings = {"load_seconds": loaded - started, "simulate_seconds": simulated - loaded,
@@ -162,7 +166,7 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
             tempfile.TemporaryDirectory() as tmp:
         coverage = run.strategy.coverage  # the same at every weight
         mlflow.set_tags({"kwx.kind": "backtest", "kwx.pairs": label, "kwx.model_sources": "; ".join(run.sources),
-                         "kwx.demo_data": str(run.demo_data).lower(),
+                         "kwx.demo_data": str(run.demo_data).lower(), "kwx.fees": run.fees,
                          "kwx.days_skipped": json.dumps(coverage.skipped_by_reason)})
         mlflow.log_params({"start": start.isoformat(), "end": end.isoformat(), "pairs": label, "blend": config.blend,
                            "blend_weight": run.strategy.blend_weight, "grid_metric": run.metric,
@@ -191,7 +195,7 @@ def _log(run: BacktestRun, config: RtConfig, pairs: list[tuple[str, str]], start
         for day, reason in coverage.skipped.items():
             skipped.setdefault(reason, []).append(day.isoformat())
         summary = {"strategy": run.strategy.summary, **{n: r.summary for n, r in run.baselines.items()},
-                   "blend_weight": run.strategy.blend_weight, "model_sources": run.sources,
+                   "blend_weight": run.strategy.blend_weight, "model_sources": run.sources, "fees": run.fees,
                    "days_total": coverage.days_total, "days_traded": len(coverage.traded), "days_skipped": skipped}
         if run.grid:
             table = pd.DataFrame([{"blend_weight": r.blend_weight, **r.summary} for r in run.grid])

@@ -125,6 +125,7 @@ def _print_backtest(run) -> None:
                   highlight=False)
     # The Sharpe figures above are per traded day: say how many days traded and why the rest were skipped.
     console.print(run.strategy.coverage.line(), highlight=False)
+    console.print(f"fees: {run.fees}", highlight=False, markup=False)
     if run.demo_data:
         console.print("[yellow]note:[/] these are `kwx data demo` markets, quoted by a simulated market of chosen "
                       "skill: their P&L and ROI say nothing about a real market.", highlight=False)

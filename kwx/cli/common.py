@@ -52,14 +52,17 @@ class KwxGroup(_FlagsAsFlags, TyperGroup):
 
 
 class _RootGroup(KwxGroup):
-    """Runs every command inside one mapping of database and disk failures (unreachable, read-only, full) to
-    an error line and exit 2, wherever in the command they happen."""
+    """Runs every command inside one mapping of database and disk failures (unreachable, read-only, full), and of
+    stored fee data kwx cannot price, to an error line and exit 2, wherever in the command they happen."""
 
     def invoke(self, ctx: click.Context):
         from kwx.data.db import DATABASE_FAILURES, database_problem
+        from kwx.domain.fees import UnpricedFeeError
 
         try:
             return super().invoke(ctx)
+        except UnpricedFeeError as exc:
+            raise fail(str(exc)) from None
         except DATABASE_FAILURES as exc:
             problem = database_problem(exc, ctx.meta.get(_DATABASE_META_KEY))
             if problem is None:
@@ -259,6 +262,18 @@ def _parse_cities(value: str) -> list[str]:
 
 def _city_keys(values: list[str] | None) -> list[str] | None:
     return _parse_cities(",".join(values)) if values else None
+
+
+def http_url_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """An API base URL option: http(s) with a host, else one line naming the option (not five failed requests)."""
+    from kwx.config import check_http_url
+
+    if value is None:
+        return None
+    try:
+        return check_http_url(value)
+    except ValueError as exc:
+        raise fail(f"--{param.name.replace('_', '-')}: {exc}; got {value!r}") from None
 
 
 def _cities(city: list[str] | None, cities: list[str] | None) -> list[str] | None:

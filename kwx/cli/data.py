@@ -19,6 +19,7 @@ from kwx.cli.common import (
     console,
     err_console,
     fail,
+    http_url_option,
     open_engine,
     progress,
 )
@@ -31,6 +32,8 @@ data_app = KwxTyper(help="Demo data, coverage summary.")
 ingest_app = KwxTyper(help="Fetch real data: Kalshi markets/candles/settlements, Visual Crossing weather, Open-Meteo "
                       "forecasts.")
 
+KalshiUrlOption = Annotated[str | None, typer.Option(
+    help="API base URL (default: production).", callback=http_url_option)]
 DEMO_START = "2025-05-01"
 DEMO_END = "2025-11-15"
 MarketSkillOption = Annotated[float, typer.Option(
@@ -122,8 +125,9 @@ def data_summary(db_url: DbUrlOption = None) -> None:
 
 
 def _report_ingest(summary, what: str) -> None:
+    fees = f", {summary.fee_records:,} new fee records" if summary.fee_records else ""
     console.print(f"{what}: {summary.markets:,} markets, {summary.candles:,} candles, "
-                  f"{summary.weather:,} weather rows, {summary.settled_days:,} settled days")
+                  f"{summary.weather:,} weather rows, {summary.settled_days:,} settled days{fees}")
     if summary.failures:
         for failure in summary.failures:
             err_console.print(f"[red]failed:[/] {redact(failure)}", highlight=False)
@@ -135,7 +139,7 @@ def ingest_kalshi_command(
     series: Annotated[str, typer.Option(help="Kalshi series ticker, e.g. KXHIGHCHI.")],
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First event day.")],
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last event day.")],
-    base_url: Annotated[str | None, typer.Option(help="API base URL (default: production).")] = None,
+    base_url: KalshiUrlOption = None,
     demo_env: Annotated[bool, typer.Option("--demo-env", help="Use Kalshi's demo environment.")] = False,
     db_url: DbUrlOption = None,
 ) -> None:
@@ -171,12 +175,86 @@ def ingest_kalshi_command(
     _report_ingest(summary, f"{series} {start:%Y-%m-%d}..{end:%Y-%m-%d}")
 
 
+@ingest_app.command("fees")
+def ingest_fees_command(
+    city: CitiesOption = None,
+    base_url: KalshiUrlOption = None,
+    demo_env: Annotated[bool, typer.Option("--demo-env", help="Use Kalshi's demo environment.")] = False,
+    db_url: DbUrlOption = None,
+) -> None:
+    """Each city's Kalshi series fee type and multiplier, and the fee changes Kalshi announced (past and scheduled),
+    which backtests, paper and live trading price fees from (--city: default every city). `kwx ingest kalshi` reads
+    them too; re-running stores only what changed."""
+    from kwx.cities import CITIES, get_city
+    from kwx.clock import SystemClock
+    from kwx.data.clients.http import AuthError
+    from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL, KalshiClient
+    from kwx.data.ingestion import ingest_fees
+
+    series = [get_city(key).series for key in city or list(CITIES)]
+    configure_logging()
+    client = KalshiClient(base_url or (DEMO_URL if demo_env else PRODUCTION_URL))
+    engine = open_engine(db_url)
+    try:
+        summary = ingest_fees(engine, client, series, SystemClock().now())
+        _print_fees(engine, series)
+    except AuthError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+        client.http.close()
+    console.print(f"{len(series)} series: {summary.fee_records:,} new fee records", highlight=False)
+    if summary.failures:
+        for failure in summary.failures:
+            err_console.print(f"[red]failed:[/] {redact(failure)}", highlight=False)
+        raise typer.Exit(1)
+
+
+@data_app.command("fees")
+def data_fees(city: CitiesOption = None, db_url: DbUrlOption = None) -> None:
+    """The stored Kalshi fee timeline of each city's series (--city: default every city): the fee type and
+    multiplier from each time on, and the rates kwx prices with."""
+    from kwx.cities import CITIES, get_city
+
+    engine = open_engine(db_url)
+    try:
+        _print_fees(engine, [get_city(key).series for key in city or list(CITIES)])
+    finally:
+        engine.dispose()
+
+
+def _print_fees(engine, series: list[str]) -> None:
+    from rich.table import Table
+
+    from kwx.data.fees import stored_fee_changes
+    from kwx.domain.fees import GENERAL, UnpricedFeeError
+
+    table = Table(title="Kalshi fees by series (rates of the quadratic formula ⌈rate·C·P·(1−P)⌉)")
+    for column in ("series", "from (UTC)", "fee type", "multiplier", "taker rate", "maker rate"):
+        table.add_column(column, justify="right" if "rate" in column or column == "multiplier" else "left")
+    changes = stored_fee_changes(engine, series)
+    for name in series:
+        timeline = [c for c in changes if c.series == name]
+        if not timeline:
+            taker, maker = GENERAL.rates()
+            table.add_row(name, "(no fee data)", f"{GENERAL.fee_type} (Kalshi's general schedule)",
+                          f"{GENERAL.multiplier:g}", f"{taker:g}", f"{maker:g}")
+        for change in timeline:
+            try:
+                taker, maker = (f"{rate:g}" for rate in change.fee.rates())
+            except UnpricedFeeError:
+                taker = maker = "not modelled: set fees rates"
+            table.add_row(name, f"{pd.Timestamp(change.effective_ts, unit='s'):%Y-%m-%d %H:%M}", change.fee.fee_type,
+                          f"{change.fee.multiplier:g}", taker, maker)
+    console.print(table)
+
+
 @ingest_app.command("vc")
 def ingest_vc_command(
     city: CityOption,
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First climate day.")],
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last climate day.")],
-    base_url: Annotated[str | None, typer.Option(help="Timeline API base URL.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Timeline API base URL.", callback=http_url_option)] = None,
     db_url: DbUrlOption = None,
 ) -> None:
     """Station-locked minute weather from Visual Crossing (key from VC_API_KEY)."""
@@ -224,12 +302,13 @@ def ingest_forecasts_command(
         "(Previous Runs API, leads of 1-7 days).")] = False,
     base_url: Annotated[str | None, typer.Option(
         help="Forecast API base URL, also read for model run metadata (default https://api.open-meteo.com).",
-        show_default=False)] = None,
+        show_default=False, callback=http_url_option)] = None,
     ensemble_base_url: Annotated[str | None, typer.Option(
-        help="Ensemble API base URL (default https://ensemble-api.open-meteo.com).", show_default=False)] = None,
+        help="Ensemble API base URL (default https://ensemble-api.open-meteo.com).", show_default=False,
+        callback=http_url_option)] = None,
     previous_runs_base_url: Annotated[str | None, typer.Option(
         help="Previous Runs API base URL (default https://previous-runs-api.open-meteo.com).",
-        show_default=False)] = None,
+        show_default=False, callback=http_url_option)] = None,
     chunk_days: Annotated[int, typer.Option(help="Climate days per history request.", min=1, max=92)] = 31,
     db_url: DbUrlOption = None,
 ) -> None:

@@ -55,12 +55,21 @@ def _environment_name(value: str) -> str:
 
 
 def _trading_target(execution, environment: str, confirm_production: bool, *, replay: bool) -> str:
-    """The start line: mode and, for live, the environment and its URL. Refuses (exit 2) production without the
-    confirmation flag, a live replay, and live mode without usable keys (naming the variable, never a value)."""
-    from kwx.execution.kalshi_trade import CredentialsError, KalshiCredentials, ProductionNotConfirmed, environment_url
+    """The start line: mode and, for live, the environment and the trading URL it uses (and where that came from:
+    $KWX_KALSHI_TRADE_URL, then execution.trade_api_url, then the --env's). Refuses (exit 2) production without the
+    confirmation flag, Kalshi's production host without --env prod, a trading URL that is no http(s) URL, a live
+    replay, and live mode without usable keys (naming the variable, never a value)."""
+    from kwx.execution.kalshi_trade import (
+        CredentialsError,
+        KalshiCredentials,
+        ProductionNotConfirmed,
+        environment_url,
+        trade_url,
+    )
+    from kwx.secrets import mask_url
 
     try:
-        url = environment_url(environment, confirm_production)
+        environment_url(environment, confirm_production)
     except ProductionNotConfirmed:
         raise fail("--env prod trades real money: add --confirm-production "
                    "(alias --i-understand-this-trades-real-money) to run against production") from None
@@ -71,12 +80,17 @@ def _trading_target(execution, environment: str, confirm_production: bool, *, re
     if replay:
         raise fail("execution.mode live cannot be replayed: a replay trades paper or writes signals only "
                    "(set execution.mode to paper or signals)")
+    try:  # a production host without --env prod, or a $KWX_KALSHI_TRADE_URL that is no URL: the message names it
+        url, where = trade_url(environment, confirm_production, execution.trade_api_url)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:  # read here, before any database or tracking store opens; the loop reads them again to trade
         KalshiCredentials.from_env()
     except CredentialsError as exc:
         raise fail(f"execution.mode live: {exc}") from None
     money = ": REAL MONEY" if environment == "prod" else ""
-    return f"mode live, environment {environment} ({url}){money}"
+    shown = mask_url(url) + (f", from {where}" if where else "")
+    return f"mode live, environment {environment} ({shown}){money}"
 
 
 @app.command("serve-rt")

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from kwx.cities import CITIES, City, get_city
+from kwx.domain.fees import GENERAL
 from kwx.domain.markets import (
     LadderSpec,
     bracket_bounds,
@@ -135,6 +136,7 @@ class DemoData:
     weather_minutes: pd.DataFrame
     climate_daily: pd.DataFrame
     forecasts: pd.DataFrame
+    series_fees: pd.DataFrame
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Tables in foreign-key order, ready for ``store.upsert_frames``."""
@@ -144,6 +146,7 @@ class DemoData:
             "weather_minutes": self.weather_minutes,
             "climate_daily": self.climate_daily,
             "forecasts": self.forecasts,
+            "series_fees": self.series_fees,
         }
 
 
@@ -262,7 +265,11 @@ def generate_city(city_key: str, start: date, end: date, seed: int, *,
         start, market_skill, crowd, _public_observations(weather, epoch0), reprice_minutes, decided_quote_cents,
     )
     published = published[published["climate_date"] >= start].reset_index(drop=True)
-    return DemoData(markets, candles, weather, climate, published)
+    # the exchange's fee data for the series, as `kwx data ingest fees` stores it: Kalshi's general schedule
+    # (what weather series pay) from before the first market opens
+    fees = pd.DataFrame({"series_ticker": [city.series], "effective_ts": [epoch0], "fee_type": [GENERAL.fee_type],
+                         "fee_multiplier": [GENERAL.multiplier], "source": [SOURCE], "fetched_ts": [epoch0]})
+    return DemoData(markets, candles, weather, climate, published, fees)
 
 
 def forecast_error_sd(hours_before_peak) -> np.ndarray:
@@ -585,7 +592,8 @@ def generate(cities: list[str], start: date, end: date, seed: int, *,
     parts = [generate_city(c, start, end, seed, market_skill=market_skill, reprice_minutes=reprice_minutes,
                            decided_quote_cents=decided_quote_cents) for c in cities]
     return DemoData(*(pd.concat([getattr(p, f) for p in parts], ignore_index=True)
-                      for f in ("markets", "candles", "weather_minutes", "climate_daily", "forecasts")))
+                      for f in ("markets", "candles", "weather_minutes", "climate_daily", "forecasts",
+                                "series_fees")))
 
 
 

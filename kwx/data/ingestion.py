@@ -37,6 +37,7 @@ from kwx.data.clients.open_meteo import (
     parse_previous_runs,
 )
 from kwx.data.clients.visual_crossing import VisualCrossingClient, parse_timeline
+from kwx.data.fees import refresh_series_fees
 from kwx.data.store import upsert_frame, upsert_frames
 
 
@@ -52,6 +53,7 @@ class IngestSummary:
     weather: int = 0
     settled_days: int = 0
     forecasts: int = 0
+    fee_records: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +66,8 @@ Progress = Callable[[str, int, int], None]
 
 def ingest_kalshi(engine: Engine, client: KalshiClient, series: str, start: date, end: date, *,
                   now: datetime, progress: Progress | None = None) -> IngestSummary:
-    """Markets of ``series`` with event dates in [start, end], their candles up to ``now``, settlements."""
+    """Markets of ``series`` with event dates in [start, end], their candles up to ``now``, settlements, and the
+    series' fee data (``ingest_fees``)."""
     city = city_for_series(series)
     summary = IngestSummary()
     window_start = int(datetime.combine(start - timedelta(days=1), time(0), tzinfo=UTC).timestamp())
@@ -106,6 +109,22 @@ def ingest_kalshi(engine: Engine, client: KalshiClient, series: str, start: date
         else:
             upsert_frames(engine, {"climate_daily": climate})
             summary.settled_days = len(climate)
+    fees = ingest_fees(engine, client, [series], now)  # after the listing: one that never ends writes nothing
+    summary.fee_records, summary.failures = fees.fee_records, summary.failures + fees.failures
+    return summary
+
+
+def ingest_fees(engine: Engine, client: KalshiClient, series: list[str], now: datetime) -> IngestSummary:
+    """Each series' fee type and multiplier and its announced changes (``kwx.data.fees``); a series whose
+    fee data cannot be read is reported by name and the others carry on."""
+    summary = IngestSummary()
+    for name in series:
+        try:
+            summary.fee_records += refresh_series_fees(engine, client, [name], int(now.timestamp()))
+        except AuthError:
+            raise
+        except (FetchError, PayloadError) as exc:
+            summary.failures.append(_named(f"fees of {name}", exc))
     return summary
 
 

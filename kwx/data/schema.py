@@ -174,6 +174,24 @@ class Forecast(Base):
     )
 
 
+class SeriesFeeRecord(Base):
+    """A series' Kalshi fee type and multiplier from ``effective_ts`` on: the exchange's announced changes
+    (``GET /series/fee_changes``, keyed by their scheduled time) and, where the series' current fee differs from
+    what the stored changes say, the fee as read (keyed by when it was read). Unix seconds, as candles."""
+
+    __tablename__ = "series_fees"
+
+    series_ticker: Mapped[str] = mapped_column(String(32), primary_key=True)
+    effective_ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    fee_type: Mapped[str] = mapped_column(String(32))  # quadratic | quadratic_with_maker_fees | flat
+    fee_multiplier: Mapped[float] = mapped_column(Float)
+    # fee_change (announced by the exchange), series (read from the series itself) or demo
+    source: Mapped[str] = mapped_column(String(16))
+    fetched_ts: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("fee_multiplier >= 0", name="fee_multiplier"),)
+
+
 class RtSignal(Base):
     __tablename__ = "rt_signals"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kwx.domain.signals import FeeSchedule
+from kwx.domain.fees import FeeBook
 
 FILL_COLUMNS = ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side", "liquidity",
                 "price_cents", "contracts", "fee_cents", "slippage_cents", "target_fraction", "episode", "locked"]
@@ -75,7 +75,7 @@ class Allocator:
     Candidate fills are sparse (a trade through a resting order, or a taker signal), so one pass is cheap.
     """
 
-    def __init__(self, caps: Caps, fees: FeeSchedule):
+    def __init__(self, caps: Caps, fees: FeeBook):
         self.caps, self.fees = caps, fees
         self.held: dict[tuple, int] = {}  # (market, side) -> contracts
         self.spent: dict[tuple, float] = {}  # (city, event_date, side) -> cents, fees and slippage included
@@ -94,10 +94,11 @@ class Allocator:
             target = min(int(e.target_fraction * caps.bankroll_cents // unit), caps.max_position_contracts)
             room = cap_cents - spent.get(group, 0.0)
             contracts = int(min(target - held.get(position, 0), e.available, room // unit))
-            fee = float(self.fees.order_cents(e.price_cents, contracts, maker)) if contracts > 0 else 0.0
+            fee = self.fees.order_cents(e.market_ticker, e.fill_ts, e.price_cents, contracts, maker) \
+                if contracts > 0 else 0.0
             while contracts > 0 and contracts * unit + fee > room:  # the fee may tip the last contract over the cap
                 contracts -= 1
-                fee = float(self.fees.order_cents(e.price_cents, contracts, maker))
+                fee = self.fees.order_cents(e.market_ticker, e.fill_ts, e.price_cents, contracts, maker)
             if contracts <= 0:
                 continue
             held[position] = held.get(position, 0) + contracts
@@ -108,7 +109,7 @@ class Allocator:
         return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
-def allocate(events: pd.DataFrame, caps: Caps, fees: FeeSchedule) -> pd.DataFrame:
+def allocate(events: pd.DataFrame, caps: Caps, fees: FeeBook) -> pd.DataFrame:
     """A period's candidate fills allocated from flat (``Allocator``)."""
     return Allocator(caps, fees).fill(events)
 

@@ -20,14 +20,20 @@ _EPS = 1e-6
 class FeeSchedule:
     """Kalshi's quadratic fee: ceil-to-the-cent(rate × C × P × (1 − P)) dollars for C contracts at P dollars.
 
-    Taker rate 0.07 on every series; the maker rate depends on the series' fee type (0 for most,
-    0.0175 for series with maker fees). Fees are computed for an order of ``contracts`` contracts and
+    The rates are a series' (``kwx.domain.fees``): one number, or one per row when rows belong to
+    series or times with different fees. Fees are computed for an order of ``contracts`` contracts and
     spread per contract, since the rounding is per order.
     """
 
-    taker_rate: float = 0.07
-    maker_rate: float = 0.0
+    taker_rate: float | np.ndarray = 0.07
+    maker_rate: float | np.ndarray = 0.0
     contracts: int = 10
+
+    def take(self, rows) -> FeeSchedule:
+        """The rates of ``rows`` where they are per row."""
+        def part(rate):
+            return rate[rows] if np.ndim(rate) else rate
+        return FeeSchedule(part(self.taker_rate), part(self.maker_rate), self.contracts)
 
     def per_contract_cents(self, price_cents, maker: bool = False):
         return self.order_cents(price_cents, self.contracts, maker) / self.contracts

@@ -11,7 +11,8 @@ Safety rails kept here:
   (and ``KalshiTrader`` refuses a kalshi.com URL without the confirmation, however it was built);
 * every order carries a deterministic ``client_order_id``; a create whose answer never arrives is
   resolved by looking the order up before anything is re-sent, so neither a retry nor a restart
-  places an order twice;
+  places an order twice (an immediate-or-cancel order the exchange already executed or cancelled
+  included: its intent is spent);
 * the key id and the PEM are registered with ``kwx.secrets`` the moment they are read, and appear in
   no repr, log line or exception.
 
@@ -41,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from kwx.config import check_http_url
 from kwx.data.clients.http import (
     FetchError,
     JsonHttp,
@@ -51,12 +53,14 @@ from kwx.data.clients.http import (
     all_pages,
 )
 from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL
-from kwx.secrets import MASK, register_secret, snippet
+from kwx.secrets import MASK, mask_url, register_secret, snippet
 
 log = logging.getLogger(__name__)
 
 API_KEY_ID_ENV = "KALSHI_API_KEY_ID"
 PRIVATE_KEY_PATH_ENV = "KALSHI_PRIVATE_KEY_PATH"
+TRADE_URL_ENV = "KWX_KALSHI_TRADE_URL"
+TRADE_URL_SETTING = "execution.trade_api_url"
 KEY_HEADER = "KALSHI-ACCESS-KEY"
 SIGNATURE_HEADER = "KALSHI-ACCESS-SIGNATURE"
 TIMESTAMP_HEADER = "KALSHI-ACCESS-TIMESTAMP"
@@ -66,6 +70,8 @@ MAX_PAGES = 500
 SIDES = ("yes", "no")
 ACTIONS = ("buy", "sell")
 ORDER_STATUSES = ("resting", "canceled", "executed")
+IMMEDIATE_OR_CANCEL = "immediate_or_cancel"
+TIME_IN_FORCE = ("fill_or_kill", "good_till_canceled", IMMEDIATE_OR_CANCEL)
 # Kalshi's rule for client order ids (at most 64 of these characters); kwx keeps room for an amend suffix.
 _CLIENT_ID_RE = re.compile(r"^[-\w:+=/]{1,58}$")
 AMEND_MARK = ":a"
@@ -193,6 +199,29 @@ def is_production_url(url: str) -> bool:
     return host == _PRODUCTION_HOST_SUFFIX or host.endswith("." + _PRODUCTION_HOST_SUFFIX)
 
 
+def trade_url(env: str = Environment.DEMO, confirm_production: bool = False, configured: str | None = None,
+              variables: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
+    """The trading API base URL live mode uses, and where it came from: ``$KWX_KALSHI_TRADE_URL``, else
+    ``execution.trade_api_url`` (``configured``), else ``env``'s URL (where: None). A recording proxy or a sandbox
+    goes there; Kalshi's production host, however given, still needs ``env="prod"`` and ``confirm_production``.
+    A variable that is not an http(s) URL is a ValueError naming it."""
+    default = environment_url(env, confirm_production)  # prod without the confirmation is refused whatever the URL
+    value = (variables.get(TRADE_URL_ENV) or "").strip()
+    if value:
+        try:
+            url, where = check_http_url(value), f"${TRADE_URL_ENV}"
+        except ValueError as exc:
+            raise ValueError(f"${TRADE_URL_ENV}: {exc}; got {mask_url(value)!r}") from None
+    elif configured:
+        url, where = configured, TRADE_URL_SETTING
+    else:
+        return default, None
+    if is_production_url(url) and env != Environment.PROD:
+        raise ProductionNotConfirmed(f"{where} {mask_url(url)} is Kalshi's production exchange (real money): it "
+                                     f"needs --env prod and --confirm-production")
+    return url, where
+
+
 # --- client order ids -----------------------------------------------------------------------------
 
 def client_order_id(strategy: str, ticker: str, side: str, action: str, intent_id: str) -> str:
@@ -228,7 +257,8 @@ def amended_client_order_id(cid: str) -> str:
 
 @dataclass(frozen=True)
 class OrderIntent:
-    """One limit order kwx wants at the exchange: ``price_cents`` is the price of ``side`` (1..99)."""
+    """One limit order kwx wants at the exchange: ``price_cents`` is the price of ``side`` (1..99). A taker order
+    (``taker``) is immediate-or-cancel: it takes what crosses at once and the exchange cancels the rest."""
 
     ticker: str
     side: str
@@ -237,6 +267,7 @@ class OrderIntent:
     price_cents: int
     client_order_id: str
     post_only: bool = True  # a maker order: the exchange refuses it rather than let it take liquidity
+    time_in_force: str | None = None  # None: the exchange's default (the order rests until filled or cancelled)
 
     def __post_init__(self):
         if not self.ticker:
@@ -253,6 +284,17 @@ class OrderIntent:
         if not _CLIENT_ID_RE.match(self.client_order_id) or AMEND_MARK in self.client_order_id:
             raise ValueError(f"client_order_id {self.client_order_id!r} must be 1..58 of A-Z a-z 0-9 _ - : + = / "
                              f"without {AMEND_MARK!r} (kwx appends that when amending)")
+        if self.time_in_force is not None and self.time_in_force not in TIME_IN_FORCE:
+            raise ValueError(f"time_in_force must be one of {TIME_IN_FORCE} or None, got {self.time_in_force!r}")
+        if self.post_only and self.time_in_force in ("fill_or_kill", IMMEDIATE_OR_CANCEL):
+            raise ValueError(f"a post-only order cannot be {self.time_in_force}: it rests or it is refused")
+
+    @classmethod
+    def taker(cls, ticker: str, side: str, action: str, count: int, price_cents: int,
+              client_order_id: str) -> OrderIntent:
+        """An order that takes liquidity: what crosses at ``price_cents`` fills at once, the rest never rests."""
+        return cls(ticker, side, action, count, price_cents, client_order_id, post_only=False,
+                   time_in_force=IMMEDIATE_OR_CANCEL)
 
     @classmethod
     def for_decision(cls, strategy: str, intent_id: str, ticker: str, side: str, action: str, count: int,
@@ -262,12 +304,16 @@ class OrderIntent:
 
     def request_body(self) -> dict:
         """The CreateOrderRequest JSON."""
-        return {"ticker": self.ticker, "client_order_id": self.client_order_id, "side": self.side,
+        body = {"ticker": self.ticker, "client_order_id": self.client_order_id, "side": self.side,
                 "action": self.action, "count": self.count, "type": "limit",
                 f"{self.side}_price": self.price_cents, "post_only": self.post_only}
+        if self.time_in_force is not None:
+            body["time_in_force"] = self.time_in_force
+        return body
 
     def describe(self) -> str:
-        return f"{self.action} {self.count} {self.side.upper()} {self.ticker} @ {self.price_cents}¢"
+        shown = f"{self.action} {self.count} {self.side.upper()} {self.ticker} @ {self.price_cents}¢"
+        return shown if self.time_in_force is None else f"{shown} {self.time_in_force}"
 
 
 @dataclass(frozen=True)
@@ -622,7 +668,9 @@ class KalshiTrader:
         """The intent's order at the exchange: the existing one if any (after a restart, say), else a new one.
 
         Costs a listing of the market's orders before any create: meant for resuming, where create_order
-        (which looks up only when an answer is missing) serves the normal path.
+        (which looks up only when an answer is missing) serves the normal path. An order found done is returned
+        as it stands and nothing is sent: an immediate-or-cancel order the exchange executed or cancelled spent
+        its intent.
         """
         existing = self.order_by_client_id(intent.client_order_id, intent.ticker)
         if existing is not None:

@@ -7,8 +7,9 @@ Per tick, in this order:
    order sent without a known outcome;
 2. the halt checks the paper broker makes (kill switch, halt file, cancel-all, daily loss limit);
 3. ``order_step`` over the exchange-mirrored resting book: cancels first (a halt cancels every resting order),
-   then taker fallbacks and new maker orders, each sized *before* it is sent and written ``pending`` before it
-   is sent, then re-pegs (amendments).
+   then taker fallbacks (immediate-or-cancel: what the book holds fills at once, the exchange cancels the rest) and
+   new maker orders, each sized *before* it is sent and written ``pending`` before it is sent, then re-pegs
+   (amendments).
 
 An order's size is what the shared caps still allow: the Kelly target less what is held, the position limit less
 what is held and what open orders may still fill, and the room left under the city/day/side cap once every open
@@ -38,6 +39,7 @@ from kwx.config import RtConfig
 from kwx.data.clients.http import AuthError, FetchError, PayloadError, RetryPolicy
 from kwx.data.schema import Fill, Market, Order
 from kwx.domain.execution import FILL_COLUMNS as EVENT_COLUMNS
+from kwx.domain.fees import FeeBook
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.execution import records
 from kwx.execution.kalshi_trade import (
@@ -51,7 +53,7 @@ from kwx.execution.kalshi_trade import (
     OrderRejected,
     base_client_order_id,
     client_order_id,
-    environment_url,
+    trade_url,
 )
 from kwx.execution.paper import Broker, PaperTick
 from kwx.rt.engine import Decision, TickInputs
@@ -72,6 +74,9 @@ LOOP_RETRY = RetryPolicy(attempts=3, backoff_seconds=0.25, max_backoff_seconds=2
 EXCHANGE_STATUS = {"resting": "resting", "executed": "filled", "canceled": "cancelled"}
 EXCHANGE_ERRORS = (FetchError, PayloadError, OrderRejected)
 _REASON_CHARS = 200
+TAKER_PLACED = "taker fallback: edge above taker_fallback_cents"
+TAKER_DONE = "taker fallback, immediate-or-cancel: the exchange cancelled what did not fill at once"
+TAKER_LEFT_RESTING = "taker fallback left resting (the exchange ignored immediate_or_cancel): cancelled"
 
 
 class LiveStartError(RuntimeError):
@@ -90,10 +95,11 @@ def is_kwx_order(cid: str | None) -> bool:
 
 
 def live_trader(environment: str = "demo", confirm_production: bool = False, *, tick_seconds: float = 9.0,
-                env: Mapping[str, str] = os.environ) -> KalshiTrader:
-    """A trading client for the loop: the environment's URL (production refused before any key is read unless
-    confirmed), the keys from KALSHI_API_KEY_ID / KALSHI_PRIVATE_KEY_PATH, timeouts a tick can afford."""
-    url = environment_url(environment, confirm_production)
+                url: str | None = None, env: Mapping[str, str] = os.environ) -> KalshiTrader:
+    """A trading client for the loop: $KWX_KALSHI_TRADE_URL, else ``url`` (``execution.trade_api_url``), else the
+    environment's URL (production refused before any key is read unless confirmed), the keys from
+    KALSHI_API_KEY_ID / KALSHI_PRIVATE_KEY_PATH, timeouts a tick can afford."""
+    url, _where = trade_url(environment, confirm_production, url, env)
     credentials = KalshiCredentials.from_env(env)
     return KalshiTrader(credentials, url, confirm_production=confirm_production,
                         timeout=min(10.0, max(1.0, tick_seconds / 3)), retry=LOOP_RETRY)
@@ -164,10 +170,11 @@ class Correction:
 class LiveBroker(Broker):
     mode = MODE
 
-    def __init__(self, engine: Engine, config: RtConfig, trader: KalshiTrader, environment: str):
+    def __init__(self, engine: Engine, config: RtConfig, trader: KalshiTrader, environment: str, *,
+                 fees: FeeBook | None = None):
         if environment not in ("demo", "prod"):
             raise ValueError(f"environment must be demo or prod, got {environment!r}")
-        super().__init__(engine, config)
+        super().__init__(engine, config, fees)
         self.trader, self.environment = trader, environment
         self.orders: dict[str, LiveOrder] = {}  # client_order_id -> open orders, and done ones with fills to book
         self.maker: dict[str, str] = {}  # market -> client_order_id of its resting maker order
@@ -289,6 +296,7 @@ class LiveBroker(Broker):
         try:
             for order in [o for o in self.orders.values() if o.status == "unknown"]:
                 _log_correction(self._resolve(order, now))
+                self._cancel_resting_taker(order, now)
             since = self._fills_from if self._fill_cursor is None else self._fill_cursor
             self._book(self.trader.fills(min_ts=since), now)
             self._fills_read_ts = now_ts
@@ -315,11 +323,11 @@ class LiveBroker(Broker):
         return None if cid is None else self.orders.get(cid)
 
     def _size(self, ticker: str, side: str, city: str, event_date, price: int, target_fraction: float, maker: bool,
-              exclude: str | None = None) -> int:
+              ts: float, exclude: str | None = None) -> int:
         """Contracts an order at ``price`` may still buy, before it is sent: the least of the Kelly target, the
         position limit and the city/day/side cap, each less what is held and what the other open orders (all but
-        ``exclude``) may still fill; each contract costs price, slippage and the fee of one (a bound on what
-        partial fills pay, since the fee rounds up per fill)."""
+        ``exclude``) may still fill; each contract costs price, slippage and the fee of one at ``ts`` (a bound on
+        what partial fills pay, since the fee rounds up per fill)."""
         caps, fees = self.allocator.caps, self.allocator.fees
         slip = caps.slip_per_leg_cents
         held = self.allocator.held.get((ticker, side), 0)
@@ -330,13 +338,13 @@ class LiveBroker(Broker):
             if (order.ticker, order.side) == (ticker, side):
                 same_position += order.commitment
             if (order.city, order.event_date, order.side) == (city, event_date, side):
-                same_group += order.commitment * (order.price_cents + slip + float(
-                    fees.order_cents(order.price_cents, 1, order.post_only)))
+                same_group += order.commitment * (order.price_cents + slip + fees.order_cents(
+                    order.ticker, ts, order.price_cents, 1, order.post_only))
         unit = price + slip
         target = min(int(target_fraction * caps.bankroll_cents // unit), caps.max_position_contracts)
         room = (caps.max_fraction_city_day_side * caps.bankroll_cents
                 - self.allocator.spent.get((city, event_date, side), 0.0) - same_group)
-        per_contract = unit + float(fees.order_cents(price, 1, maker))
+        per_contract = unit + fees.order_cents(ticker, ts, price, 1, maker)
         return int(max(min(target - held - same_position, caps.max_position_contracts - held - same_position,
                            room // per_contract), 0))
 
@@ -354,23 +362,26 @@ class LiveBroker(Broker):
             return None  # this decision's order exists already (a restart within the tick it was placed)
         event_date = self._event_date[ticker]
         maker = kind == "maker"
-        count = self._size(ticker, side, inputs.city[i], event_date, price, target_fraction, maker)
+        count = self._size(ticker, side, inputs.city[i], event_date, price, target_fraction, maker, now_ts)
         if count <= 0:
             return None
         order = LiveOrder(cid, ticker, side, price, count, maker, inputs.city[i], inputs.bracket[i], event_date,
                           "pending", now_ts, target_fraction=target_fraction)
         now = _time(now_ts)
-        reason = "policy: edge above tau_open" if maker else "taker fallback: edge above taker_fallback_cents"
+        reason = "policy: edge above tau_open" if maker else TAKER_PLACED
         self._track(order, {
             "client_order_id": cid, "exchange_order_id": None, "mode": MODE, "environment": self.environment,
             "market_ticker": ticker, "side": side, "action": "buy", "limit_price_cents": float(price), "count": count,
             "filled_count": 0, "remaining_count": count, "post_only": maker, "status": "pending", "created_at": now,
             "updated_at": now, "cancelled_at": None, "reason": reason, "signal_ts_utc": now})
         self._changed[cid] = dict(self._rows[cid])
-        return order, OrderIntent(ticker, side, "buy", count, price, cid, post_only=maker)
+        intent = OrderIntent(ticker, side, "buy", count, price, cid) if maker else OrderIntent.taker(
+            ticker, side, "buy", count, price, cid)
+        return order, intent
 
     def _takers(self, inputs: TickInputs, taker: Decision, take: np.ndarray, now_ts: int) -> list:
-        """Taker fallbacks, the largest edges first: a limit order at the taker price that may cross the spread."""
+        """Taker fallbacks, the largest edges first: an immediate-or-cancel limit order at the taker price, which takes
+        what the book holds up to it at once and never rests."""
         rows = np.flatnonzero(take)
         rows = rows[np.argsort(-np.asarray(taker.math.edge_cents, dtype=float)[rows], kind="stable")]
         planned = (self._plan(inputs, i, str(taker.math.side[i]), taker.math.price_cents[i],
@@ -423,11 +434,18 @@ class LiveBroker(Broker):
             self._sync(order, now, status="unknown", reason=f"outcome unknown (looked up next tick): {_text(exc)}")
             self._log(logging.WARNING, "outcome unknown", order, _text(exc))
             return
-        self._apply(order, placed, now)
+        self._apply(order, placed, now, reason=TAKER_DONE if not order.post_only and placed.status == "canceled"
+                    else None)
         self._log(logging.INFO, "placed", order)
-        if not order.post_only and order.open:
-            # a taker fallback takes what is there now; what did not fill must not rest as a maker order
-            self._cancel(order, now, "taker fallback: the unfilled rest cancelled")
+        self._cancel_resting_taker(order, now)
+
+    def _cancel_resting_taker(self, order: LiveOrder, now: datetime) -> None:
+        """A taker fallback is immediate-or-cancel, so it never rests; one that does (the exchange ignored
+        time_in_force, or an older kwx placed it) is no maker order the policy manages: warned about and cancelled."""
+        if order.post_only or order.status != "resting":
+            return
+        self._log(logging.WARNING, "taker order left resting", order, TAKER_LEFT_RESTING)
+        self._cancel(order, now, TAKER_LEFT_RESTING)
 
     def _repeg(self, order: LiveOrder, price_cents: float, now: datetime) -> None:
         """Move a resting order to the current maker price, re-sized under the caps at that price (cancelled when
@@ -439,7 +457,7 @@ class LiveBroker(Broker):
             self._cancel(order, now, "re-peg: the maker price is outside 1..99")
             return
         allowed = self._size(order.ticker, order.side, order.city, order.event_date, price, order.target_fraction,
-                             True, exclude=order.client_order_id)
+                             True, now.timestamp(), exclude=order.client_order_id)
         total = order.booked + allowed  # its unbooked fills count against ``allowed`` too
         if allowed <= 0 or total <= order.filled:
             self._cancel(order, now, "re-peg: no room under the caps at the new price")
@@ -587,7 +605,8 @@ class LiveBroker(Broker):
             maker = not fill.is_taker
             row = {"fill_id": fill.fill_id, "client_order_id": order.client_order_id, "market_ticker": fill.ticker,
                    "side": fill.side, "action": "buy", "price_cents": float(fill.price_cents), "count": fill.count,
-                   "fee_cents": float(self.allocator.fees.order_cents(fill.price_cents, fill.count, maker)),
+                   "fee_cents": self.fees.order_cents(fill.ticker, fill.ts or now.timestamp(), fill.price_cents,
+                                                      fill.count, maker),
                    "liquidity": "maker" if maker else "taker", "ts_utc": _time(fill.ts) if fill.ts else now,
                    "mode": MODE}
             new.append((row, order))
@@ -692,8 +711,8 @@ class LiveBroker(Broker):
             if (order := self._adopt(placed, now)) is not None:
                 correct(Correction("order", cid, stored, order.state()))
         for order in [o for o in self.orders.values() if o.status == "resting"]:
-            if not order.post_only:  # a taker fallback's rest, left by a crash before its cancel
-                self._cancel(order, now, "taker fallback: the unfilled rest cancelled")
+            if not order.post_only:
+                self._cancel_resting_taker(order, now)
             elif self.maker.get(order.ticker) != order.client_order_id:  # one resting order per market
                 self._cancel(order, now, "reconciliation: a second resting kwx order on the market")
         now_ts = int(now.timestamp())

@@ -23,13 +23,15 @@ from sqlalchemy import Engine, select
 
 from kwx.cities import get_city
 from kwx.config import RtConfig
+from kwx.data.fees import load_fee_book
 from kwx.data.schema import Market
 from kwx.domain.execution import Allocator, trades_through
+from kwx.domain.fees import FeeBook
 from kwx.domain.markets import climate_day
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.domain.positions import side_value_cents
 from kwx.execution import records
-from kwx.rt.engine import Decision, TickInputs, execution_caps, fee_schedule, order_limits
+from kwx.rt.engine import Decision, TickInputs, execution_caps, order_limits
 
 MODE = ENVIRONMENT = "paper"
 MINUTE = 60
@@ -103,22 +105,25 @@ class ExecutionModeError(ValueError):
 
 
 def broker_for(config: RtConfig, engine: Engine, *, environment: str = "demo", confirm_production: bool = False,
-               trader=None, through: datetime | None = None) -> Broker | None:
+               trader=None, through: datetime | None = None, fees: FeeBook | None = None) -> Broker | None:
     """The loop's broker for ``execution.mode``: None for signals (the dry run), a PaperBroker for paper (its state
     as the records stood after the tick at ``through``, see ``PaperBroker``), a ``LiveBroker`` on Kalshi's
-    ``environment`` for live (production only with ``confirm_production``; the keys from KALSHI_API_KEY_ID and
-    KALSHI_PRIVATE_KEY_PATH unless a ``trader`` is given, as tests do)."""
+    ``environment`` for live (production only with ``confirm_production``; at $KWX_KALSHI_TRADE_URL or
+    ``execution.trade_api_url`` when set; the keys from KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH unless a
+    ``trader`` is given, as tests do). ``fees``: the series' fee book, else the
+    config's (``load_fee_book``)."""
     mode = config.execution.mode
     if mode == "signals":
         return None
     if mode == "paper":
-        return PaperBroker(engine, config, through=through)
+        return PaperBroker(engine, config, through=through, fees=fees)
     if mode == "live":
         from kwx.execution.live import LiveBroker, live_trader  # live.py imports this module: load it on demand
 
         if trader is None:
-            trader = live_trader(environment, confirm_production, tick_seconds=config.tick_seconds)
-        broker = LiveBroker(engine, config, trader, environment)
+            trader = live_trader(environment, confirm_production, tick_seconds=config.tick_seconds,
+                                 url=config.execution.trade_api_url)
+        broker = LiveBroker(engine, config, trader, environment, fees=fees)
         broker.check_access()
         return broker
     raise ExecutionModeError(f"execution.mode {mode!r}: the loop runs signals, paper or live")
@@ -130,10 +135,11 @@ class Broker:
 
     mode = MODE
 
-    def __init__(self, engine: Engine, config: RtConfig):
+    def __init__(self, engine: Engine, config: RtConfig, fees: FeeBook | None = None):
         self.engine, self.config = engine, config
         self.limits = order_limits(config)
-        self.allocator = Allocator(execution_caps(config), fee_schedule(config))
+        self.fees = fees if fees is not None else load_fee_book(engine, config.fees)
+        self.allocator = Allocator(execution_caps(config), self.fees)
         self.halt_file = Path(config.execution.halt_file) if config.execution.halt_file else None
         self.city = get_city(config.markets[0].city)  # whose climate day the daily loss limit counts
         self._loss_checked_minute = -1
@@ -235,8 +241,9 @@ class PaperBroker(Broker):
     held after that tick, as the run that wrote them did (``resume`` completes it), so the replay goes on from
     the next tick exactly as an uninterrupted run would; later records are not read."""
 
-    def __init__(self, engine: Engine, config: RtConfig, *, through: datetime | None = None):
-        super().__init__(engine, config)
+    def __init__(self, engine: Engine, config: RtConfig, *, through: datetime | None = None,
+                 fees: FeeBook | None = None):
+        super().__init__(engine, config, fees)
         self.resting: dict[str, Resting] = {}
         self._rows: dict[str, dict] = {}  # client_order_id -> the whole row of each open order
         self._booked_before: int | None = None  # the first restored fill's time (``resume``)

@@ -34,7 +34,7 @@ from kwx import tracking
 from kwx.cities import get_city
 from kwx.clock import SimulatedClock
 from kwx.config import WEEKDAYS, RtConfig, TrainConfig
-from kwx.data.schema import Candle, ClimateDaily, Market, RtSignal, WeatherMinute
+from kwx.data.schema import Candle, ClimateDaily, Market, RtSignal, SeriesFeeRecord, WeatherMinute
 from kwx.data.store import rows_frame, upsert_frame, upsert_frames
 from kwx.domain.features import WEATHER_LOOKBACK_SECONDS, feature_columns
 from kwx.domain.markets import climate_day_bounds
@@ -134,8 +134,10 @@ class Workspace:
         unsettled = markets.copy()
         unsettled.loc[future, list(SETTLEMENT_COLUMNS)] = None
         unsettled.loc[future, "status"] = "active"
+        # the series' fee data whole: fee changes are announced ahead, so none of it is a look at the future
+        fees = _frame(source, select(SeriesFeeRecord).where(SeriesFeeRecord.series_ticker == city.series))
         upsert_frames(target, {"markets": unsettled, "weather_minutes": weather,
-                               "climate_daily": reports[reports["climate_date"] < start]})
+                               "climate_daily": reports[reports["climate_date"] < start], "series_fees": fees})
         columns = [c.name for c in Candle.__table__.columns]
         tickers = markets["ticker"].tolist()
         for i in range(0, len(tickers), 200):  # a bounded IN list, and a bounded frame per transaction

@@ -24,6 +24,7 @@ from kwx.domain.features import (
     feature_columns,
     uses_forecasts,
 )
+from kwx.domain.fees import FeeBook
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, locked_outcomes
 from kwx.domain.orders import EDGE_GATE, OrderLimits
 from kwx.domain.signals import BLENDS, FeeSchedule, SignalMath, best_side, market_probability
@@ -77,6 +78,7 @@ class TickInputs:
     window: np.ndarray
     data_skip: np.ndarray  # reasons known from the data alone (None where none)
     locked: np.ndarray  # the settlement rule already decides the market: its model is not asked
+    fees: FeeSchedule  # each row's Kalshi fee rates: its series' fee in force at its candle's time
 
 
 def unavailable_inputs(last: TickInputs | None, now_ts: int, reason: str) -> TickInputs:
@@ -85,14 +87,16 @@ def unavailable_inputs(last: TickInputs | None, now_ts: int, reason: str) -> Tic
     if last is None:
         tickers = city = bracket = np.zeros(0, dtype=object)
         close_ts = np.zeros(0, dtype=np.int64)
+        fees = FeeBook().schedule(tickers, 0)
     else:
         rows = np.flatnonzero(last.close_ts > now_ts)
         tickers, city, bracket, close_ts = last.tickers[rows], last.city[rows], last.bracket[rows], last.close_ts[rows]
+        fees = last.fees.take(rows)
     n = len(tickers)
     nothing = np.full(n, np.nan)
     return TickInputs(tickers, city, bracket, close_ts, nothing, nothing, nothing, nothing.copy(),
                       np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.full(n, reason, dtype=object),
-                      np.zeros(n, dtype=bool))
+                      np.zeros(n, dtype=bool), fees)
 
 
 def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -118,15 +122,16 @@ def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, n
 
 
 def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
-                   failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F
-                   ) -> TickInputs:
+                   failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+                   fees: FeeBook | None = None) -> TickInputs:
     """One tick's inputs: each open market joined with its newest feature row and its model's probability."""
-    return inputs_from_rows(join_latest(open_markets, latest), resolve, failed, lock_margin_f=lock_margin_f)
+    return inputs_from_rows(join_latest(open_markets, latest), resolve, failed, lock_margin_f=lock_margin_f,
+                            fees=fees)
 
 
 def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
-                     failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F
-                     ) -> TickInputs:
+                     failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+                     fees: FeeBook | None = None) -> TickInputs:
     """Data gates and model probabilities for rows of (market, newest feature row).
 
     Live, the rows are one tick's open markets (``join_latest``); a backtest passes a DataFrame of
@@ -134,7 +139,8 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
     rows. Columns: market_ticker, city, bracket, event_date, close_ts, floor_strike, cap_strike and
     the features. Rows whose outcome the day's running maximum already decides (``locked_outcomes``)
     take that outcome as their probability; they still need a model for their day (a market trades
-    only under a promoted model), which is not asked.
+    only under a promoted model), which is not asked. ``fees`` prices each row at its series' fee in force at its
+    candle's time (the market's close without one); None: Kalshi's general schedule for every series.
     """
     def column(name: str, dtype=None) -> np.ndarray:
         return np.asarray(frame[name], dtype=dtype)
@@ -188,8 +194,10 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
             asked = asked[~stale]
         p_model[asked] = yes.of_rows(matrix[np.ix_(asked, [position_of[c] for c in yes.columns])])
         model_id[rows], window[rows] = handle.model_id, handle.window
-    return TickInputs(tickers, keys[0], brackets, column("close_ts", np.int64), candle_ts, bid, ask, p_model,
-                      model_id, window, reason, locked)
+    close_ts = column("close_ts", np.int64)
+    rates = (fees or FeeBook()).schedule(tickers, np.where(np.isnan(candle_ts), close_ts, candle_ts))
+    return TickInputs(tickers, keys[0], brackets, close_ts, candle_ts, bid, ask, p_model, model_id, window, reason,
+                      locked, rates)
 
 
 def _groups(keys: list[np.ndarray], rows: np.ndarray):
@@ -225,7 +233,7 @@ class Pricing:
 
 
 def price(inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Pricing:
-    """Blend, fees, Kelly and the price gates over a tick's rows.
+    """Blend, fees (each row's own, ``inputs.fees``), Kelly and the price gates over a tick's rows.
 
     ``maker`` prices the resting side (YES at the bid, NO at 100 − ask) instead of the taker side.
     """
@@ -233,9 +241,8 @@ def price(inputs: TickInputs, config: RtConfig, *, maker: bool = False) -> Prici
     p_market = market_probability(bid, ask)
     # a decided outcome is not an opinion to pool with the market's
     p_blend = np.where(inputs.locked, p_model, BLENDS[config.blend](p_model, p_market, config.blend_weight))
-    fees = fee_schedule(config)
     math = best_side(np.nan_to_num(p_blend, nan=0.5), np.nan_to_num(bid, nan=1), np.nan_to_num(ask, nan=99),
-                     config.risk, fees, maker=maker)
+                     config.risk, inputs.fees, maker=maker)
     spread = ask - bid
     price_skip = np.where(math.edge_cents < config.risk.tau_open_cents, EDGE_GATE, None)
     price_skip = np.where(spread > config.risk.max_spread_cents, "spread wider than max_spread_cents", price_skip)
@@ -352,6 +359,3 @@ def execution_caps(config: RtConfig) -> Caps:
     return Caps(config.execution.bankroll_dollars * 100, config.risk.max_bankroll_pct_city_day_side,
                 config.risk.slip_per_leg_cents, config.execution.max_position_contracts)
 
-
-def fee_schedule(config: RtConfig) -> FeeSchedule:
-    return FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
+from kwx.cities import get_city
 from kwx.clock import Clock, SystemClock
 from kwx.config import RtConfig
+from kwx.data.fees import LiveFees
 from kwx.execution.paper import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickRunner, run_loop
@@ -41,8 +43,19 @@ def serve_live(config: RtConfig, engine: Engine, client: MlflowClient, *, kalshi
                         forecaster=forecaster, forecast_refresh_seconds=config.forecast_refresh_seconds)
     cache = RegistryCache(client, clock, refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
-    broker = broker_for(config, engine, environment=environment, confirm_production=confirm_production, trader=trader)
-    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db), broker=broker)
+    fees = LiveFees(engine, kalshi, sorted({get_city(city).series for city, _ in pairs}), config.fees)
+    book = fees.book(clock.now().timestamp())
+    broker = broker_for(config, engine, environment=environment, confirm_production=confirm_production, trader=trader,
+                        fees=book)
+    runner = TickRunner(config, source, RegistryResolver(cache, config.stage, db), broker=broker, fees=book)
+
+    def ticked(tick: dict, result) -> None:
+        refreshed = fees.book(clock.now().timestamp())
+        if refreshed is not None:
+            runner.set_fees(refreshed)
+        if on_tick is not None:
+            on_tick(tick, result)
+
     writer = SignalWriter(engine, mode="live", retry=db, buffer_max=config.buffer_max_ticks)
-    run_loop(config, clock, runner, writer, max_ticks=max_ticks, realtime=True, stop=stop, on_tick=on_tick)
+    run_loop(config, clock, runner, writer, max_ticks=max_ticks, realtime=True, stop=stop, on_tick=ticked)
     return LiveRun(writer, {name: why for name, (_city, why) in source.rejected.items()}, runner.unreadable)

@@ -26,6 +26,7 @@ from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
 from kwx.domain.features import build_features_for_cities
+from kwx.domain.fees import FeeBook
 from kwx.execution.paper import write_paper_ticks
 from kwx.registry.cache import RegistryCache
 from kwx.registry.resolution import NoModelError
@@ -89,12 +90,21 @@ class TickResult:
 
 
 class TickRunner:
-    def __init__(self, config: RtConfig, source, resolve, broker=None):
-        """``broker``: paper mode's ``PaperBroker``, which turns each tick's decisions into orders and fills."""
+    def __init__(self, config: RtConfig, source, resolve, broker=None, fees: FeeBook | None = None):
+        """``broker``: paper mode's ``PaperBroker``, which turns each tick's decisions into orders and fills;
+        ``fees``: the series' fees (``load_fee_book``), the broker's when it has them, else Kalshi's general ones."""
         self.config, self.source, self.resolve, self.broker = config, source, resolve, broker
+        self.fees = fees if fees is not None else broker.fees if broker is not None else FeeBook()
         self._memo: tuple | None = None
         self._marked: dict[str, int] = {}  # market -> newest candle already marked complete
         self.unreadable: str | None = None  # the last tick's reason when it could not read the database
+
+    def set_fees(self, fees: FeeBook) -> None:
+        """Price from the next tick on with ``fees`` (the live loop's refreshed fee data), the broker's fills too."""
+        self.fees = fees
+        self._memo = None  # the memoised pricing used the old rates
+        if self.broker is not None:
+            self.broker.fees = self.broker.allocator.fees = fees
 
     def run(self, now_ts: int) -> TickResult:
         snap, latest, decision, maker = self._decide(now_ts)
@@ -128,7 +138,7 @@ class TickRunner:
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             latest = latest_rows(snapshot_features(snap, self.config), now_ts)
             inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
-                                    lock_margin_f=self.config.lock_margin_f)
+                                    lock_margin_f=self.config.lock_margin_f, fees=self.fees)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None
             self._memo = (key, inputs, price(inputs, self.config), maker)
         decision = decide(now_ts, self._memo[1], self.config, pricing=self._memo[2])

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from kwx.cities import get_city
 from kwx.clock import SimulatedClock, SystemClock
 from kwx.config import RtConfig
+from kwx.data.fees import load_fee_book
 from kwx.data.schema import RtTick
 from kwx.domain.markets import climate_day_bounds
 from kwx.execution.paper import MINUTE, broker_for
@@ -100,8 +101,9 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     cache = RegistryCache(client, SystemClock(), refresh_seconds=config.model_refresh_seconds,
                           max_stale_days=config.max_stale_days)
     through = resume_at - step
+    fees = load_fee_book(engine, config.fees)  # the stored fee data: each series' fee in force at each tick
     runner = TickRunner(config, source, resolver or RegistryResolver(cache, config.stage),
-                        broker=broker_for(config, engine, through=through if paper else None))
+                        broker=broker_for(config, engine, through=through if paper else None, fees=fees), fees=fees)
     if paper and resume_at < end:
         # the ticks of the last minute and one more: when each resting order's price was set (PaperBroker.resume)
         back = math.ceil((MINUTE + config.tick_seconds) / config.tick_seconds)

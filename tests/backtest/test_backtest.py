@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from typer.testing import CliRunner
 
 from kwx.backtest.data import load_period
@@ -17,9 +17,10 @@ from kwx.backtest.engine import TICK_SECONDS, simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
 from kwx.backtest.runner import parse_grid, run_backtest
 from kwx.cli import app
-from kwx.config import RtConfig, load_config
-from kwx.data.schema import Candle, RtSignal
+from kwx.config import FeeConfig, RtConfig, load_config
+from kwx.data.schema import Candle, RtSignal, SeriesFeeRecord
 from kwx.domain.performance import sharpe
+from kwx.domain.signals import FeeSchedule
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import finalize_signals
 from kwx.rt.replay import replay_day
@@ -189,6 +190,48 @@ def test_baselines_are_the_same_engine_at_w0_and_w1(tracked):
         np.testing.assert_allclose(result.daily["open_pnl"] + result.daily["locked_pnl"], result.daily["pnl"])
     assert run.strategy.blend_weight == 0.7
     assert run.demo_data and mlflow.get_run(run.run_id).data.tags["kwx.demo_data"] == "true"
+    # the demo stores its series at Kalshi's general schedule, and the run says those are the fees it paid
+    assert run.fees.startswith("exchange: KXHIGHCHI: quadratic ×1 from 2025-06-")
+    assert mlflow.get_run(run.run_id).data.tags["kwx.fees"] == run.fees
+
+
+def test_fills_pay_the_series_fee_in_force_at_their_time(promoted):
+    """A fee change planted in the stored fee data reaches the decisions' edges and the fills from its second on
+    (kwx used to price every fill at the config's maker 0 / taker 0.07, as the override still does)."""
+    engine, client = promoted["engine"], promoted["client"]
+    resolver = OutOfSampleResolver([ModelSource.from_run(client, "chicago", "between", promoted["run_id"])],
+                                   RegistryCache(client))
+    change_ts = int(datetime(2025, 7, 18, 15, tzinfo=UTC).timestamp())
+    record = {"series_ticker": "KXHIGHCHI", "effective_ts": change_ts, "fee_type": "quadratic_with_maker_fees",
+              "fee_multiplier": 2.0, "source": "fee_change", "fetched_ts": change_ts}
+    with engine.begin() as conn:
+        conn.execute(insert(SeriesFeeRecord).values(**record))
+    try:
+        def trade(fees: FeeConfig):
+            period = load_period(engine, [("chicago", "between")], FIRST_TEST_DAY, date(2025, 7, 24), resolver,
+                                 fees=fees)
+            return period, simulate(period, RtConfig.model_validate(RT))
+
+        period, result = trade(FeeConfig())
+        _, overridden = trade(FeeConfig(taker_rate=0.07, maker_rate=0.0))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(SeriesFeeRecord).where(SeriesFeeRecord.effective_ts == change_ts))
+    candle_ts = period.inputs.candle_ts
+    priced = ~np.isnan(candle_ts)
+    assert set(period.inputs.fees.maker_rate[priced & (candle_ts >= change_ts)]) == {0.035}
+    assert set(period.inputs.fees.maker_rate[priced & (candle_ts < change_ts)]) == {0.0}
+    assert set(period.inputs.fees.taker_rate[priced & (candle_ts >= change_ts)]) == {0.14}
+    fills = result.fills
+    maker, after = (fills["liquidity"] == "maker").to_numpy(), (fills["fill_ts"] >= change_ts).to_numpy()
+    assert (maker & after).sum() > 0 and (maker & ~after).sum() > 0
+    assert (fills["fee_cents"][maker & ~after] == 0).all()
+    late = fills[maker & after]
+    np.testing.assert_array_equal(late["fee_cents"], FeeSchedule(0.14, 0.035).order_cents(
+        late["price_cents"].to_numpy(), late["contracts"].to_numpy(), maker=True))
+    assert (late["fee_cents"] > 0).all()
+    assert (overridden.fills["fee_cents"][overridden.fills["liquidity"] == "maker"] == 0).all()
+    assert result.summary["fees_paid"] > overridden.summary["fees_paid"]
 
 
 def test_the_run_logs_traded_and_skipped_days(tracked):

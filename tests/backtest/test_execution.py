@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kwx.domain.execution import Caps, allocate, episode_ids, settle, trades_through
+from kwx.domain.fees import FeeBook
 from kwx.domain.orders import OrderLimits, step_through
-from kwx.domain.signals import FeeSchedule
 
-FEES = FeeSchedule(taker_rate=0.07, maker_rate=0.0, contracts=10)
+FEES = FeeBook.fixed(taker_rate=0.07, maker_rate=0.0, contracts=10)
 
 
 def test_a_yes_bid_fills_only_when_trades_go_below_it():
@@ -113,7 +113,7 @@ def test_fills_never_exceed_targets_volume_or_caps(rows, cap, slip):
     # one candidate per (minute, market, side, liquidity), so each fill maps back to its event's volume
     events = _events([(60 * t, *rest) for t, *rest in rows]).drop_duplicates(
         ["fill_ts", "market_ticker", "side", "liquidity"])
-    taker_fees = FeeSchedule(taker_rate=0.07, maker_rate=0.0175, contracts=10)
+    taker_fees = FeeBook.fixed(taker_rate=0.07, maker_rate=0.0175, contracts=10)
     fills = allocate(events, caps, taker_fees)
     if fills.empty:
         return

@@ -76,7 +76,30 @@ def demo():
     return generate_city("chicago", date(2025, 7, 2), date(2025, 7, 3), seed=4)
 
 
+def series_json(series: str = SERIES, fee_type: str = "quadratic", fee_multiplier: float = 1) -> dict:
+    """A Series object as GET /series/{ticker} returns it (every field the SDK's model requires)."""
+    return {"ticker": series, "frequency": "daily", "title": "Highest temperature in Chicago today?",
+            "category": "Climate and Weather", "tags": ["Weather"],
+            "settlement_sources": [{"name": "National Weather Service", "url": "https://www.weather.gov/"}],
+            "contract_url": "https://kalshi.com/contract.pdf", "contract_terms_url": "https://kalshi.com/terms.pdf",
+            "fee_type": fee_type, "fee_multiplier": fee_multiplier, "additional_prohibitions": []}
+
+
+def fee_change_json(scheduled: str, fee_type: str, fee_multiplier: float, series: str = SERIES) -> dict:
+    """A SeriesFeeChange as GET /series/fee_changes lists it."""
+    return {"id": f"fc-{series}-{scheduled}", "series_ticker": series, "fee_type": fee_type,
+            "fee_multiplier": fee_multiplier, "scheduled_ts": scheduled}
+
+
+def serve_fees(api: FakeApi, series: dict | None = None, changes: list[dict] = ()) -> None:
+    """The series' fee data: GET /series/{SERIES} and GET /series/fee_changes (filtered as Kalshi filters)."""
+    api.handlers[f"/series/{SERIES}"] = lambda _query: Reply({"series": series or series_json()})
+    api.handlers["/series/fee_changes"] = lambda query: Reply({"series_fee_change_arr": [
+        c for c in changes if c["series_ticker"] == query.get("series_ticker", c["series_ticker"])]})
+
+
 def serve_kalshi(api: FakeApi, demo, dollars_for=lambda ticker: True, page_size: int = 5):
+    serve_fees(api)
     markets = [market_json(r) for r in demo.markets.itertuples()]
 
     def list_markets(query):
@@ -263,8 +286,9 @@ def test_ingest_pages_formats_faults_and_is_idempotent(engine, demo):
         assert api.count(flaky) >= 2 + 4  # two faults retried, then ~1,370 candles in requests of <= 500
         first = _stored(engine)
         assert summary.markets == 12 and summary.candles == len(demo.candles) and summary.settled_days == 2
+        assert summary.fee_records == 1  # the series' fee, read with its markets
         again = ingest_kalshi(engine, client_for(api), SERIES, date(2025, 7, 2), date(2025, 7, 3), now=NOW)
-        assert again.ok
+        assert again.ok and again.fee_records == 0
     second = _stored(engine)
     for a, b in zip(first, second, strict=True):
         pd.testing.assert_frame_equal(a, b)  # re-running the same range changes nothing

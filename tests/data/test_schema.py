@@ -16,8 +16,9 @@ from kwx.data.db import make_engine
 from kwx.data.schema import Base, Candle, Market, RtSignal
 
 EXECUTION_TABLES = {"orders", "fills", "execution_control"}
-ALL_TABLES = {"markets", "candles", "weather_minutes", "climate_daily", "forecasts", "rt_signals", "rt_ticks",
-              *EXECUTION_TABLES}
+ALL_TABLES = {"markets", "candles", "weather_minutes", "climate_daily", "forecasts", "series_fees", "rt_signals",
+              "rt_ticks", *EXECUTION_TABLES}
+LATER = {"forecasts", "series_fees"}  # the tables of the revisions after e5b1f7c3a9d2
 
 
 def _tables(url: str) -> set[str]:
@@ -71,19 +72,21 @@ def test_downgrade_to_base_and_up_again(db_url):
 
 def test_realtime_migration_is_separate_from_base(db_url):
     migrations.upgrade(db_url, "5d2e0c8f9a10")
-    assert _tables(db_url) == ALL_TABLES - {"rt_signals", "rt_ticks", "forecasts"} - EXECUTION_TABLES
+    assert _tables(db_url) == ALL_TABLES - {"rt_signals", "rt_ticks"} - LATER - EXECUTION_TABLES
     engine = make_engine(db_url)
     assert "complete" not in {c["name"] for c in inspect(engine).get_columns("candles")}
     engine.dispose()
     migrations.upgrade(db_url)
+    migrations.downgrade(db_url, "f3c9a1d7e2b4")
+    assert _tables(db_url) == ALL_TABLES - {"series_fees"}
     migrations.downgrade(db_url, "e5b1f7c3a9d2")
-    assert _tables(db_url) == ALL_TABLES - {"forecasts"}
+    assert _tables(db_url) == ALL_TABLES - LATER
     migrations.downgrade(db_url, "a7e3b9c2d5f1")
-    assert _tables(db_url) == ALL_TABLES - EXECUTION_TABLES - {"forecasts"}
+    assert _tables(db_url) == ALL_TABLES - EXECUTION_TABLES - LATER
     migrations.downgrade(db_url, "416360ac63f3")
-    assert _tables(db_url) == ALL_TABLES - {"rt_ticks", "forecasts"} - EXECUTION_TABLES
+    assert _tables(db_url) == ALL_TABLES - {"rt_ticks"} - LATER - EXECUTION_TABLES
     migrations.downgrade(db_url, "-1")
-    assert _tables(db_url) == ALL_TABLES - {"rt_signals", "rt_ticks", "forecasts"} - EXECUTION_TABLES
+    assert _tables(db_url) == ALL_TABLES - {"rt_signals", "rt_ticks"} - LATER - EXECUTION_TABLES
 
 
 def test_expiration_value_migration_moves_the_high_and_derives_the_payout(db_url):

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kwx.domain.execution import Allocator, Caps, trades_through
+from kwx.domain.fees import FeeBook
 from kwx.domain.orders import NO_SIDE, OrderLimits, order_step
-from kwx.domain.signals import FeeSchedule
 
 MARKETS = np.array(["A", "B", "C", "D"], dtype=object)
-FEES = FeeSchedule(taker_rate=0.07, maker_rate=0.0175, contracts=10)
+FEES = FeeBook.fixed(taker_rate=0.07, maker_rate=0.0175, contracts=10)
 
 tick = st.lists(st.tuples(st.floats(-2, 12), st.sampled_from(["yes", "no"]), st.integers(1, 98),
                           st.floats(0, 0.3), st.integers(0, 100), st.integers(0, 5_000)),

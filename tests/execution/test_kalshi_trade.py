@@ -7,6 +7,7 @@ import fnmatch
 import inspect
 import logging
 import pickle
+import re
 import time
 
 import httpx
@@ -34,6 +35,7 @@ from kalshi_python_sync.models.order import Order
 from kwx.data.clients.http import AuthError, FetchError, PayloadError, RetryPolicy, UnknownOutcomeError
 from kwx.data.clients.kalshi import DEMO_URL, PRODUCTION_URL
 from kwx.execution.kalshi_trade import (
+    IMMEDIATE_OR_CANCEL,
     KEY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -53,6 +55,7 @@ from kwx.execution.kalshi_trade import (
     rejection_reason,
     sign,
     signing_message,
+    trade_url,
 )
 from kwx.secrets import MASK, redact
 from tests.fakes.kalshi_exchange import ORDERS, FakeKalshiExchange
@@ -224,6 +227,29 @@ def test_production_needs_the_prod_environment_and_an_explicit_confirmation(cred
         assert (live.base_url, default.base_url) == (PRODUCTION_URL, DEMO_URL)  # no request was made
 
 
+def test_the_trading_url_comes_from_the_variable_then_the_setting_then_the_environment():
+    proxy, sandbox = "http://127.0.0.1:8123/trade-api/v2", "https://sandbox.example/trade-api/v2"
+    assert trade_url("demo", variables={}) == (DEMO_URL, None)
+    assert trade_url("prod", True, variables={}) == (PRODUCTION_URL, None)
+    assert trade_url("demo", configured=sandbox, variables={}) == (sandbox, "execution.trade_api_url")
+    assert trade_url("demo", configured=sandbox, variables={"KWX_KALSHI_TRADE_URL": proxy}) == (
+        proxy, "$KWX_KALSHI_TRADE_URL")
+    assert trade_url("prod", True, configured=PRODUCTION_URL, variables={}) == (PRODUCTION_URL,
+                                                                               "execution.trade_api_url")
+    with pytest.raises(ProductionNotConfirmed, match="real money"):  # a proxy does not lift the confirmation
+        trade_url("prod", configured=proxy, variables={})
+    for env, configured, variables, where in [
+            ("demo", PRODUCTION_URL, {}, "execution.trade_api_url"),
+            ("demo", None, {"KWX_KALSHI_TRADE_URL": "https://trading-api.kalshi.com/trade-api/v2"},
+             "$KWX_KALSHI_TRADE_URL")]:
+        with pytest.raises(ProductionNotConfirmed, match=rf"^{re.escape(where)} https://\S+ is Kalshi's "
+                           rf"production exchange \(real money\): it needs --env prod and --confirm-production$"):
+            trade_url(env, True, configured, variables)
+    with pytest.raises(ValueError, match=r"^\$KWX_KALSHI_TRADE_URL: must be an http\(s\) URL with a host, such as "
+                                         r"https://host/path; got 'http://user:\*\*\*@/x'$"):
+        trade_url("demo", variables={"KWX_KALSHI_TRADE_URL": "http://user:SENTINEL-pw@/x"})
+
+
 def test_client_order_ids_are_fixed_by_the_decision():
     cid = client_order_id("kwx-live", TICKER, "yes", "buy", "1751464860:3")
     assert cid == "48b82d73-e200-5a24-8508-372bed81d84b"  # the same in every process, on every machine
@@ -237,7 +263,9 @@ def test_client_order_ids_are_fixed_by_the_decision():
     assert base_client_order_id(f"{cid}:a7") == cid
     for bad in [{"price_cents": 0}, {"price_cents": 100}, {"price_cents": 40.0}, {"count": 0}, {"count": True},
                 {"side": "maybe"}, {"action": "hold"}, {"client_order_id": f"{cid}:a1"},
-                {"client_order_id": "spaces are not allowed"}, {"client_order_id": "x" * 59}, {"ticker": ""}]:
+                {"client_order_id": "spaces are not allowed"}, {"client_order_id": "x" * 59}, {"ticker": ""},
+                {"time_in_force": "ioc"}, {"time_in_force": IMMEDIATE_OR_CANCEL},  # post-only cannot be immediate
+                {"time_in_force": "fill_or_kill", "post_only": True}]:
         fields = {"ticker": TICKER, "side": "yes", "action": "buy", "count": 1, "price_cents": 40,
                   "client_order_id": cid} | bad
         with pytest.raises(ValueError):
@@ -303,6 +331,52 @@ def test_partial_fills_positions_and_balance(exchange, credentials):
     [taken] = trader.fills(ticker=OTHER)
     assert (taken.count, taken.price_cents, taken.is_taker) == (2, 25, True)
     assert assert_sdk_shapes(exchange) > 0
+
+
+def taker(intent_id: str, ticker: str = OTHER, side: str = "yes", count: int = 5, price: int = 26) -> OrderIntent:
+    return OrderIntent.taker(ticker, side, "buy", count, price, client_order_id("kwx-test", ticker, side, "buy",
+                                                                                 intent_id))
+
+
+def test_a_taker_order_is_immediate_or_cancel_and_never_rests(exchange, credentials):
+    trader = trader_for(exchange, credentials)
+    exchange.set_book(OTHER, 20, 25, depth=2)  # 2 contracts offered at the 25¢ ask
+    partial = trader.create_order(taker("ioc:1"))  # buy 5 up to 26¢: 2 fill at once, the exchange cancels 3
+    assert (partial.status, partial.fill_count, partial.remaining_count, partial.price_cents) == ("canceled", 2, 0, 26)
+    whole = trader.create_order(taker("ioc:2", TICKER, "no", 3, 62))  # NO at 62 meets the 38¢ YES bid: all fill
+    assert (whole.status, whole.fill_count, whole.remaining_count) == ("executed", 3, 0)
+    missed = trader.create_order(taker("ioc:3", TICKER, "yes", 4, 41))  # below the 42¢ ask: nothing crosses
+    assert (missed.status, missed.fill_count, missed.remaining_count) == ("canceled", 0, 0)
+    assert [(f.ticker, f.count, f.is_taker) for f in trader.fills()] == [(TICKER, 3, True), (OTHER, 2, True)]
+    # fill_or_kill: all at once or nothing
+    exchange.set_book(OTHER, 20, 25, depth=2)
+    fok = {"ticker": OTHER, "side": "yes", "action": "buy", "price_cents": 25, "post_only": False,
+           "time_in_force": "fill_or_kill"}
+    killed = trader.create_order(OrderIntent(count=3, client_order_id="fok-1", **fok))
+    filled = trader.create_order(OrderIntent(count=2, client_order_id="fok-2", **fok))
+    assert [(o.status, o.fill_count) for o in (killed, filled)] == [("canceled", 0), ("executed", 2)]
+    assert trader.orders(status="resting") == []
+    assert exchange.count("DELETE", "/portfolio/orders/*") == 0 and exchange.count("POST", ORDERS) == 5
+    bodies = [r.body for r in exchange.requests if r.method == "POST"]
+    assert [b["time_in_force"] for b in bodies] == [IMMEDIATE_OR_CANCEL] * 3 + ["fill_or_kill"] * 2
+    assert all(b["post_only"] is False for b in bodies)
+    assert assert_sdk_shapes(exchange) >= 10  # each body a valid CreateOrderRequest, each answer an Order
+
+
+def test_a_restart_never_resends_a_taker_order_the_exchange_executed_or_cancelled(exchange, credentials):
+    trader = trader_for(exchange, credentials)
+    exchange.set_book(OTHER, 20, 25, depth=2)
+    cancelled = taker("ioc:1")
+    exchange.drop_response_next()  # carried out (2 filled, 3 cancelled), the answer lost: found by looking
+    order = trader.create_order(cancelled)
+    assert (order.status, order.fill_count) == ("canceled", 2) and exchange.count("POST", ORDERS) == 1
+    executed = taker("ioc:2", TICKER, "no", 3, 62)
+    done = trader.create_order(executed)
+    exchange.set_book(OTHER, 20, 25, depth=50)  # the book refilled: an order sent again would fill now
+    restarted = trader_for(exchange, credentials)
+    assert restarted.ensure_order(cancelled) == order and restarted.ensure_order(executed) == done
+    assert exchange.count("POST", ORDERS) == 2 and len(exchange.orders) == 2
+    assert sum(f["count"] for f in exchange.fills) == 2 + 3  # the intents were spent once each
 
 
 def test_kwx_parses_what_the_sdk_models_hold(exchange, credentials):

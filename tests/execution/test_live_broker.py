@@ -3,7 +3,9 @@ reconciliation, restarts, unknown outcomes, halts, the caps as a property, the k
 
 from __future__ import annotations
 
+import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -24,6 +26,7 @@ from kwx.data import migrations
 from kwx.data.clients.http import RetryPolicy
 from kwx.data.db import make_engine
 from kwx.data.demo import load_demo
+from kwx.data.fees import FEE_COLUMNS
 from kwx.data.schema import Base, Market
 from kwx.data.store import upsert_frame
 from kwx.domain.signals import FeeSchedule, SignalMath
@@ -84,7 +87,7 @@ def tick_inputs(tickers: list[str], bid=40.0, ask=42.0) -> TickInputs:
     return TickInputs(np.array(tickers, dtype=object), _column("chicago", n, object), _column("between", n, object),
                       _column(close_ts, n, np.int64), _column(T0, n), _column(bid, n), _column(ask, n),
                       _column(0.6, n), _column("m", n, object), _column("w", n, object), _column(None, n, object),
-                      np.zeros(n, dtype=bool))
+                      np.zeros(n, dtype=bool), FeeSchedule())
 
 
 def add_markets(engine, tickers: list[str], event_date: date = DAY, close_time: datetime = NOW + timedelta(days=1)):
@@ -218,6 +221,28 @@ def test_partial_fills_are_booked_once_and_later_orders_are_sized_by_what_is_hel
     assert rows.loc[cid, "status"] == "cancelled" and rows.loc[new, "count"] == 20
 
 
+def test_live_fills_pay_their_series_fee_in_force_when_they_filled(world):
+    """Kalshi's fills carry no fee: kwx prices each from the series' fee data at the fill's time."""
+    change = T0 + 5  # the series starts charging makers (quadratic_with_maker_fees) 5 s after the first tick
+    with world.engine.begin() as conn:
+        upsert_frame(conn, "series_fees", pd.DataFrame(
+            [("KXHIGHCHI", T0 - 86_400, "quadratic", 1.0, "series", T0 - 86_400),
+             ("KXHIGHCHI", change, "quadratic_with_maker_fees", 1.0, "fee_change", T0 - 86_400)],
+            columns=FEE_COLUMNS))
+    broker = world.broker()
+    one = TICKERS[:1]
+    world.tick(broker, 0, tick_inputs(one), decision(1))
+    world.clock.ts = T0 + 2
+    world.exchange.trade(TICKERS[0], 39, 10)  # through the 40¢ bid before the change
+    world.tick(broker, 10, tick_inputs(one), decision(1))
+    world.exchange.trade(TICKERS[0], 39, 10)  # and after it
+    world.tick(broker, 20, tick_inputs(one), decision(1))
+    fills = records.fills(world.engine, "live").sort_values("ts_utc")
+    assert fills["liquidity"].tolist() == ["maker", "maker"] and fills["count"].tolist() == [10, 10]
+    # 0.0175 · 10 · 0.40 · 0.60 = $0.042 → 5¢
+    assert fills["fee_cents"].tolist() == [0.0, 5.0]
+
+
 def test_an_amend_racing_a_fill_never_exceeds_the_position(world):
     broker = world.broker()
     one = TICKERS[:1]
@@ -241,20 +266,59 @@ def test_an_amend_racing_a_fill_never_exceeds_the_position(world):
     assert records.fills(world.engine, "live")["count"].sum() == 30
 
 
-def test_a_taker_fallback_crosses_at_the_taker_price_and_leaves_nothing_resting(world):
+def test_a_taker_fallback_is_one_immediate_or_cancel_order_and_leaves_nothing_resting(world):
     broker = world.broker(taker_fallback_cents=3.0)
     world.exchange.set_book(TICKERS[0], 40, 42, depth=12)  # 12 contracts offered at the ask
     maker = decision(1, edge=0.0, reason="edge below tau_open_cents")  # no maker order: the taker edge alone
-    world.tick(broker, 0, tick_inputs(TICKERS[:1]), maker, decision(1, price=42, edge=6.0))
+    taker = decision(1, price=42, edge=6.0)
+    world.tick(broker, 0, tick_inputs(TICKERS[:1]), maker, taker)
     (create,) = [r.body for r in world.exchange.requests if r.method == "POST" and r.path == ORDERS]
-    assert (create["post_only"], create["yes_price"], create["count"]) == (False, 42, 30)
-    assert world.resting() == []  # what the book could not fill at once was cancelled
+    assert (create["post_only"], create["time_in_force"], create["yes_price"], create["count"]) == (
+        False, "immediate_or_cancel", 42, 30)
+    # what the book could not fill at once the exchange cancelled: kwx sent no cancel
+    assert world.exchange.count("DELETE", "/portfolio/orders/*") == 0 and world.resting() == []
+    cid = live_order_id("demo", TICKERS[0], "yes", T0, "taker")
+    row = stored_orders(world.engine).loc[cid]
+    assert (row["status"], row["filled_count"], row["remaining_count"], row["post_only"]) == (
+        "cancelled", 12, 0, False)
+    assert row["reason"] == "taker fallback, immediate-or-cancel: the exchange cancelled what did not fill at once"
     world.tick(broker, 10, tick_inputs(TICKERS[:1]), maker)
-    row = stored_orders(world.engine).iloc[0]
-    assert (row["status"], row["filled_count"], row["post_only"]) == ("cancelled", 12, False)
     fills = records.fills(world.engine, "live")
     assert list(fills["liquidity"]) == ["taker"] and fills["fee_cents"].iloc[0] == FeeSchedule().order_cents(42, 12)
+    assert list(fills["client_order_id"]) == [cid] and list(fills["count"]) == [12]
     assert broker.allocator.held[(TICKERS[0], "yes")] == 12
+    # a restart deciding that tick again sends nothing: the intent was spent, however the book has refilled
+    world.exchange.set_book(TICKERS[0], 40, 42)
+    world.tick(world.broker(taker_fallback_cents=3.0), 0, tick_inputs(TICKERS[:1]), maker, taker)
+    assert world.exchange.count("POST", ORDERS) == 1 and world.exchange.count("DELETE", "/portfolio/orders/*") == 0
+
+
+def test_a_taker_order_the_exchange_leaves_resting_is_cancelled_with_a_warning(world, caplog):
+    caplog.set_level(logging.WARNING, logger="kwx.execution.live")
+    world.exchange.ignore_time_in_force = True  # a misbehaving exchange: the unfilled rest of a taker order rests
+    broker = world.broker(taker_fallback_cents=3.0)
+    for ticker in TICKERS[:2]:
+        world.exchange.set_book(ticker, 40, 42, depth=12)
+    maker = decision(1, edge=0.0, reason="edge below tau_open_cents")
+    taker = decision(1, price=42, edge=6.0)
+    world.tick(broker, 0, tick_inputs(TICKERS[:1]), maker, taker)
+    cid = live_order_id("demo", TICKERS[0], "yes", T0, "taker")
+    assert world.exchange.count("POST", ORDERS) == 1 and world.exchange.count("DELETE", "/portfolio/orders/*") == 1
+    assert world.resting() == []
+    row = stored_orders(world.engine).loc[cid]
+    assert (row["status"], row["filled_count"], row["remaining_count"]) == ("cancelled", 12, 0)
+    assert row["reason"] == "taker fallback left resting (the exchange ignored immediate_or_cancel): cancelled"
+    # placed, then the process dies before it sees the answer: reconciliation after the restart cancels it
+    with killed_while(world.trader, sent=True):
+        world.tick(broker, 10, tick_inputs(TICKERS[1:2]), maker, taker)
+    assert len(world.resting()) == 1
+    world.tick(world.broker(taker_fallback_cents=3.0), 20, tick_inputs(TICKERS[1:2]), maker)
+    second = live_order_id("demo", TICKERS[1], "yes", T0 + 10, "taker")
+    assert world.resting() == [] and world.exchange.count("DELETE", "/portfolio/orders/*") == 2
+    assert stored_orders(world.engine).loc[second, "status"] == "cancelled"
+    warned = [r for r in caplog.records if '"taker order left resting"' in r.getMessage()]
+    assert [(json.loads(r.getMessage())["order"], r.levelno) for r in warned] == [(cid, logging.WARNING),
+                                                                                  (second, logging.WARNING)]
 
 
 # --- restarts, unknown outcomes, rejections --------------------------------------------------------------------
@@ -263,20 +327,30 @@ class Killed(BaseException):
     """The process dies (not an exception any code path handles)."""
 
 
+@contextmanager
+def killed_while(trader: KalshiTrader, *, sent: bool):
+    """The process dies placing an order: after it was ``sent`` (before the answer is seen), or before."""
+    real_create = trader.create_order
+
+    def dies(intent):
+        if sent:
+            real_create(intent)
+        raise Killed
+
+    trader.create_order = dies
+    try:
+        with pytest.raises(Killed):
+            yield
+    finally:
+        trader.create_order = real_create
+
+
 def test_a_restart_mid_order_neither_duplicates_nor_loses_an_order(world, caplog):
     caplog.set_level(logging.WARNING, logger="kwx.execution.live")
     one = TICKERS[:1]
     first = world.broker()
-    real_create = first.trader.create_order
-
-    def sent_then_killed(intent):
-        real_create(intent)
-        raise Killed
-
-    first.trader.create_order = sent_then_killed
-    with pytest.raises(Killed):
+    with killed_while(first.trader, sent=True):
         world.tick(first, 0, tick_inputs(one), decision(1))
-    first.trader.create_order = real_create
     cid = live_order_id("demo", TICKERS[0], "yes", T0)
     assert stored_orders(world.engine).loc[cid, "status"] == "pending"  # written before it was sent
     world.exchange.trade(TICKERS[0], 39, 5)  # it fills a little while kwx is down
@@ -290,14 +364,8 @@ def test_a_restart_mid_order_neither_duplicates_nor_loses_an_order(world, caplog
     assert any(cid in line and '"pending"' in line and '"resting"' in line for line in lines)
     # killed before sending: the pending row is found nowhere at the exchange, closed, and the decision re-placed
     third_cid = live_order_id("demo", TICKERS[1], "yes", T0 + 10)
-
-    def killed_before_sending(intent):
-        raise Killed
-
-    second.trader.create_order = killed_before_sending
-    with pytest.raises(Killed):
+    with killed_while(second.trader, sent=False):
         world.tick(second, 10, tick_inputs(TICKERS[:2]), decision(2))
-    second.trader.create_order = real_create
     third = world.broker()
     world.tick(third, 80, tick_inputs(TICKERS[:2]), decision(2))
     rows = stored_orders(world.engine)
@@ -495,7 +563,7 @@ def test_caps_are_never_exceeded(property_world, rsa_key, steps):
     made = _world(engine, rsa_key)
     config = live_config(max_position_contracts=25, max_open_orders=2, taker_fallback_cents=3.0)
     caps_cents = config.risk.max_bankroll_pct_city_day_side * config.execution.bankroll_dollars * 100
-    fees = FeeSchedule(config.fees.taker_rate, config.fees.maker_rate, config.fees.contracts)
+    fees = FeeSchedule(contracts=config.fees.contracts)  # no fee data stored: Kalshi's general schedule
     with made.exchange as exchange:
         broker = broker_for(config, engine, trader=made.trader)
         for k, (markets, trades, take) in enumerate(steps):
@@ -590,6 +658,36 @@ def test_serve_rt_refuses_production_without_confirmation_and_live_without_keys(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rt-live.yaml", "rt-paper.yaml"]  # nothing opened
 
 
+def _error_line(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_serve_rt_checks_the_trading_url_before_the_keys(tmp_path, monkeypatch):
+    cli = CliRunner()
+    live = ["serve-rt", "--config", str(_config_file(tmp_path, "live"))]
+    monkeypatch.setenv("KWX_KALSHI_TRADE_URL", "javascript:alert(1)")
+    assert _error_line(cli.invoke(app, live)) == ("error: $KWX_KALSHI_TRADE_URL: must be an http(s) URL with a host, "
+                                                  "such as https://host/path; got 'javascript:alert(1)'")
+    monkeypatch.setenv("KWX_KALSHI_TRADE_URL", "https://proxy:SENTINEL-proxy-pw@/trade-api/v2")
+    hidden = cli.invoke(app, live)
+    assert "$KWX_KALSHI_TRADE_URL" in _error_line(hidden) and "SENTINEL-proxy-pw" not in hidden.output
+    monkeypatch.delenv("KWX_KALSHI_TRADE_URL")
+    production = ["--set", "execution.trade_api_url=https://api.elections.kalshi.com/trade-api/v2"]
+    for flags in ([], ["--confirm-production"]):  # Kalshi's production host needs --env prod as well
+        assert _error_line(cli.invoke(app, [*live, *production, *flags])) == (
+            "error: execution.trade_api_url https://api.elections.kalshi.com/trade-api/v2 is Kalshi's production "
+            "exchange (real money): it needs --env prod and --confirm-production")
+    not_http = _error_line(cli.invoke(app, [*live, "--set", "execution.trade_api_url=ftp://example.com/v2"]))
+    assert "execution.trade_api_url: must be an http(s) URL with a host" in not_http
+    confirmed = cli.invoke(app, [*live, *production, "--env", "prod", "--confirm-production"])
+    assert "KALSHI_API_KEY_ID is not set" in _error_line(confirmed)  # the URL passed: the keys are next
+    monkeypatch.setenv("KWX_KALSHI_TRADE_URL", "https://trading-api.kalshi.com/trade-api/v2")
+    assert "$KWX_KALSHI_TRADE_URL https://trading-api.kalshi.com/trade-api/v2 is Kalshi's production exchange" in (
+        _error_line(cli.invoke(app, live)))
+
+
 def test_the_loop_builds_live_brokers_only_as_asked(world, tmp_path):
     config = live_config()
     with pytest.raises(ProductionNotConfirmed):  # refused before any key is read
@@ -597,6 +695,19 @@ def test_the_loop_builds_live_brokers_only_as_asked(world, tmp_path):
     assert isinstance(broker_for(config, world.engine, trader=world.trader), LiveBroker)
     with pytest.raises(ReplayError, match="cannot be replayed"):
         replay_day(config, world.engine, None, DAY)
+
+
+def _serve_today(api, exchange: FakeKalshiExchange, demo, today: date) -> None:
+    """Today's chicago markets and the station's weather at ``api``; any maker price rests at ``exchange``."""
+    from tests.data.fake_http import Reply
+    from tests.data.test_kalshi import serve_kalshi
+    from tests.data.test_visual_crossing import timeline_json
+
+    serve_kalshi(api, demo, page_size=100)
+    first, last = today - timedelta(days=1), today
+    api.handlers[f"/stn:KMDW/{first}/{last}"] = lambda q: Reply(timeline_json(demo.weather_minutes, first, last))
+    for ticker in demo.markets["ticker"]:
+        exchange.set_book(ticker, 1, 99)
 
 
 @pytest.mark.integration
@@ -607,9 +718,7 @@ def test_the_live_loop_trades_through_its_trader(promoted, tmp_path, monkeypatch
     from kwx.data.clients.visual_crossing import VisualCrossingClient
     from kwx.data.demo import generate_city
     from kwx.rt.live import serve_live
-    from tests.data.fake_http import FakeApi, Reply
-    from tests.data.test_kalshi import serve_kalshi
-    from tests.data.test_visual_crossing import timeline_json
+    from tests.data.fake_http import FakeApi
 
     today = datetime.now(UTC).date()
     demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
@@ -618,11 +727,7 @@ def test_the_live_loop_trades_through_its_trader(promoted, tmp_path, monkeypatch
     engine = make_engine(url)
     credentials = KalshiCredentials.from_pem(KEY_ID, pem_of(rsa_key))
     with FakeApi() as api, FakeKalshiExchange(rsa_key.public_key(), KEY_ID, balance_cents=10_000_000) as exchange:
-        serve_kalshi(api, demo, page_size=100)
-        first, last = today - timedelta(days=1), today
-        api.handlers[f"/stn:KMDW/{first}/{last}"] = lambda q: Reply(timeline_json(demo.weather_minutes, first, last))
-        for ticker in demo.markets["ticker"]:
-            exchange.set_book(ticker, 1, 99)  # any maker price rests
+        _serve_today(api, exchange, demo, today)
         config = RtConfig.model_validate({
             "markets": [{"city": "chicago", "bracket": "between"}], "tick_seconds": 2, "fetch_deadline_fraction": 0.9,
             "kalshi_base_url": api.url, "vc_base_url": api.url,
@@ -638,6 +743,51 @@ def test_the_live_loop_trades_through_its_trader(promoted, tmp_path, monkeypatch
     assert run.writer.written_ticks == 1 and exchange.count("GET", "/portfolio/balance") == 1
     assert 0 < len(orders) <= 3 and set(orders["status"]) == {"resting"} and orders["post_only"].all()
     assert set(orders["client_order_id"]) == set(at_exchange)
+    assert all(at_exchange[r.client_order_id]["order_id"] == r.exchange_order_id for r in orders.itertuples())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("given_by", ["KWX_KALSHI_TRADE_URL", "execution.trade_api_url"])
+def test_serve_rt_trades_at_the_trading_url_it_is_given(promoted, tmp_path, monkeypatch, rsa_key, given_by):
+    """`kwx serve-rt --once` in live mode reaches the fake exchange through the setting (or its variable) alone:
+    the start line names the URL and where it came from, every request is signed, the orders rest there."""
+    from kwx.data.demo import generate_city
+    from tests.data.fake_http import OFFLINE_FORECASTS, FakeApi
+
+    today = datetime.now(UTC).date()
+    demo = generate_city("chicago", today, today + timedelta(days=1), seed=5)
+    db = f"sqlite:///{tmp_path / 'live.db'}"
+    migrations.upgrade(db)
+    key_file = tmp_path / "kalshi.pem"
+    key_file.write_text(pem_of(rsa_key))
+    for name, value in {"MLFLOW_TRACKING_URI": promoted["tracking_uri"], "VC_API_KEY": "k3y",
+                        "KALSHI_API_KEY_ID": KEY_ID, "KALSHI_PRIVATE_KEY_PATH": str(key_file)}.items():
+        monkeypatch.setenv(name, value)
+    with FakeApi() as api, FakeKalshiExchange(rsa_key.public_key(), KEY_ID, balance_cents=10_000_000) as exchange:
+        _serve_today(api, exchange, demo, today)
+        config = tmp_path / "live.yaml"
+        config.write_text(
+            f"markets: [{{city: chicago, bracket: between}}]\ntick_seconds: 2\nfetch_deadline_fraction: 0.9\n"
+            f"kalshi_base_url: {api.url}\nvc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}"
+            "risk: {tau_open_cents: 0.0, tau_close_cents: 0.0, max_spread_cents: 100}\n"
+            "execution: {mode: live, max_open_orders: 3, max_position_contracts: 20}\n")
+        args = ["serve-rt", "--config", str(config), "--once", "--db-url", db]
+        if given_by == "KWX_KALSHI_TRADE_URL":
+            monkeypatch.setenv("KWX_KALSHI_TRADE_URL", exchange.url)
+            where = "$KWX_KALSHI_TRADE_URL"
+        else:
+            args += ["--set", f"execution.trade_api_url={exchange.url}"]
+            where = "execution.trade_api_url"
+        result = CliRunner().invoke(app, args)
+        at_exchange = {o["client_order_id"]: o for t in demo.markets["ticker"] for o in exchange.orders_of(t)}
+    assert result.exit_code == 0, result.output
+    assert f"mode live, environment demo ({exchange.url}, from {where})" in result.output
+    assert exchange.requests and all(r.signed for r in exchange.requests)
+    assert exchange.count("GET", "/portfolio/balance") == 1 and exchange.count("POST", ORDERS) == len(at_exchange) > 0
+    engine = make_engine(db)
+    orders = records.orders(engine, "live")
+    engine.dispose()
+    assert set(orders["client_order_id"]) == set(at_exchange) and set(orders["status"]) == {"resting"}
     assert all(at_exchange[r.client_order_id]["order_id"] == r.exchange_order_id for r in orders.itertuples())
 
 

@@ -3,13 +3,17 @@
 It checks every request's RSA-PSS signature with the account's public key (and the timestamp's
 freshness), keeps an order book per market that the test sets, fills resting orders when the test
 prints a trade that goes strictly through their price (partially, if the trade is smaller), tracks
-balance, positions and fills, refuses post-only orders that would cross, and misbehaves on request:
-rejections, 429 / 5xx, a hang past the client's timeout, or an order accepted whose answer is never
-sent. Every request is recorded, so a test can count creates.
+balance, positions and fills, refuses post-only orders that would cross, honours ``time_in_force``
+(immediate_or_cancel cancels what did not fill at once: "canceled" unless all filled, then "executed";
+fill_or_kill fills all at once or nothing; good_till_canceled, or none, rests the rest), and misbehaves
+on request: rejections, 429 / 5xx, a hang past the client's timeout, an order accepted whose answer is
+never sent, or ``time_in_force`` ignored (``ignore_time_in_force``: every order rests what did not fill).
+Every request is recorded, so a test can count creates.
 
 Simplifications, none of which the client relies on: fees are zero, resting orders fill in time
 priority (not price priority), a marketable non-post-only order takes at the touch up to the book's
-depth, and positions net YES against NO without paying out the pairs.
+depth (all of it at the touch's price, however far its limit is), and positions net YES against NO without
+paying out the pairs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ API_PREFIX = "/trade-api/v2"
 USER_ID = "fake-user-0001"
 ORDERS = "/portfolio/orders"
 # The bodies Kalshi sends for the rejections a test can ask for (a post-only cross is an invalid_order).
+TIME_IN_FORCE = ("fill_or_kill", "good_till_canceled", "immediate_or_cancel")
 REJECTIONS = {
     "insufficient_balance": {"code": "insufficient_balance", "message": "insufficient balance"},
     "market_closed": {"code": "market_closed", "message": "market closed"},
@@ -157,6 +162,7 @@ class FakeKalshiExchange:
         self.fills: list[dict] = []
         self.positions: dict[str, _Position] = {}
         self.requests: list[Recorded] = []
+        self.ignore_time_in_force = False  # a misbehaving exchange: immediate-or-cancel orders rest what is left
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
         self._lock = threading.RLock()
@@ -456,6 +462,9 @@ class FakeKalshiExchange:
         if side not in ("yes", "no") or action not in ("buy", "sell") or not isinstance(count, int) or count < 1 or (
                 price is None or not 1 <= price <= 99) or body.get("type", "limit") != "limit":
             return _error(400, "invalid_order", "invalid order")
+        time_in_force = body.get("time_in_force")
+        if time_in_force is not None and time_in_force not in TIME_IN_FORCE:
+            return _error(400, "invalid_parameters", "invalid parameters", "time_in_force")
         cid = body.get("client_order_id") or str(uuid.uuid4())
         if any(o.client_order_id == cid and o.status == "resting" for o in self.orders.values()):
             return _error(409, "order_already_exists", "an open order already has this client_order_id")
@@ -475,8 +484,14 @@ class FakeKalshiExchange:
         now = self.clock() + self._ids * 1e-6  # distinct creation times keep time priority strict
         order = _Order(str(uuid.UUID(int=self._ids)), cid, ticker, side, action, price, post_only, count, count, now)
         self.orders[order.order_id] = order
+        if self.ignore_time_in_force:
+            time_in_force = None
+        if time_in_force == "fill_or_kill" and not (marketable and (book.depth is None or book.depth >= count)):
+            marketable = False  # all of it at once or none of it: nothing fills, and the order is cancelled below
         if marketable:
             self._take_liquidity(order, book, touch)
+        if time_in_force in ("fill_or_kill", "immediate_or_cancel") and order.status == "resting":
+            order.remaining_count, order.status = 0, "canceled"
         return 201, {"order": order.json()}
 
     def _take_liquidity(self, order: _Order, book: _Book, touch: int) -> None:

@@ -16,6 +16,7 @@ from kwx.config import RtConfig, TrainConfig, load_config, sample_configs_dir
 from kwx.data import migrations
 from kwx.data.dataset import load_dataset
 from kwx.data.db import make_engine
+from kwx.data.fees import stored_fee_changes
 from kwx.data.schema import ClimateDaily
 from kwx.domain.features import feature_columns
 from kwx.domain.markets import with_locked_outcomes
@@ -131,6 +132,10 @@ def test_the_cli_prints_the_week_table_and_keeps_a_finished_workspace(source, tm
     assert done.exit_code == 0, done.output
     assert "simulated season, one row per week" in done.output and "win_20250602_20250622" in done.output
     assert (tmp_path / "season" / "mlflow.db").exists() and (tmp_path / "season" / "kwx.db").exists()
+    # the workspace trades at the fees the source stores for the series
+    workspace = make_engine(f"sqlite:///{tmp_path / 'season' / 'kwx.db'}")
+    assert stored_fee_changes(workspace) == stored_fee_changes(source) != []
+    workspace.dispose()
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "pass --overwrite" in again.output
     backwards = runner.invoke(app, [*args[:6], "2025-06-10", *args[7:], "--overwrite"])

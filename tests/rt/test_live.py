@@ -9,18 +9,23 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
 from kwx.cli import app
+from kwx.config import RtConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
 from kwx.data.demo import generate_city
+from kwx.data.fees import stored_fee_changes
 from kwx.data.schema import Market, RtSignal, RtTick
+from kwx.domain.fees import SeriesFee
+from kwx.domain.signals import FeeSchedule, best_side
 from tests.data.fake_http import OFFLINE_FORECASTS, FakeApi, Reply
-from tests.data.test_kalshi import serve_kalshi
+from tests.data.test_kalshi import series_json, serve_fees, serve_kalshi
 from tests.data.test_visual_crossing import timeline_json
 
 pytestmark = pytest.mark.integration
@@ -38,6 +43,16 @@ def _live_day(promoted, tmp_path, monkeypatch):
     return today, demo, db
 
 
+def _serve_once(api: FakeApi, demo, today, tmp_path, db: str):
+    """`kwx serve-rt --once` with chicago/between against ``api`` serving Kalshi and the station's weather."""
+    first, last = today - timedelta(days=1), today
+    api.handlers[f"/stn:KMDW/{first}/{last}"] = lambda q: Reply(timeline_json(demo.weather_minutes, first, last))
+    config = tmp_path / "live.yaml"
+    config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
+                      f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}")
+    return CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
+
+
 def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypatch):
     today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
     open_now = demo.markets[(demo.markets["open_time"] <= pd.Timestamp.now(tz="UTC"))]
@@ -48,12 +63,8 @@ def test_once_writes_one_tick_and_names_what_failed(promoted, tmp_path, monkeypa
             {"candlesticks": [{"end_period_ts": "soon"}]})
         api.handlers[f"/series/KXHIGHCHI/markets/{refused}/candlesticks"] = lambda q: Reply({"error": "no"}, 404)
         first, last = today - timedelta(days=1), today
-        api.handlers[f"/stn:KMDW/{first}/{last}"] = lambda q: Reply(timeline_json(demo.weather_minutes, first, last))
         api.scripts[f"/stn:KMDW/{first}/{last}"] = [Reply({}, status=429, headers={"Retry-After": "0"})]
-        config = tmp_path / "live.yaml"
-        config.write_text(f"markets: [{{city: chicago, bracket: between}}]\nkalshi_base_url: {api.url}\n"
-                          f"vc_base_url: {api.url}\n{OFFLINE_FORECASTS.format(url=api.url)}")
-        result = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--once", "--db-url", db])
+        result = _serve_once(api, demo, today, tmp_path, db)
     assert result.exit_code == 0, result.output
     engine = make_engine(db)
     with engine.connect() as conn:
@@ -262,3 +273,28 @@ def test_the_live_loop_polls_forecasts_and_status_shows_their_age(promoted, tmp_
     status = CliRunner().invoke(app, ["rt", "status", "--db-url", db])
     assert re.search(r"forecasts chicago: newest public 2025-07-02 \d\d:\d\d UTC, [\d.]+ h old at the newest tick",
                      status.output), status.output
+
+
+def test_the_live_loop_prices_with_the_series_fee_it_reads_from_the_exchange(promoted, tmp_path, monkeypatch):
+    today, demo, db = _live_day(promoted, tmp_path, monkeypatch)
+    with FakeApi() as api:
+        serve_kalshi(api, demo, page_size=100)
+        serve_fees(api, series_json(fee_multiplier=2))  # twice the general schedule: taker rate 0.14
+        result = _serve_once(api, demo, today, tmp_path, db)
+    assert result.exit_code == 0, result.output
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        signals = pd.read_sql(select(RtSignal), conn).dropna(subset=["p_model"])
+    (stored,) = stored_fee_changes(engine)  # what the loop read at start, stamped with when it read it
+    assert (stored.series, stored.fee) == ("KXHIGHCHI", SeriesFee("quadratic", 2.0))
+    assert abs(stored.effective_ts - time.time()) < 600
+    engine.dispose()
+    mid, spread = 100 * signals["p_market"].to_numpy(), signals["spread_cents"].to_numpy()
+    risk = RtConfig.model_validate({"markets": [{"city": "chicago", "bracket": "between"}]}).risk
+
+    def edges(fees: FeeSchedule):
+        return best_side(signals["p_blend"].to_numpy(), mid - spread / 2, mid + spread / 2, risk, fees).edge_cents
+
+    assert len(signals) > 0
+    np.testing.assert_allclose(signals["edge_cents"], edges(FeeSchedule(0.14, 0.0)), atol=1e-9)
+    assert (signals["edge_cents"].to_numpy() < edges(FeeSchedule(0.07, 0.0))).all()  # not the general schedule

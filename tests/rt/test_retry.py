@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kwx.config import RtConfig
 from kwx.data.clients.http import Deadline, DeadlineError, JsonHttp, RetryPolicy
+from kwx.domain.signals import FeeSchedule
 from kwx.registry.resolution import NoModelError
 from kwx.rt.engine import ModelUnavailable, TickInputs, decide, signal_rows, unavailable_inputs
 from kwx.rt.loop import RegistryResolver
@@ -132,7 +133,7 @@ def test_an_unreadable_tick_skips_the_markets_last_seen_open():
                       np.array(["between"] * 2, dtype=object), np.array([900, 2000]), np.array([960.0] * 2),
                       np.array([40.0] * 2), np.array([42.0] * 2), np.array([0.6] * 2),
                       np.array(["m/1"] * 2, dtype=object), np.array(["w"] * 2, dtype=object),
-                      np.full(2, None, dtype=object), np.zeros(2, dtype=bool))
+                      np.full(2, None, dtype=object), np.zeros(2, dtype=bool), FeeSchedule())
     inputs = unavailable_inputs(last, 1000, "database unavailable: x")
     rows = signal_rows(1000, inputs, decide(1000, inputs, config)).frame()
     assert list(rows["market_ticker"]) == ["B"]  # A closed before the tick

@@ -1,4 +1,4 @@
-"""Kalshi Trade API v2: markets of a series, 1-minute candlesticks, settlements.
+"""Kalshi Trade API v2: markets of a series, 1-minute candlesticks, settlements, a series' fees.
 
 Parsing is separate from fetching and pure: payload → DataFrame in the schema's units (cents). Both
 the older integer-cent fields and the current ``*_dollars`` / ``*_fp`` string fields are read; a
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kwx.data.clients.http import JsonHttp, PayloadError, all_pages, unix_seconds
+from kwx.domain.fees import FeeChange, SeriesFee
 from kwx.domain.markets import BRACKETS, TickerError, contract_from_ticker
 
 PRODUCTION_URL = "https://api.elections.kalshi.com/trade-api/v2"
@@ -65,6 +66,19 @@ class KalshiClient:
                 raise PayloadError(f"{ticker}: 'candlesticks' is missing or not a list")
             out.extend(sticks)
         return out
+
+    def series_fee(self, series: str) -> SeriesFee:
+        """The series' fee type and multiplier in force now (``GET /series/{series}``)."""
+        what = f"series {series}"
+        return parse_series_fee(self.http.get(f"/series/{series}", what=what, rejected=REJECTED).get("series"),
+                                what)
+
+    def fee_changes(self, series: str) -> list[FeeChange]:
+        """The series' announced fee changes, past and scheduled (``GET /series/fee_changes``)."""
+        what = f"fee changes of {series}"
+        body = self.http.get("/series/fee_changes", {"series_ticker": series, "show_historical": "true"}, what=what,
+                             rejected=REJECTED)
+        return parse_fee_changes(body.get("series_fee_change_arr"), series, what)
 
 
 def _chunks(start: int, end: int, span: int) -> Iterator[tuple[int, int]]:
@@ -270,3 +284,45 @@ def settlements(markets: pd.DataFrame, station: str) -> pd.DataFrame:
         rows.append({"station": station, "climate_date": event_date, "tmax_f": int(value),
                      "source": "kalshi_settlement"})
     return pd.DataFrame(rows, columns=["station", "climate_date", "tmax_f", "source"])
+
+
+def _fee(body: dict, where: str) -> SeriesFee:
+    fee_type, multiplier = body.get("fee_type"), _number(body.get("fee_multiplier"), f"{where}.fee_multiplier")
+    if not isinstance(fee_type, str) or multiplier is None:
+        raise PayloadError(f"{where}: fee_type and fee_multiplier are required")
+    try:
+        return SeriesFee(fee_type, float(multiplier))
+    except ValueError as exc:
+        raise PayloadError(f"{where}: {exc}") from None
+
+
+def parse_series_fee(series, where: str) -> SeriesFee:
+    """A Series object's fee type and multiplier."""
+    if not isinstance(series, dict):
+        raise PayloadError(f"{where}: 'series' is missing or not an object")
+    return _fee(series, where)
+
+
+def parse_fee_changes(changes, series: str, where: str) -> list[FeeChange]:
+    """SeriesFeeChange objects of ``series`` as FeeChanges at their scheduled time (an RFC 3339 string)."""
+    if changes is None:
+        return []
+    if not isinstance(changes, list):
+        raise PayloadError(f"{where}: 'series_fee_change_arr' is not a list")
+    out = []
+    for i, change in enumerate(changes):
+        at = f"{where}[{i}]"
+        if not isinstance(change, dict):
+            raise PayloadError(f"{at}: expected an object")
+        if change.get("series_ticker") not in (None, series):
+            continue  # a server that ignores the filter: another series' change is not this one's
+        scheduled = change.get("scheduled_ts")
+        try:
+            effective = datetime.fromisoformat(scheduled.replace("Z", "+00:00")) if isinstance(scheduled, str) \
+                else None
+        except ValueError:
+            effective = None
+        if effective is None or effective.tzinfo is None:
+            raise PayloadError(f"{at}.scheduled_ts: {scheduled!r} is not an RFC 3339 time")
+        out.append(FeeChange(series, int(effective.timestamp()), _fee(change, at)))
+    return out
