@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kwx-installed
 
-.PHONY: demo test lint bench clean-demo help
+.PHONY: demo test lint docs bench clean-demo help
 
 help:
 	@echo "make demo   - set up $(VENV) and run the end-to-end demo on the embedded SQLite default"
 	@echo "make test   - set up $(VENV) and run the whole test suite (SQLite + PostgreSQL)"
 	@echo "make lint   - ruff"
+	@echo "make docs   - generate the reference pages and build the documentation site into site/ (offline, strict)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kwx needs Python >= 3.11; set PYTHON=python3.11")'
@@ -30,6 +31,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The reference pages (docs/reference/*.md) are generated from the code on every build (and committed: a test
+# fails when they are stale), then the strict build fails
+# on any broken link or anchor. NO_MKDOCS_2_WARNING: Material's end-of-life banner on every build.
+docs: $(STAMP)
+	@start=$$($(BIN)/python -c 'import time; print(time.time())'); \
+	$(BIN)/python -m kwx.docs docs/reference && \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet && \
+	$(BIN)/python -c "import time; print(f'docs built into site/ in {time.time() - $$start:.1f} s')"
 
 clean-demo:
 	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlartifacts acceptance_reports optuna.db simulations kwx-schedule-state.json

@@ -36,10 +36,10 @@ from kwx.domain.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, Bracket
 
-# Measured on the demo's chicago windows (README, Training): 2 pseudo-rows bound the isotonic ends without
+# Measured on the demo's chicago windows (docs/guides/training.md): 2 pseudo-rows bound the isotonic ends without
 # moving the pooled log loss or ECE of the bins in between.
 DEFAULT_PRIOR_ROWS = 2.0
-# Measured on the demo's chicago test weeks (README, Training): it costs between and greater under 10⁻⁴ nats of
+# Measured on the demo's chicago test weeks (docs/guides/training.md): it costs between and greater under 10⁻⁴ nats of
 # unlocked log loss (none of their rows below it settled YES) and saves less 0.0023 (13 of its 152 rows below it
 # did); 10⁻² would cost between and greater 0.002-0.004. A miss at the floor costs ln(1000) ≈ 6.9 nats.
 DEFAULT_PROBABILITY_FLOOR = 1e-3
@@ -109,11 +109,14 @@ def _unique(values: list, what: str) -> list:
 class SearchSpace(StrictModel):
     """Optuna ranges: C on a log scale; l1_ratio only when the elasticnet penalty is drawn."""
 
-    C_min: float = Field(1e-3, gt=0)
-    C_max: float = Field(10.0, gt=0)
-    l1_ratio_min: float = Field(0.05, ge=0, le=1)
-    l1_ratio_max: float = Field(0.95, ge=0, le=1)
-    class_weight: list[ClassWeight] = Field(default_factory=lambda: ["none", "balanced"], min_length=1)
+    C_min: float = Field(1e-3, gt=0, description="smallest inverse regularization strength C the search draws")
+    C_max: float = Field(10.0, gt=0, description="largest C the search draws (log scale between)")
+    l1_ratio_min: float = Field(0.05, ge=0, le=1,
+                                description="smallest ElasticNet l1_ratio drawn (0: pure l2, 1: pure l1)")
+    l1_ratio_max: float = Field(0.95, ge=0, le=1, description="largest ElasticNet l1_ratio drawn")
+    class_weight: list[ClassWeight] = Field(
+        default_factory=lambda: ["none", "balanced"], min_length=1,
+        description="class weightings the search chooses from: none, or balanced (inverse class frequency)")
 
     @field_validator("class_weight")
     @classmethod
@@ -134,10 +137,12 @@ class Calibration(StrictModel):
 
     A market's rows all share its one outcome, so rows overstate what a calibration fold knows: a tail
     bracket's fold of ~2,000 rows may hold three winning days, and an isotonic map fit to them learns
-    those days' steps (measured on the demo's tails: see README, Training).
+    those days' steps (measured on the demo's tails: see the Training guide, docs/guides/training.md).
     """
 
-    method: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    method: Literal["auto", "isotonic", "sigmoid"] = Field(
+        "auto", description="probability calibration: isotonic, sigmoid (Platt), or auto (isotonic only when the "
+        "folds hold isotonic_min_rows rows and isotonic_min_events days)")
     isotonic_min_rows: StrictInt = Field(
         1000, ge=1, le=MAX_ROWS,
         description="auto picks isotonic only when every calibration fold holds this many rows")
@@ -153,7 +158,7 @@ class Calibration(StrictModel):
         DEFAULT_PROBABILITY_FLOOR, ge=0, le=0.1, allow_inf_nan=False,
         description="open-row probabilities stay within [probability_floor, 1 − probability_floor]: the "
                     "pseudo-rows shrink a bin by its row count, but its rows come from a few independent days, so "
-                    "a bin of 30,000 rows would otherwise still say 3·10⁻⁵ (README, Training)")
+                    "a bin of 30,000 rows would otherwise still say 3·10⁻⁵ (see the Training guide)")
 
     def method_for(self, n_rows: int, n_events: int) -> Literal["isotonic", "sigmoid"]:
         """``n_rows`` and ``n_events`` (days of the rarer outcome) of the smallest calibration fold."""
@@ -195,9 +200,12 @@ class VCFeatures(StrictModel):
 
 
 class PilotProvenance(StrictModel):
-    directory: str
-    windows: list[str] = Field(default_factory=list)
-    test_rows: StrictInt | None = Field(None, ge=0, le=MAX_ROWS)
+    """Where an earlier pilot of this config came from: recorded with the run (as params), not used to train."""
+
+    directory: str = Field(description="the pilot's model directory")
+    windows: list[str] = Field(default_factory=list,
+                               description="the pilot's window names (win_YYYYMMDD_YYYYMMDD) this config reproduces")
+    test_rows: StrictInt | None = Field(None, ge=0, le=MAX_ROWS, description="the pilot's test rows, for comparison")
 
     @field_validator("windows")
     @classmethod
@@ -318,7 +326,7 @@ class Lifecycle(StrictModel):
         0.8, gt=0, le=1,
         description="share of the train_days before a forward window that must hold settled markets: fewer "
                     "(a data gap) and the retrain refuses rather than fit a short window")
-    gates: ForwardGates = ForwardGates()
+    gates: ForwardGates = Field(ForwardGates(), description="what a forward window must show before it may trade")
     recent_windows: StrictInt = Field(
         4, ge=1, le=100, description="how many of the family's most recent evaluated windows the health check reads")
     min_healthy_windows: StrictInt = Field(
@@ -326,7 +334,7 @@ class Lifecycle(StrictModel):
         description="of those, how many must have passed the acceptance gates on their realized weeks "
                     "(a family with fewer evaluated windows needs all of them to have passed)")
     monitor_days: StrictInt = Field(14, ge=1, le=MAX_DAYS, description="rolling span of the drift metrics")
-    drift: DriftThresholds = DriftThresholds()
+    drift: DriftThresholds = Field(DriftThresholds(), description="the drift alarm's thresholds")
     auto_withdraw: bool = Field(
         False, description="archive a drifting Production version so the loop falls back to the previous window")
 
@@ -339,21 +347,30 @@ class Lifecycle(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    city: CityKey
-    bracket: Bracket
-    feature_set: FeatureSetName = DEFAULT_FEATURE_SET
-    start: date
-    end: date
-    train_days: StrictInt = Field(90, ge=1, le=MAX_DAYS)
-    test_days: StrictInt = Field(7, ge=1, le=MAX_DAYS)
-    step_days: StrictInt = Field(7, ge=1, le=MAX_DAYS)
-    penalties: list[Penalty] = Field(default_factory=lambda: ["elasticnet"], min_length=1)
-    trials: StrictInt = Field(40, ge=1, le=MAX_TRIALS)
-    cv_splits: StrictInt = Field(4, ge=2, le=100)
+    """One model family (`kwx train -c`): a city and bracket trained walk-forward over start..end, one window per
+    step, each window a registered model version; its acceptance gates and lifecycle policy."""
+
+    city: CityKey = Field(description="the city whose markets are modelled (a key of kwx.cities, e.g. chicago)")
+    bracket: Bracket = Field(description="the market type: between (a range of whole °F), greater or less (the tails)")
+    feature_set: FeatureSetName = Field(DEFAULT_FEATURE_SET, description="the model's feature columns, by name")
+    start: date = Field(description="first event day of the data the windows are cut from")
+    end: date = Field(description="last event day of that data (a window's test days stay within start..end)")
+    train_days: StrictInt = Field(90, ge=1, le=MAX_DAYS, description="event days a window trains on")
+    test_days: StrictInt = Field(7, ge=1, le=MAX_DAYS,
+                                 description="event days after them a window is tested on (and trades)")
+    step_days: StrictInt = Field(7, ge=1, le=MAX_DAYS, description="days between the starts of successive windows")
+    penalties: list[Penalty] = Field(default_factory=lambda: ["elasticnet"], min_length=1,
+                                     description="regularization penalties the search chooses from")
+    trials: StrictInt = Field(40, ge=1, le=MAX_TRIALS,
+                              description="Optuna trials per window (`kwx train --trials` overrides it)")
+    cv_splits: StrictInt = Field(4, ge=2, le=100,
+                                 description="time-ordered cross-validation folds a trial is scored on")
     sample_every_minutes: StrictInt = Field(
         10, ge=1, le=60, description="use candles ending on multiples of N minutes: neighbours are near-duplicates"
     )
-    blend_weight: float = Field(0.7, ge=0, le=1)
+    blend_weight: float = Field(
+        0.7, ge=0, le=1, description="the model's weight in the model/market blend, recorded with the run; the "
+        "live loop and backtests trade with the rt config's blend_weight")
     max_forecast_age_hours: float = Field(
         DEFAULT_MAX_FORECAST_AGE_HOURS, gt=0, le=14 * 24, allow_inf_nan=False,
         description="forecast features of a row whose day's newest public forecast is older are missing (imputed "
@@ -362,13 +379,16 @@ class TrainConfig(StrictModel):
         DEFAULT_LOCK_MARGIN_F, ge=0, le=5, allow_inf_nan=False,
         description="°F the observed running maximum may exceed the climate report's: outcomes lock only beyond it")
     seed: StrictInt = Field(42, ge=0, le=MAX_SEED, description="numpy seeds are below 2**32")
-    search: SearchSpace = SearchSpace()
-    calibration: Calibration = Calibration()
-    risk: RiskParams = RiskParams()
-    vc_features: dict[CityKey, VCFeatures] = Field(default_factory=dict)
-    acceptance: AcceptanceGates = AcceptanceGates()
-    lifecycle: Lifecycle = Lifecycle()
-    pilot: PilotProvenance | None = None
+    search: SearchSpace = Field(SearchSpace(), description="the Optuna search space of each window")
+    calibration: Calibration = Field(Calibration(), description="how predicted probabilities are calibrated")
+    risk: RiskParams = Field(RiskParams(), description="betting parameters recorded with the run; the live loop "
+                             "and backtests read the rt config's risk")
+    vc_features: dict[CityKey, VCFeatures] = Field(
+        default_factory=dict, description="Visual Crossing minute-weather settings per city (a city not listed: "
+        "minute features on unless it is in EXCLUDED_VC_CITIES)")
+    acceptance: AcceptanceGates = Field(AcceptanceGates(), description="the gates promotion checks")
+    lifecycle: Lifecycle = Field(Lifecycle(), description="forward windows, monitoring and their schedule")
+    pilot: PilotProvenance | None = Field(None, description="provenance of a pilot this config reproduces")
 
     @field_validator("penalties")
     @classmethod
@@ -414,8 +434,10 @@ class TrainConfig(StrictModel):
 
 
 class MarketSelector(StrictModel):
-    city: CityKey
-    bracket: Bracket
+    """One city's markets of one bracket type, traded by the loop."""
+
+    city: CityKey = Field(description="a city key, e.g. chicago")
+    bracket: Bracket = Field(description="between, greater or less")
 
 
 class FeeConfig(StrictModel):
@@ -496,14 +518,20 @@ class ExecutionParams(StrictModel):
 class RtConfig(StrictModel):
     """The real-time loop (`kwx serve-rt`). Keys for the APIs come from the environment only."""
 
-    markets: list[MarketSelector] = Field(min_length=1)
-    tick_seconds: float = Field(9.0, ge=0.5, le=3600, description="below half a second the APIs' rate limits bite")
-    stage: Literal["Production", "Staging"] = "Production"
-    blend: Literal["linear", "logarithmic"] = "linear"
-    blend_weight: float = Field(0.7, ge=0, le=1)
-    risk: RiskParams = RiskParams()
-    fees: FeeConfig = FeeConfig()
-    execution: ExecutionParams = ExecutionParams()
+    markets: list[MarketSelector] = Field(min_length=1, description="the city/bracket pairs the loop signals on")
+    tick_seconds: float = Field(9.0, ge=0.5, le=3600, description="seconds between ticks (fetch, score, signal); "
+                                "below half a second the APIs' rate limits bite")
+    stage: Literal["Production", "Staging"] = Field(
+        "Production", description="registry stage whose versions the loop trades")
+    blend: Literal["linear", "logarithmic"] = Field(
+        "linear", description="how model and market probabilities are pooled: linear (weighted mean) or "
+        "logarithmic (weighted mean of log-odds)")
+    blend_weight: float = Field(0.7, ge=0, le=1, description="the model's weight in the blend (0: market only, "
+                                "1: model only); `kwx backtest --write-rt-config` sets it")
+    risk: RiskParams = Field(RiskParams(), description="how much to bet and when")
+    fees: FeeConfig = Field(FeeConfig(), description="the exchange fees edges and P&L are net of")
+    execution: ExecutionParams = Field(ExecutionParams(),
+                                       description="how signals become orders, and the live loop's safety limits")
     max_quote_age_seconds: StrictInt = Field(180, ge=1, le=24 * 3600, description="older candles are stale")
     max_obs_age_minutes: StrictInt = Field(20, ge=1, le=24 * 60, description="older weather is stale")
     max_forecast_age_hours: float = Field(
@@ -529,8 +557,11 @@ class RtConfig(StrictModel):
         description="share of tick_seconds a tick's fetches may take together; later sources skip their markets")
     buffer_max_ticks: StrictInt = Field(200, ge=1, le=100_000,
                                         description="ticks held while the database is unreachable")
-    kalshi_base_url: HttpUrlText = "https://api.elections.kalshi.com/trade-api/v2"
-    vc_base_url: HttpUrlText = "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline"
+    kalshi_base_url: HttpUrlText = Field("https://api.elections.kalshi.com/trade-api/v2",
+                                         description="Kalshi's market data API (markets, quotes and candles)")
+    vc_base_url: HttpUrlText = Field(
+        "https://weather.visualcrossing.com/VisualCrossingWebServices/rest/services/timeline",
+        description="Visual Crossing's Timeline API (minute weather; key from $VC_API_KEY)")
     forecast_models: list[str] = Field(
         default_factory=lambda: ["gfs_seamless", "ecmwf_ifs025"],
         description="Open-Meteo deterministic models the live loop polls (empty: read only stored forecasts)")
@@ -587,8 +618,11 @@ class MatrixConfig(StrictModel):
     """`kwx train --matrix`: train configs (paths or globs relative to the matrix file) and `--set`-style
     dotted-key overrides applied to every one of them."""
 
-    configs: list[Annotated[str, AfterValidator(_config_pattern)]] = Field(min_length=1)
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    configs: list[Annotated[str, AfterValidator(_config_pattern)]] = Field(
+        min_length=1, description="train config paths or globs, relative to the matrix file; each must match a file")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="dotted train config keys and values applied to every config, as --set "
+        "does (--set on the command line wins)")
     _config_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<matrix>")
 

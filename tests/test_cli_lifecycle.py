@@ -34,6 +34,8 @@ def test_train_report_promote_resolve(tmp_path, monkeypatch):
     trained = _invoke("train", "--config", str(config), "--workers", "1")
     assert trained.exit_code == 0, trained.output
     assert "3 windows in" in trained.output
+    progress = [line.rsplit(" ", 1)[1] for line in trained.output.splitlines() if ": test log loss " in line]
+    assert progress == ["[1/3]", "[2/3]", "[3/3]"], trained.output
 
     report = _invoke("report", "--city", "chicago", "--bracket", "between")
     assert report.exit_code == 0 and "PASS acceptance report written" in report.output, report.output
@@ -108,7 +110,7 @@ def test_demo_skips_promotion_when_the_report_fails(monkeypatch):
     calls = []
 
     def step(name, exit_code=None):
-        def run(**kwargs):
+        def run(*args, **kwargs):
             calls.append(name)
             if exit_code is not None:
                 raise typer.Exit(exit_code)

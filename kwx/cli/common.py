@@ -239,13 +239,42 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_MLFLOW_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
+
+
+def _mlflow_logging(ctx: typer.Context, verbose: bool) -> None:
+    """MLflow logs INFO lines to stderr, between kwx's own output: only its warnings and errors show unless
+    --verbose. MLflow reads $MLFLOW_LOGGING_LEVEL when it is imported (in this process or a worker it starts), so
+    the level goes there, and onto its logger in case it is already imported; both are restored when the command
+    ends. A level the user set in $MLFLOW_LOGGING_LEVEL is left as it is."""
+    import logging
+
+    saved_env = os.environ.get(_MLFLOW_LEVEL_ENV)
+    level = saved_env or ("INFO" if verbose else "WARNING")
+    logger = logging.getLogger("mlflow")
+    saved_level = logger.level
+    os.environ[_MLFLOW_LEVEL_ENV] = level
+    logger.setLevel(level.upper())
+
+    def restore() -> None:
+        _restore_env(_MLFLOW_LEVEL_ENV, saved_env)
+        logger.setLevel(saved_level)
+
+    ctx.call_on_close(restore)
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show MLflow's INFO lines (tracking store set-up, run and model links); "
+        "without it only its warnings and errors show. $MLFLOW_LOGGING_LEVEL, when set, decides instead.")] = False,
 ) -> None:
     """kwx command line."""
+    _mlflow_logging(ctx, verbose)
 
 
 def _parse_cities(value: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kwx.cli.backtest import backtest
-from kwx.cli.common import DbUrlOption, TrackingUriOption, app, console
+from kwx.cli.common import RT_CONFIG, DbUrlOption, TrackingUriOption, app, console
 from kwx.cli.data import DEMO_END, DEMO_START, MarketSkillOption, data_demo
 from kwx.cli.lifecycle import simulate
 from kwx.cli.registry import models_list, models_resolve, promote, report
@@ -22,12 +22,21 @@ from kwx.data.demo import DEFAULT_MARKET_SKILL
 from kwx.secrets import redact
 
 # Two weeks after the walk-forward windows' last test day, in a workspace of its own: coarse ticks and few
-# trials (fewer still when --trials asks for fewer) keep `make demo` within its five minutes (README, Running a
-# season).
+# trials (fewer still when --trials asks for fewer) keep `make demo` within its five minutes (docs/guides/season.md,
+# docs/getting-started.md).
 SEASON_START = "2025-09-24"
 REPLAY_DAY = "2025-09-15"
 SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
 SEASON_WORKDIR = Path("simulations") / "demo"
+TRAIN_CONFIG_NAME, RT_CONFIG_NAME = "elasticnet_chi_between.yaml", "rt.yaml"
+USER_CONFIGS = RT_CONFIG.parent  # ./configs, where `kwx init` writes the samples for the user to edit
+
+
+def demo_config(name: str) -> Path:
+    """A config the demo runs with: the user's in ./configs when it is there (relative to the working directory),
+    else the sample kwx ships."""
+    users = USER_CONFIGS / name
+    return users if users.is_file() else sample_configs_dir() / name
 
 
 @app.command()
@@ -43,15 +52,16 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded default: data, training, report, promotion, resolution,
     backtest, a replayed trading day and two simulated weeks of the season after it (weekly retrain, daily
-    monitor). It reads the sample configs kwx ships, not ./configs.
+    monitor). It reads ./configs/elasticnet_chi_between.yaml and ./configs/rt.yaml where `kwx init` wrote them,
+    else the sample configs kwx ships.
 
     Exit 1 when the trained run fails its acceptance report: promotion, resolution and the replay are then
     skipped (the backtest still runs).
     """
     url = database_url(db_url)
-    samples = sample_configs_dir()
-    train_config, rt_config = samples / "elasticnet_chi_between.yaml", samples / "rt.yaml"
+    train_config, rt_config = demo_config(TRAIN_CONFIG_NAME), demo_config(RT_CONFIG_NAME)
     console.rule("[bold]kwx demo")
+    console.print(f"configs: {_shown_config(train_config)}, {_shown_config(rt_config)}", highlight=False)
     console.print(f"1. database {redact(url)}")
     migrations.upgrade(url)
     console.print(f"   migrated to {migrations.head_revision()}")
@@ -99,7 +109,7 @@ def demo(
     serve_rt(config=rt_config, replay=datetime.fromisoformat(REPLAY_DAY), speed="max", max_ticks=None, top=10,
              env="demo", confirm_production=False, real_money=False,
              set_=["execution.mode=paper", "tick_seconds=60"], db_url=url)
-    _print_paper_day(url=url)
+    _print_paper_day(rt_config, url=url)
     if season_weeks:
         _simulate_season(train_config, rt_config, url, trials=trials, season_weeks=season_weeks)
     _print_dashboard_command(rt_config, url, tracking_uri, season_weeks=season_weeks)
@@ -120,28 +130,42 @@ def _print_dashboard_command(rt_config: Path, url: str, tracking_uri: str | None
     """The command that opens the operator's page on what the demo wrote (and on the season's workspace)."""
     import shlex
 
-    def shown(path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
-
+    config, first = _users_path(rt_config), ""
+    if config is None and not USER_CONFIGS.exists():
+        # the sample inside the installed package: `kwx init` puts the same file where the user can edit it
+        config = USER_CONFIGS / RT_CONFIG_NAME
+        first = f"  kwx init  # writes the sample configs into ./{USER_CONFIGS}\n"
+    elif config is None:
+        config = rt_config  # `kwx init` would refuse to write into the user's ./configs: the sample, wherever it is
     tracking = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
     console.rule("the operator's page")
-    console.print(f"open the dashboard on the demo's database (then http://127.0.0.1:8050/):\n"
-                  f"  kwx dashboard --config {shlex.quote(shown(rt_config))} --db-url {shlex.quote(redact(url))}"
+    console.print(f"open the dashboard on the demo's database (then http://127.0.0.1:8050/):\n{first}"
+                  f"  kwx dashboard --config {shlex.quote(str(config))} --db-url {shlex.quote(redact(url))}"
                   f"{tracking}", highlight=False, soft_wrap=True)
     if season_weeks:
         workspace = SEASON_WORKDIR
         console.print(f"and on the simulated season's workspace (realized calibration from `kwx monitor`):\n"
-                      f"  kwx dashboard --config {shlex.quote(shown(rt_config))} --port 8051 "
+                      f"  kwx dashboard --config {shlex.quote(str(config))} --port 8051 "
                       f"--db-url sqlite:///{workspace / 'kwx.db'} --tracking-uri sqlite:///{workspace / 'mlflow.db'}",
                       highlight=False, soft_wrap=True)
     console.print("the replayed day is long past, so its red banner says the newest tick is old: no loop is running",
                   highlight=False)
 
 
-def _print_paper_day(url: str) -> None:
+def _users_path(path: Path) -> Path | None:
+    """``path`` relative to the working directory, or None when it lies outside it (a sample in the package)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return None
+
+
+def _shown_config(path: Path) -> str:
+    users = _users_path(path)
+    return str(users) if users is not None else f"the sample {path.name} kwx ships"
+
+
+def _print_paper_day(rt_config: Path, url: str) -> None:
     """The replayed day's paper orders and fills in a line, fills split by source, then its P&L (`kwx rt pnl
     --day`, whose total is split the same way)."""
     from kwx.cli.common import open_engine
@@ -160,4 +184,4 @@ def _print_paper_day(url: str) -> None:
     console.print(f"paper orders: {len(orders):,} ({statuses}); fills: {len(fills):,}, "
                   f"{int(fills['count'].sum()) if len(fills) else 0:,} contracts ({split}); `kwx rt orders` lists them",
                   highlight=False)
-    rt_pnl(day=datetime.fromisoformat(REPLAY_DAY), mode="paper", config=sample_configs_dir() / "rt.yaml", db_url=url)
+    rt_pnl(day=datetime.fromisoformat(REPLAY_DAY), mode="paper", config=rt_config, db_url=url)

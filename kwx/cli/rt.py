@@ -212,13 +212,23 @@ def _print_signals(frame, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("time (UTC)", "market", "side", "p_model", "p_market", "p_blend", "edge ¢", "size", "window"):
+    table.add_column("time (UTC)", no_wrap=True, min_width=len("00:00:00"))
+    _add_ticker_column(table, frame)
+    for column in ("side", "p_model", "p_market", "p_blend", "edge ¢", "size", "window"):
         table.add_column(column)
     for r in frame.itertuples():
         side = r.side if isinstance(r.side, str) and r.side else "-"  # a missing side reads back as None or NaN
         table.add_row(f"{r.ts_utc:%H:%M:%S}", r.market_ticker, side, f"{r.p_model:.3f}", f"{r.p_market:.3f}",
                       f"{r.p_blend:.3f}", f"{r.edge_cents:.1f}", f"{r.size_fraction:.3f}", str(r.wf_window))
     console.print(table)
+
+
+def _add_ticker_column(table, frame) -> None:
+    """The market column: every ticker whole, however narrow the terminal (the other columns give way, or the table
+    runs wider than the terminal), since a ticker cut to `KXHIGHCHI-25SEP15-…` hides its bracket. ``frame`` may be
+    empty without columns (a replay that had nothing left to run)."""
+    tickers = frame.get("market_ticker", ())
+    table.add_column("market", no_wrap=True, min_width=max(map(len, tickers), default=None))
 
 
 # --- execution records: options and helpers the rt commands share ------------------------------------
@@ -478,10 +488,12 @@ def rt_orders(open_only: Annotated[bool, typer.Option(
         return
     environments = ", ".join(frame["environment"].unique())
     table = Table(title=f"{'open ' if open_only else ''}{chosen} orders (environment {environments})")
-    for column in ("created (UTC)", "order id", "market", "side", "action", "limit ¢", "filled", "left", "post",
-                   "status", "reason"):
-        # times and tickers stay whole; a long reason wraps instead
-        table.add_column(column, no_wrap=column in ("created (UTC)", "market"))
+    # times and tickers stay whole; a long reason wraps instead
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("order id")
+    _add_ticker_column(table, frame)
+    for column in ("side", "action", "limit ¢", "filled", "left", "post", "status", "reason"):
+        table.add_column(column)
     for r in frame.itertuples():
         table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.client_order_id, r.market_ticker, r.side, r.action,
                       _cents(r.limit_price_cents), f"{r.filled_count}/{r.count}", str(r.remaining_count),
@@ -521,9 +533,11 @@ def _print_positions(frame, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title} ($ unless ¢)")
-    for column in ("event day", "market", "side", "source", "contracts", "avg ¢", "cost", "fees", "mark ¢",
-                   "value", "realized", "MTM", "P&L"):
-        table.add_column(column, no_wrap=column in ("event day", "market"))  # headers wrap; days and tickers not
+    table.add_column("event day", no_wrap=True)  # headers wrap; days and tickers not
+    _add_ticker_column(table, frame)
+    for column in ("side", "source", "contracts", "avg ¢", "cost", "fees", "mark ¢", "value", "realized", "MTM",
+                   "P&L"):
+        table.add_column(column)
     for r in frame.itertuples():
         mark = f"{_cents(r.mark_cents)} settled" if r.settled else _cents(r.mark_cents)
         table.add_row(str(r.event_date), r.market_ticker, r.side, r.source, str(r.contracts), _cents(r.avg_cost_cents),

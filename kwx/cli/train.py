@@ -87,7 +87,7 @@ def train(
             return
         n_workers = workers or runner.default_workers()
         with progress() as bar:
-            task = bar.add_task(f"training {cfg.city}/{cfg.bracket}", total=None)
+            task = bar.add_task(f"training {cfg.city}/{cfg.bracket}", total=sum(p.usable for p in prepared[2]))
 
             def done(window: str, result) -> None:
                 loss = result.metrics["test_log_loss"]

@@ -32,14 +32,14 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from kwx.cities import get_city
+from kwx.cities import City, get_city
 from kwx.clock import Clock
 from kwx.config import RtConfig
 from kwx.dashboard import queries, views
 from kwx.dashboard.registry import RegistryView
 from kwx.data.db import DATABASE_FAILURES, database_problem
 from kwx.data.forecasts import newest_forecasts
-from kwx.domain.markets import BRACKETS, climate_day
+from kwx.domain.markets import BRACKETS, climate_day, climate_day_bounds
 from kwx.execution import records
 from kwx.secrets import redact
 
@@ -89,6 +89,19 @@ class Dashboard:
 
     def __post_init__(self):
         self._registry_lock = threading.Lock()  # the registry cache is shared by the thread-pool endpoints
+        self._usual_highs: dict[tuple[str, date], pd.DataFrame] = {}  # past days' observations never change
+
+    @property
+    def home_city(self) -> City:
+        """The first configured city: its clock names the default day and times the banners."""
+        return get_city(self.config.markets[0].city)
+
+    def observations(self, city: City, day: date) -> pd.DataFrame:
+        key = (city.key, day)
+        if key not in self._usual_highs:
+            self._usual_highs[key] = queries.observations_before(self.engine, city.station,
+                                                                 climate_day_bounds(day, city)[0])
+        return self._usual_highs[key]
 
     @property
     def families(self) -> list[tuple[str, str]]:
@@ -104,7 +117,7 @@ class Dashboard:
             except ValueError:
                 raise BadRequest(f"day must be a date YYYY-MM-DD, got {text!r}") from None
         newest = queries.newest_tick_time(self.engine) or self.clock.now()
-        return climate_day(newest, get_city(self.config.markets[0].city))
+        return climate_day(newest, self.home_city)
 
     def city(self, request: Request) -> str:
         return known_city(request.query_params.get("city", self.config.markets[0].city))
@@ -152,12 +165,15 @@ def state(board: Dashboard, request: Request) -> dict:
     # forecasts as the loop saw them at its newest tick (a replay's clock), else as of now
     as_of = health.newest_tick or now
     forecasts = views.forecast_ages(newest_forecasts(board.engine, int(as_of.timestamp())), as_of)
+    cities = sorted(markets["city"].unique().tolist()) or sorted({c for c, _ in board.families})
     return {"now": views.iso(now), "day": day.isoformat(), "days": [d.isoformat() for d in days],
-            "forecasts": forecasts,
-            "cities": sorted(markets["city"].unique().tolist()) or sorted({c for c, _ in board.families}),
+            "forecasts": forecasts, "cities": cities,
+            # each city's settlement clock; banners and the header use the first configured city's
+            "clocks": {c: views.city_clock(get_city(c)) for c in {*cities, board.home_city.key}},
+            "home_city": board.home_city.key,
             "refresh_seconds": board.config.tick_seconds, "health": health.as_json(),
             "banners": views.banners(health, models, max_stale_days=board.config.max_stale_days, halted=halted,
-                                     registry_problem=registry_problem),
+                                     city=board.home_city, registry_problem=registry_problem),
             "execution": {"mode": mode, "halted": bool(halted),
                           "halt_text": halt.describe() if halt else "no execution records (signals mode)"}}
 
@@ -166,7 +182,12 @@ def ladder(board: Dashboard, request: Request) -> dict:
     day, city = board.day(request), board.city(request)
     markets = queries.day_markets(board.engine, day, city)
     signals, candles = queries.ladder_rows(board.engine, markets["ticker"].tolist())
-    return {"city": city, "day": day.isoformat(), **views.ladder(markets, signals, candles)}
+    place = get_city(city)
+    close = pd.to_datetime(markets["close_time"], utc=True).max() if len(markets) else None
+    return {"city": city, "day": day.isoformat(), "clock": views.city_clock(place),
+            "axis": views.day_axis(place, day, None if close is None else close.to_pydatetime(),
+                                   board.observations(place, day)),
+            **views.ladder(markets, signals, candles)}
 
 
 def signals(board: Dashboard, request: Request) -> dict:

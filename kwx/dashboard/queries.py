@@ -7,21 +7,24 @@ reads. Day-scoped reads start from ``idx_markets_city_date`` and reach signals t
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, column, exists, func, select, text
 
 from kwx.dashboard.views import HEALTH_SPAN, LADDER_STEP_SECONDS
-from kwx.data.schema import Candle, Market, Order, RtSignal, RtTick
+from kwx.data.schema import Candle, Market, Order, RtSignal, RtTick, WeatherMinute
 from kwx.data.store import chunks, rows_frame
 
-MARKET_COLUMNS = ["ticker", "city", "strike_type", "floor_strike", "cap_strike", "result", "expiration_value"]
+MARKET_COLUMNS = ["ticker", "city", "strike_type", "floor_strike", "cap_strike", "result", "expiration_value",
+                  "close_time"]
 LADDER_SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "p_model", "p_blend", "locked"]
 SIGNAL_COLUMNS = ["ts_utc", "market_ticker", "city", "bracket", "p_model", "p_market", "p_blend", "edge_cents",
                   "side", "size_fraction", "skip_reason", "model_id", "wf_window", "minutes_to_close", "locked"]
 # How many past days the page's day picker offers.
 DAYS_OFFERED = 14
+# The days before the shown one whose observations give the usual time of the high.
+HIGH_HISTORY_DAYS = 30
 UNION_CHUNK = 200
 _BRACKET_ORDER = {"less": 0, "between": 1, "greater": 2}
 
@@ -78,6 +81,16 @@ def day_markets(engine: Engine, day: date, city: str | None = None) -> pd.DataFr
     strike = frame["floor_strike"].fillna(frame["cap_strike"])
     return (frame.assign(_order=order, _strike=strike).sort_values(["city", "_order", "_strike", "ticker"])
             .drop(columns=["_order", "_strike"]).reset_index(drop=True))
+
+
+def observations_before(engine: Engine, station: str, before: datetime) -> pd.DataFrame:
+    """The station's temperatures (ts_utc, temp_f) of the ``HIGH_HISTORY_DAYS`` days before ``before``, on
+    ``weather_minutes``' (station, time) primary key."""
+    statement = select(WeatherMinute.ts_utc, WeatherMinute.temp_f).where(
+        WeatherMinute.station == station, WeatherMinute.ts_utc >= before - timedelta(days=HIGH_HISTORY_DAYS),
+        WeatherMinute.ts_utc < before)
+    with engine.connect() as conn:
+        return _utc(_frame(conn, statement, ["ts_utc", "temp_f"]), "ts_utc")
 
 
 def ladder_rows(engine: Engine, tickers: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,7 +1,8 @@
 """What the dashboard shows, computed from query results: pure functions of frames and a ``now``.
 
 Every function returns JSON-ready Python (``None`` for missing values, ISO-8601 UTC strings for instants,
-epoch seconds on chart axes), so the Starlette layer only serialises.
+epoch seconds on chart axes), so the Starlette layer only serialises. The page shows instants on the city's clock:
+local *standard* time, the settlement's (``city_clock`` gives it the offset); only banner text is formatted here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from kwx.cities import City
+from kwx.domain.markets import climate_day_bounds
 from kwx.domain.positions import SOURCE_LABELS, SOURCES
 
 # Ladder points sit on a five-minute grid: a market trades ~44 hours, 17,600 ticks of 9 s, where a chart a few
@@ -39,6 +42,46 @@ def bracket_label(strike_type: str, floor: float | None, cap: float | None) -> s
     if strike_type == "less":
         return f"{cap - 1:g}° or below"
     raise ValueError(f"unknown strike type {strike_type!r}")
+
+
+def city_clock(city: City) -> dict:
+    """The city's settlement clock, local standard time all year: ``{"zone": "CST", "utc_offset_seconds": -21600,
+    "label": "CST (UTC−6)"}``; the page formats every instant with it."""
+    offset = int(city.standard_offset.total_seconds())
+    january = datetime(2001, 1, 15, 12, tzinfo=city.zone)
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    sign = "−" if offset < 0 else "+"
+    return {"zone": january.tzname(), "utc_offset_seconds": offset,
+            "label": f"{january.tzname()} (UTC{sign}{hours}{f':{minutes:02d}' if minutes else ''})"}
+
+
+def local_time(ts: datetime, city: City) -> str:
+    """An instant on the city's clock in the page's one timestamp format: ``07-18 14:50 CST``."""
+    return f"{(ts.astimezone(UTC) + city.standard_offset):%m-%d %H:%M} {city_clock(city)['zone']}"
+
+
+def day_axis(city: City, day, close_time: datetime | None, observations: pd.DataFrame) -> dict:
+    """The ladder's time axis in epoch seconds: the climate day (00:00 to 24:00 on the city's clock), when the
+    markets close, and the usual time of the high (``usual_high``) on this day."""
+    start, end = climate_day_bounds(day, city)
+    usual = usual_high(observations, city)
+    return {"day_start": int(start.timestamp()), "day_end": int(end.timestamp()),
+            "close": int(close_time.timestamp()) if close_time is not None else None,
+            "usual_high": None if usual is None else int(start.timestamp()) + usual}
+
+
+def usual_high(observations: pd.DataFrame, city: City) -> int | None:
+    """Seconds after the climate day's start at which the high usually comes: the median, over the days of
+    ``observations`` (ts_utc, temp_f), of when each day first reached its maximum; None without observations."""
+    frame = observations.dropna(subset=["temp_f"])
+    if frame.empty:
+        return None
+    local = pd.to_datetime(frame["ts_utc"], utc=True).dt.tz_localize(None) + city.standard_offset
+    days = pd.DataFrame({"day": local.dt.floor("D"), "seconds": (local - local.dt.floor("D")).dt.total_seconds(),
+                         "temp_f": frame["temp_f"].to_numpy()}).sort_values("seconds")
+    first_max = days.loc[days.groupby("day")["temp_f"].idxmax(), "seconds"]  # idxmax: the first of equal maxima
+    # to five minutes: the read-out of a median over a month of days, not a forecast
+    return int(round(float(first_max.median()) / 300) * 300)
 
 
 def iso(ts) -> str | None:
@@ -227,17 +270,17 @@ def models_table(rows: list[ModelRow]) -> dict:
             "links": [r.run_url for r in rows]}
 
 
-def banners(health: TickHealth, models: list[ModelRow], *, max_stale_days: int, halted: str | None,
+def banners(health: TickHealth, models: list[ModelRow], *, max_stale_days: int, halted: str | None, city: City,
             registry_problem: str | None = None) -> list[dict]:
     """What must catch the operator's eye, worst first: a stale loop, an unreachable registry, families without a
-    usable model, stale models, a halt."""
+    usable model, stale models, a halt. Times are on ``city``'s clock (the page's)."""
     out = []
     if health.newest_tick is None:
         out.append(_banner("error", "stale_tick", "the loop has not recorded a tick yet: is `kwx serve-rt` running?"))
     elif health.stale:
         out.append(_banner("error", "stale_tick",
                            f"newest tick ({health.mode}) is {human_age(health.age_seconds)} old, at "
-                           f"{health.newest_tick:%Y-%m-%d %H:%M:%S} UTC (--max-age {health.max_age_seconds:g} s)"))
+                           f"{local_time(health.newest_tick, city)} (--max-age {health.max_age_seconds:g} s)"))
     if registry_problem:
         out.append(_banner("error", "registry", registry_problem))
     for row in models:

@@ -1,6 +1,6 @@
 """Realistic demo data: weather, settlement highs, Kalshi-style ladders and 1-minute candles.
 
-The embedded default dataset for the README demo and for tests. It is built to look like the real
+The embedded default dataset for `kwx demo` (docs/getting-started.md) and for tests. It is built to look like the real
 thing to a model, not like noise:
 
 - daily highs follow a per-city seasonal climatology plus persistent (AR(1)) anomalies; minute

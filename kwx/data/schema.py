@@ -62,6 +62,9 @@ class Base(DeclarativeBase):
 
 
 class Market(Base):
+    """One Kalshi market: a city's climate day and bracket (strikes in whole °F), its times and, once settled, its
+    result."""
+
     __tablename__ = "markets"
 
     ticker: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -115,6 +118,8 @@ class Candle(Base):
 
 
 class WeatherMinute(Base):
+    """One weather observation of a station (Visual Crossing minute data or the demo's), in °F, % and mph."""
+
     __tablename__ = "weather_minutes"
 
     station: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -193,6 +198,9 @@ class SeriesFeeRecord(Base):
 
 
 class RtSignal(Base):
+    """One market's signal at one loop tick: model, market and blended probabilities, the edge and the Kelly size,
+    or why it was skipped. Prices and edges in cents."""
+
     __tablename__ = "rt_signals"
 
     ts_utc: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)

@@ -48,7 +48,7 @@ ELASTICNET_RELATIVE = (
 # come to say more than the forecast) and as a probability, the bias-corrected consensus against the strikes,
 # its learned error scale, the models' disagreement and the ensemble's vote (censored at the running max); lead
 # and age say how fresh it is. Not the default: on the demo it beats elasticnet_relative the day before the
-# event, not through the day (README, Weather-model forecasts).
+# event, not through the day (docs/guides/data.md, Weather-model forecasts).
 ELASTICNET_FORECAST = (
     *ELASTICNET_RELATIVE, "forecast_logit_ahead", "forecast_logit_morning", "forecast_logit_late", "p_forecast",
     "fc_to_floor", "fc_to_cap", "fc_sd", "fc_source_spread", "fc_ens_sd", "fc_ens_in_bracket", "fc_lead_days",

@@ -42,6 +42,7 @@ from kwx.domain.execution import FILL_COLUMNS as EVENT_COLUMNS
 from kwx.domain.fees import FeeBook
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.execution import records
+from kwx.execution.broker import Broker, PaperTick
 from kwx.execution.kalshi_trade import (
     API_KEY_ID_ENV,
     PRIVATE_KEY_PATH_ENV,
@@ -55,7 +56,6 @@ from kwx.execution.kalshi_trade import (
     client_order_id,
     trade_url,
 )
-from kwx.execution.paper import Broker, PaperTick
 from kwx.rt.engine import Decision, TickInputs
 from kwx.secrets import redact
 

@@ -201,8 +201,9 @@ def promote(
 
     All or nothing for resolution, whenever it is killed: the new versions enter the stage marked
     pending, then one registered-model tag records the promotion (from that write on they trade and
-    the replaced ones do not), then the alias moves, tags are written and the replaced are archived.
-    Running it again after a kill finishes the job.
+    the replaced ones do not), then the alias moves, tags are written, the pending marks are cleared and
+    the replaced are archived. Running it again after a kill finishes the job: a mark left behind names
+    an unfinished promotion, or a finished one killed before clearing it (then it changes nothing).
     """
     canonical = canonical_stage(stage)
     if canonical is None:
@@ -257,6 +258,11 @@ def promote(
                                ("promotion_reason", reason or "gates passed"), ("promotion_run_id", run_id),
                                ("promotion_id", record.id)):
                 client.set_model_version_tag(name, f.version, key, value)
+        for f in mine:
+            # marked above, or left by an earlier finished promotion (a version trading here is never
+            # marked by an unfinished one): either way the record now stands, so the mark says nothing
+            if f.version not in trading or f.pending is not None:
+                client.delete_model_version_tag(name, f.version, PENDING_TAG)
         for f in replaced:
             client.set_model_version_tag(name, f.version, "archived_by_run", run_id)
             client.set_model_version_tag(name, f.version, "archived_at", stamp)

@@ -37,7 +37,9 @@ def model_name(city: str, bracket: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    """Pinned to what trained the model; explicit so MLflow skips its slow dependency inference."""
+    """What the model object needs from PyPI in a served model's environment, pinned to what trained it (MLflow
+    adds itself). Never kwx, which is not on PyPI: the model carries its loader (``kwx.training.kwx_pyfunc``).
+    Explicit so MLflow skips its slow dependency inference."""
     return [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "pandas",
                                                                      "scipy")]
 

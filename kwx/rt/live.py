@@ -12,7 +12,7 @@ from kwx.cities import get_city
 from kwx.clock import Clock, SystemClock
 from kwx.config import RtConfig
 from kwx.data.fees import LiveFees
-from kwx.execution.paper import broker_for
+from kwx.execution.modes import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickRunner, run_loop
 from kwx.rt.retry import LIVE_WAIT_SHARE, Backoff, DbRetry

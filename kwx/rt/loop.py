@@ -27,7 +27,7 @@ from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
 from kwx.domain.features import build_features_for_cities
 from kwx.domain.fees import FeeBook
-from kwx.execution.paper import write_paper_ticks
+from kwx.execution.broker import write_paper_ticks
 from kwx.registry.cache import RegistryCache
 from kwx.registry.resolution import NoModelError
 from kwx.rt.engine import (

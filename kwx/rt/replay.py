@@ -19,7 +19,8 @@ from kwx.config import RtConfig
 from kwx.data.fees import load_fee_book
 from kwx.data.schema import RtTick
 from kwx.domain.markets import climate_day_bounds
-from kwx.execution.paper import MINUTE, broker_for
+from kwx.execution.broker import MINUTE
+from kwx.execution.modes import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import Resolver, SignalRows
 from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop

@@ -75,6 +75,9 @@ TRAINING_RUNS_TAG = "kwx.training_run_ids"
 LAUNCHED_BY_TAG = "kwx.launched_by_run_id"
 FORWARD_AS_OF_TAG = "kwx.forward_as_of"  # a forward retrain's parent: the first day its window trades
 DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb", "mssql", "oracle")
+# A window metric scored on rows, by prefix, and the rows' dataset context: the test week's scores (model and
+# market) and the out-of-fold scores on the training rows. The rest (search counts, coefficients) score no rows.
+SCORE_PREFIXES = {"testing": ("test_", "market_"), "training": ("cv_",)}
 log = logging.getLogger(__name__)
 
 
@@ -438,6 +441,17 @@ def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
     return frame[(frame["event_date"] >= w.train_start) & (frame["event_date"] <= w.test_end)]
 
 
+def logged_model_description(result: WindowResult, config: TrainConfig, name: str, forward: bool) -> str:
+    """What the logged model's page says it is: what it predicts from which features, for which market and days."""
+    window = result.window
+    trades = "will trade" if forward else "was tested on and may trade"
+    return (f"P(YES): the probability that Kalshi's {config.city} {config.bracket} daily-high-temperature market "
+            f"settles YES, as a `p_yes` column. Window {window.name} of {name}: trained on {window.train_start} to "
+            f"{window.train_end}, {trades} {window.test_start} to {window.test_end}. Input: the "
+            f"{config.feature_set} features {', '.join(result.input_example.columns)}, one double column each "
+            "(null where unobserved, imputed as in training).")
+
+
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
                 parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
                 forward: bool = False) -> str:
@@ -453,11 +467,17 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
     # Created with the worker's wall-clock start (start_run cannot take one): the run's duration is training time.
     created = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000),
                                 tags=run_tags, run_name=window.name)
+    scored_rows = {context: dataset for dataset, context in datasets}
+    scores = {context: {k: v for k, v in result.metrics.items() if k.startswith(SCORE_PREFIXES[context])}
+              for context in scored_rows}
     with mlflow.start_run(run_id=created.info.run_id, nested=True) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(result.params)
-        mlflow.log_metrics(result.metrics)
         for dataset, context in datasets:
             mlflow.log_input(dataset, context=context)
+        # Scores are logged after the model, linked to it and to their rows; logging the model links the rest
+        # to it (MLflow copies the run's metrics, which keep no dataset, so a score logged now would stay unlinked).
+        linked = {key for by_rows in scores.values() for key in by_rows}
+        mlflow.log_metrics({k: v for k, v in result.metrics.items() if k not in linked})
         out = Path(tmp)
         result.trials.to_csv(out / "optuna_trials.csv", index=False)
         if len(result.predictions):
@@ -465,7 +485,10 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
                                  window.name)
         mlflow.log_artifacts(tmp)
         info = serving.log_model(result.model, name=window.name, input_example=result.input_example,
-                                 pip_requirements=pip_requirements())
+                                 pip_requirements=pip_requirements(),
+                                 tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
+        for context, by_rows in scores.items():
+            mlflow.log_metrics(by_rows, dataset=scored_rows[context], model_id=info.model_id)
         # Registered last, after predictions, trials, plots and model: a window whose process died midway
         # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
         tags = {"city": config.city, "bracket": config.bracket, "window": window.name,

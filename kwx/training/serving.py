@@ -2,11 +2,11 @@
 
 The saved directory is MLflow's sklearn flavor unchanged (skops file, explicit trusted types), so
 ``mlflow.sklearn.load_model`` returns the fitted ``CalibratedClassifierCV`` that kwx's registry cache loads.
-Only the python_function flavor's loader is this module instead of ``mlflow.sklearn``: a sklearn
+Only the python_function flavor's loader is ``kwx_pyfunc`` instead of ``mlflow.sklearn``: a sklearn
 ``pyfunc_predict_fn`` can name an estimator method only, whose output is an unnamed array, so
-``mlflow.pyfunc.load_model`` and ``mlflow models serve`` answer through ``predict_yes`` here (the one prediction
-path) with a ``p_yes`` column. The module path is written into every logged model: moving it breaks serving
-them, and serving needs kwx importable (``--env-manager local`` in kwx's environment).
+``mlflow.pyfunc.load_model`` and ``mlflow models serve`` answer with a ``p_yes`` column. The model carries that
+loader in its ``code/`` directory and pins what it needs from PyPI (``kwx.registry.versions.pip_requirements``),
+so it serves in an environment without kwx (``--env-manager virtualenv``, ``mlflow models build-docker``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from mlflow.pyfunc import FLAVOR_NAME as PYFUNC_FLAVOR
 from mlflow.pyfunc import MAIN as PYFUNC_LOADER
 from mlflow.types import ColSpec, Schema
+from mlflow.utils.model_utils import FLAVOR_CONFIG_CODE
 
+from kwx.training import kwx_pyfunc
+from kwx.training.kwx_pyfunc import OUTPUT, YesProbabilityModel
 from kwx.training.model import SKOPS_TRUSTED_TYPES, predict_yes
-
-OUTPUT = "p_yes"
 
 
 def log_model(model, name: str, input_example: pd.DataFrame, **kwargs) -> ModelInfo:
@@ -51,22 +52,17 @@ def signature(model, input_example: pd.DataFrame) -> ModelSignature:
 
 
 def save_model(sk_model, path: str, mlflow_model: Model, **kwargs) -> None:
-    """``Model.log``'s flavor hook: MLflow's sklearn flavor, its pyfunc loader switched to this module."""
-    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
-    mlflow_model.flavors[PYFUNC_FLAVOR][PYFUNC_LOADER] = __name__
+    """``Model.log``'s flavor hook: MLflow's sklearn flavor, its pyfunc loader switched to ``kwx_pyfunc``, which
+    the model carries as its only code."""
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, code_paths=[kwx_pyfunc.__file__], **kwargs)
+    # MLflow imports it from code/, where the file lies outside any package: by its bare name
+    mlflow_model.flavors[PYFUNC_FLAVOR][PYFUNC_LOADER] = kwx_pyfunc.__name__.rsplit(".", 1)[1]
+    # The sklearn flavor loads from skops alone; without this every registry-cache load would put the
+    # model's code/ on sys.path.
+    mlflow_model.flavors[mlflow.sklearn.FLAVOR_NAME].pop(FLAVOR_CONFIG_CODE)
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
 def _load_pyfunc(path: str) -> YesProbabilityModel:
-    # ``path`` is the model directory: the sklearn flavor's pyfunc configuration names no ``data`` file.
-    return YesProbabilityModel(mlflow.sklearn.load_model(path))
-
-
-class YesProbabilityModel:
-    """What ``mlflow.pyfunc.load_model`` wraps: feature rows in, a ``p_yes`` column out."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, data: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({OUTPUT: predict_yes(self.model, data)}, index=data.index)
+    """The loader of models logged before they carried ``kwx_pyfunc``: they name this module."""
+    return kwx_pyfunc._load_pyfunc(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ def test_state_names_the_replayed_day_and_its_health(client, replayed):
     assert state["day"] == DAY.isoformat()  # the climate day of the newest tick
     assert state["days"] == [(DAY + timedelta(days=1)).isoformat(), DAY.isoformat()]  # tomorrow opened today
     assert state["cities"] == ["chicago"] and state["refresh_seconds"] == 2
+    # numbers for machines, the page formats: the settlement's clock, standard time in July too
+    assert state["home_city"] == "chicago" and state["clocks"] == {
+        "chicago": {"zone": "CST", "utc_offset_seconds": -21600, "label": "CST (UTC−6)"}}
     health = state["health"]
     assert health["mode"] == "paper-replay" and health["stale"] is False and health["age_seconds"] == pytest.approx(10)
     assert health["ticks_last_hour"] == 12  # 5-minute ticks: the hour up to the newest tick
@@ -108,6 +111,14 @@ def test_ladder_has_every_market_of_the_event_on_a_minute_grid(client, replayed)
     assert body["settlement"]["tmax_f"] is not None
     locked = [m for m in body["markets"] if m["locked_at"]]
     assert locked and all(m["locked_outcome"] in ("yes", "no") for m in locked)
+    # the axis: the climate day 00:00 to 24:00 CST, the markets' close, the usual high in the afternoon
+    start = int(datetime(2025, 7, 18, 6, tzinfo=UTC).timestamp())
+    closes = pd.to_datetime(_db_frame(replayed["db"], "SELECT max(close_time) AS t FROM markets WHERE city = 'chicago' "
+                                      "AND event_date = :day", day=DAY)["t"], utc=True)
+    assert body["clock"]["utc_offset_seconds"] == -21600
+    assert body["axis"]["day_start"] == start and body["axis"]["day_end"] == start + 86400
+    assert body["axis"]["close"] == int(closes.iloc[0].timestamp())
+    assert start + 12 * 3600 <= body["axis"]["usual_high"] <= start + 18 * 3600
 
 
 def test_models_name_the_trading_version_with_its_mlflow_link(client, replayed):

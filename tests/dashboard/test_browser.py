@@ -4,12 +4,14 @@ installs it first."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -20,14 +22,18 @@ from sqlalchemy import text
 from kwx.clock import SimulatedClock
 from kwx.dashboard.app import create_app
 from kwx.data.db import make_engine
+from kwx.execution import records
 from kwx.registry.versions import model_name
 from tests.dashboard.conftest import DAY, board_for, newest_tick, serving, sqlite_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 CHROMIUM = os.environ.get("KWX_CHROMIUM", "/usr/bin/chromium")
-# Where the page's screenshots go: a temp folder, or docs/ when regenerating README's pictures.
+# Where the page's screenshots go: a temp folder, or docs/ when regenerating the pictures README and the docs site show.
 SCREENSHOT_DIR_ENV = "DASHBOARD_SCREENSHOT_DIR"
 TOKEN = "browser-token-0123456789abcdef"
+# The browser sits in Tokyo, the markets in Chicago: the page must show the settlement's clock, not the browser's.
+BROWSER_ZONE = "Asia/Tokyo"
+CST = timedelta(hours=-6)  # Chicago's standard time, the climate day's clock all year (July included)
 REFRESH_WAIT_MS = 15_000
 
 
@@ -49,7 +55,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id=BROWSER_ZONE)
     page = context.new_page()
     page.problems = []  # console errors and requests that leave the dashboard's own address
     page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
@@ -134,7 +140,7 @@ def test_the_page_shows_the_ladder_signals_and_health_of_the_replayed_day(replay
         page.screenshot(path=str(page.screenshots / "dashboard.png"), full_page=True)
 
         # Sorting by a column reorders the rows; filtering by bracket hides the others.
-        page.click("#signals-table thead th:has-text('edge_cents')")
+        page.click("#signals-table thead th[data-column='edge_cents']")
         edges = [_json_number(v) for v in page.eval_on_selector_all(
             "#signals-table tbody tr", "rows => rows.map(r => r.cells[" + str(header.index("edge_cents")) +
             "].dataset.value)")]
@@ -145,8 +151,11 @@ def test_the_page_shows_the_ladder_signals_and_health_of_the_replayed_day(replay
         assert page.eval_on_selector_all("#signals-table tbody tr", "rows => rows.length") == len(expected)
 
         # The clock moves on and no tick comes: the red banner appears without a reload.
+        assert page.inner_text("#halt-pill-top") == page.inner_text("#halt-pill") == "trading"
         clock.advance(timedelta(minutes=5))
         page.wait_for_selector("#banners .banner[data-kind=stale_tick]", timeout=REFRESH_WAIT_MS)
+        # the badges agree with the banner: nothing trades on a stale loop
+        assert page.inner_text("#halt-pill-top") == page.inner_text("#halt-pill") == "stale"
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     assert page.problems == []
 
@@ -222,3 +231,79 @@ def test_off_loopback_the_token_is_asked_once_and_enforced(replayed, page, tmp_p
         server.terminate()
         output = server.communicate(timeout=10)[0]
     assert TOKEN not in output and "Traceback" not in output
+
+
+def _cells(page, table: str, column: str) -> list[tuple[str, str, str | None]]:
+    """(text, data-value, title) of ``column``'s cells in ``table``."""
+    return page.evaluate("""([table, column]) => {
+        const t = document.getElementById(table);
+        const i = [...t.querySelectorAll("thead th")].findIndex((th) => th.dataset.col === column);
+        return [...t.querySelectorAll("tbody tr")].map((r) => [r.cells[i].textContent, r.cells[i].dataset.value,
+                                                                r.cells[i].title || null]);
+    }""", [table, column])
+
+
+def _cst(utc_iso: str) -> str:
+    return (datetime.fromisoformat(utc_iso).astimezone(UTC) + CST).strftime("%m-%d %H:%M")
+
+
+def test_times_are_chicago_standard_time_in_a_tokyo_browser(replayed, page):
+    board = board_for(replayed["db"], replayed["tracking_uri"])
+    with serving(create_app(board, token=None)) as base:
+        _open(page, base)
+        assert page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == BROWSER_ZONE
+        assert page.inner_text("#clock-zone") == "CST (UTC−6)"
+        fills = _cells(page, "fills-table", "ts_utc")
+        assert fills
+        # headings say the clock and the units their cells are shown in
+        headings = page.eval_on_selector_all("#fills-table thead th", "ths => ths.map(t => [t.dataset.column, "
+                                             "t.textContent])")
+        assert ["ts_utc", "time (CST)"] in headings and ["price_cents", "price ¢"] in headings
+        assert ["fee_cents", "fee $"] in headings
+        for text, value, title in fills:  # e.g. a fill at 20:50 UTC shows as 14:50, UTC on hover
+            utc = json.loads(value)
+            assert text == _cst(utc) and title == f"{datetime.fromisoformat(utc):%Y-%m-%d %H:%M:%S} UTC"
+        assert all(text == _cst(json.loads(value)) for text, value, _ in _cells(page, "orders-table", "created_at"))
+        # the replay's clock is its newest tick, on the city's clock
+        tick = newest_tick(replayed["db"])
+        assert page.inner_text("#server-now") == f"replay {_cst(tick.isoformat())}"
+        assert page.get_attribute("#health-kv dd[data-key=newest_tick]", "title") == f"{tick:%Y-%m-%d %H:%M:%S} UTC"
+        # the ladder's axis is the climate day, 00:00 to 24:00 CST, with the close and the usual high marked
+        start = int(datetime(2025, 7, 18, 6, tzinfo=UTC).timestamp())
+        axis = page.evaluate("""(start) => { const u = Object.values(window.kwx.charts)[0];
+            return [u.scales.x.min, u.scales.x.max, u.axes[0].values(u, [start, start + 4 * 3600, start + 15 * 3600,
+                                                                         start + 86400])]; }""", start)
+        assert axis == [start, start + 86400, ["00:00", "04:00", "15:00", "24:00"]]
+        assert re.fullmatch(r"locked NO from \d\d:\d\d", page.inner_text(".ladder-chart .badge.locked-no"))
+    assert page.problems == []
+
+
+def test_prices_are_whole_cents_money_dollars_and_counts_whole(replayed, page):
+    board = board_for(replayed["db"], replayed["tracking_uri"])
+    with serving(create_app(board, token=None)) as base:
+        _open(page, base)
+        price, money, count = re.compile(r"\d+¢"), re.compile(r"−?\$\d+\.\d\d"), re.compile(r"\d+")
+        for table, column, shape in [("fills-table", "price_cents", price), ("fills-table", "fee_cents", money),
+                                     ("fills-table", "count", count), ("orders-table", "limit_price_cents", price),
+                                     ("orders-table", "filled_count", count), ("positions-table", "cost_cents", money),
+                                     ("positions-table", "avg_cost_cents", price),
+                                     ("positions-table", "contracts", count), ("signals-table", "p_model", price),
+                                     ("signals-table", "edge_cents", re.compile(r"−?\d+¢"))]:
+            cells = _cells(page, table, column)
+            assert cells and all(shape.fullmatch(text) for text, _, _ in cells), (table, column, cells[:3])
+        # the ladder's read-out quotes in cents too
+        assert re.search(r"bid\d+¢", page.inner_text(".ladder-chart .readout"))
+    assert page.problems == []
+
+
+def test_a_halted_loop_says_halted_in_the_badges_and_the_banner(replayed, page, tmp_path):
+    db = sqlite_copy(replayed["db"], tmp_path / "kwx.db")
+    writer = make_engine(db)
+    records.halt(writer, "paper", reason="operator: fat finger", by="test", now=newest_tick(db))
+    writer.dispose()
+    board = board_for(db, replayed["tracking_uri"])
+    with serving(create_app(board, token=None)) as base:
+        _open(page, base)
+        assert _banner_kinds(page) == ["halted"]
+        assert page.inner_text("#halt-pill-top") == page.inner_text("#halt-pill") == "halted"
+    assert page.problems == []

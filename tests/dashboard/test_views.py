@@ -11,11 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kwx.cities import get_city
 from kwx.dashboard import views
 from kwx.domain.markets import settlement_outcomes
 from kwx.domain.positions import position_pnl, source_totals
 
 T0 = datetime(2025, 7, 18, 15, 0, tzinfo=UTC)
+CHICAGO = get_city("chicago")
 
 
 @given(kind=st.sampled_from(["between", "greater", "less"]), strike=st.integers(-20, 120),
@@ -59,7 +61,7 @@ def test_health_covers_the_hour_to_the_newest_tick():
 def test_no_tick_at_all_is_stale():
     health = views.tick_health(_ticks([], [], []), T0, max_age_seconds=60)
     assert health.stale and health.newest_tick is None
-    (banner,) = views.banners(health, [], max_stale_days=7, halted=None)
+    (banner,) = views.banners(health, [], max_stale_days=7, halted=None, city=CHICAGO)
     assert banner["kind"] == "stale_tick" and "has not recorded a tick" in banner["text"]
 
 
@@ -69,11 +71,44 @@ def test_banners_rank_problems_and_say_what_the_loop_does():
             views.ModelRow("miami", "less", version="1", window="win_b", stale_days=9),
             views.ModelRow("austin", "greater", problem="no Production version"),
             views.ModelRow("denver", "between", version="2", window="win_c", stale_days=0)]
-    out = views.banners(health, rows, max_stale_days=7, halted="paper: HALTED (database): by hand")
+    out = views.banners(health, rows, max_stale_days=7, halted="paper: HALTED (database): by hand",
+                        city=CHICAGO)
     assert [(b["level"], b["kind"]) for b in out] == [
         ("error", "stale_tick"), ("warning", "stale_model"), ("error", "stale_model"), ("error", "no_model"),
         ("error", "halted")]
     assert "2 h old" in out[0]["text"] and "still trades" in out[1]["text"] and "skips it" in out[2]["text"]
+
+
+def test_a_stale_tick_banner_tells_the_time_on_the_citys_standard_clock():
+    """Chicago's clock is CST (UTC−6) all year, also in July: 15:00 UTC is 09:00 on the settlement's clock."""
+    health = views.tick_health(_ticks([0], [1.0], [{}]), T0 + timedelta(hours=2), max_age_seconds=120)
+    (banner,) = views.banners(health, [], max_stale_days=7, halted=None, city=CHICAGO)
+    assert "at 07-18 09:00 CST (--max-age 120 s)" in banner["text"] and "UTC" not in banner["text"]
+
+
+@pytest.mark.parametrize(("key", "clock"), [
+    ("chicago", {"zone": "CST", "utc_offset_seconds": -6 * 3600, "label": "CST (UTC−6)"}),
+    ("nyc", {"zone": "EST", "utc_offset_seconds": -5 * 3600, "label": "EST (UTC−5)"}),
+    ("la", {"zone": "PST", "utc_offset_seconds": -8 * 3600, "label": "PST (UTC−8)"})])
+def test_a_citys_clock_is_its_standard_time_named_with_its_offset(key, clock):
+    assert views.city_clock(get_city(key)) == clock
+
+
+def test_the_day_axis_is_the_climate_day_with_the_close_and_the_usual_time_of_the_high():
+    """Three days whose highs came at 14:00, 15:00 and 16:00 CST (the first of two equal maxima counts): the
+    usual high is 15:00 CST, 21:00 UTC; the axis runs 00:00 to 24:00 CST."""
+    rows = []
+    for day, peak_hour in ((15, 14), (16, 15), (17, 16)):
+        start = datetime(2025, 7, day, 6, tzinfo=UTC)  # 00:00 CST
+        for hour in range(24):
+            rows.append((start + timedelta(hours=hour), 90.0 if hour in (peak_hour, peak_hour + 2) else 70.0))
+    observations = pd.DataFrame(rows, columns=["ts_utc", "temp_f"])
+    close = datetime(2025, 7, 19, 6, tzinfo=UTC)
+    axis = views.day_axis(CHICAGO, datetime(2025, 7, 18).date(), close, observations)
+    start = int(datetime(2025, 7, 18, 6, tzinfo=UTC).timestamp())
+    assert axis == {"day_start": start, "day_end": start + 86400, "close": int(close.timestamp()),
+                    "usual_high": start + 15 * 3600}
+    assert views.day_axis(CHICAGO, datetime(2025, 7, 18).date(), None, observations.iloc[:0])["usual_high"] is None
 
 
 def test_the_ladder_puts_signals_and_quotes_on_one_grid_of_buckets():

@@ -31,6 +31,7 @@ from kwx.data.schema import Base, Market
 from kwx.data.store import upsert_frame
 from kwx.domain.signals import FeeSchedule, SignalMath
 from kwx.execution import records
+from kwx.execution.broker import write_paper_ticks
 from kwx.execution.kalshi_trade import (
     KalshiCredentials,
     KalshiTrader,
@@ -39,7 +40,7 @@ from kwx.execution.kalshi_trade import (
     base_client_order_id,
 )
 from kwx.execution.live import CID_PREFIX, LiveBroker, LiveStartError, live_order_id
-from kwx.execution.paper import broker_for, write_paper_ticks
+from kwx.execution.modes import broker_for
 from kwx.rt.engine import Decision, TickInputs
 from kwx.rt.replay import ReplayError, replay_day
 from tests.fakes.kalshi_exchange import ORDERS, FakeKalshiExchange

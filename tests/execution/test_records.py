@@ -370,7 +370,7 @@ def test_the_demos_replayed_day_splits_its_fills_and_pnl_by_source(sqlite_url, m
     _book(engine)
     engine.dispose()
     monkeypatch.setattr(demo, "REPLAY_DAY", "2025-11-28")
-    demo._print_paper_day(url=sqlite_url)
+    demo._print_paper_day(demo.demo_config("rt.yaml"), url=sqlite_url)
     out = capsys.readouterr().out
     assert "fills: 5, 21 contracts (open (model): 4, 16 contracts; locked (rule): 1, 5 contracts)" in out
     assert "total $+7.33 = open (model) $+5.90 + locked (rule) $+1.43" in out

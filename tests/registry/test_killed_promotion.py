@@ -16,7 +16,7 @@ from kwx.config import TrainConfig
 from kwx.data.db import make_engine
 from kwx.registry.promotion import promote
 from kwx.registry.resolution import NoModelError, resolve
-from kwx.registry.versions import stage_table
+from kwx.registry.versions import PENDING_TAG, stage_table
 from kwx.training import runner
 from tests.conftest import LENIENT_MARKET_GATES, demo_database
 
@@ -124,5 +124,7 @@ def test_a_killed_promotion_never_trades_a_mix_and_a_rerun_completes_it(two_runs
     for v in versions.values():
         stages[v.tags["parent_run_id"]].add(v.current_stage)
     assert stages == {old_run: {"Archived"}, new_run: {"Production"}}
+    # the reruns finished every killed promotion: none left a version marked pending
+    assert [v for v in versions.values() if PENDING_TAG in v.tags] == []
     alias = client.get_model_version_by_alias(NAME, "production")
     assert alias.tags["parent_run_id"] == new_run and alias.current_stage == "Production"

@@ -18,6 +18,7 @@ from kwx.domain.features import feature_columns
 from kwx.registry.cache import RegistryCache
 from kwx.registry.promotion import Check, PromotionRefused, promote
 from kwx.registry.resolution import NoModelError
+from kwx.registry.versions import PENDING_TAG
 from kwx.report import FILES, build_report, infrastructure_checks
 from kwx.training import runner
 from tests.conftest import LENIENT_MARKET_GATES
@@ -149,6 +150,9 @@ def test_promotion_flow_archive_and_cache_refresh(store):
     assert now_choice.window == "win_20250709_20250724"
     frame_cols = feature_columns("elasticnet_relative", "between")
     assert now_choice.model.n_features_in_ == len(frame_cols)
+    # a finished promotion leaves no version marked pending: the mark only outlives a promotion killed midway
+    assert [v.version for v in client.search_model_versions("name = 'kwx-chicago-between'")
+            if PENDING_TAG in v.tags] == []
 
 
 def test_keep_existing_overlap_newest_promotion_wins(store):

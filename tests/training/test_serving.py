@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 from datetime import date
 from pathlib import Path
@@ -10,8 +12,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import scoring_server
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from sklearn.calibration import CalibratedClassifierCV
 
 from kwx.data.dataset import load_dataset
@@ -87,6 +91,44 @@ def test_serving_input_example_is_strict_json_that_scores(trained, client):
     rows = pd.DataFrame(example["data"], columns=example["columns"], dtype=float)
     np.testing.assert_allclose([p["p_yes"] for p in response.json()["predictions"]],
                                predict_yes(mlflow.sklearn.load_model(uri), rows), rtol=0, atol=1e-12)
+
+
+def test_logged_model_carries_its_loader_and_pypi_requirements(trained, client):
+    """What `mlflow models serve --env-manager virtualenv` builds an environment from: kwx is no requirement (it
+    is not on PyPI), so the pyfunc loader travels in the model's code/ and imports nothing from kwx
+    (tests/training/test_served_env.py serves it in such an environment)."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1"))
+    pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "kwx_pyfunc" and pyfunc["code"] == "code"
+    assert sorted(p.name for p in (local / "code").iterdir()) == ["kwx_pyfunc.py"]
+    tree = ast.parse((local / "code" / "kwx_pyfunc.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "mlflow", "pandas"}, imported
+    requirements = (local / "requirements.txt").read_text().split()
+    pinned = {package: importlib.metadata.version(package)
+              for package in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")}
+    assert sorted(requirements) == sorted(f"{package}=={version}" for package, version in pinned.items())
+
+
+def test_logged_model_says_what_it_predicts_and_its_test_scores_name_the_test_rows(trained, client):
+    version = client.get_model_version(MODEL, "2")
+    logged = client.get_logged_model(mlflow.models.get_model_info(f"models:/{MODEL}/2").model_id)
+    description = logged.tags[MLFLOW_RUN_NOTE]
+    assert "P(YES)" in description and "chicago between" in description, description
+    assert f"Window {version.tags['window']}" in description and version.tags["test_start"] in description
+    assert "elasticnet_relative features" in description and all(f in description for f in FEATURES)
+
+    inputs = {i.tags[0].value: i.dataset for i in client.get_run(version.run_id).inputs.dataset_inputs}
+    datasets = {context: (d.name, d.digest) for context, d in inputs.items()}
+    linked = {m.key: (m.dataset_name, m.dataset_digest) for m in logged.metrics}
+    for key in ("test_log_loss", "test_unlocked_ece", "market_brier", "test_brier_skill"):
+        assert linked[key] == datasets["testing"], key
+    # out-of-fold scores on the training rows name those; counts of the search name no rows
+    assert linked["cv_calibrated_log_loss"] == datasets["training"]
+    assert linked["search_fits"] == (None, None)
+    assert len(logged.metrics) == len(linked)  # each metric once: no unlinked copy beside the linked one
 
 
 def test_window_runs_log_model_and_market_reliability(trained, client):

@@ -1,5 +1,8 @@
 /* kwx dashboard: the read-only operator page of the Kalshi temperature loop.
  *
+ * The trader's terms: every instant on the shown city's settlement clock, local *standard* time all year (the
+ * server sends its UTC offset; UTC is in each time's title), prices in whole cents, money in dollars and cents.
+ *
  * Vanilla ES2020, no build step. Polls six JSON endpoints (api/state first, then ladder, signals, models,
  * execution and calibration in parallel), renders them, and schedules the next poll with setTimeout after
  * `refresh_seconds` (at least 2 s). All data reaches the DOM through textContent / attributes, never innerHTML.
@@ -49,8 +52,11 @@
     serverBanners: [], clientBanners: [], bannerSig: "",
     markets: new Map(),    // ticker -> market of the current ladder (read by the lock/settlement hook)
     ladderKey: "", ladderX: null, ladderZoomed: false, focusTicker: null,
+    dayMarks: {},          // the ladder's close time and usual time of the high (api/ladder axis)
     calKey: "",
     health: null, healthAt: 0, forecasts: [],
+    clock: {zone: "UTC", utc_offset_seconds: 0, label: "UTC"}, // the shown city's settlement clock (api/state)
+    execution: {mode: null, halted: false, haltText: ""},
     failing: false,
   };
 
@@ -78,19 +84,27 @@
 
   const pad2 = (n) => String(n).padStart(2, "0");
 
-  /** "HH:MM:SS" (UTC) of a Date. */
+  /** A Date moved onto the city's clock: read it with the getUTC* methods (the browser's zone never enters). */
+  const onClock = (d) => new Date(d.getTime() + ui.clock.utc_offset_seconds * 1000);
+
+  /** "HH:MM:SS" of a Date on the city's clock. */
   function hms(d) {
-    return `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}`;
+    const c = onClock(d);
+    return `${pad2(c.getUTCHours())}:${pad2(c.getUTCMinutes())}:${pad2(c.getUTCSeconds())}`;
   }
 
-  /** An ISO time as HH:MM:SS when on the day shown, else "MM-DD HH:MM" (UTC; with seconds if asked). The full
-   * value is in the cell's title and data-value. */
-  function fmtTime(iso, seconds = false) {
+  /** The page's one timestamp format, on the city's clock: "07-18 14:50". */
+  function clockStamp(d) {
+    return `${onClock(d).toISOString().slice(5, 10)} ${hms(d).slice(0, 5)}`;
+  }
+
+  /** The hover text of a time: the same instant in UTC. */
+  const utcTitle = (d) => `${d.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+
+  /** An ISO time in the page's format; its UTC is the title of the element that shows it. */
+  function fmtTime(iso) {
     const d = new Date(iso);
-    if (Number.isNaN(d.getTime())) return String(iso);
-    const day = d.toISOString().slice(0, 10);
-    const ymd = ui.viewDay && day.slice(0, 4) === ui.viewDay.slice(0, 4) ? day.slice(5) : day;
-    return day === ui.viewDay ? hms(d) : `${ymd} ${seconds ? hms(d) : hms(d).slice(0, 5)}`;
+    return Number.isNaN(d.getTime()) ? String(iso) : clockStamp(d);
   }
 
   /** Seconds as "12 s", "3 min", "2 h", "5 d". */
@@ -111,11 +125,25 @@
     return `${sign}$${Math.abs(v).toFixed(2)}`;
   }
 
-  /** Probability for the ladder read-out: 0.31 -> ".310". */
-  function shortProb(v, digits = 3) {
-    if (v === null || v === undefined) return "–";
-    if (v >= 1) return "1";
-    return v.toFixed(digits).replace(/^0/, "");
+  /** A price in whole cents: 98.0 -> "98¢", a probability 0.31 -> "31¢" (what a YES contract at it costs). */
+  function cents(v) {
+    if (v === null || v === undefined || !Number.isFinite(Number(v))) return "–";
+    return `${Math.round(Number(v)) || 0}¢`; // "|| 0": never "-0¢"
+  }
+  const probCents = (p) => (p === null || p === undefined ? "–" : cents(Number(p) * 100));
+
+  // Columns by unit: prices (per contract) in whole cents, other *_cents are money in dollars, counts whole.
+  const PRICE_COL = /^(avg_cost|mark|limit_price|price|edge)_cents$/;
+  const COUNT_COL = /^(contracts|count|filled_count|fills|positions|unmarked)$/;
+
+  /** A column's heading in the units its cells are shown in: times on the city's clock, ¢ or $ for cents. */
+  function columnLabel(col) {
+    const name = String(col);
+    if (name === "ts_utc" || name === "ts") return `time (${ui.clock.zone})`;
+    if (/_at$/.test(name)) return `${name.slice(0, -3)} (${ui.clock.zone})`;
+    if (PRICE_COL.test(name)) return `${name.slice(0, -6)} ¢`;
+    if (/_cents$/.test(name)) return `${name.slice(0, -6)} $`;
+    return name;
   }
 
   /** A cell's display text; the raw value stays in the cell's data-value. */
@@ -126,8 +154,10 @@
     if (typeof v === "object") return JSON.stringify(v);
     if (typeof v === "number") {
       if (!Number.isFinite(v)) return String(v);
-      if (/^p_|prob/.test(col)) return v.toFixed(3);
-      if (/cents$/.test(col)) return v.toFixed(1);
+      if (/^p_|prob/.test(col)) return probCents(v);
+      if (PRICE_COL.test(col)) return cents(v);
+      if (/cents$/.test(col)) return dollars(v, false);
+      if (COUNT_COL.test(col)) return String(Math.round(v));
       if (/fraction$/.test(col)) return `${(v * 100).toFixed(2)}%`;
       if (Number.isInteger(v)) return String(v);
       const a = Math.abs(v);
@@ -150,13 +180,22 @@
 
   const tzUTC = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
   const AXIS_FONT = "10px ui-monospace, SFMono-Regular, Menlo, monospace";
-  // x-axis labels on one line, in UTC: "14:30" on the ladder, "09-14" on calibration
+  // Ladder x-axis: the climate day on the city's clock, 00:00 to 24:00 (its end is the next midnight, "24:00").
+  const ladderAxis = {end: null};
   const hhmmValues = (u, splits) => splits.map((v) => {
     if (v === null) return "";
-    const d = new Date(v * 1000);
-    const hm = hms(d).slice(0, 5);
-    return hm === "00:00" ? d.toISOString().slice(5, 10) : hm; // midnight names the date: ladders span two days
+    return v === ladderAxis.end ? "24:00" : hms(new Date(v * 1000)).slice(0, 5);
   });
+  const HOUR = 3600;
+  // ticks on whole clock hours (or half/quarter hours zoomed in), at most seven across
+  const hourSplits = (u, axisIdx, min, max) => {
+    const span = max - min;
+    const step = [900, 1800, HOUR, 2 * HOUR, 3 * HOUR, 4 * HOUR, 6 * HOUR].find((s) => span / s <= 6) || 12 * HOUR;
+    const offset = ui.clock.utc_offset_seconds;
+    const out = [];
+    for (let t = Math.ceil((min + offset) / step) * step - offset; t <= max; t += step) out.push(t);
+    return out;
+  };
   const dayValues = (u, splits) => splits.map((v) => (v === null ? "" : new Date(v * 1000).toISOString().slice(5, 10)));
   // one tick per whole UTC day (thinned to about a dozen), so a date is never labelled twice
   const DAY_SECONDS = 86400;
@@ -320,7 +359,7 @@
     const db = errors.filter(isDb);
     const other = errors.filter((e) => !isDb(e));
     const retry = `retrying every ${Math.round(ui.refreshMs / 1000)} s`;
-    const since = kwx.lastRefresh ? `, showing data from ${hms(kwx.lastRefresh)} UTC` : "";
+    const since = kwx.lastRefresh ? `, showing data from ${hms(kwx.lastRefresh)} ${ui.clock.zone}` : "";
     const banners = [];
     if (db.length) {
       const text = [...new Set(db.map((e) => (e && e.message) || String(e)))].join("; ");
@@ -381,15 +420,25 @@
     if (title !== undefined) node.title = title;
   }
 
-  function renderExecPills(mode, halted, haltText, modeNode, haltNode) {
+  /** The trading badges: the mode, and one word that agrees with the banners: "halted" (the kill switch is
+   * on), "stale" (no recent tick: whatever the switch says, nothing trades), else "trading". */
+  function renderExecPills(modeNode, haltNode) {
+    const {mode, halted, haltText} = ui.execution;
     if (!mode) {
       setPill(modeNode, "signals only", "muted", "no execution records: the loop only writes signals");
       setPill(haltNode, "no execution", "muted", haltText || "");
       return;
     }
     setPill(modeNode, String(mode).toUpperCase(), mode === "live" ? "live" : "paper", `execution mode: ${mode}`);
-    if (halted) setPill(haltNode, "HALTED", "halted", haltText || "halted");
-    else setPill(haltNode, "running", "running", haltText || "running");
+    const h = ui.health;
+    if (halted) setPill(haltNode, "halted", "halted", haltText || "halted");
+    else if (!h || h.stale) setPill(haltNode, "stale", "stale", `${haltText}; but the newest tick is stale`);
+    else setPill(haltNode, "trading", "running", haltText || "trading");
+  }
+
+  function renderAllExecPills() {
+    renderExecPills($("exec-mode-pill"), $("halt-pill-top"));
+    renderExecPills($("exec-mode"), $("halt-pill"));
   }
 
   function renderState(s) {
@@ -397,14 +446,26 @@
     const days = Array.isArray(s.days) ? [...s.days] : [];
     if (s.day && !days.includes(s.day)) days.unshift(s.day);
     fillSelect($("day-select"), days, s.day);
-    fillSelect($("city-select"), Array.isArray(s.cities) ? s.cities : [], ui.city);
-    $("city-select").disabled = !(s.cities && s.cities.length);
+    const cities = Array.isArray(s.cities) ? s.cities : [];
+    fillSelect($("city-select"), cities, ui.city);
+    $("city-select").disabled = !cities.length;
     $("day-select").disabled = !days.length;
+    // the shown city's clock (the ladder's city; before one is chosen, the first the loop trades)
+    const clocks = s.clocks || {};
+    const city = ui.city && cities.includes(ui.city) ? ui.city : cities[0] || s.home_city;
+    ui.clock = clocks[city] || clocks[s.home_city] || ui.clock;
+    const tz = $("clock-zone");
+    tz.textContent = ui.clock.label;
+    tz.title = `times are ${city || ""} local standard time all year (the settlement's clock, no daylight saving)`;
 
-    const now = s.now ? new Date(s.now) : null;
-    const mode = s.health && s.health.mode;
-    $("server-now").textContent = now && !Number.isNaN(now.getTime())
-      ? `${(mode || "").endsWith("replay") ? "replay clock" : "server"} ${now.toISOString().slice(0, 10)} ${hms(now)}` : "";
+    // a replay's clock is its newest tick's time, not this machine's
+    const mode = (s.health && s.health.mode) || "";
+    const replay = mode.endsWith("replay");
+    const shown = new Date(replay ? s.health.newest_tick : s.now);
+    const clockNode = $("server-now");
+    clockNode.textContent = Number.isNaN(shown.getTime()) ? "" : `${replay ? "replay" : "now"} ${clockStamp(shown)}`;
+    clockNode.title = Number.isNaN(shown.getTime()) ? "" : `${replay ? "the replay's newest tick" : "server clock"}: `
+      + utcTitle(shown);
 
     ui.serverBanners = Array.isArray(s.banners) ? s.banners.map((b) => ({level: b.level, kind: b.kind, text: b.text}))
       : [];
@@ -414,7 +475,8 @@
     ui.healthAt = Date.now();
     renderHealth();
     const ex = s.execution || {};
-    renderExecPills(ex.mode, ex.halted, ex.halt_text, $("exec-mode-pill"), $("halt-pill-top"));
+    ui.execution = {mode: ex.mode || null, halted: !!ex.halted, haltText: ex.halt_text || ""};
+    renderAllExecPills();
     writeHash();
   }
 
@@ -442,8 +504,9 @@
     const add = (key, label, value, cls, title) => rows.push(
       el("dt", {}, label), el("dd", {"data-key": key, class: cls || null, title: title || null}, value));
     const tick = h.newest_tick ? new Date(h.newest_tick) : null;
-    const tickText = tick && !Number.isNaN(tick.getTime()) ? fmtTime(h.newest_tick, true) : "never";
-    add("newest_tick", "last tick", tickText, null, h.newest_tick || "no tick recorded");
+    const known = tick && !Number.isNaN(tick.getTime());
+    add("newest_tick", "last tick", known ? fmtTime(h.newest_tick) : "never", null,
+      known ? utcTitle(tick) : "no tick recorded");
     add("age", "age", liveAge(), ageClass(), `stale after ${humanAge(h.max_age_seconds)}`);
     add("mode", "loop mode", h.mode || "–", (h.mode || "").endsWith("replay") ? "warn" : null);
     add("ticks_last_hour", "ticks, last hour", h.ticks_last_hour ?? "–", h.ticks_last_hour === 0 ? "bad" : null);
@@ -452,7 +515,8 @@
     add("latency_p99_ms", "latency p99", ms(h.latency_p99_ms));
     for (const f of ui.forecasts) {
       add(`forecast_${f.city}`, `forecast ${f.city}`, `${Number(f.age_hours).toFixed(1)} h old (${f.models})`,
-        null, `newest run public ${f.newest_public}`);
+        null, f.newest_public ? `newest run public ${fmtTime(f.newest_public)} (${utcTitle(new Date(f.newest_public))})`
+          : null);
     }
     if (!ui.forecasts.length) add("forecast", "forecasts", "none public", "warn", "kwx ingest forecasts");
     kv.replaceChildren(...rows);
@@ -539,7 +603,7 @@
     const columns = Array.isArray(st.data.columns) ? st.data.columns : [];
     const rows = Array.isArray(st.data.rows) ? st.data.rows : [];
     const links = Array.isArray(st.data.links) ? st.data.links : null;
-    const sig = JSON.stringify([st.data, st.sort, opts.filterKey || "", ui.viewDay]);
+    const sig = JSON.stringify([st.data, st.sort, opts.filterKey || "", ui.clock]);
     if (!force && sig === st.sig) return; // nothing changed: keep the DOM (and any text selection)
     st.sig = sig;
 
@@ -558,10 +622,11 @@
     const head = el("tr");
     columns.forEach((col, c) => {
       const dir = st.sort && st.sort.col === col ? st.sort.dir : 0;
-      const th = el("th", {scope: "col", "data-col": col, tabindex: "0", class: numeric[c] ? "num" : null,
-        "aria-sort": dir > 0 ? "ascending" : dir < 0 ? "descending" : "none", title: `sort by ${col}`});
-      // a line-break chance after each "_" lets long names wrap; textContent stays the column name
-      String(col).split(/(?<=_)/).forEach((part, k) => th.append(...(k ? [el("wbr"), part] : [part])));
+      const th = el("th", {scope: "col", "data-col": col, "data-column": col, tabindex: "0",
+        class: numeric[c] ? "num" : null, "aria-sort": dir > 0 ? "ascending" : dir < 0 ? "descending" : "none",
+        title: `sort by ${col}`});
+      // a line-break chance after each "_" lets long names wrap; data-column keeps the API's column name
+      columnLabel(col).split(/(?<=_)/).forEach((part, k) => th.append(...(k ? [el("wbr"), part] : [part])));
       head.append(th);
     });
 
@@ -599,7 +664,8 @@
         const href = c === linkCol ? safeHref(link) : null;
         if (href) td.append(el("a", {href, target: "_blank", rel: "noopener noreferrer"}, text));
         else td.textContent = text;
-        if (typeof v === "string" && (ISO_RE.test(v) || v.length > 28)) td.title = v;
+        if (typeof v === "string" && ISO_RE.test(v)) td.title = utcTitle(new Date(v));
+        else if (typeof v === "string" && v.length > 28) td.title = v;
         tr.append(td);
       });
       body.append(tr);
@@ -695,9 +761,10 @@
   // ---------------------------------------------------------------- execution
 
   function renderExecution(ex) {
-    renderExecPills(ex.mode, ex.halted, ex.halt_text, $("exec-mode"), $("halt-pill"));
+    ui.execution = {mode: ex.mode || null, halted: !!ex.halted, haltText: ex.halt_text || ""};
+    renderAllExecPills();
     const ht = $("halt-text");
-    ht.textContent = ex.mode && ex.halt_text && ex.halt_text !== "running" ? ex.halt_text : "";
+    ht.textContent = ex.mode && ex.halted ? ex.halt_text : ""; // the badge says trading or stale
     ht.classList.toggle("halted", !!(ex.mode && ex.halted));
     const none = !ex.mode;
     $("execution-empty").hidden = !none;
@@ -802,6 +869,37 @@
     ctx.restore();
   }
 
+  /** drawClear hook: a dashed line where the markets close and one where the high usually comes, labelled. */
+  function drawDayMarks(u) {
+    const marks = ui.dayMarks || {};
+    const {left, top, width, height} = u.bbox;
+    const px = uPlot.pxRatio;
+    const ctx = u.ctx;
+    // the usual high labelled at the foot, the close below the lock's label at the top: they never overlap
+    for (const [t, label, color, y] of [[marks.usual_high, "usual high", C.blend, top + height - 2 * px],
+      [marks.close, "close", C.axis, top + 26 * px]]) {
+      if (!Number.isFinite(t)) continue;
+      const x = Math.round(u.valToPos(t, "x", true));
+      if (x < left || x > left + width) continue;
+      ctx.save();
+      ctx.strokeStyle = color;
+      ctx.globalAlpha = 0.7;
+      ctx.lineWidth = px;
+      ctx.setLineDash([3 * px, 3 * px]);
+      ctx.beginPath();
+      ctx.moveTo(x + 0.5, top);
+      ctx.lineTo(x + 0.5, top + height);
+      ctx.stroke();
+      ctx.fillStyle = color;
+      ctx.font = `${9 * px}px ui-sans-serif, system-ui, sans-serif`;
+      ctx.textBaseline = "bottom";
+      const text = `${label} ${hms(new Date(t * 1000)).slice(0, 5).replace(/^00:00$/, "24:00")}`;
+      const w = ctx.measureText(text).width;
+      ctx.fillText(text, x + 3 * px + w > left + width ? x - 3 * px - w : x + 3 * px, y);
+      ctx.restore();
+    }
+  }
+
   /** The chart header's read-out: values at the cursor (synced over the ladder), else the latest ones. */
   function updateReadout(u) {
     const node = u.kwxReadout;
@@ -812,7 +910,8 @@
     if (live) idx = t.length - 1;
     const parts = [];
     if (idx >= 0 && t.length) {
-      parts.push(el("span", {class: "rt"}, `${live ? "last " : ""}${hms(new Date(t[idx] * 1000)).slice(0, 5)}`));
+      parts.push(el("span", {class: "rt", title: utcTitle(new Date(t[idx] * 1000))},
+        `${live ? "last " : ""}${hms(new Date(t[idx] * 1000)).slice(0, 5)}`));
       LADDER_SERIES.forEach((d, k) => {
         // the newest value at or before the cursor (the line spans gaps too); dimmed when carried forward
         const arr = u.data[k + 1];
@@ -822,7 +921,7 @@
         parts.push(el("span", {class: `rv rv-${d.key}${carried ? " carried" : ""}`,
           title: carried ? `${d.key} as of ${hms(new Date(t[j] * 1000))}` : null},
         el("i", {}, d.key === "model" ? "mdl" : d.key === "blend" ? "bld" : d.key),
-        shortProb(v, d.key === "bid" || d.key === "ask" ? 2 : 3)));
+        probCents(v)));
       });
     } else {
       parts.push(el("span", {class: "rt"}, "no data yet"));
@@ -833,7 +932,7 @@
   function ladderOptions(width, ticker, readout) {
     return {
       width, height: LADDER_HEIGHT,
-      tzDate: tzUTC,
+      tzDate: tzUTC, // labels and ticks come from the city's clock (hhmmValues, hourSplits), never the browser's
       legend: {show: false},
       cursor: {
         sync: {key: "kwx-ladder"},
@@ -842,11 +941,11 @@
       },
       scales: {x: {time: true}, y: {auto: false, range: [0, 1]}},
       axes: [
-        {stroke: C.axis, font: AXIS_FONT, size: 20, gap: 3, values: hhmmValues,
+        {stroke: C.axis, font: AXIS_FONT, size: 20, gap: 3, values: hhmmValues, splits: hourSplits,
           grid: {stroke: C.grid, width: 1}, ticks: {stroke: C.tick, width: 1, size: 3}},
-        {stroke: C.axis, font: AXIS_FONT, size: 30, gap: 3,
+        {stroke: C.axis, font: AXIS_FONT, size: 34, gap: 3,
           splits: () => [0, 0.25, 0.5, 0.75, 1],
-          values: (u, vals) => vals.map((v) => (v === 0 ? "0" : v === 1 ? "1" : String(v).replace(/^0/, ""))),
+          values: (u, vals) => vals.map((v) => probCents(v)),
           grid: {stroke: C.grid, width: 1}, ticks: {stroke: C.tick, width: 1, size: 3}},
       ],
       series: [
@@ -859,7 +958,7 @@
           u.kwxTicker = ticker;
           u.kwxReadout = readout;
         }],
-        drawClear: [drawLock],
+        drawClear: [drawLock, drawDayMarks],
         setCursor: [updateReadout],
         setSelect: [() => {
           ui.ladderZoomed = true;
@@ -876,9 +975,10 @@
     }
     if (m.locked_at) {
       const d = new Date(m.locked_at);
-      const at = Number.isNaN(d.getTime()) ? "" : ` from ${hms(d).slice(0, 5)}`;
+      const known = !Number.isNaN(d.getTime());
+      const at = known ? ` from ${hms(d).slice(0, 5)}` : "";
       const o = m.locked_outcome ? m.locked_outcome.toUpperCase() : "";
-      out.push(el("span", {class: `badge locked-${m.locked_outcome || "unknown"}`, title: m.locked_at},
+      out.push(el("span", {class: `badge locked-${m.locked_outcome || "unknown"}`, title: known ? utcTitle(d) : null},
         `locked ${o}${at}`.replace(/\s+/g, " ")));
     }
     return out;
@@ -936,17 +1036,13 @@
       ui.ladderKey = key;
     }
 
-    // one time range for every chart, so the small multiples line up
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const m of markets) {
-      const t = series[m.ticker] && series[m.ticker].t;
-      if (Array.isArray(t) && t.length) {
-        lo = Math.min(lo, t[0]);
-        hi = Math.max(hi, t[t.length - 1]);
-      }
-    }
-    ui.ladderX = Number.isFinite(lo) && hi > lo ? [lo, hi] : null;
+    // one time range for every chart, so the small multiples line up: the climate day, 00:00 to 24:00 on the
+    // city's clock (and the close, should the markets close after it)
+    const axis = (data && data.axis) || {};
+    ui.dayMarks = axis;
+    ladderAxis.end = Number.isFinite(axis.day_end) ? axis.day_end : null;
+    ui.ladderX = Number.isFinite(axis.day_start) && Number.isFinite(axis.day_end)
+      ? [axis.day_start, Math.max(axis.day_end, Number.isFinite(axis.close) ? axis.close : -Infinity)] : null;
 
     for (const m of markets) {
       const card = grid.querySelector(`.ladder-chart[data-ticker="${CSS.escape(m.ticker)}"]`);

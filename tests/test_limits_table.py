@@ -1,6 +1,6 @@
-"""README's Limits table (section "Execution: paper and live orders") against the rt config's models: every field
-of ``execution``, ``risk`` and ``fees`` and every integer of the rt config is listed once, with the type, default
-and bounds the models enforce, so the table and the models cannot drift apart."""
+"""The Limits table of the execution guide (docs/guides/execution.md, section "Limits") against the rt config's
+models: every field of ``execution``, ``risk`` and ``fees`` and every integer of the rt config is listed once, with
+the type, default and bounds the models enforce, so the table and the models cannot drift apart."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from kwx.config import RtConfig
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-SECTION = "## Execution: paper and live orders"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "execution.md"
+SECTION = "## Limits"
 NESTED = ("execution", "risk", "fees")
 # (lower, lower included, upper, upper included); None for a field without numeric bounds
 Bounds = tuple[float, bool, float, bool] | None
@@ -23,10 +23,10 @@ COLUMNS = ("field", "type", "default", "bounds", "what it limits")
 _INTERVAL = re.compile(r"^([\[(])(.+), (.+)([\])])$")
 
 
-def readme_limits(readme: str) -> dict[str, tuple[str, object, Bounds]]:
-    """The Limits table's rows: field → (type, default, bounds), read from its markdown."""
-    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    after = section.split("**Limits**", 1)[1].splitlines()
+def table_limits(guide: str) -> dict[str, tuple[str, object, Bounds]]:
+    """The Limits table's rows: field → (type, default, bounds), read from its markdown (the first table of the
+    section)."""
+    after = guide.split(f"\n{SECTION}\n", 1)[1].split("\n## ", 1)[0].splitlines()
     start = next(i for i, line in enumerate(after) if line.startswith("|"))
     header = [cell.strip() for cell in after[start].strip("|").split("|")]
     assert header == list(COLUMNS), f"the Limits table's columns are {header}, not {list(COLUMNS)}"
@@ -122,9 +122,9 @@ def money_and_count_fields() -> set[str]:
     return nested | counts
 
 
-def limits_problems(readme: str) -> list[str]:
-    """One line per disagreement between the README's table and the models; none when they agree."""
-    rows = readme_limits(readme)
+def limits_problems(guide: str) -> list[str]:
+    """One line per disagreement between the guide's table and the models; none when they agree."""
+    rows = table_limits(guide)
     expected = money_and_count_fields()
     problems = [f"{path}: missing from the table" for path in sorted(expected - rows.keys())]
     problems += [f"{path}: in the table but not a money or count field of the rt config"
@@ -140,7 +140,7 @@ def _shown(value: float) -> str:
 
 
 def model_row(path: str) -> str:
-    """The table row the models imply for ``path``, its last column left to the README's prose."""
+    """The table row the models imply for ``path``, its last column left to the guide's prose."""
     kind, default, bounds = model_limits(path)
     shown_default = "null" if default is None else default if isinstance(default, str) else _shown(default)
     shown_bounds = "—" if bounds is None else (
@@ -148,8 +148,8 @@ def model_row(path: str) -> str:
     return f"| `{path}` | {kind} | {shown_default} | {shown_bounds} | |"
 
 
-def test_readme_limits_table_matches_the_config_models():
-    assert limits_problems(README.read_text(encoding="utf-8")) == []
+def test_the_limits_table_matches_the_config_models():
+    assert limits_problems(GUIDE.read_text(encoding="utf-8")) == []
 
 
 @pytest.mark.parametrize(("row", "drifted", "problem"), [
@@ -166,7 +166,7 @@ def test_readme_limits_table_matches_the_config_models():
 def test_a_row_that_drifts_from_the_models_is_named(row, drifted, problem):
     header = f"| {' | '.join(COLUMNS)} |\n|{' --- |' * len(COLUMNS)}\n"
     table = header + "\n".join(model_row(path) for path in sorted(money_and_count_fields())) + "\n"
-    readme = f"{SECTION}\n\n**Limits**:\n\n{table}\n## Next\n"
-    assert limits_problems(readme) == []
-    assert row in readme
-    assert any(p.startswith(problem) for p in limits_problems(readme.replace(row, drifted, 1)))
+    guide = f"# Execution\n\n{SECTION}\n\nThe limits:\n\n{table}\n## Next\n"
+    assert limits_problems(guide) == []
+    assert row in guide
+    assert any(p.startswith(problem) for p in limits_problems(guide.replace(row, drifted, 1)))
