@@ -39,8 +39,8 @@ def load_fee_book(engine: Engine, fees: FeeConfig) -> FeeBook:
     return FeeBook(stored_fee_changes(engine), contracts=fees.contracts)
 
 
-def store_series_fees(engine: Engine, series: str, current: SeriesFee, changes: list[FeeChange], fetched_ts: int,
-                      *, source: str = "series") -> int:
+def store_series_fees(engine: Engine, series: str, current: SeriesFee, changes: list[FeeChange], fetched_ts: int
+                      ) -> int:
     """Store a series' announced changes, and its current fee where the stored timeline does not already say
     it applies at ``fetched_ts`` (so refreshing an unchanged series writes nothing). Returns the records written."""
     stored = stored_fee_changes(engine, [series])
@@ -49,7 +49,7 @@ def store_series_fees(engine: Engine, series: str, current: SeriesFee, changes: 
     timeline = sorted({c.effective_ts: c for c in [*stored, *changes]}.values(), key=lambda c: c.effective_ts)
     in_force = [c.fee for c in timeline if c.effective_ts <= fetched_ts]
     if not in_force or in_force[-1] != current:
-        rows.append((series, fetched_ts, current.fee_type, current.multiplier, source, fetched_ts))
+        rows.append((series, fetched_ts, current.fee_type, current.multiplier, "series", fetched_ts))
     if not rows:
         return 0
     with engine.begin() as conn:

@@ -71,10 +71,15 @@ class FeeChange:
     fee: SeriesFee
 
 
+def series_of_ticker(market_ticker: str) -> str:
+    """A Kalshi market ticker's series: the part before the first dash (SERIES-EVENTDATE-STRIKE), as the exchange
+    names markets inside events inside series."""
+    return str(market_ticker).split("-", 1)[0]
+
+
 def series_of(market_tickers: ArrayLike) -> np.ndarray:
-    """The series of Kalshi market tickers: the part before the first dash (SERIES-EVENTDATE-STRIKE), as the
-    exchange names markets inside events inside series."""
-    return np.array([str(t).split("-", 1)[0] for t in np.atleast_1d(np.asarray(market_tickers, dtype=object))],
+    """``series_of_ticker`` of each ticker."""
+    return np.array([series_of_ticker(t) for t in np.atleast_1d(np.asarray(market_tickers, dtype=object))],
                     dtype=object)
 
 
@@ -137,7 +142,7 @@ class FeeBook:
 
     def order_cents(self, market_ticker: str, ts: float, price_cents, contracts, maker: bool = False) -> float:
         """The fee of one order (or fill) of ``contracts`` at ``price_cents`` on a market at ``ts``."""
-        taker_rate, maker_rate = self.rates(str(market_ticker).split("-", 1)[0], ts)
+        taker_rate, maker_rate = self.rates(series_of_ticker(market_ticker), ts)
         return float(FeeSchedule(taker_rate, maker_rate, self.contracts).order_cents(price_cents, contracts, maker))
 
     def describe(self, series: Iterable[str] = ()) -> str:
