@@ -11,6 +11,8 @@ help:
 	@echo "make test   - set up $(VENV) and run the whole test suite (SQLite + PostgreSQL)"
 	@echo "make lint   - ruff"
 	@echo "make docs   - generate the reference pages and build the documentation site into site/ (offline, strict)"
+	@echo "make bench  - run the benchmark suite at quick sizes into bench/results/quick.json (FULL=1: full sizes,"
+	@echo "              bench/results/full.json, the figures docs/reference/benchmarks.md is generated from)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kwx needs Python >= 3.11; set PYTHON=python3.11")'
@@ -40,6 +42,11 @@ docs: $(STAMP)
 	$(BIN)/python -m kwx.docs docs/reference && \
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet && \
 	$(BIN)/python -c "import time; print(f'docs built into site/ in {time.time() - $$start:.1f} s')"
+
+# Quick sizes by default (a few minutes); FULL=1 runs the documented sizes (about 15 minutes on 2 cores).
+FULL ?=
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py $(if $(FULL),--full)
 
 clean-demo:
 	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlartifacts acceptance_reports optuna.db simulations kwx-schedule-state.json

@@ -17,6 +17,7 @@ import statistics
 import time
 from datetime import date
 
+from _result import BenchResult, Judged, add_json_option, report
 from _workspace import scratch_workspace
 
 START, END = date(2025, 7, 1), date(2025, 9, 28)
@@ -25,6 +26,7 @@ START, END = date(2025, 7, 1), date(2025, 9, 28)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    add_json_option(parser)
     args = parser.parse_args()
 
     from kwx.backtest.runner import parse_grid, run_backtest
@@ -45,6 +47,7 @@ def main() -> None:
 
         config = RtConfig.model_validate({"markets": [{"city": "chicago", "bracket": "between"}]})
         pairs = [("chicago", "between")]
+        figures = {}
         for label, grid in (("single weight", None), ("blend grid 0.5:0.8:0.05", parse_grid("0.5:0.8:0.05"))):
             walls, runs = [], []
             for _ in range(args.repeats):
@@ -61,6 +64,16 @@ def main() -> None:
                   f"MLflow {timing['log_seconds']:.1f} s); w={run.strategy.blend_weight:g}: "
                   f"PnL ${s['total_pnl']:,.0f}, "
                   f"daily Sharpe {s['daily_sharpe']:.3f}, {s['n_fills']:,.0f} fills", flush=True)
+            figures[label] = {"median_wall_s": round(statistics.median(walls), 2), **timing,
+                              "decision_rows": run.timings["decision_rows"], "fills": s["n_fills"]}
+    days = (END - START).days + 1
+    single, grid = (figures[label]["median_wall_s"] for label in figures)
+    report(BenchResult(
+        bench="backtest", command=f"bench/backtest.py --repeats {args.repeats}",
+        what=f"maker-first backtest, chicago/between, {days} days "
+             f"({figures['single weight']['decision_rows']:,.0f} minute x market decisions)",
+        summary=f"{single:.1f} s; with a 7-weight blend grid {grid:.1f} s (median of {args.repeats})",
+        figures=figures, judged=[Judged(f"{days}-day backtest", single, "<", 120, " s")]), args.json)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,20 @@ Trains and promotes a small chicago/between run into a temporary MLflow store, t
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from datetime import UTC, date, datetime
 
+from _result import BenchResult, Judged, add_json_option, report
 from _workspace import scratch_workspace
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_json_option(parser)
+    args = parser.parse_args()
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -56,6 +62,15 @@ def main() -> None:
         print(f"warm resolution: median {1e6 * statistics.median(warm):.1f} us, "
               f"p99 {1e6 * warm[int(0.99 * len(warm))]:.1f} us over {len(warm):,} calls")
         mlflow.set_tracking_uri(None)
+    warm_us, cold_s = 1e6 * statistics.median(warm), statistics.median(cold)
+    report(BenchResult(
+        bench="resolve", command="bench/resolve.py",
+        what=f"model resolution by date, {len(summary.versions)} registered versions",
+        summary=f"warm {warm_us:.1f} µs (median of {len(warm):,}), cold {cold_s * 1000:.0f} ms (median of {len(cold)})",
+        figures={"warm_median_us": warm_us, "warm_p99_us": 1e6 * warm[int(0.99 * len(warm))], "cold_median_s": cold_s,
+                 "cold_max_s": max(cold)},
+        judged=[Judged("warm resolution", warm_us, "<", 1000, " µs"), Judged("cold resolution", cold_s, "<", 2, " s")]),
+        args.json)
 
 
 if __name__ == "__main__":

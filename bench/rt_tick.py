@@ -1,19 +1,21 @@
 """Benchmark: serve-rt ticks over all seven cities' open markets (~50-80 at a time) from local data.
 
-    .venv/bin/python bench/rt_tick.py [--mode signals|paper] [--feature-set elasticnet_forecast]
-        [--without-forecasts]
+    .venv/bin/python bench/rt_tick.py [--mode both|signals|paper] [--max-ticks N]
+        [--feature-set elasticnet_forecast] [--without-forecasts]
 
 Builds demo data for every city, trains small chicago models for the three brackets into a temporary
 MLflow store and gives every city its own copy of its bracket's model (21 models, as in production; the
 tick's cost does not depend on which city trained a model), then replays one full day at 9-second
 ticks through the same loop as `kwx serve-rt --replay`. Prints p50/p99 tick latency (excluding
 network: the data is local), markets per tick, and the replay rate in simulated minutes per second.
-``--mode paper`` runs the same day with the paper broker: every tick also steps the order policy, matches
-resting orders against new candles and writes orders and fills (and orders/fills per day are printed).
+Paper mode runs the same day with the paper broker: every tick also steps the order policy, matches
+resting orders against new candles and writes orders and fills (orders, cancels and fills are printed).
+``--mode both`` (the default) replays the day in paper mode, then in signals mode, on the same data and
+models, and is judged by the ratio of the two days' walls (target paper <= 1.3x signals) and by the
+signals tick's p99 (target < 5 ms; a whole day < 15 s). ``--max-ticks`` replays only the day's first ticks.
 ``--feature-set`` trains the models on another set (default: kwx's default); ``--without-forecasts`` deletes
 the stored forecasts before the replay, so the same tick runs without reading or building forecast features:
-the two runs' p99 ratio is the forecasts' cost (target ≤ 1.2×).
-Target: p99 < 100 ms (paper too), a day < 60 s.
+the p99 ratio of a run with and one without is the forecasts' cost (target <= 1.2x).
 """
 
 from __future__ import annotations
@@ -24,17 +26,21 @@ import statistics
 import time
 from datetime import date
 
+from _result import BenchResult, Judged, add_json_option, report
 from _workspace import scratch_workspace
 
 DAY = date(2025, 7, 20)
+BRACKETS = ("between", "greater", "less")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["signals", "paper"], default="signals")
+    parser.add_argument("--mode", choices=["both", "signals", "paper"], default="both")
+    parser.add_argument("--max-ticks", type=int, default=None, help="replay only the day's first N ticks")
     parser.add_argument("--feature-set", default=None, help="the models' feature set (default: kwx's default)")
     parser.add_argument("--without-forecasts", action="store_true",
                         help="delete the stored forecasts before the replay (a relative-set baseline)")
+    add_json_option(parser)
     args = parser.parse_args()
 
     import mlflow
@@ -44,15 +50,18 @@ def main() -> None:
     from kwx.config import RtConfig, TrainConfig
     from kwx.data.demo import load_demo
     from kwx.domain.features import DEFAULT_FEATURE_SET
+    from kwx.execution import records
     from kwx.registry.versions import model_name
     from kwx.rt.engine import ModelHandle
     from kwx.rt.replay import replay_day
     from kwx.training import runner
 
     feature_set = args.feature_set or DEFAULT_FEATURE_SET
+    modes = ["paper", "signals"] if args.mode == "both" else [args.mode]
+    figures: dict[str, dict] = {}
     with scratch_workspace() as (_tmp, engine):
         load_demo(engine, sorted(CITIES), date(2025, 6, 1), date(2025, 7, 22), seed=3)
-        for bracket in ("between", "greater", "less"):
+        for bracket in BRACKETS:
             runner.train(TrainConfig.model_validate({
                 "city": "chicago", "bracket": bracket, "start": "2025-06-01", "end": "2025-07-22",
                 "train_days": 40, "test_days": 7, "step_days": 7, "trials": 2, "cv_splits": 3,
@@ -63,40 +72,64 @@ def main() -> None:
             with engine.begin() as conn:
                 conn.execute(text("DELETE FROM forecasts"))
         client = MlflowClient()
-        models = {b: mlflow.sklearn.load_model(f"models:/{model_name('chicago', b)}/1")
-                  for b in ("between", "greater", "less")}
-
+        models = {b: mlflow.sklearn.load_model(f"models:/{model_name('chicago', b)}/1") for b in BRACKETS}
         # One model object per city x bracket, as production has: the tick predicts once per model.
         per_market = {(c, b): copy.deepcopy(models[b]) for c in CITIES for b in models}
 
         def every_city_uses_chicago(city, bracket, day):
             return ModelHandle(per_market[city, bracket], f"{model_name(city, bracket)}/bench", "bench",
                                feature_set)  # what runner.train trained them on
-        config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
-                                                      for b in ("between", "greater", "less")],
-                                          "tick_seconds": 9, "execution": {"mode": args.mode}})
-        latencies, markets = [], []
 
-        def on_tick(tick, _result):
-            latencies.append(tick["latency_ms"])
-            markets.append(tick["markets"])
+        for mode in modes:
+            config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
+                                                          for b in BRACKETS],
+                                              "tick_seconds": 9, "execution": {"mode": mode}})
+            latencies, markets = [], []
 
-        started = time.perf_counter()
-        result = replay_day(config, engine, client, DAY, on_tick=on_tick, resolver=every_city_uses_chicago)
-        wall = time.perf_counter() - started
-        latencies.sort()
-        print(f"ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
-              f"median {statistics.median(markets):.0f}, max {max(markets)}; {result.sized:,} sized signals")
-        p99 = latencies[int(0.99 * len(latencies))]
-        print(f"tick latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
-        print(f"full day replayed in {wall:.1f} s = {result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s "
-              f"({result.rows:,} signal rows written; mode {args.mode}; features {feature_set}"
-              f"{', forecasts deleted' if args.without_forecasts else ''})")
-        if args.mode == "paper":
-            from kwx.execution import records
+            def on_tick(tick, _result, latencies=latencies, markets=markets):
+                latencies.append(tick["latency_ms"])
+                markets.append(tick["markets"])
 
-            print(f"paper: {len(records.orders(engine, 'paper')):,} orders, {len(records.fills(engine, 'paper')):,} "
-                  "fills written")
+            started = time.perf_counter()
+            result = replay_day(config, engine, client, DAY, on_tick=on_tick, resolver=every_city_uses_chicago,
+                                max_ticks=args.max_ticks)
+            wall = time.perf_counter() - started
+            latencies.sort()
+            run = {"ticks": result.ticks, "wall_s": round(wall, 2), "p50_ms": statistics.median(latencies),
+                   "p99_ms": latencies[int(0.99 * len(latencies))], "max_ms": latencies[-1],
+                   "markets_median": statistics.median(markets), "signal_rows": result.rows, "sized": result.sized}
+            print(f"{mode}: ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
+                  f"median {run['markets_median']:.0f}, max {max(markets)}; {result.sized:,} sized signals", flush=True)
+            print(f"{mode}: tick latency p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+                  f"max {run['max_ms']:.1f} ms; the ticks replayed in {wall:.1f} s = "
+                  f"{result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s ({result.rows:,} signal rows written; "
+                  f"features {feature_set}{', forecasts deleted' if args.without_forecasts else ''})", flush=True)
+            if mode == "paper":
+                orders = records.orders(engine, "paper")
+                cancels = int(orders["status"].eq("cancelled").sum())
+                run |= {"orders": len(orders), "cancelled": cancels, "fills": len(records.fills(engine, "paper"))}
+                print(f"paper: {run['orders']:,} orders ({cancels:,} cancelled), {run['fills']:,} fills written",
+                      flush=True)
+            figures[mode] = run
+
+    judged = []
+    full_day = args.max_ticks is None
+    if "signals" in figures:
+        judged.append(Judged("signals tick p99", figures["signals"]["p99_ms"], "<", 5, " ms"))
+        if full_day:
+            judged.append(Judged("signals day", figures["signals"]["wall_s"], "<", 15, " s"))
+    if len(figures) == 2:
+        judged.insert(0, Judged("paper day / signals day", figures["paper"]["wall_s"] / figures["signals"]["wall_s"],
+                                "<=", 1.3))
+    summary = "; ".join(f"{mode}: p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, {f['ticks']:,} ticks in "
+                        f"{f['wall_s']:.1f} s" + (f" ({f['orders']:,} orders, {f['fills']:,} fills)"
+                                                   if mode == "paper" else "")
+                        for mode, f in figures.items())
+    ticks = f"first {args.max_ticks:,} ticks" if args.max_ticks else "one day"
+    report(BenchResult(
+        bench="rt_tick", command="bench/rt_tick.py" + (f" --max-ticks {args.max_ticks}" if args.max_ticks else ""),
+        what=f"serve-rt replay, 7 cities x 3 brackets (21 models), {ticks} at 9 s, SQLite",
+        summary=summary, figures=figures, judged=judged), args.json)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kwx.docs import cli_reference, config_reference, mlflow_reference, schema_reference
+from kwx.docs import benchmark_reference, cli_reference, config_reference, mlflow_reference, schema_reference
 
 PAGES = {"cli.md": cli_reference.render, "config.md": config_reference.render,
-         "schema.md": schema_reference.render, "mlflow.md": mlflow_reference.render}
+         "schema.md": schema_reference.render, "mlflow.md": mlflow_reference.render,
+         "benchmarks.md": benchmark_reference.render}
 
 
 def write_reference(directory: Path) -> list[Path]:

@@ -34,7 +34,9 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema
 from mlflow.utils.mlflow_tags import (
     MLFLOW_GIT_COMMIT,
     MLFLOW_PARENT_RUN_ID,
@@ -128,7 +130,7 @@ def source_tags() -> dict[str, str]:
 class DatabaseDatasetSource(DatasetSource):
     """The database kwx read a window's rows from, by its SQLAlchemy URL (password masked).
 
-    Registered below so ``mlflow.data.from_pandas(source=url)`` takes a database URL.
+    Registered below so MLflow can name it back from a logged dataset (``mlflow.data.get_source``).
     """
 
     def __init__(self, url: str):
@@ -164,16 +166,36 @@ class DatabaseDatasetSource(DatasetSource):
 register_dataset_source(DatabaseDatasetSource)
 
 
+class WindowRows(PandasDataset):
+    """A window's rows as an MLflow dataset with a schema given rather than inferred: every window of a run has the
+    same columns, so the run infers their schema once (``rows_schema``), where MLflow would infer it per dataset."""
+
+    def __init__(self, df: pd.DataFrame, schema: Schema, **kwargs):
+        super().__init__(df, **kwargs)
+        self._schema = schema
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+
+def rows_schema(frame: pd.DataFrame, features: list[str]) -> Schema:
+    """The schema of a run's model columns and label, as MLflow infers it from all the run's rows: a column is
+    optional when any row misses it, so each window's rows are described truly, if a little loosely."""
+    return infer_signature(frame[[*features, "label"]]).inputs
+
+
 def window_datasets(frame: pd.DataFrame, features: list[str], window: Window, label: str,
-                    source: str) -> list[tuple[PandasDataset, str]]:
+                    source: str, schema: Schema) -> list[tuple[PandasDataset, str]]:
     """A window's train and test rows as MLflow datasets with their context; the digest is kwx's fingerprint.
 
-    Only the model's columns and the label: MLflow logs their schema and row count, never the rows.
+    Only the model's columns and the label: MLflow logs their schema (``schema``, the run's) and row count, never
+    the rows.
     """
     train, test = train_test_rows(frame, window)
-    return [(mlflow.data.from_pandas(rows[[*features, "label"]], source=source, targets="label",
-                                     name=f"{label}-{window.name}-{part}", digest=data_fingerprint(rows)),
-             context) for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))
+    return [(WindowRows(rows[[*features, "label"]], schema, source=DatabaseDatasetSource(source), targets="label",
+                        name=f"{label}-{window.name}-{part}", digest=data_fingerprint(rows)), context)
+            for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))
             if len(rows)]  # a forward window has no test rows yet
 
 
@@ -304,6 +326,8 @@ def train(
                              if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
         data_source = redact(engine.url.render_as_string(hide_password=True))
         t = time.perf_counter()
+        model_logging = serving.RunModelLogging()
+        schema = rows_schema(frame, features)
         fingerprint = data_fingerprint(frame)
         mlflow.set_tags({"kwx.city": config.city, "kwx.bracket": config.bracket,
                          "kwx.config_hash": config.fingerprint(), "kwx.data_fingerprint": fingerprint,
@@ -324,10 +348,11 @@ def train(
         def log_window(result: WindowResult) -> None:
             nonlocal logging_seconds
             t = time.perf_counter()
-            datasets = window_datasets(frame, features, result.window, f"{config.city}-{config.bracket}", data_source)
+            datasets = window_datasets(frame, features, result.window, f"{config.city}-{config.bracket}", data_source,
+                                       schema)
             versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
                                                        datasets=datasets, provenance=window_provenance,
-                                                       forward=forward_as_of is not None)
+                                                       model_logging=model_logging, forward=forward_as_of is not None)
             logging_seconds += time.perf_counter() - t
             results[result.window.name] = result
             if on_window_done is not None:
@@ -454,7 +479,7 @@ def logged_model_description(result: WindowResult, config: TrainConfig, name: st
 
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
                 parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
-                forward: bool = False) -> str:
+                model_logging: serving.RunModelLogging, forward: bool = False) -> str:
     window = result.window
     tested = (f"trades {window.test_start} to {window.test_end}, scored by `kwx monitor` once those days settle"
               if forward else f"tested on {window.test_start} to {window.test_end} ({result.params['n_test']} rows)")
@@ -484,9 +509,9 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
             write_test_artifacts(out, result.predictions, result.reliability, f"{config.city}/{config.bracket}",
                                  window.name)
         mlflow.log_artifacts(tmp)
-        info = serving.log_model(result.model, name=window.name, input_example=result.input_example,
-                                 pip_requirements=pip_requirements(),
-                                 tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
+        info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example,
+                                       pip_requirements=pip_requirements(),
+                                       tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
         for context, by_rows in scores.items():
             mlflow.log_metrics(by_rows, dataset=scored_rows[context], model_id=info.model_id)
         # Registered last, after predictions, trials, plots and model: a window whose process died midway

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import mlflow.sklearn
 import pandas as pd
@@ -28,17 +30,66 @@ from kwx.training.kwx_pyfunc import OUTPUT, YesProbabilityModel
 from kwx.training.model import SKOPS_TRUSTED_TYPES, predict_yes
 
 
-def log_model(model, name: str, input_example: pd.DataFrame, **kwargs) -> ModelInfo:
-    """Log a fitted model to the active run; ``kwargs`` go to ``mlflow.sklearn.save_model`` / ``Model.log``."""
+def log_model(model, name: str, input_example: pd.DataFrame, *, signature: ModelSignature | None = None,
+              **kwargs) -> ModelInfo:
+    """Log a fitted model to the active run; ``signature`` defaults to the model's own (``signature``), ``kwargs``
+    go to ``mlflow.sklearn.save_model`` / ``Model.log``."""
     return Model.log(
         artifact_path=None, name=name, flavor=sys.modules[__name__], sk_model=model, serialization_format="skops",
-        skops_trusted_types=list(SKOPS_TRUSTED_TYPES), signature=signature(model, input_example),
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES), signature=signature or model_signature(model, input_example),
         # Missing features are NaN, which MLflow writes as a bare NaN (invalid JSON); None is written as null.
         input_example=input_example.astype(object).where(input_example.notna(), None), **kwargs,
     )
 
 
-def signature(model, input_example: pd.DataFrame) -> ModelSignature:
+class RunModelLogging:
+    """Logs a training run's window models, doing once per run what is the same for every one of them.
+
+    The signature (the run's feature columns in, ``p_yes`` out) is built from the first model; MLflow's check
+    that the saved model answers its input example, which loads and predicts it, runs on the first model only
+    (every window's model has the same structure and loader); MLflow's check of the pinned requirements against
+    this environment rebuilds a map of every installed package for each requirement, so within the run it is
+    built once (``_installed_packages_mapped_once``).
+    """
+
+    def __init__(self):
+        self.signature: ModelSignature | None = None
+        self.validated = False
+
+    def log_model(self, model, name: str, input_example: pd.DataFrame, **kwargs) -> ModelInfo:
+        if self.signature is None:
+            self.signature = model_signature(model, input_example)
+        with _installed_packages_mapped_once():
+            info = log_model(model, name, input_example, signature=self.signature,
+                             validate_serving_input=not self.validated, **kwargs)
+        self.validated = True
+        return info
+
+
+@contextmanager
+def _installed_packages_mapped_once() -> Iterator[None]:
+    """MLflow rebuilds its package-to-module map of the whole environment (thousands of entries) once per pinned
+    requirement of every model it saves: 0.1-0.2 s a model here. Nothing is installed while a run logs, so its
+    saves reuse the first map. MLflow-internal: where the function is gone, this changes nothing."""
+    from mlflow.utils import requirements_utils
+
+    rebuild = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if rebuild is None:
+        yield
+        return
+
+    def build_once() -> None:
+        if getattr(requirements_utils, "_PACKAGES_TO_MODULES", None) is None:
+            rebuild()
+
+    requirements_utils._init_packages_to_modules_map = build_once
+    try:
+        yield
+    finally:
+        requirements_utils._init_packages_to_modules_map = rebuild
+
+
+def model_signature(model, input_example: pd.DataFrame) -> ModelSignature:
     """Every feature a double column the request must send, whose values may be null (imputed, as in
     training); the output the named ``p_yes``.
 
@@ -54,6 +105,7 @@ def signature(model, input_example: pd.DataFrame) -> ModelSignature:
 def save_model(sk_model, path: str, mlflow_model: Model, **kwargs) -> None:
     """``Model.log``'s flavor hook: MLflow's sklearn flavor, its pyfunc loader switched to ``kwx_pyfunc``, which
     the model carries as its only code."""
+    kwargs.pop("validate_serving_input", None)  # Model.log's own option, which it hands on to the flavor too
     mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, code_paths=[kwx_pyfunc.__file__], **kwargs)
     # MLflow imports it from code/, where the file lies outside any package: by its bare name
     mlflow_model.flavors[PYFUNC_FLAVOR][PYFUNC_LOADER] = kwx_pyfunc.__name__.rsplit(".", 1)[1]

@@ -1,0 +1,54 @@
+"""What a training run does once for all its window models, not once per model (issue 27: MLflow's cost per window)."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import utils as model_utils
+from mlflow.utils import requirements_utils
+
+from kwx.config import Calibration
+from kwx.registry.versions import pip_requirements
+from kwx.training.model import ModelParams, fit_calibrated
+from kwx.training.serving import RunModelLogging
+
+pytestmark = pytest.mark.integration
+
+
+def _model(seed: int):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=240), "b": rng.normal(size=240)})
+    X.loc[::7, "b"] = np.nan
+    y = (X["a"] + rng.normal(size=240) > 0).astype(int).to_numpy()
+    groups = np.repeat(np.arange(12), 20)
+    model, _, _ = fit_calibrated(X, y, groups, ModelParams("elasticnet", 1.0, 0.5, "none"), Calibration(), 3, seed)
+    return model, X.head(5)
+
+
+def test_a_run_validates_the_serving_input_once_and_maps_installed_packages_once(tracking, monkeypatch):
+    validated, mapped = [], []
+    validate, build_map = model_utils._validate_serving_input, requirements_utils._init_packages_to_modules_map
+    monkeypatch.setattr(model_utils, "_validate_serving_input",
+                        lambda *a, **k: validated.append(1) or validate(*a, **k))
+    monkeypatch.setattr(requirements_utils, "_init_packages_to_modules_map",
+                        lambda: mapped.append(1) or build_map())
+    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+    logging = RunModelLogging()
+    with mlflow.start_run():
+        infos = []
+        for seed in range(3):
+            model, example = _model(seed)
+            infos.append(logging.log_model(model, f"w{seed}", example, pip_requirements=pip_requirements()))
+    assert len(validated) == 1 and len(mapped) == 1
+    # MLflow's own function is back once the run's logging is done
+    assert requirements_utils._init_packages_to_modules_map.__name__ == "<lambda>"
+    loaded = [mlflow.models.get_model_info(info.model_uri) for info in infos]
+    assert len({str(info.signature) for info in loaded}) == 1
+    assert [c.name for c in loaded[0].signature.inputs.inputs] == ["a", "b"]
+    assert all(c.required for c in loaded[0].signature.inputs.inputs)
+    for info, seed in zip(infos, range(3), strict=True):  # each model still answers as itself
+        model, example = _model(seed)
+        served = mlflow.pyfunc.load_model(info.model_uri).predict(example)
+        np.testing.assert_allclose(served["p_yes"], model.predict_proba(example)[:, 1])
