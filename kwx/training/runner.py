@@ -15,18 +15,15 @@ import math
 import os
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
-from multiprocessing import get_context
 from pathlib import Path
 
 import mlflow
-import optuna
 import pandas as pd
 import sqlalchemy.exc
 import yaml
@@ -67,11 +64,11 @@ from kwx.registry.versions import (
 )
 from kwx.secrets import redact
 from kwx.training import serving
+from kwx.training.pool import results_in_order, spawn_pool, train_in_worker, window_slice
 from kwx.training.search import make_storage
-from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_test_rows, train_window
+from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_test_rows
 
 REPO_DIR = Path(__file__).resolve().parents[2]
-PARENT_POLL_SECONDS = 0.5
 # Launching-run tag: the training (parent) runs it started, comma-separated; the parent's tag names it back.
 TRAINING_RUNS_TAG = "kwx.training_run_ids"
 LAUNCHED_BY_TAG = "kwx.launched_by_run_id"
@@ -221,13 +218,6 @@ def search_study_prefix(config: TrainConfig) -> str:
     return f"{model_name(config.city, config.bracket)}-{config.fingerprint()}"
 
 
-def _train_in_worker(frame: pd.DataFrame, features: list[str], config: TrainConfig, window_plan: WindowPlan,
-                     storage_spec: str | None, study_prefix: str) -> WindowResult:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return train_window(frame, features, config, window_plan, optuna_storage=make_storage(storage_spec),
-                        study_prefix=study_prefix)
-
-
 def validate_storage(spec: str | None, tracking_uri: str) -> None:
     """Open the Optuna storage once here, before any MLflow run: a bad one would fail every window later."""
     if spec and spec.split("?")[0] == tracking_uri.split("?", maxsplit=1)[0]:
@@ -316,10 +306,15 @@ def train(
                        if k.startswith(("mlflow.source.", "mlflow.project."))}
         note += f" Launched by `mlflow run` run {launched}."
         launch_tags = {LAUNCHED_BY_TAG: launched}
-    # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
-                          tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags,
-                                **forward_tags, MLFLOW_RUN_NOTE: note}) as parent:
+    with ExitStack() as stack:
+        if executor is None and workers > 1 and len(usable) > 1:
+            # started before the run's setup is logged, so the workers import kwx meanwhile
+            executor = stack.enter_context(spawn_pool(min(workers, len(usable))))
+        # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
+        parent = stack.enter_context(mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
+            tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
+                  MLFLOW_RUN_NOTE: note}))
         if launched:
             link_launching_run(client, launched, parent.info.run_id)
         window_provenance = {k: v for k, v in parent.data.tags.items()
@@ -360,7 +355,7 @@ def train(
 
         jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
         # Logged in window order so version numbers follow time; the pool still trains in parallel.
-        for result in results_in_order(_train_in_worker, jobs, workers, executor):
+        for result in results_in_order(train_in_worker, jobs, workers, executor):
             log_window(result)
 
         t = time.perf_counter()
@@ -419,51 +414,6 @@ def gated_window_ece(window_metrics: list[dict[str, float]], min_days: int) -> d
              if m.get("test_unlocked_days", 0) >= min_days and not math.isnan(m.get("test_unlocked_ece", math.nan))]
     return {"n_windows_ece_gated": float(len(gated)),
             "max_gated_window_unlocked_ece": max(gated) if gated else float("nan")}
-
-
-def spawn_pool(workers: int) -> ProcessPoolExecutor:
-    # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: the worker exits once the process that started it is gone.
-
-    A SIGKILLed parent never shuts its pool down, and each worker holds the call queue's write end itself, so
-    it would wait for work forever. An orphan is re-parented, which changes ``os.getppid()``: polled from a
-    daemon thread this works on Linux and macOS alike, and whatever thread of the parent spawned the worker
-    (prctl's PR_SET_PDEATHSIG is Linux-only and fires when that *thread* exits). The pid comes from the
-    parent, so a parent that died before this ran is noticed too.
-    """
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="kwx-exit-with-parent", daemon=True).start()
-
-
-def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor: Executor | None = None) -> Iterator:
-    """``fn(*job)`` of every job, yielded in job order while up to ``workers`` processes run them.
-
-    Inline with one worker or one job; ``executor`` is a pool the caller shares across calls (spawned
-    workers take seconds to import kwx, so a matrix starts them once, not per config).
-    """
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield fn(*job)
-        return
-    with ExitStack() as stack:
-        pool = executor or stack.enter_context(spawn_pool(min(workers, len(jobs))))
-        futures = [pool.submit(fn, *job) for job in jobs]
-        for future in futures:
-            yield future.result()
-
-
-def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:
-    w = window_plan.window
-    return frame[(frame["event_date"] >= w.train_start) & (frame["event_date"] <= w.test_end)]
 
 
 def logged_model_description(result: WindowResult, config: TrainConfig, name: str, forward: bool) -> str:

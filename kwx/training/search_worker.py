@@ -19,7 +19,8 @@ from sqlalchemy import Engine
 
 from kwx import tracking
 from kwx.config import TrainConfig
-from kwx.training.runner import prepare, results_in_order, search_study_prefix, validate_storage, window_slice
+from kwx.training.pool import results_in_order, window_slice
+from kwx.training.runner import prepare, search_study_prefix, validate_storage
 from kwx.training.search import make_storage
 from kwx.training.walkforward import WindowPlan, search_window
 
