@@ -107,10 +107,15 @@ def _unique(values: list, what: str) -> list:
 
 
 class SearchSpace(StrictModel):
-    """Optuna ranges: C on a log scale; l1_ratio only when the elasticnet penalty is drawn."""
+    """Each trial sweeps C along a log-spaced regularization path (warm-started, strong to weak) and keeps its best
+    C; Optuna draws the penalty, l1_ratio (only under elasticnet) and class weight."""
 
-    C_min: float = Field(1e-3, gt=0, description="smallest inverse regularization strength C the search draws")
-    C_max: float = Field(10.0, gt=0, description="largest C the search draws (log scale between)")
+    C_min: float = Field(1e-3, gt=0, description="smallest inverse regularization strength C the search tries")
+    C_max: float = Field(10.0, gt=0, description="largest C the search tries")
+    C_path_points: StrictInt = Field(
+        16, ge=2, le=200,
+        description="Cs on each trial's regularization path, log-spaced from C_min to C_max: every trial scores each "
+                    "and keeps the best")
     l1_ratio_min: float = Field(0.05, ge=0, le=1,
                                 description="smallest ElasticNet l1_ratio drawn (0: pure l2, 1: pure l1)")
     l1_ratio_max: float = Field(0.95, ge=0, le=1, description="largest ElasticNet l1_ratio drawn")

@@ -66,8 +66,9 @@ PLACEHOLDERS: dict[str, tuple[str, str]] = {
                            "path (reference/config.md#train)"),
     "rt_trading_field": ("|".join(_config_paths(RtConfig, only=("risk", "fees", "execution"))),
                          "every field of the rt config's risk, fees and execution sections"),
-    "timing": ("wall_seconds|mlflow_seconds|mlflow_fraction|fits|search_seconds|seconds_per_fit",
-               "wall_seconds, mlflow_seconds (logging), mlflow_fraction, fits, search_seconds, seconds_per_fit"),
+    "timing": ("wall_seconds|mlflow_seconds|mlflow_fraction|fits|paths|search_seconds|seconds_per_path",
+               "wall_seconds, mlflow_seconds (logging), mlflow_fraction, fits (saga fits of the search), paths (its "
+               "regularization paths: one per trial and fold), search_seconds, seconds_per_path"),
     "evidence": ("brier_skill|log_loss_skill|calibration_slope|calibration_intercept",
                  "brier_skill, log_loss_skill, calibration_slope or calibration_intercept"),
     "source": ("open|locked", "open (rows the model priced) or locked (rows the settlement rule decided)"),
@@ -110,7 +111,8 @@ WINDOW_METRICS = (
     Entry("cv_market_{score}", "the market on the same out-of-fold rows"),
     Entry("cv_brier_skill", "out-of-fold Brier skill vs the market on quoted rows (forward gates read it)"),
     Entry("nonzero_coefs", "coefficients the fitted ElasticNet kept"),
-    Entry("search_fits", "model fits the Optuna search ran"),
+    Entry("search_fits", "saga fits the search ran: one per C of each trial's regularization path on each fold (each "
+                         "path's first fit cold, the rest warm-started from the previous C)"),
     Entry("unconverged_fits", "of those, fits that stopped at the iteration limit"),
     Entry("final_fit_converged", "1 when the final fit converged"),
     Entry("loop_{loop_metric}", "written by `kwx monitor` for a forward window's settled week: what the live loop "

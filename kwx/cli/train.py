@@ -244,7 +244,7 @@ def _print_training(summary) -> None:
         console.print(f"[yellow]skipped[/] {window}: {reason}")
     t = summary.timings
     console.print(f"{len(summary.versions)} windows in {t['wall_seconds']:.1f} s "
-                  f"({t['seconds_per_fit']:.2f} s per fit, MLflow {100 * t['mlflow_fraction']:.1f} %)")
+                  f"({t['seconds_per_path']:.2f} s per C path, MLflow {100 * t['mlflow_fraction']:.1f} %)")
 
 
 @runs_app.command("clean")

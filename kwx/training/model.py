@@ -63,17 +63,21 @@ def l1_ratio_for(penalty: str, searched: float | None = None) -> float:
     raise ValueError(f"unknown penalty {penalty!r}; expected l1, l2 or elasticnet")
 
 
-def make_pipeline(params: ModelParams, seed: int) -> Pipeline:
-    logit = LogisticRegression(
+def make_logit(params: ModelParams, seed: int) -> LogisticRegression:
+    return LogisticRegression(
         solver="saga", C=params.C, l1_ratio=params.l1_ratio, max_iter=MAX_ITER, tol=TOL,
         class_weight=None if params.class_weight == "none" else params.class_weight, random_state=seed,
     )
-    return Pipeline([
-        # keep_empty_features: a column that is all-missing in one window still keeps its slot.
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-        ("scale", StandardScaler()),
-        ("logit", logit),
-    ])
+
+
+def make_preprocessing() -> Pipeline:
+    # keep_empty_features: a column that is all-missing in one window still keeps its slot.
+    return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                     ("scale", StandardScaler())])
+
+
+def make_pipeline(params: ModelParams, seed: int) -> Pipeline:
+    return Pipeline([*make_preprocessing().steps, ("logit", make_logit(params, seed))])
 
 
 @dataclass
@@ -107,6 +111,61 @@ def group_folds(groups, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if n_groups < n_splits:
         raise ValueError(f"{n_groups} distinct days cannot make {n_splits} folds")
     return list(GroupKFold(n_splits=n_splits).split(np.zeros(len(groups)), groups=groups))
+
+
+@dataclass(frozen=True)
+class PreparedFold:
+    """One cross-validation fold imputed and scaled as ``make_pipeline`` does, fitted on the fold's training rows.
+
+    Plain contiguous float64 arrays, so every trial of a window reuses them (and processes could share them).
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def prepare_folds(X: pd.DataFrame, y: np.ndarray, folds) -> list[PreparedFold]:
+    prepared = []
+    for fit_rows, held_out in folds:
+        preprocessing = make_preprocessing()
+        prepared.append(PreparedFold(
+            np.ascontiguousarray(preprocessing.fit_transform(X.iloc[fit_rows]), dtype=np.float64),
+            np.ascontiguousarray(y[fit_rows]),
+            np.ascontiguousarray(preprocessing.transform(X.iloc[held_out]), dtype=np.float64),
+            np.ascontiguousarray(y[held_out])))
+    return prepared
+
+
+@dataclass(frozen=True)
+class PathReport:
+    losses: np.ndarray  # the fold's held-out log loss at each C of the path
+    unconverged: int  # fits along the path that stopped at MAX_ITER
+
+
+def regularization_path(fold: PreparedFold, params: ModelParams, Cs: np.ndarray, seed: int) -> PathReport:
+    """``params``' penalty, l1_ratio and class weight fit at each C of ``Cs`` (ascending: strong to weak
+    regularization), each fit starting from the previous C's coefficients, scored on the fold's held-out rows.
+
+    Neighbouring Cs have nearby solutions, so a warm-started fit converges in a few epochs where a cold one
+    takes many; the sweep costs a few cold fits and yields every C on the way.
+    """
+    logit = make_logit(params, seed).set_params(warm_start=True)
+    losses = np.empty(len(Cs))
+    unconverged = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # counted from n_iter_ instead
+        for i, C in enumerate(Cs):
+            logit.set_params(C=float(C)).fit(fold.X_train, fold.y_train)
+            unconverged += int(logit.n_iter_[0]) >= MAX_ITER
+            losses[i] = decision_log_loss(fold.y_test, fold.X_test @ logit.coef_[0] + logit.intercept_[0])
+    return PathReport(losses, unconverged)
+
+
+def decision_log_loss(y: np.ndarray, decision: np.ndarray) -> float:
+    """Mean log loss of a logistic model from its decision values: log(1 + e^d) - y·d, exact at any d."""
+    return float(np.mean(np.logaddexp(0.0, decision) - y * decision))
 
 
 def fit_calibrated(

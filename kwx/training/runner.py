@@ -371,10 +371,11 @@ def train(
         logging_seconds += time.perf_counter() - t
         total = time.perf_counter() - started
         fits = sum(r.metrics["search_fits"] for r in results.values())
+        paths = fits / config.search.C_path_points
         timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
-                   "mlflow_fraction": logging_seconds / total, "fits": fits,
+                   "mlflow_fraction": logging_seconds / total, "fits": fits, "paths": paths,
                    "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
-        timings["seconds_per_fit"] = timings["search_seconds"] / max(fits, 1)
+        timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
         mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 

@@ -1,4 +1,5 @@
-"""Hyperparameter search with Optuna: seeded TPE, median pruning per fold, day-grouped CV.
+"""Hyperparameter search: regularization paths over C inside Optuna trials (seeded TPE, median pruning per
+fold) on day-grouped CV folds prepared once per window.
 
 MLflow-free: the runner logs what this returns. With a shared storage the same per-window study is
 joined by ``kwx search-worker`` processes on other hosts (``join_search``), which log nothing.
@@ -17,26 +18,40 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy.exc
-from sklearn.metrics import log_loss
 
-from kwx.config import TrainConfig
-from kwx.training.model import ModelParams, fit_quietly, group_folds, l1_ratio_for, make_pipeline
+from kwx.config import SearchSpace, TrainConfig
+from kwx.training.model import (
+    ModelParams,
+    PreparedFold,
+    group_folds,
+    l1_ratio_for,
+    prepare_folds,
+    regularization_path,
+)
+
+WARMUP_FOLDS = 2  # folds every trial completes before the pruner may stop it
+C_ATTR = "C"  # trial user attribute: the path's best C (C is swept, not drawn, so it is no Optuna param)
+
+
+def c_path(space: SearchSpace) -> np.ndarray:
+    """The Cs every trial sweeps: log-spaced, strong to weak regularization."""
+    return np.geomspace(space.C_min, space.C_max, space.C_path_points)
 
 
 def suggest_params(trial: optuna.Trial, config: TrainConfig) -> ModelParams:
-    """The search space as a function of the trial: l1_ratio is searched only under elasticnet."""
+    """What Optuna draws (l1_ratio only under elasticnet), at the path's first C: the objective sweeps the rest."""
     space = config.search
     penalty = trial.suggest_categorical("penalty", list(config.penalties))
-    C = trial.suggest_float("C", space.C_min, space.C_max, log=True)
     searched = (trial.suggest_float("l1_ratio", space.l1_ratio_min, space.l1_ratio_max)
                 if penalty == "elasticnet" else None)
     class_weight = trial.suggest_categorical("class_weight", list(space.class_weight))
-    return ModelParams(penalty, C, l1_ratio_for(penalty, searched), class_weight)
+    return ModelParams(penalty, space.C_min, l1_ratio_for(penalty, searched), class_weight)
 
 
 def params_from_trial(trial: optuna.trial.FrozenTrial) -> ModelParams:
     p = trial.params
-    return ModelParams(p["penalty"], p["C"], l1_ratio_for(p["penalty"], p.get("l1_ratio")), p["class_weight"])
+    return ModelParams(p["penalty"], trial.user_attrs[C_ATTR], l1_ratio_for(p["penalty"], p.get("l1_ratio")),
+                       p["class_weight"])
 
 
 @dataclass
@@ -90,33 +105,47 @@ def make_storage(spec: str | None) -> optuna.storages.BaseStorage | None:
             attempt += 1
 
 
-def _objective(X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, counters: dict[str, int]):
-    folds = group_folds(groups, config.cv_splits)
+def _objective(folds: list[PreparedFold], config: TrainConfig, counters: dict[str, int]):
+    """A trial sweeps the C path on each fold in turn; its value is the best C's mean fold log loss.
+
+    From the warm-up on, it reports the best mean over the folds done so far, so MedianPruner compares
+    trials at their best C, as their final values do. Not before: the pruner weighs a trial's best report
+    over all its steps against the others' at the current step, so an early report on an easier fold would
+    shield a bad trial. Not after the last fold: pruning then saves no work and discards a finished value.
+    """
+    Cs = c_path(config.search)
     worker = worker_id()
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker)
         params = suggest_params(trial, config)
-        losses = []
-        for step, (train, test) in enumerate(folds):
-            model = make_pipeline(params, config.seed)
-            report = fit_quietly(model, X.iloc[train], y[train])
-            counters["fits"] += 1
-            counters["unconverged"] += not report.converged
-            losses.append(log_loss(y[test], model.predict_proba(X.iloc[test])[:, 1], labels=[0, 1]))
-            trial.report(float(np.mean(losses)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return float(np.mean(losses))
+        fold_losses = []
+        for step, fold in enumerate(folds):
+            path = regularization_path(fold, params, Cs, config.seed)
+            counters["fits"] += len(Cs)
+            counters["unconverged"] += path.unconverged
+            fold_losses.append(path.losses)
+            mean = np.mean(fold_losses, axis=0)
+            best = int(np.argmin(mean))
+            trial.set_user_attr(C_ATTR, float(Cs[best]))
+            if WARMUP_FOLDS <= step < len(folds) - 1:
+                trial.report(float(mean[best]), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        return float(mean[best])
 
     return objective
+
+
+def _prepared_folds(X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig) -> list[PreparedFold]:
+    return prepare_folds(X, y, group_folds(groups, config.cv_splits))
 
 
 def _study(config: TrainConfig, storage, study_name: str | None, seed: int) -> optuna.Study:
     return optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=storage is not None, direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP_FOLDS),
     )
 
 
@@ -151,27 +180,28 @@ def wait_for_running_trials(study: optuna.Study, timeout_seconds: float, poll_se
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial of the study, whichever process ran it, with its duration in seconds and its worker."""
+    """Every trial of the study, whichever process ran it, with its duration in seconds, its worker and its
+    path's best C."""
     trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration", "user_attrs"))
     trials["duration"] = trials["duration"].dt.total_seconds()
-    return trials.rename(columns={f"user_attrs_{WORKER_ATTR}": WORKER_ATTR})
+    return trials.rename(columns={f"user_attrs_{WORKER_ATTR}": WORKER_ATTR, f"user_attrs_{C_ATTR}": C_ATTR})
 
 
 def run_search(
     X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, *, storage=None,
     study_name: str | None = None, wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> SearchResult:
-    """Minimise mean day-grouped CV log loss over ``config.trials`` trials.
+    """Minimise mean day-grouped CV log loss over ``config.trials`` trials, each sweeping the C path.
 
-    Each fold's log loss is reported as an intermediate value so MedianPruner can stop a bad
-    trial after the warm-up folds. ``storage`` (an Optuna storage from ``make_storage``) lets
-    ``join_search`` workers on other hosts share the study: this process runs trials until the study
-    holds ``config.trials``, then waits (at most ``wait_seconds``) for the other workers' running
-    trials before it reads the best one. Default in-memory.
+    The folds are imputed and scaled once here, for every trial. After each warm-up fold the trial reports
+    its best mean log loss so far, so MedianPruner can stop a bad trial before its last fold. ``storage``
+    (an Optuna storage from ``make_storage``) lets ``join_search`` workers on other hosts share the study:
+    this process runs trials until the study holds ``config.trials``, then waits (at most ``wait_seconds``)
+    for the other workers' running trials before it reads the best one. Default in-memory.
     """
     counters = {"fits": 0, "unconverged": 0}
     study = _study(config, storage, study_name, config.seed)
-    _run_until_full(study, _objective(X, y, groups, config, counters), config.trials)
+    _run_until_full(study, _objective(_prepared_folds(X, y, groups, config), config, counters), config.trials)
     if storage is not None:
         wait_for_running_trials(study, wait_seconds)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -190,4 +220,5 @@ def join_search(X: pd.DataFrame, y: np.ndarray, groups, config: TrainConfig, *, 
     """
     seed = (config.seed + zlib.crc32(worker_id().encode())) % 2**32
     study = _study(config, storage, study_name, seed)
-    return _run_until_full(study, _objective(X, y, groups, config, {"fits": 0, "unconverged": 0}), config.trials)
+    objective = _objective(_prepared_folds(X, y, groups, config), config, {"fits": 0, "unconverged": 0})
+    return _run_until_full(study, objective, config.trials)

@@ -244,6 +244,5 @@ def train_window(
         scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
         search.trials, model, train[features].head(5).reset_index(drop=True),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
-         "fit_seconds_per_fit": (searched - started) / max(search.fits, 1),
          "started_at": started_at, "finished_at": time.time()},
     )

@@ -40,10 +40,10 @@ def _data(n_days=12, per_day=60, seed=0):
 
 @pytest.mark.parametrize(("penalty", "expected"), [("l1", 1.0), ("l2", 0.0)])
 def test_fixed_penalties_map_to_l1_ratio_without_searching_it(penalty, expected):
-    trial = optuna.trial.FixedTrial({"penalty": penalty, "C": 0.5, "class_weight": "none"})
-    params = suggest_params(trial, _config(penalties=[penalty]))
-    assert params == ModelParams(penalty, 0.5, expected, "none")
-    assert "l1_ratio" not in trial.params
+    trial = optuna.trial.FixedTrial({"penalty": penalty, "class_weight": "none"})
+    params = suggest_params(trial, _config(penalties=[penalty], search={"C_min": 0.5}))
+    assert params == ModelParams(penalty, 0.5, expected, "none")  # C: where every trial's path starts
+    assert set(trial.params) == {"penalty", "class_weight"}  # C is swept along the path, not drawn
 
 
 def test_elasticnet_searches_l1_ratio_within_the_configured_range():
@@ -53,7 +53,7 @@ def test_elasticnet_searches_l1_ratio_within_the_configured_range():
         trial = study.ask()
         params = suggest_params(trial, config)
         assert 0.2 <= params.l1_ratio <= 0.4 and params.l1_ratio == trial.params["l1_ratio"]
-        assert config.search.C_min <= params.C <= config.search.C_max
+        assert "C" not in trial.params
         study.tell(trial, 0.0)
 
 
@@ -110,13 +110,14 @@ def test_calibration_switches_at_the_threshold(threshold, expected):
     assert nonzero_coefficients(model) >= 1
 
 
-def test_search_is_seeded_and_prunes_with_fold_reports():
+def test_search_is_deterministic_for_a_seed():  # pruning: test_path_search
     X, y, groups = _data()
     config = _config(trials=8, cv_splits=3, penalties=["l1", "l2", "elasticnet"])
     a = run_search(X, y, groups, config)
     b = run_search(X, y, groups, config)
     assert a.best == b.best and a.best_cv_log_loss == b.best_cv_log_loss
-    assert len(a.trials) == 8 and a.fits <= 8 * 3
+    assert a.trials.drop(columns="duration").equals(b.trials.drop(columns="duration"))
+    assert len(a.trials) == 8 and a.fits <= 8 * 3 * config.search.C_path_points  # a fit: one C of a fold's path
     assert set(a.trials["state"]) <= {"COMPLETE", "PRUNED"}
 
 

@@ -47,6 +47,9 @@ def test_a_worker_fills_the_study_and_the_coordinator_reads_every_trial(storage_
     assert ran == 5
     result = run_search(X, y, groups, config, storage=make_storage(storage_url), study_name="s")
     assert result.fits == 0  # the study was already full: the coordinator only reads it
+    # the worker's best C, swept along its path, reaches the coordinator through the storage
+    assert result.best.C in search.c_path(config.search)
+    assert result.trials.loc[result.trials["value"].idxmin(), "C"] == result.best.C
     assert sorted(result.trials["number"]) == [0, 1, 2, 3, 4]
     assert result.trials["worker"].str.fullmatch(r".+:\d+").all()
     # A worker joining a full study runs nothing, rather than one more trial.
@@ -55,8 +58,9 @@ def test_a_worker_fills_the_study_and_the_coordinator_reads_every_trial(storage_
 
 def test_in_memory_search_runs_exactly_the_configured_trials():
     X, y, groups = _data()
-    result = run_search(X, y, groups, _config(trials=4))
-    assert len(result.trials) == 4 and result.fits <= 4 * 3
+    config = _config(trials=4)
+    result = run_search(X, y, groups, config)
+    assert len(result.trials) == 4 and result.fits <= 4 * 3 * config.search.C_path_points
 
 
 def test_workers_draw_different_start_up_trials(storage_url, monkeypatch):
