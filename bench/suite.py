@@ -34,7 +34,7 @@ PG_URL = os.environ.get("KWX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0
 
 # name -> (script, arguments at quick size, arguments at full size)
 SUITE: dict[str, tuple[str, list[str], list[str]]] = {
-    "train": ("train.py", ["--workers", "1", "2", "--trials", "6"], ["--workers", "1", "2", "--trials", "20"]),
+    "train": ("train.py", ["--workers", "1", "2", "--trials", "2"], ["--workers", "1", "2", "--trials", "6"]),
     "train-small": ("train.py", ["--small"], ["--small"]),
     "dataset-sqlite": ("dataset.py", ["--days", "90"], []),
     "dataset-postgres": ("dataset.py", ["--backend", "postgres", "--days", "90"], ["--backend", "postgres"]),

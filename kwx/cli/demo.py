@@ -26,7 +26,7 @@ from kwx.secrets import redact
 # docs/getting-started.md).
 SEASON_START = "2025-09-24"
 REPLAY_DAY = "2025-09-15"
-SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 5
+SEASON_TICK_SECONDS, SEASON_TRIALS = 300.0, 2
 SEASON_WORKDIR = Path("simulations") / "demo"
 TRAIN_CONFIG_NAME, RT_CONFIG_NAME = "elasticnet_chi_between.yaml", "rt.yaml"
 USER_CONFIGS = RT_CONFIG.parent  # ./configs, where `kwx init` writes the samples for the user to edit
@@ -44,7 +44,9 @@ def demo(
     db_url: DbUrlOption = None,
     tracking_uri: TrackingUriOption = None,
     seed: Annotated[int, typer.Option(help="Demo data seed.", min=0, max=2**32 - 1)] = 42,
-    trials: Annotated[int, typer.Option(help="Optuna trials per window (the config says 40).", min=1)] = 20,
+    trials: Annotated[int, typer.Option(
+        help="Optuna trials per window, each sweeping C along a regularization path (the config says 12).",
+        min=1)] = 6,
     workers: Annotated[int | None, typer.Option(help="Parallel window workers (default: CPU cores).", min=1)] = None,
     market_skill: MarketSkillOption = DEFAULT_MARKET_SKILL,
     season_weeks: Annotated[int, typer.Option(
