@@ -78,7 +78,7 @@ def build_feature_audit(client: MlflowClient, engine: Engine, run_id: str, *, re
         days = frame["event_date"]
         test = frame[(days >= pd.Timestamp(params["test_start"]).date())
                      & (days <= pd.Timestamp(params["test_end"]).date())]
-        X, y = test[features], test["label"].to_numpy(dtype=int)
+        X, y = test[features].astype(float), test["label"].to_numpy(dtype=int)
         coefficients[name] = fitted_logit(model).coef_[0]
         result = permutation_importance(model, X, y, scoring=NEG_LOG_LOSS, n_repeats=repeats,
                                         random_state=config.seed)

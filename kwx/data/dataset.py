@@ -1,6 +1,6 @@
 """The training/replay dataset: candles ⋈ market metadata ⋈ weather as of each candle ⋈ label.
 
-IO only: rows come from the database, every feature from ``kwx.domain.features.build_features``.
+IO only: rows come from the database, every feature from ``kwx.domain.features`` (``feature_arrays``).
 """
 
 from __future__ import annotations
@@ -9,19 +9,21 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, Integer, String, and_, column, func, select, values
 
 from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
 from kwx.data.demo import SOURCE as DEMO_SOURCE
 from kwx.data.forecasts import load_forecast_data
 from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
-from kwx.data.store import rows_frame
+from kwx.data.store import IN_CHUNK, driver_rows, rows_frame
 from kwx.domain.features import (
     DEFAULT_FEATURE_SET,
     WEATHER_LOOKBACK_SECONDS,
-    build_features,
+    epoch_seconds,
+    feature_arrays,
     feature_columns,
     uses_forecasts,
+    weather_needed_since,
 )
 from kwx.domain.forecast import DEFAULT_MAX_FORECAST_AGE_HOURS, ForecastData
 from kwx.domain.markets import DEFAULT_LOCK_MARGIN_F, climate_day_bounds, locked_outcomes, settlement_outcomes
@@ -32,7 +34,12 @@ CANDLE_COLUMNS = ("market_ticker", "end_period_ts", "yes_bid_close", "yes_ask_cl
 WEATHER_COLUMNS = ("ts_utc", "temp_f", "dew_f", "humidity_pct", "wind_mph")
 
 
-_FETCH_ROWS = 100_000
+# Markets per slice of a dataset build: ~130k candles of a city-year's between markets, whose float64
+# temporaries (~60 columns) stay near 100 MB while the finished rows accumulate.
+_SLICE_MARKETS = 96
+# Feature values are kept as float32: cents, °F, minutes and log-odds need far fewer than its ~7 significant
+# digits, and a city-year's rows take half the memory. Identifiers, strikes, locks and labels stay exact.
+FEATURE_DTYPE = np.float32
 
 
 class DatasetError(ValueError):
@@ -42,30 +49,6 @@ class DatasetError(ValueError):
 def _frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:
     with engine.connect() as conn:
         return rows_frame(conn.execute(statement), columns)
-
-
-def _driver_frame(engine: Engine, statement, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Like ``_frame`` but fetched as plain driver tuples: 3-4x faster on millions of numeric rows.
-
-    Only for columns whose driver values need no SQLAlchemy type processing (numbers, strings).
-    """
-    with engine.connect() as conn:
-        compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        params = compiled.params
-        if conn.dialect.positional:
-            params = tuple(params[name] for name in compiled.positiontup)
-        cursor = conn.connection.driver_connection.cursor()
-        chunks = []
-        try:
-            cursor.execute(str(compiled), params)
-            # Fetch in slices so Python tuples for millions of rows never all exist at once.
-            while rows := cursor.fetchmany(_FETCH_ROWS):
-                chunks.append(pd.DataFrame.from_records(rows, columns=list(columns)))
-        finally:
-            cursor.close()
-    if not chunks:
-        return pd.DataFrame(columns=list(columns))
-    return pd.concat(chunks, ignore_index=True)
 
 
 def load_markets(engine: Engine, city: str, bracket: str | None, start: date, end: date) -> pd.DataFrame:
@@ -97,19 +80,37 @@ def require_markets_near(engine: Engine, city: str, bracket: str, start: date, e
 
 def load_candles(engine: Engine, tickers: list[str], until_ts: int | None = None,
                  columns: tuple[str, ...] = CANDLE_COLUMNS) -> pd.DataFrame:
-    """Candles of the given markets; ``until_ts`` keeps only those ending at or before it."""
-    frames = []
-    # Chunk the IN list: SQLite caps bound parameters and huge IN lists plan badly everywhere.
-    for i in range(0, len(tickers), 500):
-        statement = select(*(getattr(Candle, c) for c in columns)).where(
-            Candle.market_ticker.in_(tickers[i:i + 500])
-        )
+    """Candles of the given markets; ``until_ts`` keeps only those ending at or before it.
+
+    ``columns``: market_ticker, end_period_ts and nullable price/volume columns (float, NaN for NULL).
+    """
+    records = _candle_records(engine, tickers, [c for c in columns if c != "market_ticker"], until_ts)
+    return _candle_frame(pd.Series(tickers).array, records, columns)
+
+
+def _candle_records(engine: Engine, tickers: list[str], columns: list[str],
+                    until_ts: int | None = None) -> np.ndarray:
+    """The candles of ``tickers`` as one structured array: ``market`` (the candle's position in ``tickers``),
+    then ``columns`` (end_period_ts, floats with NaN for NULL)."""
+    dtype = np.dtype([("market", np.int64), *((c, np.int64 if c == "end_period_ts" else float) for c in columns)])
+    pieces = []
+    for begin in range(0, len(tickers), IN_CHUNK):
+        # Each market is joined by its position, not selected by ticker: the driver then makes no string per
+        # candle (a city-year has millions), and numpy takes the rows straight from the driver's tuples.
+        wanted = values(column("market", Integer), column("ticker", String), name="wanted").data(
+            list(enumerate(tickers[begin:begin + IN_CHUNK], start=begin))).cte()
+        statement = select(wanted.c.market, *(getattr(Candle, c) for c in columns)).join_from(
+            wanted, Candle, Candle.market_ticker == wanted.c.ticker)
         if until_ts is not None:
             statement = statement.where(Candle.end_period_ts <= until_ts)
-        frames.append(_driver_frame(engine, statement, columns))
-    if not frames:
-        return pd.DataFrame(columns=list(columns))
-    return pd.concat(frames, ignore_index=True)
+        pieces.extend(np.fromiter(rows, dtype=dtype, count=len(rows)) for rows in driver_rows(engine, statement))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+
+
+def _candle_frame(tickers: pd.api.extensions.ExtensionArray, records: np.ndarray,
+                  columns: tuple[str, ...]) -> pd.DataFrame:
+    ticker = tickers.take(records["market"])  # each ticker converted once, not once per candle
+    return pd.DataFrame({c: ticker if c == "market_ticker" else records[c] for c in columns})
 
 
 def load_weather(engine: Engine, city: City, since: datetime, until: datetime) -> pd.DataFrame:
@@ -117,10 +118,12 @@ def load_weather(engine: Engine, city: City, since: datetime, until: datetime) -
     statement = select(*(getattr(WeatherMinute, c) for c in WEATHER_COLUMNS)).where(
         WeatherMinute.station == city.station, WeatherMinute.ts_utc >= since, WeatherMinute.ts_utc <= until
     )
-    weather = _frame(engine, statement.order_by(WeatherMinute.ts_utc), WEATHER_COLUMNS)
-    weather["ts_utc"] = pd.to_datetime(weather["ts_utc"], utc=True)
-    for column in WEATHER_COLUMNS[1:]:
-        weather[column] = weather[column].astype(float)
+    rows = [row for part in driver_rows(engine, statement.order_by(WeatherMinute.ts_utc)) for row in part]
+    weather = pd.DataFrame.from_records(rows, columns=list(WEATHER_COLUMNS))
+    # the driver's UTC text (SQLite) or aware datetimes (PostgreSQL), parsed at once instead of row by row
+    weather["ts_utc"] = pd.to_datetime(weather["ts_utc"], utc=True, format="ISO8601")
+    for name in WEATHER_COLUMNS[1:]:
+        weather[name] = weather[name].astype(float)
     if city.key in EXCLUDED_VC_CITIES:
         weather[list(VC_EXCLUDABLE_COLUMNS)] = np.nan
     return weather
@@ -183,11 +186,18 @@ def load_dataset(
     A feature set that reads forecasts gets the stored ones, each entering a row only once public.
 
     Columns: identifiers (market_ticker, end_period_ts, event_date — the climate day and the CV
-    group — bracket, strikes), the feature set's columns, ``locked_outcome`` (1/0 where the day's
-    running maximum already decides the market, ``locked_outcomes``; NaN where it is open) and its
-    flag ``locked``, and ``label`` (1 YES won, 0 lost, NaN while the day is unsettled).
+    group — bracket, strikes), the feature set's columns (``FEATURE_DTYPE``), ``locked_outcome`` (1/0
+    where the day's running maximum already decides the market, ``locked_outcomes``; NaN where it is
+    open) and its flag ``locked``, and ``label`` (1 YES won, 0 lost, NaN while the day is unsettled).
+    Rows come by (market_ticker, end_period_ts).
+
+    Built a slice of markets at a time: the features of a market's candles read only its own candles
+    and the weather before them, so the slices equal one build of everything, and only the finished
+    rows grow with the period.
     """
     columns = feature_columns(feature_set, bracket)
+    if uses_forecasts(feature_set) and "p_forecast" not in columns:
+        columns.append("p_forecast")  # the physical prior rides along: test predictions score it beside the model
     city_spec = get_city(city)
     markets = load_markets(engine, city, bracket, start, end)
     if markets.empty:
@@ -195,24 +205,71 @@ def load_dataset(
             f"no {city}/{bracket} markets with event dates {start}..{end} "
             f"(load some with `kwx data demo` or `kwx ingest kalshi`)"
         )
-    candles = load_candles(engine, markets["ticker"].tolist())
-    if candles.empty:
+    # by ticker as Python orders strings (a database's collation may not): the slices' rows then follow one
+    # another in the (market_ticker, end_period_ts) order of a single build
+    markets = markets.assign(city=city).sort_values("ticker", ignore_index=True)
+    records = _candle_records(engine, markets["ticker"].tolist(), list(CANDLE_COLUMNS[1:]))
+    if not len(records):
         raise DatasetError(f"{len(markets)} {city}/{bracket} markets in {start}..{end} but no candles")
     weather = load_weather_for_markets(engine, city_spec, markets, start)
-    features = build_features(candles, markets, weather, city_spec, max_obs_age_minutes=max_obs_age_minutes,
-                              forecasts=forecasts_for(engine, feature_set, [city], start, end),
-                              max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
+    observed_ts = epoch_seconds(weather["ts_utc"])
+    forecasts = forecasts_for(engine, feature_set, [city], start, end)
+    bracket_of = markets["strike_type"].to_numpy(dtype=object)
+    floor, cap = markets["floor_strike"].to_numpy(dtype=float), markets["cap_strike"].to_numpy(dtype=float)
+    # the finished rows, allocated once: slices of markets write their rows in place, in order
+    rows = {"market": np.empty(len(records), np.int64), "end_period_ts": np.empty(len(records), np.int64),
+            **{name: np.empty(len(records), FEATURE_DTYPE) for name in columns},
+            "locked_outcome": np.empty(len(records))}
+    order = np.argsort(records["market"], kind="stable")  # the candles of each slice, as the database gave them
+    starts = range(0, len(markets), _SLICE_MARKETS)
+    edges = np.searchsorted(records["market"][order], [*starts, len(markets)])
+    for begin, first, stop in zip(starts, edges[:-1], edges[1:], strict=True):
+        if first == stop:
+            continue
+        some = markets.iloc[begin:begin + _SLICE_MARKETS]
+        candles = _candle_frame(markets["ticker"].array, records[order[first:stop]], CANDLE_COLUMNS)
+        near = _weather_read_by(candles["end_period_ts"].to_numpy(), min(some["event_date"]), weather, observed_ts,
+                                city_spec, max_obs_age_minutes)
+        arrays = feature_arrays(candles, some, {city_spec: near}, max_obs_age_minutes=max_obs_age_minutes,
+                                forecasts=forecasts, max_forecast_age_hours=max_forecast_age_hours,
+                                lock_margin_f=lock_margin_f)
+        # each row's market (its position in `markets`), from the few distinct tickers of the slice
+        codes, unique = pd.factorize(arrays["market_ticker"])
+        market = begin + pd.Index(some["ticker"]).get_indexer(unique)[codes]
+        written = slice(first, stop)
+        rows["market"][written], rows["end_period_ts"][written] = market, arrays["end_period_ts"]
+        for name in columns:
+            rows[name][written] = arrays[name]
+        rows["locked_outcome"][written] = locked_outcomes(bracket_of[market], floor[market], cap[market],
+                                                          arrays["day_max_so_far"], lock_margin_f)
+    del records, order
     tmax = load_settlements(engine, city_spec, start, end)
-    features["label"] = settlement_outcomes(
-        features["bracket"].to_numpy(), features["floor_strike"].to_numpy(), features["cap_strike"].to_numpy(),
-        features["event_date"].map(tmax).to_numpy(dtype=float),
-    )
-    features["locked_outcome"] = locked_outcomes(features["bracket"].to_numpy(), features["floor_strike"].to_numpy(),
-                                                 features["cap_strike"].to_numpy(),
-                                                 features["day_max_so_far"].to_numpy(), lock_margin_f)
-    features["locked"] = features["locked_outcome"].notna()
-    # the physical prior rides along with a forecast set: test predictions score it beside the model
-    prior = ["p_forecast"] if uses_forecasts(feature_set) and "p_forecast" not in columns else []
-    keep = ["market_ticker", "end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike", *columns,
-            *prior, "locked_outcome", "locked", "label"]
-    return features[keep]
+    return _dataset_frame(rows, markets, settlement_outcomes(bracket_of, floor, cap,
+                                                             markets["event_date"].map(tmax).to_numpy(dtype=float)))
+
+
+def _weather_read_by(candle_ts: np.ndarray, first_day: date, weather: pd.DataFrame, observed_ts: np.ndarray,
+                     city: City, max_obs_age_minutes: int) -> pd.DataFrame:
+    """The observations the features of candles ending at ``candle_ts``, of climate days from ``first_day`` on,
+    read: from the weather lookback before the first (or that day's start) to the last. Features from these
+    equal features from all of ``weather`` (sorted, its times ``observed_ts``)."""
+    day_start = int(climate_day_bounds(first_day, city)[0].timestamp())
+    since = weather_needed_since(int(candle_ts.min()), day_start, max_obs_age_minutes)
+    return weather.iloc[np.searchsorted(observed_ts, since):np.searchsorted(observed_ts, candle_ts.max(), side="right")]
+
+
+def _dataset_frame(rows: dict[str, np.ndarray], markets: pd.DataFrame, label: np.ndarray) -> pd.DataFrame:
+    """The dataset from its per-row arrays (``market``: the row's position in ``markets``; ``label``: per market).
+
+    Identifiers and the label are the market's, taken for each row: no string or date is made per row, and the
+    arrays become the frame's columns as they are (no copy).
+    """
+    market, locked = rows.pop("market"), rows.pop("locked_outcome")
+    return pd.DataFrame({
+        "market_ticker": markets["ticker"].array.take(market), "end_period_ts": rows.pop("end_period_ts"),
+        "event_date": markets["event_date"].to_numpy(dtype=object)[market],
+        "bracket": markets["strike_type"].array.take(market),
+        "floor_strike": markets["floor_strike"].to_numpy(dtype=float)[market],
+        "cap_strike": markets["cap_strike"].to_numpy(dtype=float)[market],
+        **rows, "locked_outcome": locked, "locked": ~np.isnan(locked), "label": label[market],
+    }, copy=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from kwx.data.schema import Base
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _POSTGRES_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 _WRITE_ROWS = 200_000
+_READ_ROWS = 100_000
 
 
 # SQLite caps bound parameters, and huge IN lists plan badly everywhere
@@ -36,6 +37,26 @@ def rows_frame(rows: Iterable, columns: Iterable[str]) -> pd.DataFrame:
     """A frame of query result rows. SQLAlchemy's Row is not a tuple: pandas probes every one of them for
     namedtuple fields (each probe a caught exception), which made reading rows ten times slower than the query."""
     return pd.DataFrame.from_records([tuple(row) for row in rows], columns=list(columns))
+
+
+def driver_rows(engine: Engine, statement) -> Iterator[list[tuple]]:
+    """The rows of ``statement`` as the driver's plain tuples, ``_READ_ROWS`` at a time: no SQLAlchemy row or type
+    processing (3-4x faster on millions of rows), and the tuples of millions of rows never all exist at once.
+
+    The values are the driver's: a caller converts those SQLAlchemy would have (SQLite's dates and times are text).
+    """
+    with engine.connect() as conn:
+        compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.params
+        if conn.dialect.positional:
+            params = tuple(params[name] for name in compiled.positiontup)
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(str(compiled), params)
+            while rows := cursor.fetchmany(_READ_ROWS):
+                yield rows
+        finally:
+            cursor.close()
 
 
 def table(name: str) -> Table:

@@ -238,9 +238,28 @@ def build_features_for_cities(
     ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
     observations (an empty frame for a city with none).
     """
+    return pd.DataFrame(feature_arrays(candles, markets, weather, max_obs_age_minutes=max_obs_age_minutes,
+                                       forecasts=forecasts, max_forecast_age_hours=max_forecast_age_hours,
+                                       lock_margin_f=lock_margin_f))
+
+
+def feature_arrays(
+    candles: pd.DataFrame,
+    markets: pd.DataFrame,
+    weather: Mapping[City, pd.DataFrame],
+    *,
+    max_obs_age_minutes: int = 20,
+    forecasts: ForecastData | None = None,
+    max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
+    lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+) -> dict[str, object]:
+    """``build_features_for_cities``' columns, one array each, before they are framed: a caller keeping only
+    some of them (the dataset, slice by slice) pays for no frame."""
     tickers = markets["ticker"].to_numpy(dtype=object)
     candle_ts = candles["end_period_ts"].to_numpy(dtype=np.int64)
-    codes, names = pd.factorize(candles["market_ticker"].to_numpy(dtype=object), sort=True)
+    # the column itself, not Python strings of it: a string column factorizes without making one per candle
+    codes, unique = pd.factorize(candles["market_ticker"], sort=True)
+    names = unique.to_numpy(dtype=object)
     row_of_market = pd.Index(tickers).get_indexer(names)
     if (row_of_market < 0).any():
         raise ValueError(f"candles for markets without metadata: {list(names[row_of_market < 0][:5])}")
@@ -323,7 +342,7 @@ def build_features_for_cities(
     day_start = event_day_number * 86_400 - offset
     cols.update(_forecast_columns(forecasts, station_of_city, station, event_day_number, day_start, ts, lo, hi,
                                   floor, cap, cols, max_forecast_age_hours, lock_margin_f))
-    return pd.DataFrame(cols)
+    return cols
 
 
 def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int], station: np.ndarray,

@@ -236,7 +236,9 @@ def labelled_rows(engine: Engine, config: TrainConfig, first: date, last: date) 
     frame = load_dataset(engine, config.city, config.bracket, first, last, config.feature_set,
                          max_obs_age_minutes=config.vc_for(config.city).max_obs_age_minutes,
                          lock_margin_f=config.lock_margin_f, max_forecast_age_hours=config.max_forecast_age_hours)
-    return sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
+    rows = sample_rows(frame[frame["label"].notna()], config.sample_every_minutes).reset_index(drop=True)
+    # the dataset stores features as float32; models fit, score and log float64 columns as they always have
+    return rows.astype({c: float for c in rows.columns if rows[c].dtype == "float32"})
 
 
 def prepare(config: TrainConfig, engine: Engine, *, windows: list[Window] | None = None

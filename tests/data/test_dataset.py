@@ -8,14 +8,23 @@ import numpy as np
 import pytest
 from sqlalchemy import delete
 
-from kwx.cities import VC_EXCLUDABLE_COLUMNS
-from kwx.data import migrations
-from kwx.data.dataset import DatasetError, load_dataset, load_weather
+from kwx.cities import VC_EXCLUDABLE_COLUMNS, get_city
+from kwx.data import dataset, migrations
+from kwx.data.dataset import (
+    DatasetError,
+    forecasts_for,
+    load_candles,
+    load_dataset,
+    load_markets,
+    load_settlements,
+    load_weather,
+    load_weather_for_markets,
+)
 from kwx.data.db import make_engine
 from kwx.data.demo import generate, load_demo
 from kwx.data.schema import ClimateDaily
-from kwx.domain.features import feature_columns
-from kwx.domain.markets import settlement_outcomes
+from kwx.domain.features import build_features, feature_columns
+from kwx.domain.markets import locked_outcomes, settlement_outcomes
 
 pytestmark = pytest.mark.integration
 START, END = date(2025, 7, 10), date(2025, 7, 14)
@@ -48,15 +57,45 @@ def test_rows_identifiers_and_labels(engine):
     assert len(data) == demo.candles["market_ticker"].isin(tickers).sum()
 
 
+def test_features_are_float32_and_identifiers_exact(engine):
+    data = load_dataset(engine, "chicago", "between", START, END, "elasticnet_forecast")
+    features = [*feature_columns("elasticnet_forecast", "between"), "p_forecast"]
+    assert (data[features].dtypes == np.float32).all()
+    assert data["end_period_ts"].dtype == np.int64
+    assert {c: data[c].dtype for c in ("floor_strike", "cap_strike", "locked_outcome", "label")} == dict.fromkeys(
+        ("floor_strike", "cap_strike", "locked_outcome", "label"), np.float64)
+    assert isinstance(data["event_date"].iloc[0], date) and data["locked"].dtype == bool
+
+
+@pytest.mark.parametrize("bracket", ["between", "less"])
+def test_slices_of_markets_equal_one_build_of_all(engine, monkeypatch, bracket):
+    monkeypatch.setattr(dataset, "_SLICE_MARKETS", 3)  # the demo's 5 days of a bracket: several slices
+    data = load_dataset(engine, "chicago", bracket, START, END, "elasticnet_forecast")
+    city = get_city("chicago")
+    markets = load_markets(engine, "chicago", bracket, START, END)
+    whole = build_features(load_candles(engine, markets["ticker"].tolist()), markets,
+                           load_weather_for_markets(engine, city, markets, START), city,
+                           forecasts=forecasts_for(engine, "elasticnet_forecast", ["chicago"], START, END))
+    assert len(data) > 3 * 1000 and list(data["market_ticker"]) == list(whole["market_ticker"])
+    for name in [*feature_columns("elasticnet_forecast", bracket), "p_forecast"]:
+        np.testing.assert_array_equal(data[name].to_numpy(), whole[name].to_numpy().astype(np.float32), name)
+    for name in ("end_period_ts", "event_date", "bracket", "floor_strike", "cap_strike"):
+        np.testing.assert_array_equal(data[name].to_numpy(), whole[name].to_numpy(), name)
+    tmax = load_settlements(engine, city, START, END)
+    np.testing.assert_array_equal(data["label"], settlement_outcomes(
+        whole["bracket"], whole["floor_strike"], whole["cap_strike"], whole["event_date"].map(tmax).astype(float)))
+    np.testing.assert_array_equal(data["locked_outcome"], locked_outcomes(
+        whole["bracket"], whole["floor_strike"], whole["cap_strike"], whole["day_max_so_far"]))
+
+
 def test_weather_is_joined_as_of_never_after(engine):
     data = load_dataset(engine, "chicago", "less", START, END, "elasticnet_rich")
-    from kwx.cities import get_city
     weather = load_weather(engine, get_city("chicago"), *_span(data))
     obs_ts = weather["ts_utc"].astype("datetime64[s, UTC]").astype("int64").to_numpy()
     pos = np.searchsorted(obs_ts, data["end_period_ts"].to_numpy(), side="right") - 1
     fresh = (pos >= 0) & (data["end_period_ts"].to_numpy() - obs_ts[np.maximum(pos, 0)] <= 20 * 60)
     expected = np.where(fresh, weather["temp_f"].to_numpy()[np.maximum(pos, 0)], np.nan)
-    np.testing.assert_array_equal(data["temp_now"].to_numpy(), expected)
+    np.testing.assert_array_equal(data["temp_now"].to_numpy(), expected.astype(dataset.FEATURE_DTYPE))
 
 
 def _span(data):
@@ -74,7 +113,6 @@ def test_nyc_vc_columns_are_null_and_temperature_kept(engine):
     assert nyc["temp_now"].notna().mean() > 0.95
     relative = load_dataset(engine, "nyc", "between", START, END)  # the default set derives from dew point too
     assert relative["dew_depression"].isna().all() and relative["temp_to_cap"].notna().mean() > 0.95
-    from kwx.cities import get_city
     raw = load_weather(engine, get_city("nyc"), *_span(nyc))
     assert raw[list(VC_EXCLUDABLE_COLUMNS)].isna().all().all() and raw["temp_f"].notna().all()
 
