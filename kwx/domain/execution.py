@@ -10,7 +10,9 @@ settlement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
@@ -83,11 +85,15 @@ class Allocator:
     def fill(self, events: pd.DataFrame) -> pd.DataFrame:
         if events.empty:
             return pd.DataFrame(columns=FILL_COLUMNS)
+        return pd.DataFrame(self.fill_rows(events.itertuples(index=False)), columns=FILL_COLUMNS)
+
+    def fill_rows(self, events: Iterable) -> list[tuple]:
+        """``fill`` over events as objects with the events' fields as attributes (rows of ``FILL_COLUMNS``): paper
+        trading's few events of a tick need no frame."""
         caps, held, spent = self.caps, self.held, self.spent
-        ordered = events.sort_values(["fill_ts", "liquidity", "market_ticker"], kind="stable")
         cap_cents = caps.max_fraction_city_day_side * caps.bankroll_cents
         rows = []
-        for e in ordered.itertuples(index=False):
+        for e in sorted(events, key=attrgetter("fill_ts", "liquidity", "market_ticker")):  # stable: time order
             maker = e.liquidity == "maker"
             position, group = (e.market_ticker, e.side), (e.city, e.event_date, e.side)
             unit = e.price_cents + caps.slip_per_leg_cents
@@ -106,7 +112,7 @@ class Allocator:
             rows.append((e.fill_ts, e.decision_ts, e.market_ticker, e.city, e.bracket, e.event_date, e.side,
                          e.liquidity, e.price_cents, contracts, fee, contracts * caps.slip_per_leg_cents,
                          e.target_fraction, e.episode, bool(getattr(e, "locked", False))))
-        return pd.DataFrame(rows, columns=FILL_COLUMNS)
+        return rows
 
 
 def allocate(events: pd.DataFrame, caps: Caps, fees: FeeBook) -> pd.DataFrame:

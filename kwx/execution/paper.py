@@ -13,6 +13,7 @@ Per tick, in this order (the backtest's minute, replayed live):
 from __future__ import annotations
 
 import hashlib
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from kwx.config import RtConfig
-from kwx.domain.execution import trades_through
+from kwx.domain.execution import FILL_COLUMNS, trades_through
 from kwx.domain.fees import FeeBook
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.execution import records
@@ -30,8 +31,9 @@ from kwx.rt.engine import Decision, TickInputs
 
 MODE = ENVIRONMENT = "paper"
 # a candidate fill, as the Allocator reads it, with the order it would fill
-EVENT_COLUMNS = ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side", "liquidity",
-                 "price_cents", "target_fraction", "available", "episode", "locked", "client_order_id"]
+Event = namedtuple("Event", ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side",
+                             "liquidity", "price_cents", "target_fraction", "available", "episode", "locked",
+                             "client_order_id"])
 
 
 def paper_order_id(ticker: str, side: str, placed_ts: int) -> str:
@@ -125,7 +127,9 @@ class PaperBroker(Broker):
             self._loss_checked_minute = last_ts // MINUTE
 
     def tick(self, now_ts: int, inputs: TickInputs, maker: Decision, taker: Decision,
-             candles: pd.DataFrame) -> PaperTick:
+             candles: pd.DataFrame) -> PaperTick | None:
+        """The tick's orders and fills to store; None when it placed, changed and filled nothing (most ticks: an
+        order rests for minutes, and framing nothing every tick cost more than the policy)."""
         now = _time(now_ts)
         halted = self.halted(now, inputs)
         maker_events = self._trade_through(candles, now_ts)
@@ -140,9 +144,9 @@ class PaperBroker(Broker):
         step = order_step(open_ok, keep_ok, maker.math.better, maker.math.price_cents, maker.math.edge_cents,
                           resting_side, resting_price, self.limits, halted=halted, taker_ok=taker_ok,
                           taker_edge_cents=taker.math.edge_cents)
-        fills = self._allocate(maker_events, self._taker_events(inputs, taker, step.take, now_ts))
-        updates += self._filled(fills, now)
-        if len(fills):
+        fills = self._allocate(maker_events + self._taker_events(inputs, taker, step.take, now_ts))
+        if fills is not None:
+            updates += self._filled(fills, now)
             self._book_fills(fills.rename(columns={"contracts": "count"}))
         for ticker in sorted(set(self.resting) - set(tickers)):  # markets that left the tick (closed)
             updates.append(self._cancel(ticker, now, "market closed"))
@@ -159,10 +163,14 @@ class PaperBroker(Broker):
         for i in np.flatnonzero(step.rest):  # the Kelly target the next candle's fill is sized by
             order = self.resting[tickers[i]]
             order.target_fraction, order.locked = float(maker.math.target_fraction[i]), bool(inputs.locked[i])
-        new_orders += self._taker_orders(fills, now)
-        return PaperTick(self._changed(new_orders, updates), self._fill_frame(fills), fills)
+        if fills is not None:
+            new_orders += self._taker_orders(fills, now)
+        changed = self._changed(new_orders, updates)
+        if fills is None:
+            return PaperTick(pd.DataFrame(changed), pd.DataFrame(), pd.DataFrame()) if changed else None
+        return PaperTick(pd.DataFrame(changed), self._fill_frame(fills), fills)
 
-    def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> pd.DataFrame:
+    def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> list[dict]:
         """Whole rows of every order the tick placed or changed; finished ones leave the broker's memory."""
         changed = []
         for row in new_orders:
@@ -177,31 +185,29 @@ class PaperBroker(Broker):
         for row in rows:
             if row["status"] in ("cancelled", "filled"):
                 self._rows.pop(row["client_order_id"], None)
-        return pd.DataFrame(rows)
+        return rows
 
-    def _allocate(self, maker_events: pd.DataFrame, taker_events: pd.DataFrame) -> pd.DataFrame:
-        """Both kinds of candidate fill through the shared Allocator, each fill with its order's id."""
-        candidates = [e for e in (maker_events, taker_events) if len(e)]
-        if not candidates:
-            return self.allocator.fill(pd.DataFrame()).assign(client_order_id=pd.Series(dtype=object))
-        events = pd.concat(candidates, ignore_index=True)
-        fills = self.allocator.fill(events)
-        ids = events[["market_ticker", "fill_ts", "liquidity", "client_order_id"]]
-        return fills.merge(ids, on=["market_ticker", "fill_ts", "liquidity"], how="left")
+    def _allocate(self, events: list[Event]) -> pd.DataFrame | None:
+        """Candidate fills of both kinds through the shared Allocator, each fill with its order's id; None when
+        nothing filled."""
+        rows = self.allocator.fill_rows(events)
+        if not rows:
+            return None
+        order_of = {(e.market_ticker, e.fill_ts, e.liquidity): e.client_order_id for e in events}
+        fills = pd.DataFrame(rows, columns=FILL_COLUMNS)
+        return fills.assign(client_order_id=[order_of[key] for key in zip(
+            fills["market_ticker"], fills["fill_ts"], fills["liquidity"], strict=True)])
 
-    def _taker_events(self, inputs: TickInputs, taker: Decision, take: np.ndarray, now_ts: int) -> pd.DataFrame:
+    def _taker_events(self, inputs: TickInputs, taker: Decision, take: np.ndarray, now_ts: int) -> list[Event]:
         rows = np.flatnonzero(take)
         if not len(rows):
-            return pd.DataFrame()
+            return []
         tickers = np.asarray(inputs.tickers, dtype=object)[rows]
-        side = taker.math.side[rows]
-        return pd.DataFrame({
-            "fill_ts": now_ts, "decision_ts": now_ts, "market_ticker": tickers, "city": inputs.city[rows],
-            "bracket": inputs.bracket[rows], "event_date": self._event_dates(tickers), "side": side,
-            "liquidity": "taker", "price_cents": taker.math.price_cents[rows],
-            "target_fraction": taker.math.size_fraction[rows], "available": np.inf, "episode": -1,
-            "locked": inputs.locked[rows],
-            "client_order_id": [paper_order_id(t, s, now_ts) + "-t" for t, s in zip(tickers, side, strict=True)]})
+        return [Event(now_ts, now_ts, ticker, inputs.city[i], inputs.bracket[i], event_date, side, "taker",
+                      taker.math.price_cents[i], taker.math.size_fraction[i], np.inf, -1, inputs.locked[i],
+                      paper_order_id(ticker, side, now_ts) + "-t")
+                for i, ticker, event_date, side in zip(rows, tickers, self._event_dates(tickers), taker.math.side[rows],
+                                                       strict=True)]
 
     def _filled(self, fills: pd.DataFrame, now: datetime) -> list[dict]:
         """Counts and status of the resting orders that just filled (taker orders are written filled)."""
@@ -214,34 +220,37 @@ class PaperBroker(Broker):
                         "remaining_count": remaining, "updated_at": now})
         return out
 
-    def _trade_through(self, candles: pd.DataFrame, now_ts: int) -> pd.DataFrame:
-        """Candidate fills: resting orders whose market traded strictly through their price in a candle that
-        began after the order's price was set (the backtest's next-minute rule).
+    def _trade_through(self, candles: pd.DataFrame, now_ts: int) -> list[Event]:
+        """Candidate fills: resting orders whose market traded strictly through their price in
+        a candle that began after the order's price was set (the backtest's next-minute rule).
 
         A candle covers (end − 60, end]: the order must have rested at its price through all of it (as the
         backtest's decision at t rests through the minute to t + 60), and each candle counts once. At
         sub-minute ticks this is conservative: an order re-pegged mid-minute fills from the next full minute.
         """
         if not self.resting or candles.empty:
-            return pd.DataFrame()
+            return []
         ends = candles["end_period_ts"].to_numpy()
         fresh = np.flatnonzero((ends > min(r.checked_ts for r in self.resting.values())) & (ends <= now_ts))
-        rows = []
-        tickers = candles["market_ticker"].to_numpy(dtype=object)
-        low, high = candles["price_low"].to_numpy(dtype=float), candles["price_high"].to_numpy(dtype=float)
-        volume = np.nan_to_num(candles["volume"].to_numpy(dtype=float))
-        for k in fresh:  # the minute's new candles: one per market at most
-            order = self.resting.get(tickers[k])
-            if order is None or ends[k] <= order.checked_ts or ends[k] - MINUTE < order.set_ts:
-                continue
-            if trades_through(np.array([order.side]), np.array([order.price_cents]), low[k:k + 1],
-                              high[k:k + 1])[0]:
-                rows.append((int(ends[k]), int(ends[k]) - MINUTE, tickers[k], order.city, order.bracket,
-                             order.event_date, order.side, "maker", order.price_cents, order.target_fraction,
-                             volume[k], -1, order.locked, order.client_order_id))
+        met = []  # (candle, market, order): the minute's new candles (one per market at most) meeting an order
+        if len(fresh):  # most ticks fall inside a minute an earlier tick matched
+            for k, ticker in zip(fresh, candles["market_ticker"].to_numpy(dtype=object)[fresh], strict=True):
+                order = self.resting.get(ticker)
+                if order is not None and ends[k] > order.checked_ts and ends[k] - MINUTE >= order.set_ts:
+                    met.append((k, ticker, order))
         for order in self.resting.values():
             order.checked_ts = max(order.checked_ts, now_ts)
-        return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+        if not met:
+            return []
+        rows = np.array([k for k, _, _ in met])
+        through = trades_through(np.array([o.side for _, _, o in met], dtype=object),
+                                 np.array([o.price_cents for _, _, o in met]),
+                                 candles["price_low"].to_numpy(dtype=float)[rows],
+                                 candles["price_high"].to_numpy(dtype=float)[rows])
+        volume = np.nan_to_num(candles["volume"].to_numpy(dtype=float)[rows])
+        return [Event(int(ends[k]), int(ends[k]) - MINUTE, ticker, o.city, o.bracket, o.event_date, o.side, "maker",
+                      o.price_cents, o.target_fraction, available, -1, o.locked, o.client_order_id)
+                for (k, ticker, o), available, filled in zip(met, volume, through, strict=True) if filled]
 
     def _place(self, inputs: TickInputs, maker: Decision, i: int, now_ts: int) -> dict | None:
         """A new resting order; its row (None when the position is at its limit: nothing could fill it).

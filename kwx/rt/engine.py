@@ -49,17 +49,24 @@ class ModelUnavailable(LookupError):
 
 
 Resolver = Callable[[str, str, date], ModelHandle]
+FeatureColumns = pd.DataFrame | Mapping[str, np.ndarray]  # feature rows: framed, or as one array per column
 
 
-def latest_rows(features: pd.DataFrame, now_ts: int) -> pd.DataFrame:
-    """Each market's newest feature row in (now - CANDLE_LOOKBACK, now]: what a streaming caller holds."""
-    ts = features["end_period_ts"].to_numpy(dtype=np.int64)
-    codes, _ = pd.factorize(features["market_ticker"].to_numpy(dtype=object), sort=True)
+def latest_rows(features: FeatureColumns, now_ts: int) -> FeatureColumns:
+    """Each market's newest feature row in (now - CANDLE_LOOKBACK, now]: what a streaming caller holds.
+
+    ``features``: a frame, or its columns as arrays (the loop's tick: framing them cost more than using them);
+    the rows come back as the same kind.
+    """
+    ts = np.asarray(features["end_period_ts"], dtype=np.int64)
+    codes, _ = pd.factorize(np.asarray(features["market_ticker"], dtype=object), sort=True)
     seen = np.flatnonzero((ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS))
     seen = seen[np.lexsort((ts[seen], codes[seen]))]
     newest = np.ones(len(seen), dtype=bool)
     newest[:-1] = codes[seen[1:]] != codes[seen[:-1]]
-    return features.iloc[seen[newest]]
+    if isinstance(features, pd.DataFrame):
+        return features.iloc[seen[newest]]
+    return {name: np.asarray(values)[seen[newest]] for name, values in features.items()}
 
 
 @dataclass
@@ -99,7 +106,7 @@ def unavailable_inputs(last: TickInputs | None, now_ts: int, reason: str) -> Tic
                       np.zeros(n, dtype=bool), fees)
 
 
-def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, np.ndarray]:
+def join_latest(open_markets: pd.DataFrame, latest: FeatureColumns) -> dict[str, np.ndarray]:
     """Each open market with its newest feature row (NaN where it has none), in ticker order, as columns.
 
     open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
@@ -108,11 +115,11 @@ def join_latest(open_markets: pd.DataFrame, latest: pd.DataFrame) -> dict[str, n
     """
     tickers = open_markets["ticker"].to_numpy(dtype=object)
     order = np.argsort(tickers, kind="stable")
-    at = pd.Index(latest["market_ticker"].to_numpy(dtype=object)).get_indexer(tickers[order])
+    at = pd.Index(np.asarray(latest["market_ticker"], dtype=object)).get_indexer(tickers[order])
     found = at >= 0
-    numeric = [c for c in latest.columns if c not in ("market_ticker", "bracket", "event_date")]
+    numeric = [c for c in latest if c not in ("market_ticker", "bracket", "event_date")]
     block = np.full((len(order), len(numeric)), np.nan)
-    block[found] = np.column_stack([latest[name].to_numpy(dtype=float) for name in numeric])[at[found]]
+    block[found] = np.column_stack([np.asarray(latest[name], dtype=float) for name in numeric])[at[found]]
     columns = {name: block[:, i] for i, name in enumerate(numeric)}
     for name, source in (("market_ticker", "ticker"), ("city", "city"), ("bracket", "strike_type"),
                          ("event_date", "event_date")):

@@ -25,7 +25,7 @@ from kwx.clock import Clock, SimulatedClock
 from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
-from kwx.domain.features import build_features_for_cities
+from kwx.domain.features import feature_arrays
 from kwx.domain.fees import FeeBook
 from kwx.execution.broker import write_paper_ticks
 from kwx.registry.cache import RegistryCache
@@ -67,13 +67,13 @@ class RegistryResolver:
         return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
 
 
-def snapshot_features(snap: Snapshot, config: RtConfig) -> pd.DataFrame:
-    """The snapshot's candles through the features training used, every city in one pass."""
+def snapshot_features(snap: Snapshot, config: RtConfig) -> dict[str, np.ndarray]:
+    """The snapshot's candles through the features training used, every city in one pass, one array per column
+    (the tick keeps a row per market: framing every candle's row cost more than the rest of the tick)."""
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
-    return build_features_for_cities(snap.candles, snap.markets, weather,
-                                     max_obs_age_minutes=config.max_obs_age_minutes, forecasts=snap.forecasts,
-                                     max_forecast_age_hours=config.max_forecast_age_hours,
-                                     lock_margin_f=config.lock_margin_f)
+    return feature_arrays(snap.candles, snap.markets, weather, max_obs_age_minutes=config.max_obs_age_minutes,
+                          forecasts=snap.forecasts, max_forecast_age_hours=config.max_forecast_age_hours,
+                          lock_margin_f=config.lock_margin_f)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class TickResult:
     sized: int
     skips: dict[str, int]  # skip reason -> markets
     complete: list[tuple[str, int]]  # candles (ticker, end_period_ts) that became complete this tick
-    execution: object | None = None  # paper mode: the tick's orders and fills (``PaperTick``)
+    execution: object | None = None  # paper mode: the tick's orders and fills (``PaperTick``; None: it had none)
 
     @cached_property
     def signals(self) -> pd.DataFrame:
@@ -157,12 +157,12 @@ class TickRunner:
         rows = signal_rows(now_ts, inputs, decide(now_ts, inputs, self.config))
         return TickResult(rows, 0, {reason: len(rows)}, [])
 
-    def _newly_complete(self, latest: pd.DataFrame) -> list[tuple[str, int]]:
+    def _newly_complete(self, latest: dict[str, np.ndarray]) -> list[tuple[str, int]]:
         """Newest candles with a two-sided quote and a fresh enough weather observation, not marked before."""
-        done = ~np.isnan(np.column_stack([latest[name].to_numpy(dtype=float)
+        done = ~np.isnan(np.column_stack([latest[name].astype(float)
                                           for name in ("yes_bid", "yes_ask", "temp_now")])).any(axis=1)
-        keys = zip(latest["market_ticker"].to_numpy(dtype=object)[done],
-                   latest["end_period_ts"].to_numpy(dtype=np.int64)[done].tolist(), strict=True)
+        keys = zip(latest["market_ticker"][done], latest["end_period_ts"].astype(np.int64)[done].tolist(),
+                   strict=True)
         fresh = [(ticker, ts) for ticker, ts in keys if ts > self._marked.get(ticker, -1)]
         self._marked.update(fresh)
         return fresh

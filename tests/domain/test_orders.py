@@ -84,3 +84,18 @@ def test_maker_gates_keep_an_order_through_the_edge_gate_only_and_never_near_the
     open_ok, keep_ok = maker_gates(reason, edge, np.array([60.0, 60.0, 60.0, 10.0]), LIMITS)
     assert open_ok.tolist() == [True, False, False, False]
     assert keep_ok.tolist() == [True, True, False, False]
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from(["yes", "no"]), st.sampled_from([40.0, 41.0]),
+                          st.sampled_from(["yes", "no", NO_SIDE]), st.floats(0, 5)), min_size=1, max_size=30))
+def test_an_order_that_stays_at_its_side_and_price_is_left_alone(markets):
+    """Only a real change is an order: one that keeps resting on its side at its price is neither placed anew,
+    re-pegged nor cancelled; a place needs no order or the other side, a re-peg another price."""
+    open_ok, keep_ok, side, price, resting_side, edge = (np.array(column) for column in zip(*markets, strict=True))
+    side, resting_side = side.astype(object), resting_side.astype(object)
+    resting_price = np.where(resting_side == NO_SIDE, np.nan, 40.0)
+    step = order_step(open_ok, keep_ok, side, price, edge, resting_side, resting_price, LIMITS)
+    unchanged = step.rest & (resting_side == side) & (price == resting_price)
+    assert not (step.place | step.repeg | step.cancel)[unchanged].any()
+    assert ((resting_side == NO_SIDE) | (resting_side != side))[step.place].all()
+    assert (price != resting_price)[step.repeg].all() and (resting_side == side)[step.repeg].all()

@@ -346,7 +346,7 @@ def test_replayed_forecast_features_equal_the_batch_and_never_look_ahead(promote
         now_ts = int(start.timestamp()) + 900 * k
         snap = source.snapshot(now_ts)
         assert int(snap.forecasts.forecasts["available_ts"].max()) <= now_ts
-        streamed = latest_rows(snapshot_features(snap, config), now_ts).set_index("market_ticker")
+        streamed = pd.DataFrame(latest_rows(snapshot_features(snap, config), now_ts)).set_index("market_ticker")
         expected = latest_rows(batch, now_ts).set_index("market_ticker").loc[streamed.index]
         np.testing.assert_allclose(streamed[list(FORECAST_FEATURES)].to_numpy(dtype=float),
                                    expected[list(FORECAST_FEATURES)].to_numpy(dtype=float), equal_nan=True)
