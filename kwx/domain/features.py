@@ -149,7 +149,7 @@ def _range_reduce(values: np.ndarray, start: np.ndarray, reduce: np.ufunc) -> np
         k += 1
 
 
-def _weather_arrays(weather: Mapping[City, pd.DataFrame]) -> dict[str, np.ndarray]:
+def weather_arrays(weather: Mapping[City, pd.DataFrame]) -> dict[str, np.ndarray]:
     """Every station's observations as arrays sorted by (station code, time), with their features.
 
     Each feature of an observation looks only backwards along its own station's series. Row 0 is a
@@ -252,9 +252,13 @@ def feature_arrays(
     forecasts: ForecastData | None = None,
     max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
     lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
+    weather_features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, object]:
     """``build_features_for_cities``' columns, one array each, before they are framed: a caller keeping only
-    some of them (the dataset, slice by slice) pays for no frame."""
+    some of them (the dataset, slice by slice) pays for no frame.
+
+    weather_features: ``weather_arrays(weather)`` when the caller holds it already (the live tick: its weather
+    changes every few minutes, its candles every minute)."""
     tickers = markets["ticker"].to_numpy(dtype=object)
     candle_ts = candles["end_period_ts"].to_numpy(dtype=np.int64)
     # the column itself, not Python strings of it: a string column factorizes without making one per candle
@@ -321,7 +325,7 @@ def feature_arrays(
     before = (window_start >= 0) & (codes[np.maximum(window_start, 0)] == codes)
     cols["vol_15m"] = cum_volume - np.where(before, cum_volume[np.maximum(window_start, 0)], 0.0)
 
-    wx = _weather_arrays(weather)
+    wx = weather_features if weather_features is not None else weather_arrays(weather)
     obs = _asof_positions(wx["keys"], station * _KEY_SHIFT + ts)  # >= 0: the placeholder sorts first
     fresh = (wx["code"][obs] == station) & (ts - wx["obs_ts"][obs] <= max_obs_age_minutes * 60)
     for column in _WEATHER_FEATURES:

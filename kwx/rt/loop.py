@@ -25,7 +25,7 @@ from kwx.clock import Clock, SimulatedClock
 from kwx.config import RtConfig
 from kwx.data.schema import Candle
 from kwx.data.store import upsert_frame
-from kwx.domain.features import feature_arrays
+from kwx.domain.features import feature_arrays, weather_arrays
 from kwx.domain.fees import FeeBook
 from kwx.execution.broker import write_paper_ticks
 from kwx.registry.cache import RegistryCache
@@ -67,13 +67,15 @@ class RegistryResolver:
         return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
 
 
-def snapshot_features(snap: Snapshot, config: RtConfig) -> dict[str, np.ndarray]:
+def snapshot_features(snap: Snapshot, config: RtConfig,
+                      weather_features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The snapshot's candles through the features training used, every city in one pass, one array per column
-    (the tick keeps a row per market: framing every candle's row cost more than the rest of the tick)."""
+    (the tick keeps a row per market: framing every candle's row cost more than the rest of the tick).
+    ``weather_features``: ``weather_arrays`` of the snapshot's weather, when the caller kept it."""
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
     return feature_arrays(snap.candles, snap.markets, weather, max_obs_age_minutes=config.max_obs_age_minutes,
                           forecasts=snap.forecasts, max_forecast_age_hours=config.max_forecast_age_hours,
-                          lock_margin_f=config.lock_margin_f)
+                          lock_margin_f=config.lock_margin_f, weather_features=weather_features)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class TickRunner:
         self.config, self.source, self.resolve, self.broker = config, source, resolve, broker
         self.fees = fees if fees is not None else broker.fees if broker is not None else FeeBook()
         self._memo: tuple | None = None
+        self._weather: tuple[list, dict[str, np.ndarray]] | None = None  # (weather frames, their weather_arrays)
         self._marked: dict[str, int] = {}  # market -> newest candle already marked complete
         self.unreadable: str | None = None  # the last tick's reason when it could not read the database
 
@@ -136,7 +139,7 @@ class TickRunner:
             # gives the same features and model probabilities, so those are computed once per change
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
-            latest = latest_rows(snapshot_features(snap, self.config), now_ts)
+            latest = latest_rows(snapshot_features(snap, self.config, self._weather_features(snap)), now_ts)
             inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
                                     lock_margin_f=self.config.lock_margin_f, fees=self.fees)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None
@@ -146,6 +149,15 @@ class TickRunner:
         if self.broker is not None:
             maker = decide(now_ts, self._memo[1], self.config, maker=True, pricing=self._memo[3])
         return snap, latest, decision, maker
+
+    def _weather_features(self, snap: Snapshot) -> dict[str, np.ndarray]:
+        """The snapshot's weather features, computed again only when the source hands out other weather frames
+        (observations come every few minutes, candles every minute). The frames are kept, so an id is not reused."""
+        frames = list(snap.weather.items())
+        kept = self._weather[0] if self._weather is not None else []
+        if [(key, id(frame)) for key, frame in frames] != [(key, id(frame)) for key, frame in kept]:
+            self._weather = (frames, weather_arrays({get_city(key): frame for key, frame in frames}))
+        return self._weather[1]
 
     def skipped(self, now_ts: int, reason: str) -> TickResult:
         """A tick whose data could not be read: every market last seen and still open, skipped with ``reason``.

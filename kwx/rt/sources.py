@@ -89,6 +89,7 @@ class ReplaySource:
         self._open_ts = self.markets["open_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._close_ts = self.markets["close_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._last: Snapshot | None = None
+        self._weather_bounds: dict[str, tuple[int, int]] = {}  # the last snapshot's weather rows per city
         candles = load_candles(engine, self.markets["ticker"].tolist() if len(selected) else [],
                                columns=TICK_CANDLE_COLUMNS)
         self.candles = candles.sort_values("end_period_ts", kind="stable").reset_index(drop=True)
@@ -130,14 +131,17 @@ class ReplaySource:
         is_open = np.zeros(len(self.markets), dtype=bool)
         is_open[open_now] = True
         candles = self.candles.iloc[lo + np.flatnonzero(is_open[self._candle_market[lo:hi]])]
-        weather = {city_key: self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
+        # an unchanged window is handed out as the same frame: the tick reuses its weather features (``TickRunner``)
+        last = self._last.weather if self._last is not None else {}
+        weather = {city_key: last[city_key] if self._weather_bounds.get(city_key) == (a, b)
+                   else self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
         if self._published is None or self._published[0] != published:  # a new run: new states, else the same
             self._published = (published, ForecastData(self.forecasts.forecasts.iloc[:published],
                                                        self.forecasts.scales))
         forecasts = self._published[1]
         snap = Snapshot(now_ts, markets, candles, weather, data_version=version, forecasts=forecasts)
         snap.check_no_lookahead()
-        self._last = snap
+        self._last, self._weather_bounds = snap, bounds
         return snap
 
 

@@ -18,7 +18,7 @@ from kwx.config import RtConfig
 from kwx.data import migrations
 from kwx.data.db import make_engine
 from kwx.data.schema import Market, RtSignal
-from kwx.domain.features import build_features
+from kwx.domain.features import build_features, epoch_seconds
 from kwx.domain.markets import climate_day_bounds, locked_outcomes
 from kwx.registry.cache import RegistryCache
 from kwx.registry.versions import model_name
@@ -356,3 +356,29 @@ def test_replayed_forecast_features_equal_the_batch_and_never_look_ahead(promote
     source._forecast_ts = source._forecast_ts - 12 * 3600  # a bug that would leak runs before they were public
     with pytest.raises(LookaheadError):
         source.snapshot(int(start.timestamp()) + 6 * 3600 + 7)
+
+
+def test_minute_ticks_compute_the_weather_features_once_per_observation(promoted, monkeypatch):
+    """Between two observations the source hands out the same weather frames and the runner reuses their features;
+    minute by minute, what the ticks compute still equals the whole day's batch."""
+    from kwx.rt import loop
+
+    computed = []
+    real = loop.weather_arrays
+    monkeypatch.setattr(loop, "weather_arrays", lambda weather: computed.append(1) or real(weather))
+    config = RtConfig.model_validate({**RT, "tick_seconds": 60})
+    source = ReplaySource(promoted["engine"], [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    batch = build_features(source.candles, source.markets, source.weather["chicago"], get_city("chicago"))
+    runner = loop.TickRunner(config, source, resolve=None)
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    columns = ["temp_now", "temp_rollmax_3h", "temp_delta_1h", "day_max_so_far", "humidity"]
+    for minute in range(12 * 60, 14 * 60):
+        now_ts = int(start.timestamp()) + 60 * minute + 1
+        snap = source.snapshot(now_ts)
+        streamed = pd.DataFrame(latest_rows(loop.snapshot_features(snap, config, runner._weather_features(snap)),
+                                            now_ts)).set_index("market_ticker")
+        expected = latest_rows(batch, now_ts).set_index("market_ticker").loc[streamed.index]
+        np.testing.assert_array_equal(streamed[columns].to_numpy(dtype=float), expected[columns].to_numpy(dtype=float))
+    observed = epoch_seconds(source.weather["chicago"]["ts_utc"])
+    arrived = ((observed > int(start.timestamp()) + 12 * 3600) & (observed <= int(start.timestamp()) + 14 * 3600)).sum()
+    assert 1 < len(computed) <= arrived + 1

@@ -41,8 +41,11 @@ print(json.dumps(mlflow.pyfunc.load_model(sys.argv[1]).predict(frame)["p_yes"].t
 def fresh_env(promoted, tmp_path_factory) -> dict:
     """The python of a new venv (kwx's interpreter) with the promoted model's requirements.txt installed."""
     root = tmp_path_factory.mktemp("served_env")
-    model_dir = Path(mlflow.artifacts.download_artifacts(MODEL_URI, dst_path=str(root / "model"),
-                                                         tracking_uri=promoted["tracking_uri"]))
+    # a models:/ URI resolves in the registry of the current tracking URI (not download_artifacts' tracking_uri),
+    # which an earlier test on this worker may have pointed elsewhere
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
+        model_dir = Path(mlflow.artifacts.download_artifacts(MODEL_URI, dst_path=str(root / "model")))
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
     # --no-compile: byte-compiling MLflow's dependencies would take half the install's time
