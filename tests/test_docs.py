@@ -3,6 +3,7 @@ generated from (every config field and CLI parameter must say what it is)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -148,3 +149,31 @@ def test_the_cli_and_schema_references_cover_every_command_and_table():
         assert f"{{#{table.name}}}" in schema
         assert schema_reference.table_descriptions()[table.name].strip(), f"{table.name}: its class has no docstring"
     assert "CHECK" not in schema and "`side IN ('yes', 'no')`" in schema
+
+
+def test_the_benchmark_page_shows_every_figure_its_verdict_and_what_did_not_run(tmp_path):
+    """docs/reference/benchmarks.md renders `make bench FULL=1`'s JSON: machine and load, each judged figure with its
+    target and verdict, and a benchmark that was skipped or failed as such (never silently left out)."""
+    from kwx.docs import benchmark_reference
+
+    judged = [{"name": "paper day / signals day", "value": 1.79, "comparison": "<=", "target": 1.3, "unit": "",
+               "met": False},
+              {"name": "signals tick p99", "value": 4.2, "comparison": "<", "target": 5, "unit": " ms", "met": True}]
+    result = {"size": "full", "started_at": "2026-12-06T11:07:18+00:00",
+              "machine": {"cores": 2, "memory_gib": 23.5, "processor": "x86_64", "python": "3.11.7",
+                          "versions": {"kwx": "0.1.0", "psycopg2-binary": None}, "commit": "abc1234+changes",
+                          "load_average_start": [0.5, 1.0, 1.5], "load_average_end": [1.2, 1.1, 1.0]},
+              "benchmarks": [{"bench": "rt_tick", "command": "bench/rt_tick.py", "what": "a day of ticks",
+                              "summary": "paper 29.1 s; signals 16.2 s", "judged": judged},
+                             {"bench": "dataset-postgres", "skipped": "no PostgreSQL at postgresql://h/db"},
+                             {"bench": "resolve", "failed": True, "output_tail": ["...", "PromotionRefused: gates"]}]}
+    path = tmp_path / "full.json"
+    path.write_text(json.dumps(result))
+    page = benchmark_reference.render(path)
+    assert "commit `abc1234+changes` on 2 cores" in page and "load average 0.50, 1.00, 1.50 at the start" in page
+    assert "kwx 0.1.0" in page and "psycopg2" not in page
+    assert "`.venv/bin/python bench/rt_tick.py`" in page
+    assert "paper day / signals day: 1.79 (target &lt;= 1.3, **missed**)" in page
+    assert "signals tick p99: 4.2 ms (target &lt; 5 ms, met)" in page
+    assert "skipped: no PostgreSQL at postgresql://h/db" in page and "failed: ... PromotionRefused: gates" in page
+    assert "No full benchmark result" in benchmark_reference.render(tmp_path / "absent.json")
