@@ -223,24 +223,14 @@ def build_features(
                                      max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
 
 
-def build_features_for_cities(
-    candles: pd.DataFrame,
-    markets: pd.DataFrame,
-    weather: Mapping[City, pd.DataFrame],
-    *,
-    max_obs_age_minutes: int = 20,
-    forecasts: ForecastData | None = None,
-    max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
-    lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
-) -> pd.DataFrame:
+def build_features_for_cities(candles: pd.DataFrame, markets: pd.DataFrame, weather: Mapping[City, pd.DataFrame],
+                              **options) -> pd.DataFrame:
     """``build_features`` for markets of several cities in one pass: the live tick's cost does not grow per city.
 
     ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
-    observations (an empty frame for a city with none).
+    observations (an empty frame for a city with none); ``options`` are ``feature_arrays``' keywords.
     """
-    return pd.DataFrame(feature_arrays(candles, markets, weather, max_obs_age_minutes=max_obs_age_minutes,
-                                       forecasts=forecasts, max_forecast_age_hours=max_forecast_age_hours,
-                                       lock_margin_f=lock_margin_f))
+    return pd.DataFrame(feature_arrays(candles, markets, weather, **options))
 
 
 def feature_arrays(
