@@ -56,8 +56,8 @@ from kwx.registry.versions import (
     model_name,
     registry_state,
 )
-from kwx.training.runner import labelled_rows, windows_summary, write_test_artifacts
-from kwx.training.walkforward import score_test_rows
+from kwx.training.runner import labelled_rows, windows_summary
+from kwx.training.walkforward import score_test_rows, write_test_artifacts
 
 log = logging.getLogger(__name__)
 MONITOR_EXPERIMENT = "kwx-monitoring"

@@ -456,11 +456,8 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
         # to it (MLflow copies the run's metrics, which keep no dataset, so a score logged now would stay unlinked).
         linked = {key for by_rows in scores.values() for key in by_rows}
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if k not in linked})
-        out = Path(tmp)
-        result.trials.to_csv(out / "optuna_trials.csv", index=False)
-        if len(result.predictions):
-            write_test_artifacts(out, result.predictions, result.reliability, f"{config.city}/{config.bracket}",
-                                 window.name)
+        for file_name, data in result.artifacts.items():
+            (Path(tmp) / file_name).write_bytes(data)
         mlflow.log_artifacts(tmp)
         info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example,
                                        pip_requirements=pip_requirements(),
@@ -482,14 +479,6 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
         mlflow.set_tag("kwx.model_version", version.version)
     client.set_terminated(run.info.run_id, end_time=round(result.timings["finished_at"] * 1000))
     return str(version.version)
-
-
-def write_test_artifacts(out: Path, predictions: pd.DataFrame, curves: dict, label: str, window: str) -> None:
-    """A window's test-week artifacts, as training and `kwx monitor` both log them: the per-row predictions
-    and the model-vs-market reliability curves (JSON and diagram)."""
-    predictions.to_csv(out / "test_predictions.csv", index=False)
-    (out / "reliability.json").write_text(json.dumps(curves))
-    reliability_diagram(curves, out / "reliability.png", f"{label} {window} test week (market: rows it quotes)")
 
 
 def default_workers() -> int:

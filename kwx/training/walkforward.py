@@ -5,9 +5,12 @@ MLflow-free (the runner logs the ``WindowResult``), so it runs in worker process
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +19,7 @@ from kwx.config import TrainConfig
 from kwx.domain.markets import with_locked_outcomes
 from kwx.domain.metrics import SCORES, brier_skill, prefixed_scores, reliability
 from kwx.domain.windows import Window, plan_windows
+from kwx.plots import reliability_diagram
 from kwx.training.model import fit_calibrated, group_folds, nonzero_coefficients, predict_yes
 from kwx.training.search import join_search, run_search
 
@@ -171,6 +175,25 @@ def score_test_rows(model, rows: pd.DataFrame, features: list[str]) -> ScoredRow
     return ScoredRows(metrics, predictions.reset_index(drop=True), curves)
 
 
+def write_test_artifacts(out: Path, predictions: pd.DataFrame, curves: dict, label: str, window: str) -> None:
+    """A window's test-week artifacts, as training and `kwx monitor` both log them: the per-row predictions
+    and the model-vs-market reliability curves (JSON and diagram)."""
+    predictions.to_csv(out / "test_predictions.csv", index=False)
+    (out / "reliability.json").write_text(json.dumps(curves))
+    reliability_diagram(curves, out / "reliability.png", f"{label} {window} test week (market: rows it quotes)")
+
+
+def window_artifacts(trials: pd.DataFrame, scored: ScoredRows | None, label: str, window: str) -> dict[str, bytes]:
+    """The files a window's run logs, by name: written where the window trained (a worker process), so the
+    process that logs every window to MLflow only uploads them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        trials.to_csv(out / "optuna_trials.csv", index=False)
+        if scored is not None:
+            write_test_artifacts(out, scored.predictions, scored.curves, label, window)
+        return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
 @dataclass
 class WindowResult:
     window: Window
@@ -181,6 +204,7 @@ class WindowResult:
     trials: pd.DataFrame
     model: object
     input_example: pd.DataFrame
+    artifacts: dict[str, bytes]  # the run's files by name (``window_artifacts``)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -243,6 +267,7 @@ def train_window(
         window, params, metrics, scored.curves if scored else {},
         scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
         search.trials, model, train[features].head(5).reset_index(drop=True),
+        window_artifacts(search.trials, scored, f"{config.city}/{config.bracket}", window.name),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
          "started_at": started_at, "finished_at": time.time()},
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -52,3 +55,19 @@ def test_a_run_validates_the_serving_input_once_and_maps_installed_packages_once
         model, example = _model(seed)
         served = mlflow.pyfunc.load_model(info.model_uri).predict(example)
         np.testing.assert_allclose(served["p_yes"], model.predict_proba(example)[:, 1])
+
+
+def test_a_window_s_files_are_written_where_it_trained_and_only_uploaded_by_the_logger():
+    """The diagram and CSVs are made in the worker (``train_window``), off the one process that logs every window."""
+    from kwx.training.walkforward import ScoredRows, window_artifacts
+
+    trials = pd.DataFrame({"number": [0, 1], "value": [0.3, 0.2], "C": [0.1, 1.0]})
+    curves = {"model": {"mean_predicted": [0.2, 0.7], "fraction_positive": [0.25, 0.6], "counts": [40, 10]}}
+    predictions = pd.DataFrame({"market_ticker": ["T-1", "T-1"], "p_model": [0.2, 0.7], "label": [0, 1]})
+    files = window_artifacts(trials, ScoredRows({}, predictions, curves), "chicago/between", "win_x")
+    assert sorted(files) == ["optuna_trials.csv", "reliability.json", "reliability.png", "test_predictions.csv"]
+    assert files["reliability.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert pd.read_csv(io.BytesIO(files["optuna_trials.csv"]))["C"].tolist() == [0.1, 1.0]
+    assert json.loads(files["reliability.json"]) == curves
+    # a forward window, whose week is ahead, has its trials only
+    assert sorted(window_artifacts(trials, None, "chicago/between", "win_x")) == ["optuna_trials.csv"]
