@@ -310,7 +310,7 @@ class LiveBroker(Broker):
             log.warning(json.dumps({"live": "reconciliation failed; retried next tick", "reason": _text(exc)}))
 
     def _output(self) -> PaperTick:
-        orders = pd.DataFrame(list(self._changed.values()), columns=records.ORDER_COLUMNS)
+        orders = list(self._changed.values())
         fills = pd.DataFrame(self._fill_rows, columns=records.FILL_COLUMNS)
         events = pd.DataFrame(self._fill_events, columns=EVENT_COLUMNS)
         self._changed, self._fill_rows, self._fill_events = {}, [], []

@@ -167,8 +167,8 @@ class PaperBroker(Broker):
             new_orders += self._taker_orders(fills, now)
         changed = self._changed(new_orders, updates)
         if fills is None:
-            return PaperTick(pd.DataFrame(changed), pd.DataFrame(), pd.DataFrame()) if changed else None
-        return PaperTick(pd.DataFrame(changed), self._fill_frame(fills), fills)
+            return PaperTick(changed, pd.DataFrame(), pd.DataFrame()) if changed else None
+        return PaperTick(changed, self._fill_frame(fills), fills)
 
     def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> list[dict]:
         """Whole rows of every order the tick placed or changed; finished ones leave the broker's memory."""

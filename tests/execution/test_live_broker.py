@@ -464,7 +464,7 @@ def test_an_order_whose_row_cannot_be_written_is_not_sent(world, monkeypatch):
     save_orders = records.save_orders
     monkeypatch.setattr(records, "save_orders", unreachable)
     out = broker.tick(T0, tick_inputs(TICKERS[:2]), decision(2), no_taker(2), pd.DataFrame())
-    assert world.exchange.count("POST", ORDERS) == 0 and out.orders.empty and not broker.orders
+    assert world.exchange.count("POST", ORDERS) == 0 and not out.orders and not broker.orders
     monkeypatch.setattr(records, "save_orders", save_orders)
     world.tick(broker, 10, tick_inputs(TICKERS[:2]), decision(2))
     assert world.exchange.count("POST", ORDERS) == 2 and set(stored_orders(world.engine)["status"]) == {"resting"}
