@@ -218,19 +218,9 @@ def build_features(
     forecast features are NaN. lock_margin_f: how far below its reading the running max bounds the settled
     high in the forecast prior (the lock rule's margin).
     """
-    return build_features_for_cities(candles, markets.assign(city=city.key), {city: weather},
-                                     max_obs_age_minutes=max_obs_age_minutes, forecasts=forecasts,
-                                     max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f)
-
-
-def build_features_for_cities(candles: pd.DataFrame, markets: pd.DataFrame, weather: Mapping[City, pd.DataFrame],
-                              **options) -> pd.DataFrame:
-    """``build_features`` for markets of several cities in one pass: the live tick's cost does not grow per city.
-
-    ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
-    observations (an empty frame for a city with none); ``options`` are ``feature_arrays``' keywords.
-    """
-    return pd.DataFrame(feature_arrays(candles, markets, weather, **options))
+    return pd.DataFrame(feature_arrays(candles, markets.assign(city=city.key), {city: weather},
+                                       max_obs_age_minutes=max_obs_age_minutes, forecasts=forecasts,
+                                       max_forecast_age_hours=max_forecast_age_hours, lock_margin_f=lock_margin_f))
 
 
 def feature_arrays(
@@ -244,8 +234,12 @@ def feature_arrays(
     lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
     weather_features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, object]:
-    """``build_features_for_cities``' columns, one array each, before they are framed: a caller keeping only
-    some of them (the dataset, slice by slice) pays for no frame.
+    """``build_features`` for markets of several cities in one pass (the live tick's cost does not grow per city),
+    one array per column: a caller keeping only some of them (the dataset slice by slice, the tick a row per
+    market) pays for no frame.
+
+    ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
+    observations (an empty frame for a city with none).
 
     weather_features: ``weather_arrays(weather)`` when the caller holds it already (the live tick: its weather
     changes every few minutes, its candles every minute)."""

@@ -18,9 +18,9 @@ from kwx.domain.features import (
     UnknownFeatureSetError,
     _range_reduce,
     build_features,
-    build_features_for_cities,
     candles_needed_since,
     epoch_seconds,
+    feature_arrays,
     feature_columns,
     weather_needed_since,
 )
@@ -160,7 +160,7 @@ def test_cities_in_one_pass_equal_each_city_alone():
         per_city.append(build_features(data.candles, data.markets, weather[city], city))
         markets.append(data.markets.assign(city=key))
         candles.append(data.candles)
-    together = build_features_for_cities(pd.concat(candles), pd.concat(markets), weather)
+    together = pd.DataFrame(feature_arrays(pd.concat(candles), pd.concat(markets), weather))
     expected = pd.concat(per_city).sort_values(["market_ticker", "end_period_ts"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(together, expected, check_exact=True)
 
@@ -170,7 +170,7 @@ def test_a_city_without_observations_gets_no_weather_and_a_missing_city_is_named
     f = build_features(candles, _market(), _weather([], []), CHICAGO)
     assert f["temp_now"].isna().all() and f["day_max_so_far"].isna().all() and (f["yes_mid"] == [41, 42]).all()
     with pytest.raises(ValueError, match=r"cities without a weather frame: \['chicago'\]"):
-        build_features_for_cities(candles, _market().assign(city="chicago"), {get_city("nyc"): _weather([0], [1.0])})
+        feature_arrays(candles, _market().assign(city="chicago"), {get_city("nyc"): _weather([0], [1.0])})
 
 
 @settings(max_examples=200, deadline=None)
