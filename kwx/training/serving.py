@@ -32,7 +32,7 @@ from kwx.training.model import SKOPS_TRUSTED_TYPES, predict_yes
 
 def log_model(model, name: str, input_example: pd.DataFrame, *, signature: ModelSignature | None = None,
               **kwargs) -> ModelInfo:
-    """Log a fitted model to the active run; ``signature`` defaults to the model's own (``signature``), ``kwargs``
+    """Log a fitted model to the active run; ``signature`` defaults to the model's own (``model_signature``), ``kwargs``
     go to ``mlflow.sklearn.save_model`` / ``Model.log``."""
     return Model.log(
         artifact_path=None, name=name, flavor=sys.modules[__name__], sk_model=model, serialization_format="skops",

@@ -199,9 +199,7 @@ class WindowResult:
     window: Window
     params: dict[str, object]
     metrics: dict[str, float]
-    reliability: dict[str, dict[str, list[float]]]  # "model" (all test rows), "market" (rows it quotes)
-    predictions: pd.DataFrame
-    trials: pd.DataFrame
+    predictions: pd.DataFrame  # the test week's rows scored (``PREDICTION_COLUMNS``), pooled by the run's summary
     model: object
     input_example: pd.DataFrame
     artifacts: dict[str, bytes]  # the run's files by name (``window_artifacts``)
@@ -264,9 +262,8 @@ def train_window(
     if scored:  # params are immutable: a forward window's counts are logged when `kwx monitor` scores its week
         params |= {"n_test": len(test), "n_test_locked": int(test["locked"].sum())}
     return WindowResult(
-        window, params, metrics, scored.curves if scored else {},
-        scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
-        search.trials, model, train[features].head(5).reset_index(drop=True),
+        window, params, metrics, scored.predictions if scored else pd.DataFrame(columns=PREDICTION_COLUMNS),
+        model, train[features].head(5).reset_index(drop=True),
         window_artifacts(search.trials, scored, f"{config.city}/{config.bracket}", window.name),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
          "started_at": started_at, "finished_at": time.time()},
