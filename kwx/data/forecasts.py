@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from kwx.cities import get_city
 from kwx.data.schema import ClimateDaily, Forecast
-from kwx.data.store import rows_frame
+from kwx.data.store import driver_rows, rows_frame
 from kwx.domain.forecast import (
     ERROR_LOOKBACK_DAYS,
     ERROR_SETTLED_AFTER_DAYS,
@@ -33,8 +34,12 @@ def load_forecasts(engine: Engine, cities: list[str], first_day: date, last_day:
         statement = statement.where(Forecast.available_ts <= available_until_ts)
     if deterministic_only:
         statement = statement.where(Forecast.ensemble.is_(False))
-    with engine.connect() as conn:
-        frame = rows_frame(conn.execute(statement), FORECAST_COLUMNS)
+    frame = pd.DataFrame.from_records([row for part in driver_rows(engine, statement) for row in part],
+                                      columns=list(FORECAST_COLUMNS))
+    # the driver's dates (SQLite's are ISO text), each distinct day converted once rather than once per row
+    codes, days = pd.factorize(frame["climate_date"])
+    frame["climate_date"] = np.asarray(pd.to_datetime(pd.Index(days, dtype=object), format="ISO8601").date,
+                                       dtype=object)[codes] if len(days) else np.empty(0, dtype=object)
     return frame.astype({"member": "int64", "run_ts": "int64", "available_ts": "int64", "lead_days": "int64",
                          "high_f": "float64", "ensemble": "bool"})
 

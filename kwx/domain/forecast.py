@@ -54,6 +54,7 @@ OBSERVED_MAX_SD_F = 0.35
 _HERMITE_NODES = np.array([-2.856970, -1.355626, 0.0, 1.355626, 2.856970])
 _HERMITE_WEIGHTS = np.array([0.011257, 0.222076, 0.533333, 0.222076, 0.011257])
 _HERMITE_WEIGHTS = _HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum()  # exactly 1: a ladder's prior sums to one
+_NO_SHIFT, _ALL_WEIGHT = np.zeros(1), np.ones(1)  # ``censored_mass`` at the running max itself
 # The logit feature's clip: the prior's hard zeros and ones become ±6.9 instead of ±∞.
 _LOGIT_CLIP = 1e-3
 # Whole-°F values with a few tenths on either side and a state number fit one float64 key exactly.
@@ -154,11 +155,14 @@ def forecast_states(forecasts: pd.DataFrame, city_codes: dict[str, int]) -> Fore
     the same moment replaces an earlier one. Cities not in ``city_codes`` are ignored.
     """
     frame = forecasts[forecasts["city"].isin(list(city_codes))]
-    city = frame["city"].map(city_codes).to_numpy(dtype=np.int64)
+    city_of, cities = pd.factorize(frame["city"])
+    city = np.array([city_codes[c] for c in cities], dtype=np.int64)[city_of]
     group = group_keys(city, _day_numbers(frame["climate_date"]))
     available = frame["available_ts"].to_numpy(dtype=np.int64)
-    series, _ = pd.factorize(pd.MultiIndex.from_arrays([group, frame["model"].to_numpy(dtype=object),
-                                                        frame["member"].to_numpy(dtype=np.int64)]))
+    # a (city/day, model, member) series as one integer, numbered by first appearance as the rows come
+    model, models = pd.factorize(frame["model"])
+    member, members = pd.factorize(frame["member"])
+    series, _ = pd.factorize((group * len(models) + model) * len(members) + member)
     order = np.lexsort((frame["run_ts"].to_numpy(dtype=np.int64), available, series))
     group, available, series = group[order], available[order], series[order]
     high = frame["high_f"].to_numpy(dtype=float)[order]
@@ -289,16 +293,23 @@ def remaining_day(mu: np.ndarray, sd: np.ndarray, hour_local: np.ndarray, temp_n
 
 
 def censored_mass(below_hi: np.ndarray, below_lo: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                  running_max: np.ndarray) -> np.ndarray:
-    """P(max(running max, X) ∈ [lo, hi)) from X's mass below hi and below lo (a CDF, or member counts).
+                  running_max: np.ndarray, shifts: np.ndarray = _NO_SHIFT,
+                  weights: np.ndarray = _ALL_WEIGHT) -> np.ndarray:
+    """P(max(running max + S, X) ∈ [lo, hi)) from X's mass below hi and below lo (a CDF, or member counts: none
+    below -inf), where the offset S takes the ascending ``shifts`` with ``weights`` (by default exactly 0).
 
-    ``running_max`` NaN means the climate day has not begun (nothing bounds the high yet). Mass below the
-    running max piles onto it: the high cannot fall. The CDFs do not depend on the running max, so a caller
-    integrating over it computes them once.
+    ``running_max`` NaN means the climate day has not begun (nothing bounds the high yet). Mass below the bound
+    piles onto it: the high cannot fall. The CDFs do not depend on the bound, so they are computed once; and per
+    row only how many shifts keep the bound below lo and below hi matters, so the sum over shifts is two lookups
+    in the cumulative weights instead of a pass over every row per shift.
     """
-    floor_seen = np.where(np.isnan(running_max), -np.inf, running_max)
-    below = np.where(floor_seen >= lo, 0.0, below_lo)
-    return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below, 0.0, None))
+    cumulative = np.r_[0.0, np.cumsum(weights)]
+    begun = ~np.isnan(running_max)
+    seen = np.where(begun, running_max, 0.0)
+    # weight of the shifts whose bound stays below lo (the whole bracket counts) and below hi (all below hi does)
+    under_lo = np.where(begun, cumulative[np.searchsorted(shifts, lo - seen, side="left")], cumulative[-1])
+    under_hi = np.where(begun, cumulative[np.searchsorted(shifts, hi - seen, side="left")], cumulative[-1])
+    return under_lo * np.clip(below_hi - below_lo, 0.0, None) + (under_hi - under_lo) * np.clip(below_hi, 0.0, None)
 
 
 def forecast_features(states: ForecastStates, scales: ScaleTable, *,
@@ -340,13 +351,9 @@ def forecast_features(states: ForecastStates, scales: ScaleTable, *,
     from scipy.special import ndtr  # here: scipy takes ~0.5 s to import and the CLI imports this module
 
     cdf_hi, cdf_lo = ndtr((hi - rest_mean) / rest_sd), ndtr((lo - rest_mean) / rest_sd)
-    ens_votes = np.zeros(len(s))
-    p = np.zeros(len(s))
-    for node, weight in zip(_HERMITE_NODES, _HERMITE_WEIGHTS, strict=True):
-        bound = running_max + max(node * OBSERVED_MAX_SD_F, -lock_margin_f)  # NaN stays NaN: not begun
-        ens_votes += weight * censored_mass(below_hi, below_lo, lo, hi, bound)
-        p += weight * censored_mass(cdf_hi, cdf_lo, lo, hi, bound)
-    p = np.minimum(p, 1.0)
+    shifts = np.maximum(_HERMITE_NODES * OBSERVED_MAX_SD_F, -lock_margin_f)
+    ens_votes = censored_mass(below_hi, below_lo, lo, hi, running_max, shifts, _HERMITE_WEIGHTS)
+    p = np.minimum(censored_mass(cdf_hi, cdf_lo, lo, hi, running_max, shifts, _HERMITE_WEIGHTS), 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ens_in_bracket = np.where(ens_n > 0, ens_votes / ens_n, np.nan)
     p = np.where(have, p, np.nan)

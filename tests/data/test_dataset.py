@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import delete
 
@@ -22,8 +23,10 @@ from kwx.data.dataset import (
 )
 from kwx.data.db import make_engine
 from kwx.data.demo import generate, load_demo
+from kwx.data.forecasts import load_forecasts
 from kwx.data.schema import ClimateDaily
 from kwx.domain.features import build_features, feature_columns
+from kwx.domain.forecast import FORECAST_COLUMNS
 from kwx.domain.markets import locked_outcomes, settlement_outcomes
 
 pytestmark = pytest.mark.integration
@@ -65,6 +68,25 @@ def test_features_are_float32_and_identifiers_exact(engine):
     assert {c: data[c].dtype for c in ("floor_strike", "cap_strike", "locked_outcome", "label")} == dict.fromkeys(
         ("floor_strike", "cap_strike", "locked_outcome", "label"), np.float64)
     assert isinstance(data["event_date"].iloc[0], date) and data["locked"].dtype == bool
+
+
+def test_forecasts_read_back_as_written_and_only_once_public(engine):
+    """The driver's values (SQLite's dates are text, its booleans 0/1) come back as the generator wrote them."""
+    written = generate(["chicago", "nyc"], START, END, seed=11).forecasts
+    key = ["climate_date", "model", "member", "run_ts"]
+    read = load_forecasts(engine, ["chicago"], START, date(2025, 7, 12))
+    expected = written[(written["city"] == "chicago") & (written["climate_date"] <= date(2025, 7, 12))]
+    assert isinstance(read["climate_date"].iloc[0], date)
+    pd.testing.assert_frame_equal(read.sort_values(key, ignore_index=True),
+                                  expected[list(FORECAST_COLUMNS)].sort_values(key, ignore_index=True),
+                                  check_dtype=False)
+    assert read.dtypes.drop(["city", "climate_date", "model"]).to_dict() == {
+        "member": np.int64, "run_ts": np.int64, "available_ts": np.int64, "lead_days": np.int64,
+        "high_f": np.float64, "ensemble": bool}
+    cutoff = int(np.median(expected["available_ts"]))
+    public = load_forecasts(engine, ["chicago"], START, date(2025, 7, 12), available_until_ts=cutoff)
+    assert len(public) == (expected["available_ts"] <= cutoff).sum() and public["available_ts"].max() <= cutoff
+    assert not load_forecasts(engine, ["chicago"], date(2030, 1, 1), date(2030, 1, 2)).shape[0]
 
 
 @pytest.mark.parametrize("bracket", ["between", "less"])

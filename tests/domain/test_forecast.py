@@ -175,6 +175,37 @@ def test_prior_over_a_ladder_sums_to_one_and_agrees_with_every_lock(mu, sd, lowe
         assert np.all(p[hi <= running_max] == 0)  # a bracket wholly below the running max
 
 
+def _mass_at_bound(below_hi, below_lo, lo, hi, bound):
+    """The definition, one bound at a time: mass below the bound piles onto it (NaN: nothing bounds the high)."""
+    floor_seen = np.where(np.isnan(bound), -np.inf, bound)
+    below = np.where(floor_seen >= lo, 0.0, below_lo)
+    return np.where(floor_seen >= hi, 0.0, np.clip(below_hi - below, 0.0, None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(quarters=st.lists(st.tuples(st.integers(300, 420), st.integers(0, 12),
+                                   st.one_of(st.none(), st.integers(280, 440)), st.floats(0, 1), st.floats(0, 1)),
+                         min_size=1, max_size=20),
+       eighths=st.lists(st.integers(-12, 12), min_size=1, max_size=6, unique=True),
+       weights=st.lists(st.floats(0.01, 1), min_size=6, max_size=6))
+def test_censored_mass_over_shifts_is_the_weighted_mass_at_each_shifted_bound(quarters, eighths, weights):
+    """The closed form (two lookups in the cumulative weights) is the sum over shifts it replaces. Values on
+    quarter and eighth degrees keep the sums exact, so a bound exactly at a bracket's edge is tested too."""
+    lo = np.array([q[0] / 4 for q in quarters])
+    hi = lo + np.array([q[1] / 4 + 0.25 for q in quarters])
+    lo[::3], hi[1::4] = -np.inf, np.inf  # the ladder's open-ended brackets
+    running_max = np.array([np.nan if q[2] is None else q[2] / 4 for q in quarters])
+    # masses as a CDF gives them: none below -inf, all below +inf
+    below_lo = np.where(np.isinf(lo), 0.0, np.array([min(q[3], q[4]) for q in quarters]))
+    below_hi = np.where(np.isinf(hi), 1.0, np.array([max(q[3], q[4]) for q in quarters]))
+    shifts = np.sort(np.array(eighths) / 8)
+    w = np.array(weights[:len(shifts)])
+    expected = sum(weight * _mass_at_bound(below_hi, below_lo, lo, hi, running_max + shift)
+                   for shift, weight in zip(shifts, w, strict=True))
+    np.testing.assert_allclose(censored_mass(below_hi, below_lo, lo, hi, running_max, shifts, w), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_prior_rounds_like_settlement():
     # a high of exactly 84.5 settles 85 (half up): between 84-85 pays, greater-than-85 does not
     lo, hi = bracket_bounds(np.array(["between", "greater", "less"], dtype=object), np.array([84.0, 85.0, np.nan]),
