@@ -402,13 +402,21 @@ class ScaleTable:
         return (group << 8) | (np.clip(horizon, -128, 127).astype(np.int64) + 128)
 
     def lookup(self, row_group: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bias, sd) of each row's (city, day, horizon); no bias and the prior sd where the table has none."""
-        bias, sd = np.zeros(len(row_group)), np.empty(len(row_group))
-        hit = np.zeros(len(row_group), dtype=bool)
-        if len(self.key) and len(row_group):
-            probe = self._key(row_group, horizon)
-            at = np.minimum(np.searchsorted(self.key, probe), len(self.key) - 1)
-            hit = self.key[at] == probe
+        """(bias, sd) of each row's (city, day, horizon); no bias and the prior sd where the table has none.
+
+        A market's rows come in time order and cross a horizon every six hours, so each run of equal keys is
+        looked up once and spread to its rows.
+        """
+        if not len(row_group):
+            return np.zeros(0), np.zeros(0)
+        probe = self._key(row_group, horizon)
+        first = np.flatnonzero(np.r_[True, probe[1:] != probe[:-1]])
+        lengths = np.diff(np.r_[first, len(probe)])
+        bias, sd = np.zeros(len(first)), np.empty(len(first))
+        hit = np.zeros(len(first), dtype=bool)
+        if len(self.key):
+            at = np.minimum(np.searchsorted(self.key, probe[first]), len(self.key) - 1)
+            hit = self.key[at] == probe[first]
             bias[hit], sd[hit] = self.bias[at[hit]], self.sd[at[hit]]
-        sd[~hit] = prior_error_sd(horizon[~hit])
-        return bias, sd
+        sd[~hit] = prior_error_sd(horizon[first][~hit])
+        return np.repeat(bias, lengths), np.repeat(sd, lengths)

@@ -17,10 +17,12 @@ from kwx.domain.forecast import (
     FORECAST_FEATURES,
     OBSERVED_MAX_SD_F,
     ForecastData,
+    ScaleTable,
     censored_mass,
     consensus_history,
     error_scales,
     forecast_states,
+    group_keys,
     prior_error_sd,
     remaining_day,
 )
@@ -250,6 +252,23 @@ def test_error_scale_learns_bias_and_sd_from_settled_days_only():
     moved = settled.copy()
     moved.loc[moved["climate_date"] >= date(2025, 8, 31), "tmax_f"] += 40
     pd.testing.assert_frame_equal(scales, error_scales(history, moved, [target]))
+
+
+def test_scale_lookup_of_runs_of_rows_equals_a_lookup_per_row():
+    scales = pd.DataFrame({"city": "chicago", "climate_date": [DAY, DAY, date(2025, 7, 19)], "horizon": [-1, 0, 0],
+                           "bias_f": [0.5, -0.25, 1.0], "sd_f": [2.0, 1.5, 1.25], "n_days": 30})
+    table = ScaleTable(scales, {"chicago": 0})
+    day, next_day = (pd.Timestamp(d).to_datetime64().astype("datetime64[D]").astype(np.int64)
+                     for d in (DAY, date(2025, 7, 19)))
+    # runs of one key, a key met again after another, a day and a horizon the table lacks (the prior)
+    group = group_keys(np.zeros(9, np.int64), np.array([day, day, day, day, next_day, day, day, day + 5, day]))
+    horizon = np.array([-1, -1, 0, 0, 0, -1, 3, 0, 0])
+    bias, sd = table.lookup(group, horizon)
+    for i in range(len(group)):
+        assert (bias[i], sd[i]) == tuple(x[0] for x in table.lookup(group[i:i + 1], horizon[i:i + 1]))
+    np.testing.assert_array_equal(bias, [0.5, 0.5, -0.25, -0.25, 1.0, 0.5, 0.0, 0.0, -0.25])
+    np.testing.assert_array_equal(sd[[6, 7]], prior_error_sd(np.array([3, 0])))
+    assert table.lookup(group[:0], horizon[:0])[0].shape == (0,)
 
 
 def test_error_scale_without_history_is_the_climatological_prior():
