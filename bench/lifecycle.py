@@ -1,6 +1,6 @@
 """Benchmark: one forward retrain, then `kwx monitor` passes over 50 registered versions.
 
-    .venv/bin/python bench/lifecycle.py [--trials 20] [--versions 50] [--repeat 3]
+    .venv/bin/python bench/lifecycle.py [--trials 6] [--versions 50] [--repeat 3]
 
 Builds chicago demo data (2025-04-01..2025-10-05) in a temporary SQLite file and a temporary MLflow store.
 1. `retrain` as of 2025-08-04 (chicago/between, 90 train days, --trials): wall time and the MLflow share
@@ -93,7 +93,7 @@ def register_copies(client, outcome, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=6, help="path trials per window (the demo's count)")
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="steady-state monitor passes to time")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Benchmark: `kwx train --matrix` end to end on demo data, once per worker count.
 
-    .venv/bin/python bench/matrix.py                                   # all 21 configs, 5 trials, 1 and 2 workers
+    .venv/bin/python bench/matrix.py                                   # all 21 configs, 2 trials, 1 and 2 workers
     .venv/bin/python bench/matrix.py --configs 'elasticnet_*_between.yaml' --trials 3 --workers 2
 
 Builds demo data for every city of the chosen configs over their date range into a temporary SQLite file
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["elasticnet_*.yaml"],
                         help="config paths or globs relative to configs/ (default: all 21)")
-    parser.add_argument("--trials", type=int, default=5, help="Optuna trials per window (the configs say 40)")
+    parser.add_argument("--trials", type=int, default=2, help="path trials per window (the configs say 12)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="further overrides for every config, e.g. cv_splits=3")
