@@ -222,12 +222,9 @@ class RtSignal(Base):
     # the settlement rule already decided the market (p_model is exactly 1 or 0, no model asked)
     locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (
-        Index("idx_rt_signals_city_bracket", "city", "bracket"),
-        Index("idx_rt_signals_ts_utc", "ts_utc"),
-        Index("idx_rt_signals_edge_cents", "edge_cents"),
-        Index("idx_rt_signals_market_ts", "market_ticker", "ts_utc"),
-    )
+    # Every index is written with each of a day's ~630 k rows: only the one the dashboard's per-market reads seek.
+    # The primary key's leading ts_utc serves time ranges.
+    __table_args__ = (Index("idx_rt_signals_market_ts", "market_ticker", "ts_utc"),)
 
 
 class RtTick(Base):

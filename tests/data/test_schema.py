@@ -45,9 +45,9 @@ def test_upgrade_creates_every_table_and_index(db_url):
     insp = inspect(engine)
     candle_indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("candles")}
     assert candle_indexes["idx_candles_complete"] == ["complete", "end_period_ts"]
-    signal_indexes = {ix["name"] for ix in insp.get_indexes("rt_signals")}
-    assert {"idx_rt_signals_city_bracket", "idx_rt_signals_ts_utc", "idx_rt_signals_edge_cents",
-            "idx_rt_signals_market_ts"} <= signal_indexes
+    # rt_signals keeps one secondary index: every other one cost each signal row a B-tree insert no query used
+    signal_indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("rt_signals")}
+    assert signal_indexes == {"idx_rt_signals_market_ts": ["market_ticker", "ts_utc"]}
     assert insp.get_pk_constraint("rt_signals")["constrained_columns"] == ["ts_utc", "market_ticker"]
     assert insp.get_pk_constraint("candles")["constrained_columns"] == ["market_ticker", "end_period_ts"]
     fks = insp.get_foreign_keys("rt_signals")
@@ -114,6 +114,28 @@ def test_expiration_value_migration_moves_the_high_and_derives_the_payout(db_url
         assert conn.execute(text("SELECT ticker, settlement_value FROM markets ORDER BY ticker")).all() == [
             (ticker, high) for ticker, _result, high in rows]
         assert "expiration_value" not in {c["name"] for c in inspect(conn).get_columns("markets")}
+    engine.dispose()
+
+
+def test_dropping_the_unused_signal_indexes_keeps_the_rows_and_downgrades(db_url):
+    migrations.upgrade(db_url, "b6d2f8a4c1e7")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO markets (ticker, event_ticker, series_ticker, city, event_date, strike_type, "
+                          "open_time, close_time) VALUES ('KXHIGHCHI-25NOV28-B33.5', 'E', 'KXHIGHCHI', 'chicago', "
+                          "'2025-11-28', 'between', '2025-11-27 15:00:00', '2025-11-28 06:00:00')"))
+        conn.execute(text("INSERT INTO rt_signals (ts_utc, market_ticker, city, bracket, edge_cents) VALUES "
+                          "('2025-11-28 12:00:00', 'KXHIGHCHI-25NOV28-B33.5', 'chicago', 'between', 3.5)"))
+    migrations.upgrade(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT market_ticker, edge_cents FROM rt_signals")).all() == [
+            ("KXHIGHCHI-25NOV28-B33.5", 3.5)]
+        assert {ix["name"] for ix in inspect(conn).get_indexes("rt_signals")} == {"idx_rt_signals_market_ts"}
+    migrations.downgrade(db_url, "b6d2f8a4c1e7")
+    with engine.connect() as conn:
+        assert {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes("rt_signals")} == {
+            "idx_rt_signals_market_ts": ["market_ticker", "ts_utc"], "idx_rt_signals_city_bracket": ["city", "bracket"],
+            "idx_rt_signals_ts_utc": ["ts_utc"], "idx_rt_signals_edge_cents": ["edge_cents"]}
     engine.dispose()
 
 
