@@ -34,8 +34,8 @@ class PaperTick:
     """What one tick leaves to store, in paper or live mode: its orders' rows and its fills."""
 
     orders: list[dict]  # whole rows (``records.ORDER_COLUMNS``) of the orders the tick placed or changed
-    fills: pd.DataFrame  # rows for ``fills``
-    fill_events: pd.DataFrame  # the fills as ``Allocator`` returns them (``execution.FILL_COLUMNS``)
+    fills: pd.DataFrame | None = None  # rows for ``fills`` (None: none; most ticks fill nothing)
+    fill_events: pd.DataFrame | None = None  # the fills as ``Allocator`` returns them (``execution.FILL_COLUMNS``)
 
 
 def write_paper_ticks(conn, ticks: list[PaperTick]) -> None:
@@ -46,7 +46,7 @@ def write_paper_ticks(conn, ticks: list[PaperTick]) -> None:
     if rows:
         records.save_orders(conn, pd.DataFrame(rows, columns=records.ORDER_COLUMNS).drop_duplicates(
             "client_order_id", keep="last"))
-    fills = [t.fills for t in ticks if len(t.fills)]
+    fills = [t.fills for t in ticks if t.fills is not None and len(t.fills)]
     if fills:
         records.save_fills(conn, pd.concat(fills, ignore_index=True))
 
@@ -74,6 +74,7 @@ class Broker:
         self.fees = fees if fees is not None else load_fee_book(engine, config.fees)
         self.allocator = Allocator(execution_caps(config), self.fees)
         self.halt_file = Path(config.execution.halt_file) if config.execution.halt_file else None
+        self.halt_watch = records.HaltWatch(engine, self.mode, self.halt_file)  # asked every tick
         self.city = get_city(config.markets[0].city)  # whose climate day the daily loss limit counts
         self._loss_checked_minute = -1
         self._event_date: dict[str, object] = {}
@@ -121,7 +122,7 @@ class Broker:
         tick cancels every order; the request is then cleared), and the daily loss limit, checked once a minute
         on the day's fills marked at the tick's mids."""
         minute = int(now.timestamp()) // MINUTE
-        state = records.halt_state(self.engine, self.mode, self.halt_file)
+        state = self.halt_watch.state()
         if minute != self._loss_checked_minute and not state.halted and self.book:
             self._loss_checked_minute = minute
             day = climate_day(now, self.city)
@@ -153,11 +154,15 @@ class Broker:
         return pnl
 
     def _book_fills(self, fills: pd.DataFrame) -> None:
-        """Positions for the loss limit: contracts and what they cost, fees included (buys only, as kwx trades)."""
+        """A frame of fills (``records.FILL_COLUMNS`` with the market's event date) into the loss limit's book."""
         for f in fills.itertuples(index=False):
-            contracts, cost, _ = self.book.get((f.market_ticker, f.side), (0, 0.0, f.event_date))
-            self.book[(f.market_ticker, f.side)] = (contracts + int(f.count),
-                                                    cost + f.price_cents * f.count + f.fee_cents, f.event_date)
+            self._book_fill(f.market_ticker, f.side, f.count, f.price_cents, f.fee_cents, f.event_date)
+
+    def _book_fill(self, ticker: str, side: str, count: int, price_cents: float, fee_cents: float,
+                   event_date) -> None:
+        """A position for the loss limit: contracts and what they cost, fees included (buys only, as kwx trades)."""
+        contracts, cost, _ = self.book.get((ticker, side), (0, 0.0, event_date))
+        self.book[(ticker, side)] = (contracts + int(count), cost + price_cents * count + fee_cents, event_date)
 
     def _event_dates(self, tickers: np.ndarray) -> np.ndarray:
         """Each market's event date, read once per market (a market's date never changes)."""
