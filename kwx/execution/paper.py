@@ -16,6 +16,7 @@ import hashlib
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,8 @@ MODE = ENVIRONMENT = "paper"
 Event = namedtuple("Event", ["fill_ts", "decision_ts", "market_ticker", "city", "bracket", "event_date", "side",
                              "liquidity", "price_cents", "target_fraction", "available", "episode", "locked",
                              "client_order_id"])
+Filled = namedtuple("Filled", [*FILL_COLUMNS, "client_order_id"])  # an allocated fill (a row) with its order's id
+_ORDER_KEY = itemgetter(*(FILL_COLUMNS.index(c) for c in ("market_ticker", "fill_ts", "liquidity")))  # of a fill row
 
 
 def paper_order_id(ticker: str, side: str, placed_ts: int) -> str:
@@ -78,6 +81,7 @@ class PaperBroker(Broker):
         self.resting: dict[str, Resting] = {}
         self._rows: dict[str, dict] = {}  # client_order_id -> the whole row of each open order
         self._booked_before: int | None = None  # the first restored fill's time (``resume``)
+        self._matched: pd.DataFrame | None = None  # the candles last matched against the resting orders
         self._restore(through)
 
     def _restore(self, through: datetime | None) -> None:
@@ -145,9 +149,9 @@ class PaperBroker(Broker):
                           resting_side, resting_price, self.limits, halted=halted, taker_ok=taker_ok,
                           taker_edge_cents=taker.math.edge_cents)
         fills = self._allocate(maker_events + self._taker_events(inputs, taker, step.take, now_ts))
-        if fills is not None:
-            updates += self._filled(fills, now)
-            self._book_fills(fills.rename(columns={"contracts": "count"}))
+        updates += self._filled(fills, now)
+        for f in fills:
+            self._book_fill(f.market_ticker, f.side, f.contracts, f.price_cents, f.fee_cents, f.event_date)
         for ticker in sorted(set(self.resting) - set(tickers)):  # markets that left the tick (closed)
             updates.append(self._cancel(ticker, now, "market closed"))
         for i in np.flatnonzero(step.cancel):
@@ -163,12 +167,11 @@ class PaperBroker(Broker):
         for i in np.flatnonzero(step.rest):  # the Kelly target the next candle's fill is sized by
             order = self.resting[tickers[i]]
             order.target_fraction, order.locked = float(maker.math.target_fraction[i]), bool(inputs.locked[i])
-        if fills is not None:
-            new_orders += self._taker_orders(fills, now)
+        new_orders += self._taker_orders(fills, now)
         changed = self._changed(new_orders, updates)
-        if fills is None:
-            return PaperTick(changed, pd.DataFrame(), pd.DataFrame()) if changed else None
-        return PaperTick(changed, self._fill_frame(fills), fills)
+        if not fills:
+            return PaperTick(changed) if changed else None
+        return PaperTick(changed, self._fill_frame(fills), pd.DataFrame(fills, columns=Filled._fields))
 
     def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> list[dict]:
         """Whole rows of every order the tick placed or changed; finished ones leave the broker's memory."""
@@ -187,16 +190,11 @@ class PaperBroker(Broker):
                 self._rows.pop(row["client_order_id"], None)
         return rows
 
-    def _allocate(self, events: list[Event]) -> pd.DataFrame | None:
-        """Candidate fills of both kinds through the shared Allocator, each fill with its order's id; None when
-        nothing filled."""
-        rows = self.allocator.fill_rows(events)
-        if not rows:
-            return None
+    def _allocate(self, events: list[Event]) -> list[Filled]:
+        """Candidate fills of both kinds through the shared Allocator, each fill with its order's id (rows, not a
+        frame: a tick fills a few, and iterating a frame's rows cost more than the fills' arithmetic)."""
         order_of = {(e.market_ticker, e.fill_ts, e.liquidity): e.client_order_id for e in events}
-        fills = pd.DataFrame(rows, columns=FILL_COLUMNS)
-        return fills.assign(client_order_id=[order_of[key] for key in zip(
-            fills["market_ticker"], fills["fill_ts"], fills["liquidity"], strict=True)])
+        return [Filled(*row, order_of[_ORDER_KEY(row)]) for row in self.allocator.fill_rows(events)]
 
     def _taker_events(self, inputs: TickInputs, taker: Decision, take: np.ndarray, now_ts: int) -> list[Event]:
         rows = np.flatnonzero(take)
@@ -209,10 +207,10 @@ class PaperBroker(Broker):
                 for i, ticker, event_date, side in zip(rows, tickers, self._event_dates(tickers), taker.math.side[rows],
                                                        strict=True)]
 
-    def _filled(self, fills: pd.DataFrame, now: datetime) -> list[dict]:
+    def _filled(self, fills: list[Filled], now: datetime) -> list[dict]:
         """Counts and status of the resting orders that just filled (taker orders are written filled)."""
         out = []
-        for f in fills[fills["liquidity"] == "maker"].itertuples(index=False):
+        for f in (f for f in fills if f.liquidity == "maker"):
             order = self.resting[f.market_ticker]
             order.filled += int(f.contracts)
             remaining = max(order.count - order.filled, 0)
@@ -230,10 +228,13 @@ class PaperBroker(Broker):
         """
         if not self.resting or candles.empty:
             return []
-        ends = candles["end_period_ts"].to_numpy()
-        fresh = np.flatnonzero((ends > min(r.checked_ts for r in self.resting.values())) & (ends <= now_ts))
         met = []  # (candle, market, order): the minute's new candles (one per market at most) meeting an order
-        if len(fresh):  # most ticks fall inside a minute an earlier tick matched
+        # Most ticks fall inside a minute an earlier tick matched; a replay then hands out that tick's very frame,
+        # whose candles all ended by the time every order has been checked to (that tick's or a later one).
+        if candles is not self._matched:
+            ends = candles["end_period_ts"].to_numpy()
+            self._matched = candles if (ends <= now_ts).all() else None
+            fresh = np.flatnonzero((ends > min(r.checked_ts for r in self.resting.values())) & (ends <= now_ts))
             for k, ticker in zip(fresh, candles["market_ticker"].to_numpy(dtype=object)[fresh], strict=True):
                 order = self.resting.get(ticker)
                 if order is not None and ends[k] > order.checked_ts and ends[k] - MINUTE >= order.set_ts:
@@ -283,21 +284,19 @@ class PaperBroker(Broker):
         return {"client_order_id": order.client_order_id, "status": "cancelled", "cancelled_at": now,
                 "updated_at": now, "reason": reason}
 
-    def _taker_orders(self, fills: pd.DataFrame, now: datetime) -> list[dict]:
-        taken = fills[fills["liquidity"] == "taker"]
+    def _taker_orders(self, fills: list[Filled], now: datetime) -> list[dict]:
         return [{"client_order_id": f.client_order_id, "exchange_order_id": None, "mode": MODE,
                  "environment": ENVIRONMENT, "market_ticker": f.market_ticker, "side": f.side, "action": "buy",
                  "limit_price_cents": float(f.price_cents), "count": int(f.contracts),
                  "filled_count": int(f.contracts), "remaining_count": 0, "post_only": False, "status": "filled",
                  "created_at": now, "updated_at": now, "cancelled_at": None, "reason": "taker fallback",
-                 "signal_ts_utc": now} for f in taken.itertuples(index=False)]
+                 "signal_ts_utc": now} for f in fills if f.liquidity == "taker"]
 
-    def _fill_frame(self, fills: pd.DataFrame) -> pd.DataFrame:
-        if fills.empty:
-            return pd.DataFrame(columns=records.FILL_COLUMNS)
+    def _fill_frame(self, fills: list[Filled]) -> pd.DataFrame:
+        """The ``fills`` rows of a tick's fills (at least one)."""
         return pd.DataFrame({
-            "fill_id": [f"{cid}-{int(ts)}" for cid, ts in zip(fills["client_order_id"], fills["fill_ts"], strict=True)],
-            "client_order_id": fills["client_order_id"], "market_ticker": fills["market_ticker"],
-            "side": fills["side"], "action": "buy", "price_cents": fills["price_cents"].astype(float),
-            "count": fills["contracts"].astype(int), "fee_cents": fills["fee_cents"].astype(float),
-            "liquidity": fills["liquidity"], "ts_utc": [_time(ts) for ts in fills["fill_ts"]], "mode": MODE})
+            "fill_id": [f"{f.client_order_id}-{int(f.fill_ts)}" for f in fills],
+            "client_order_id": [f.client_order_id for f in fills], "market_ticker": [f.market_ticker for f in fills],
+            "side": [f.side for f in fills], "action": "buy", "price_cents": [float(f.price_cents) for f in fills],
+            "count": [int(f.contracts) for f in fills], "fee_cents": [float(f.fee_cents) for f in fills],
+            "liquidity": [f.liquidity for f in fills], "ts_utc": [_time(f.fill_ts) for f in fills], "mode": MODE})

@@ -13,6 +13,7 @@ from kwx.backtest.data import load_period
 from kwx.backtest.engine import simulate
 from kwx.backtest.models import ModelSource, OutOfSampleResolver
 from kwx.config import RtConfig
+from kwx.data.db import make_engine
 from kwx.execution import records
 from kwx.registry.cache import RegistryCache
 from kwx.rt.replay import replay_day
@@ -69,6 +70,32 @@ def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted, market
     decided = sourced.merge(flags, on=["market_ticker", "tick_ts"])
     assert len(decided) == len(sourced) > len(paper)
     assert (decided["source"] == np.where(decided["locked"], "locked", "open")).all()
+
+
+def test_a_halt_made_while_the_loop_runs_applies_from_the_next_tick(promoted):
+    """The broker asks for the halt state every tick without reading it every tick (``records.HaltWatch``): an
+    operator's halt from another process still cancels every resting order at the next tick and places none."""
+    engine, client = promoted["engine"], promoted["client"]
+    clear_paper_records(engine)
+    operator = make_engine(engine.url.render_as_string(hide_password=False))  # `kwx rt halt` elsewhere
+    resting, halted = set(), []
+
+    def halt_once_orders_rest(tick, result):
+        for row in result.execution.orders if result.execution is not None else []:
+            (resting.add if row["status"] == "resting" else resting.discard)(row["client_order_id"])
+        if resting and not halted:
+            records.halt(operator, "paper", reason="test: mid-run", by="pytest", now=tick["ts_utc"])
+            halted.append((tick["ts_utc"], sorted(resting)))
+
+    replay_day(RtConfig.model_validate(PAPER), engine, client, DAY, max_ticks=600, on_tick=halt_once_orders_rest)
+    operator.dispose()
+    at, open_then = halted[0]
+    orders = records.orders(engine, "paper").set_index("client_order_id")
+    assert (orders["created_at"] <= at).all(), "an order was placed after the halt"
+    cancelled = orders.loc[open_then]
+    cancelled = cancelled[cancelled["status"] != "filled"]  # a fill at the next tick comes before the policy
+    assert len(cancelled) and (cancelled["status"] == "cancelled").all() and (cancelled["reason"] == "halted").all()
+    assert (cancelled["cancelled_at"] == at + timedelta(seconds=PAPER["tick_seconds"])).all()
 
 
 def test_a_halt_cancels_the_resting_orders_and_places_none(promoted):
