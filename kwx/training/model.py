@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier, _SigmoidCalibration
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
@@ -89,15 +89,6 @@ class FitReport:
     out_of_fold: np.ndarray | None = None
 
 
-def fit_quietly(estimator, X: pd.DataFrame, y: np.ndarray) -> FitReport:
-    """Fit, turning saga's ConvergenceWarning into a recorded fact instead of log spam."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        estimator.fit(X, y)
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return FitReport(converged, int(np.max(fitted_logit(estimator).n_iter_)))
-
-
 def fitted_logit(estimator) -> LogisticRegression:
     """The logistic regression inside a fitted pipeline, or inside a calibrated one (ensemble=False: one)."""
     if isinstance(estimator, CalibratedClassifierCV):
@@ -171,23 +162,50 @@ def decision_log_loss(y: np.ndarray, decision: np.ndarray) -> float:
 def fit_calibrated(
     X: pd.DataFrame, y: np.ndarray, groups, params: ModelParams, calibration: Calibration, n_splits: int, seed: int
 ) -> tuple[CalibratedClassifierCV, str, FitReport]:
-    """Refit on the whole window and calibrate on out-of-fold, day-grouped predictions.
+    """Refit on the whole window and calibrate on out-of-fold, day-grouped decision values.
 
-    ``ensemble=False``: the served estimator is the pipeline refit on every training row; the
-    calibrator is fit on cross-validated predictions, so it never sees in-sample scores. The
-    method is chosen from the rows each calibrator fold holds.
+    The model ``CalibratedClassifierCV(make_pipeline(params, seed), cv=folds, ensemble=False).fit`` builds: the
+    served estimator is the pipeline refit on every training row; the calibrator is fit on cross-validated
+    decision values, so it never sees in-sample scores. The method is chosen from the rows each calibrator fold
+    holds. Each fold is fit once (``fit`` would fit them again for ``out_of_fold_decisions``): the same decision
+    values fit the calibrator, bound it and cross-fit the scores. ``converged``: every one of those fits.
     """
     folds = group_folds(groups, n_splits)
     calibration_rows = min(len(test) for _, test in folds)
     method = calibration.method_for(calibration_rows, min(outcome_days(groups[held_out], y[held_out])
                                                           for _, held_out in folds))
-    model = CalibratedClassifierCV(make_pipeline(params, seed), method=method, cv=folds, ensemble=False)
-    report = fit_quietly(model, X, y)
-    decisions = out_of_fold_decisions(X, y, folds, params, seed)
+    with warnings.catch_warnings(record=True) as caught:  # saga's ConvergenceWarning: a recorded fact, not log spam
+        warnings.simplefilter("always", ConvergenceWarning)
+        decisions = out_of_fold_decisions(X, y, folds, params, seed)
+        refit = make_pipeline(params, seed).fit(X, y)
+    report = FitReport(converged=not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+                       n_iter=int(np.max(fitted_logit(refit).n_iter_)))
+    model = calibrated_model(make_pipeline(params, seed), refit, decisions, y, method, folds)
     report.bounds = bound_calibration(model, decisions, y, calibration.prior_rows, calibration.probability_floor)
     report.out_of_fold = cross_fitted_probabilities(decisions, y, folds, method, calibration.prior_rows,
                                                     calibration.probability_floor)
     return model, method, report
+
+
+def calibrated_model(estimator: Pipeline, refit: Pipeline, decisions: np.ndarray, y: np.ndarray, method: str,
+                     folds) -> CalibratedClassifierCV:
+    """What ``CalibratedClassifierCV(estimator, method=method, cv=folds, ensemble=False).fit(X, y)`` returns
+    when its cross-validated decision values are ``decisions`` and its refit of ``estimator`` is ``refit``:
+    only the calibrator is fit here. (It still says 0 and 1: ``bound_calibration``.)
+
+    The parts are sklearn's private classes, as the skops types above name them; a test holds the result to
+    what ``fit`` builds.
+    """
+    model = CalibratedClassifierCV(estimator, method=method, cv=folds, ensemble=False)
+    model.classes_ = np.unique(y)
+    calibrator = IsotonicRegression(out_of_bounds="clip") if method == "isotonic" else _SigmoidCalibration()
+    calibrator.fit(decisions, (y == model.classes_[1]).astype(int))
+    model.calibrated_classifiers_ = [_CalibratedClassifier(refit, [calibrator], classes=model.classes_,
+                                                           method=method)]
+    for fitted in ("n_features_in_", "feature_names_in_"):  # as fit copies them: names only from a frame
+        if hasattr(refit, fitted):
+            setattr(model, fitted, getattr(refit, fitted))
+    return model
 
 
 def outcome_days(groups, y: np.ndarray) -> int:
@@ -201,17 +219,12 @@ def outcome_days(groups, y: np.ndarray) -> int:
 
 
 def out_of_fold_decisions(X: pd.DataFrame, y: np.ndarray, folds, params: ModelParams, seed: int) -> np.ndarray:
-    """The decision values the calibrator was fit on: each fold's rows scored by a pipeline fit on the others.
-
-    The same folds, parameters and seed as ``CalibratedClassifierCV(cv=folds)``, so the same values
-    (saga is deterministic for a seed).
+    """Each fold's rows scored by a pipeline fit on the others: the values ``CalibratedClassifierCV(cv=folds)``
+    calibrates on (the same folds, parameters and seed; saga is deterministic for a seed).
     """
     decisions = np.empty(len(y))
     for fit_rows, held_out in folds:
-        pipeline = make_pipeline(params, seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # fit_calibrated's report already records it
-            pipeline.fit(X.iloc[fit_rows], y[fit_rows])
+        pipeline = make_pipeline(params, seed).fit(X.iloc[fit_rows], y[fit_rows])
         decisions[held_out] = pipeline.decision_function(X.iloc[held_out])
     return decisions
 

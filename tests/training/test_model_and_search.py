@@ -7,17 +7,22 @@ import optuna
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
 
 from kwx.config import Calibration, TrainConfig
 from kwx.training.model import (
     LEGACY_SKOPS_TYPES,
     SKOPS_TRUSTED_TYPES,
     ModelParams,
+    bound_calibration,
+    calibrated_model,
     fit_calibrated,
     group_folds,
     l1_ratio_for,
     make_pipeline,
     nonzero_coefficients,
+    out_of_fold_decisions,
     outcome_days,
 )
 from kwx.training.search import run_search, suggest_params
@@ -108,6 +113,45 @@ def test_calibration_switches_at_the_threshold(threshold, expected):
     p = model.predict_proba(X)[:, 1]
     assert ((p >= 0) & (p <= 1)).all()
     assert nonzero_coefficients(model) >= 1
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_the_assembled_model_is_what_calibrated_classifier_cv_fits(method):
+    """``calibrated_model`` builds sklearn's fitted object from parts; it must be the one ``fit`` makes."""
+    X, y, groups = _data()
+    params, folds = ModelParams("elasticnet", 1.0, 0.5, "balanced"), group_folds(groups, 4)
+    fitted = CalibratedClassifierCV(make_pipeline(params, 0), method=method, cv=folds, ensemble=False).fit(X, y)
+    built = calibrated_model(make_pipeline(params, 0), make_pipeline(params, 0).fit(X, y),
+                             out_of_fold_decisions(X, y, folds, params, 0), y, method, folds)
+    assert type(built) is type(fitted) and built.method == method and not built.ensemble and built.cv is folds
+    assert {k for k in vars(built) if k.endswith("_")} == {k for k in vars(fitted) if k.endswith("_")}
+    np.testing.assert_array_equal(built.classes_, fitted.classes_)
+    np.testing.assert_array_equal(built.feature_names_in_, fitted.feature_names_in_)
+    assert built.n_features_in_ == fitted.n_features_in_
+    (ours,), (theirs,) = built.calibrated_classifiers_, fitted.calibrated_classifiers_
+    assert type(ours) is type(theirs) and ours.method == theirs.method
+    assert [type(c) for c in ours.calibrators] == [type(c) for c in theirs.calibrators]
+    np.testing.assert_array_equal(built.predict_proba(X), fitted.predict_proba(X))
+    # and so fit_calibrated serves what it served when CalibratedClassifierCV fit the folds itself
+    calibration = Calibration(isotonic_min_rows=1 if method == "isotonic" else 10**6, isotonic_min_events=1)
+    served, served_method, _ = fit_calibrated(X, y, groups, params, calibration, 4, 0)
+    bound_calibration(fitted, out_of_fold_decisions(X, y, folds, params, 0), y, calibration.prior_rows,
+                      calibration.probability_floor)
+    assert served_method == method
+    np.testing.assert_array_equal(served.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_calibration_fits_each_fold_once(monkeypatch):
+    """CalibratedClassifierCV.fit fits every fold for the calibrator and out_of_fold_decisions fit them all again
+    for the bounds and the cross-fitted scores: one set of fold fits serves all three, then the refit."""
+    X, y, groups = _data()
+    fits = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, *a, **k: fits.append(self) or fit(self, *a, **k))
+    model, _, _ = fit_calibrated(X, y, groups, ModelParams("elasticnet", 1.0, 0.5, "none"), Calibration(), 4, 0)
+    saga_fits = [logit for logit in fits if logit.solver == "saga"]  # not the cross-fitted Platt maps
+    assert len(saga_fits) == 4 + 1
+    assert saga_fits[-1] is model.calibrated_classifiers_[0].estimator.named_steps["logit"]
 
 
 def test_search_is_deterministic_for_a_seed():  # pruning: test_path_search
