@@ -107,8 +107,8 @@ def _unique(values: list, what: str) -> list:
 
 
 class SearchSpace(StrictModel):
-    """Each trial sweeps C along a log-spaced regularization path (warm-started, strong to weak) and keeps its best
-    C; Optuna draws the penalty, l1_ratio (only under elasticnet) and class weight."""
+    """Each trial sweeps C along a log-spaced regularization path (glum, each fit starting from the last, strong to
+    weak) and keeps its best C; Optuna draws the penalty, l1_ratio (only under elasticnet) and class weight."""
 
     C_min: float = Field(1e-3, gt=0, description="smallest inverse regularization strength C the search tries")
     C_max: float = Field(10.0, gt=0, description="largest C the search tries")

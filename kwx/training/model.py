@@ -1,4 +1,5 @@
-"""The model: impute → scale → ElasticNet logistic regression (saga), calibrated on day-grouped folds.
+"""The model: impute → scale → ElasticNet logistic regression (saga), calibrated on day-grouped folds; the
+search scores its hyperparameters along exact regularization paths (glum).
 
 MLflow-free and deterministic for a seed, so it is unit-tested directly.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from glum import GeneralizedLinearRegressor
 from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier, _SigmoidCalibration
 from sklearn.exceptions import ConvergenceWarning
@@ -21,6 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
 
 from kwx.config import Calibration
 from kwx.domain.feature_stability import ZERO
@@ -132,26 +136,32 @@ def prepare_folds(X: pd.DataFrame, y: np.ndarray, folds) -> list[PreparedFold]:
 @dataclass(frozen=True)
 class PathReport:
     losses: np.ndarray  # the fold's held-out log loss at each C of the path
-    unconverged: int  # fits along the path that stopped at MAX_ITER
+    unconverged: int  # fits along the path that stopped before converging (glum's ConvergenceWarning)
 
 
-def regularization_path(fold: PreparedFold, params: ModelParams, Cs: np.ndarray, seed: int) -> PathReport:
+# glum stops a fit when its gradient's norm is below this: measured on the demo's folds, every C's held-out log
+# loss is then within ~1e-4 of an (almost) exact saga fit (tol 1e-5); saga at TOL is up to 6e-3 away.
+PATH_GRADIENT_TOL = 1e-4
+
+
+def regularization_path(fold: PreparedFold, params: ModelParams, Cs: np.ndarray) -> PathReport:
     """``params``' penalty, l1_ratio and class weight fit at each C of ``Cs`` (ascending: strong to weak
-    regularization), each fit starting from the previous C's coefficients, scored on the fold's held-out rows.
+    regularization), scored on the fold's held-out rows.
 
-    Neighbouring Cs have nearby solutions, so a warm-started fit converges in a few epochs where a cold one
-    takes many; the sweep costs a few cold fits and yields every C on the way.
+    glum's IRLS coordinate descent sweeps the path, each fit starting from the previous C's solution. Its
+    objective is the sample-weighted mean loss + alpha·penalty, LogisticRegression's is C·Σ wᵢ·lossᵢ + penalty: the
+    same minimum at alpha = 1 / (C·Σ wᵢ). Deterministic: no seed. The served model is still saga's (``make_logit``).
     """
-    logit = make_logit(params, seed).set_params(warm_start=True)
-    losses = np.empty(len(Cs))
-    unconverged = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # counted from n_iter_ instead
-        for i, C in enumerate(Cs):
-            logit.set_params(C=float(C)).fit(fold.X_train, fold.y_train)
-            unconverged += int(logit.n_iter_[0]) >= MAX_ITER
-            losses[i] = decision_log_loss(fold.y_test, fold.X_test @ logit.coef_[0] + logit.intercept_[0])
-    return PathReport(losses, unconverged)
+    weights = compute_sample_weight(None if params.class_weight == "none" else params.class_weight, fold.y_train)
+    glm = GeneralizedLinearRegressor(family="binomial", alpha_search=True, alphas=1 / (Cs * weights.sum()),
+                                     l1_ratio=params.l1_ratio, fit_intercept=True, scale_predictors=False,
+                                     gradient_tol=PATH_GRADIENT_TOL)
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):  # one core per process
+        warnings.simplefilter("always", ConvergenceWarning)
+        glm.fit(fold.X_train, fold.y_train, sample_weight=weights)
+    losses = [decision_log_loss(fold.y_test, fold.X_test @ coef + intercept)
+              for coef, intercept in zip(glm.coef_path_, glm.intercept_path_, strict=True)]
+    return PathReport(np.array(losses), sum(issubclass(w.category, ConvergenceWarning) for w in caught))
 
 
 def decision_log_loss(y: np.ndarray, decision: np.ndarray) -> float:

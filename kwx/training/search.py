@@ -121,7 +121,7 @@ def _objective(folds: list[PreparedFold], config: TrainConfig, counters: dict[st
         params = suggest_params(trial, config)
         fold_losses = []
         for step, fold in enumerate(folds):
-            path = regularization_path(fold, params, Cs, config.seed)
+            path = regularization_path(fold, params, Cs)
             counters["fits"] += len(Cs)
             counters["unconverged"] += path.unconverged
             fold_losses.append(path.losses)
