@@ -303,8 +303,12 @@ def feature_arrays(
     five_ago = np.maximum(_asof_positions(keys, keys - 300), 0)
     recent = (codes[five_ago] == codes) & (ts - ts[five_ago] >= 300) & (ts - ts[five_ago] < CANDLE_LOOKBACK_SECONDS)
     cols["mid_chg_5m"] = np.where(recent, mid - mid[five_ago], np.nan)
-    volume = candles["volume"].fillna(0).to_numpy(dtype=float)[order]
-    cum_volume = pd.Series(volume).groupby(codes).cumsum().to_numpy()
+    volume = np.nan_to_num(candles["volume"].to_numpy(dtype=float)[order])
+    # each market's running volume: one cumulative sum, less what came before the market's first row (rows are
+    # by market; volumes are whole contracts, so the difference is exact)
+    total = np.cumsum(volume)
+    first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    cum_volume = total - np.repeat((total - volume)[first], np.diff(np.r_[first, len(codes)]))
     window_start = _asof_positions(keys, keys - 900)
     before = (window_start >= 0) & (codes[np.maximum(window_start, 0)] == codes)
     cols["vol_15m"] = cum_volume - np.where(before, cum_volume[np.maximum(window_start, 0)], 0.0)
