@@ -373,42 +373,6 @@ def halt_state(engine: Engine, mode: str, halt_file: Path | None = None) -> Halt
     check_mode(mode)
     with engine.connect() as conn:
         row = _control_row(conn, mode)
-    return _halt_state_of(mode, row, halt_file)
-
-
-class HaltWatch:
-    """``halt_state`` for a loop that asks every tick, at the cost of a read only when the database changed.
-
-    On a SQLite file the watch keeps a connection of its own and reads the control row again only when that
-    connection's ``PRAGMA data_version`` moved, which every commit of any other connection (this process's or
-    another's) does: a halt still applies from the next tick, and a replay, committing every 100 ticks, reads
-    the row that rarely instead of every tick. Elsewhere (PostgreSQL, an in-memory SQLite, which has no
-    other connection) it reads the row every time. The halt file is looked at every time.
-    """
-
-    def __init__(self, engine: Engine, mode: str, halt_file: Path | None = None):
-        check_mode(mode)
-        self.engine, self.mode, self.halt_file = engine, mode, halt_file
-        database = engine.url.database
-        file_backed = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") and not (
-            engine.url.query.get("uri"))
-        # read-only PRAGMAs: safe from whichever thread the loop ticks in
-        self._versions = engine.dialect.dbapi.connect(database, check_same_thread=False) if file_backed else None
-        self._read: tuple[int, object] | None = None  # (data_version, the control row) of the last read
-
-    def state(self) -> HaltState:
-        if self._versions is None:
-            return halt_state(self.engine, self.mode, self.halt_file)
-        # read before the row: a commit in between only makes the next call read the row once more
-        version = self._versions.execute("PRAGMA data_version").fetchone()[0]
-        if self._read is None or self._read[0] != version:
-            with self.engine.connect() as conn:
-                self._read = (version, _control_row(conn, self.mode))
-        return _halt_state_of(self.mode, self._read[1], self.halt_file)
-
-
-def _halt_state_of(mode: str, row, halt_file: Path | None) -> HaltState:
-    """The halt state from the ``execution_control`` row of ``mode`` (None: none) and the halt file."""
     cancel_all = bool(row and row.cancel_all_requested)
     if halt_file is not None and halt_file.exists():
         try:

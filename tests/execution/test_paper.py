@@ -73,8 +73,8 @@ def test_a_paper_replay_trades_exactly_what_the_backtest_trades(promoted, market
 
 
 def test_a_halt_made_while_the_loop_runs_applies_from_the_next_tick(promoted):
-    """The broker asks for the halt state every tick without reading it every tick (``records.HaltWatch``): an
-    operator's halt from another process still cancels every resting order at the next tick and places none."""
+    """The broker asks for the halt state every tick: an operator's halt from another process cancels every
+    resting order at the next tick and places none."""
     engine, client = promoted["engine"], promoted["client"]
     clear_paper_records(engine)
     operator = make_engine(engine.url.render_as_string(hide_password=False))  # `kwx rt halt` elsewhere

@@ -248,32 +248,6 @@ def test_a_halt_survives_a_restart_and_resume_clears_it(db_url):
     restarted.dispose()
 
 
-def test_a_halt_watch_sees_every_change_another_connection_commits(db_url, tmp_path, monkeypatch):
-    """The loop asks every tick: on SQLite the row is read again only after a commit, yet no change is missed."""
-    migrations.upgrade(db_url)
-    loop, operator = make_engine(db_url), make_engine(db_url)  # the serving loop and `kwx rt halt` elsewhere
-    halt_file = tmp_path / "HALT"
-    watch = records.HaltWatch(loop, "paper", halt_file)
-    reads = []
-    real = records._control_row
-    monkeypatch.setattr(records, "_control_row", lambda conn, mode: reads.append(mode) or real(conn, mode))
-    assert not watch.state().halted
-    before = len(reads)
-    assert not watch.state().halted and not watch.state().halted
-    assert len(reads) - before == (0 if loop.dialect.name == "sqlite" else 2)  # nothing committed in between
-    records.halt(operator, "paper", reason="desk says stop", by="cli:ops", now=AS_OF, cancel_all=True)
-    state = watch.state()
-    assert (state.halted, state.reason, state.cancel_all_requested) == (True, "desk says stop", True)
-    assert records.clear_cancel_all(loop, "paper")  # the loop's own pool, not the watch's connection
-    assert watch.state().halted and not watch.state().cancel_all_requested
-    records.resume(operator, "paper", by="cli:ops", now=AS_OF + timedelta(minutes=1))
-    assert not watch.state().halted
-    halt_file.write_text("file says stop\n")  # no commit: the file is looked at every time
-    assert (watch.state().halted, watch.state().source) == (True, "file")
-    loop.dispose()
-    operator.dispose()
-
-
 def test_a_halt_file_halts_and_resume_leaves_it_halted(sqlite_url, tmp_path):
     migrations.upgrade(sqlite_url)
     engine = make_engine(sqlite_url)
