@@ -35,7 +35,6 @@ class PaperTick:
 
     orders: list[dict]  # whole rows (``records.ORDER_COLUMNS``) of the orders the tick placed or changed
     fills: pd.DataFrame | None = None  # rows for ``fills`` (None: none; most ticks fill nothing)
-    fill_events: pd.DataFrame | None = None  # the fills as ``Allocator`` returns them (``execution.FILL_COLUMNS``)
 
 
 def write_paper_ticks(conn, ticks: list[PaperTick]) -> None:

@@ -38,7 +38,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from kwx.config import RtConfig
 from kwx.data.clients.http import AuthError, FetchError, PayloadError, RetryPolicy
 from kwx.data.schema import Fill, Market, Order
-from kwx.domain.execution import FILL_COLUMNS as EVENT_COLUMNS
 from kwx.domain.fees import FeeBook
 from kwx.domain.orders import NO_SIDE, maker_gates, order_step
 from kwx.execution import records
@@ -181,7 +180,6 @@ class LiveBroker(Broker):
         self._rows: dict[str, dict] = {}  # client_order_id -> whole row of each order in ``orders``
         self._changed: dict[str, dict] = {}  # rows changed since the last tick's output (a copy each)
         self._fill_rows: list[dict] = []
-        self._fill_events: list[tuple] = []
         self._seen: set[str] = set()  # fill ids booked (or found not to be kwx's)
         self._booked: dict[str, int] = {}  # client_order_id -> contracts of its booked fills
         self._fill_cursor: int | None = None  # newest fill time seen (exchange clock)
@@ -312,9 +310,8 @@ class LiveBroker(Broker):
     def _output(self) -> PaperTick:
         orders = list(self._changed.values())
         fills = pd.DataFrame(self._fill_rows, columns=records.FILL_COLUMNS)
-        events = pd.DataFrame(self._fill_events, columns=EVENT_COLUMNS)
-        self._changed, self._fill_rows, self._fill_events = {}, [], []
-        return PaperTick(orders, fills, events)
+        self._changed, self._fill_rows = {}, []
+        return PaperTick(orders, fills)
 
     # --- sizing and sending ---
 
@@ -614,17 +611,12 @@ class LiveBroker(Broker):
             return []
         rows = [row for row, _ in new]
         self._hold(pd.DataFrame([{**row, "city": order.city, "event_date": order.event_date} for row, order in new]))
-        slip = self.allocator.caps.slip_per_leg_cents
         for row, order in new:
             order.booked += row["count"]
             self._booked[order.client_order_id] = self._booked.get(order.client_order_id, 0) + row["count"]
             order.filled = max(order.filled, order.booked)
             status = "filled" if order.open and order.booked >= order.count else None
             self._sync(order, now, status=status)
-            self._fill_events.append((int(row["ts_utc"].timestamp()), order.created_ts, order.ticker, order.city,
-                                      order.bracket, order.event_date, order.side, row["liquidity"],
-                                      row["price_cents"], row["count"], row["fee_cents"], row["count"] * slip,
-                                      order.target_fraction, -1, False))
         self._fill_rows += rows
         return rows
 

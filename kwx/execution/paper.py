@@ -171,7 +171,7 @@ class PaperBroker(Broker):
         changed = self._changed(new_orders, updates)
         if not fills:
             return PaperTick(changed) if changed else None
-        return PaperTick(changed, self._fill_frame(fills), pd.DataFrame(fills, columns=Filled._fields))
+        return PaperTick(changed, self._fill_frame(fills))
 
     def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> list[dict]:
         """Whole rows of every order the tick placed or changed; finished ones leave the broker's memory."""
