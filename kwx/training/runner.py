@@ -24,12 +24,14 @@ from datetime import date
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import sqlalchemy.exc
 import yaml
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -42,6 +44,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_TYPE,
     MLFLOW_USER,
 )
+from mlflow.utils.time import get_current_time_millis
 from sqlalchemy import Engine, make_url
 
 from kwx import runs, tracking
@@ -59,7 +62,6 @@ from kwx.registry.versions import (
     ORIGIN_TAG,
     WALK_FORWARD,
     model_name,
-    pip_requirements,
     register_window_version,
 )
 from kwx.secrets import redact
@@ -178,8 +180,16 @@ class WindowRows(PandasDataset):
 
 def rows_schema(frame: pd.DataFrame, features: list[str]) -> Schema:
     """The schema of a run's model columns and label, as MLflow infers it from all the run's rows: a column is
-    optional when any row misses it, so each window's rows are described truly, if a little loosely."""
-    return infer_signature(frame[[*features, "label"]]).inputs
+    optional when any row misses it, so each window's rows are described truly, if a little loosely.
+
+    MLflow looks for a missing value one value at a time in Python (0.6 s for a run's rows). A column's type
+    comes from its dtype and its optionality from whether any value is missing, so two rows say the same: the
+    first row, and the first row missing what any row misses."""
+    columns = frame[[*features, "label"]]
+    first = columns.iloc[:1]
+    missing = columns.isna().any().to_numpy()
+    return infer_signature(pd.concat([first, first.mask(np.broadcast_to(missing, first.shape))],
+                                     ignore_index=True)).inputs
 
 
 def window_datasets(frame: pd.DataFrame, features: list[str], window: Window, label: str,
@@ -430,6 +440,23 @@ def logged_model_description(result: WindowResult, config: TrainConfig, name: st
             "(null where unobserved, imputed as in training).")
 
 
+def window_metrics(metrics: dict[str, float], datasets: list[tuple[PandasDataset, str]], run_id: str,
+                   model_id: str) -> list[Metric]:
+    """A window's metrics as one batch, all of its model's: the scores (``SCORE_PREFIXES``) also name the rows
+    they were measured on, so MLflow shows them with the model's training or test dataset."""
+    scored_rows = {context: dataset for dataset, context in datasets}
+    timestamp = get_current_time_millis()
+
+    def rows_of(key: str) -> PandasDataset | None:
+        return next((scored_rows[context] for context, prefixes in SCORE_PREFIXES.items()
+                     if context in scored_rows and key.startswith(prefixes)), None)
+
+    return [Metric(key, value, timestamp, 0, run_id=run_id, model_id=model_id,
+                   dataset_name=rows.name if rows is not None else None,
+                   dataset_digest=rows.digest if rows is not None else None)
+            for key, value in metrics.items() for rows in [rows_of(key)]]
+
+
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
                 parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
                 model_logging: serving.RunModelLogging, forward: bool = False) -> str:
@@ -445,25 +472,18 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
     # Created with the worker's wall-clock start (start_run cannot take one): the run's duration is training time.
     created = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000),
                                 tags=run_tags, run_name=window.name)
-    scored_rows = {context: dataset for dataset, context in datasets}
-    scores = {context: {k: v for k, v in result.metrics.items() if k.startswith(SCORE_PREFIXES[context])}
-              for context in scored_rows}
     with mlflow.start_run(run_id=created.info.run_id, nested=True) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(result.params)
-        for dataset, context in datasets:
-            mlflow.log_input(dataset, context=context)
-        # Scores are logged after the model, linked to it and to their rows; logging the model links the rest
-        # to it (MLflow copies the run's metrics, which keep no dataset, so a score logged now would stay unlinked).
-        linked = {key for by_rows in scores.values() for key in by_rows}
-        mlflow.log_metrics({k: v for k, v in result.metrics.items() if k not in linked})
+        mlflow.log_inputs([dataset for dataset, _ in datasets], contexts=[context for _, context in datasets],
+                          tags_list=[None] * len(datasets))
         for file_name, data in result.artifacts.items():
             (Path(tmp) / file_name).write_bytes(data)
         mlflow.log_artifacts(tmp)
         info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example,
-                                       pip_requirements=pip_requirements(),
                                        tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
-        for context, by_rows in scores.items():
-            mlflow.log_metrics(by_rows, dataset=scored_rows[context], model_id=info.model_id)
+        # After the model, so every metric names it (the run has none yet for MLflow to copy onto it).
+        client.log_batch(run.info.run_id, metrics=window_metrics(result.metrics, datasets, run.info.run_id,
+                                                                 info.model_id))
         # Registered last, after predictions, trials, plots and model: a window whose process died midway
         # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
         tags = {"city": config.city, "bracket": config.bracket, "window": window.name,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import utils as model_utils
-from mlflow.utils import requirements_utils
+from mlflow.utils import environment
 
 from kwx.config import Calibration
 from kwx.registry.versions import pip_requirements
@@ -30,23 +32,29 @@ def _model(seed: int):
     return model, X.head(5)
 
 
-def test_a_run_validates_the_serving_input_once_and_maps_installed_packages_once(tracking, monkeypatch):
-    validated, mapped = [], []
-    validate, build_map = model_utils._validate_serving_input, requirements_utils._init_packages_to_modules_map
+def test_a_run_validates_the_serving_input_once_and_never_checks_its_own_environment(tracking, monkeypatch):
+    validated, checked = [], []
+    validate = model_utils._validate_serving_input
     monkeypatch.setattr(model_utils, "_validate_serving_input",
                         lambda *a, **k: validated.append(1) or validate(*a, **k))
-    monkeypatch.setattr(requirements_utils, "_init_packages_to_modules_map",
-                        lambda: mapped.append(1) or build_map())
-    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+    for module in (environment, mlflow.pyfunc):  # where a model is saved and where its example is checked
+        check = module.warn_dependency_requirement_mismatches
+        monkeypatch.setattr(module, "warn_dependency_requirement_mismatches",
+                            lambda requirements, check=check: checked.append(requirements) or check(requirements))
     logging = RunModelLogging()
     with mlflow.start_run():
         infos = []
         for seed in range(3):
             model, example = _model(seed)
-            infos.append(logging.log_model(model, f"w{seed}", example, pip_requirements=pip_requirements()))
-    assert len(validated) == 1 and len(mapped) == 1
-    # MLflow's own function is back once the run's logging is done
-    assert requirements_utils._init_packages_to_modules_map.__name__ == "<lambda>"
+            infos.append(logging.log_model(model, f"w{seed}", example))
+    assert len(validated) == 1 and checked == []
+    # MLflow's own check is back once the run's logging is done
+    assert environment.warn_dependency_requirement_mismatches.__name__ == "<lambda>"
+    assert mlflow.pyfunc.warn_dependency_requirement_mismatches.__name__ == "<lambda>"
+    for info in infos:  # pinned to this environment, as the skipped check would have found
+        requirements = (Path(mlflow.artifacts.download_artifacts(info.model_uri)) / "requirements.txt").read_text()
+        assert sorted(requirements.split()) == sorted(
+            [*pip_requirements(), f"mlflow=={importlib.metadata.version('mlflow')}"])
     loaded = [mlflow.models.get_model_info(info.model_uri) for info in infos]
     assert len({str(info.signature) for info in loaded}) == 1
     assert [c.name for c in loaded[0].signature.inputs.inputs] == ["a", "b"]
@@ -71,3 +79,24 @@ def test_a_window_s_files_are_written_where_it_trained_and_only_uploaded_by_the_
     assert json.loads(files["reliability.json"]) == curves
     # a forward window, whose week is ahead, has its trials only
     assert sorted(window_artifacts(trials, None, "chicago/between", "win_x")) == ["optuna_trials.csv"]
+
+
+@pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer")  # MLflow's, for the int column
+@pytest.mark.parametrize("rows", [0, 1, 300])
+def test_a_run_s_rows_schema_is_the_one_mlflow_infers_from_every_row(rows):
+    """Two rows stand in for the run's rows (``rows_schema``): the same types, and optional exactly where a value
+    is missing anywhere, including past the first row and in a column with no value at all."""
+    from mlflow.models import infer_signature
+
+    from kwx.training.runner import rows_schema
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"full": rng.normal(size=rows), "late_gap": rng.normal(size=rows),
+                          "first_gap": rng.normal(size=rows), "empty": np.full(rows, np.nan),
+                          "count": rng.integers(0, 9, rows), "flag": rng.random(rows) < 0.5,
+                          "label": (rng.random(rows) < 0.3).astype(float)})
+    if rows > 1:
+        frame.loc[rows - 1, "late_gap"] = np.nan
+        frame.loc[0, "first_gap"] = np.nan
+    features = [c for c in frame.columns if c != "label"]
+    assert rows_schema(frame, features) == infer_signature(frame).inputs
