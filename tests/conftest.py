@@ -160,10 +160,20 @@ def _promoted_registry_is_mlflows(request):
     if "promoted" not in request.fixturenames:
         yield
         return
+    with mlflow_pointed_at(request.getfixturevalue("promoted")["tracking_uri"]):
+        yield
+
+
+@contextmanager
+def mlflow_pointed_at(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URI is ``uri`` inside the block, whatever it was before and after: what
+    a module-scoped fixture on the promoted run needs, being set up before any test's autouse fixture."""
     saved = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(request.getfixturevalue("promoted")["tracking_uri"])
-    yield
-    mlflow.set_tracking_uri(saved)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from kwx.domain.signals import FeeSchedule
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import finalize_signals
 from kwx.rt.replay import replay_day
+from tests.conftest import mlflow_pointed_at
 
 pytestmark = pytest.mark.integration
 RT = {"markets": [{"city": "chicago", "bracket": "between"}]}
@@ -35,7 +36,9 @@ def period(promoted):
     client = promoted["client"]
     resolver = OutOfSampleResolver([ModelSource.from_run(client, "chicago", "between", promoted["run_id"])],
                                    RegistryCache(client))
-    return load_period(promoted["engine"], [("chicago", "between")], date(2025, 7, 10), date(2025, 7, 24), resolver)
+    with mlflow_pointed_at(promoted["tracking_uri"]):  # the models load by models:/ URIs, through MLflow's global one
+        return load_period(promoted["engine"], [("chicago", "between")], date(2025, 7, 10), date(2025, 7, 24),
+                           resolver)
 
 
 @pytest.fixture
