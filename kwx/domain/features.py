@@ -125,6 +125,37 @@ def weather_needed_since(now_ts: int, event_day_start_ts: int, max_obs_age_minut
     return min(oldest_obs - WEATHER_LOOKBACK_SECONDS, event_day_start_ts)
 
 
+def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A frame's columns as arrays, a form ``feature_arrays`` also takes its markets and weather in: text as Python
+    strings, aware times as UTC datetime64. (A source holding these hands out slices of arrays, not of frames.)"""
+    return {name: values.dt.tz_convert(None).to_numpy() if isinstance(values.dtype, pd.DatetimeTZDtype)
+            else values.to_numpy(dtype=object) if pd.api.types.is_string_dtype(values.dtype)
+            else values.to_numpy() for name, values in frame.items()}
+
+
+def index_of(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position of each of ``wanted`` in ``values`` (distinct), -1 where absent.
+
+    ``pd.Index(values).get_indexer(wanted)`` by a sort instead of a hash table: building the table cost more
+    than anything else a tick does with its few dozen tickers.
+    """
+    values, wanted = np.asarray(values), np.asarray(wanted)
+    if not len(values):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    sorter = np.argsort(values, kind="stable")
+    at = sorter[np.minimum(np.searchsorted(values, wanted, sorter=sorter), len(values) - 1)]
+    return np.where(values[at] == wanted, at, -1)
+
+
+def newest_rows(codes: np.ndarray, ts: np.ndarray, now_ts: int) -> np.ndarray:
+    """Positions of each market's newest row in (now - CANDLE_LOOKBACK, now], of rows sorted by (market code,
+    time): what a tick at ``now_ts`` uses of the candles it holds."""
+    seen = np.flatnonzero((ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS))
+    newest = np.ones(len(seen), dtype=bool)
+    newest[:-1] = codes[seen[1:]] != codes[seen[:-1]]
+    return seen[newest]
+
+
 def _asof_positions(keys: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Index of the last key <= target in sorted ``keys`` (-1 when none)."""
     return np.searchsorted(keys, targets, side="right") - 1
@@ -149,21 +180,24 @@ def _range_reduce(values: np.ndarray, start: np.ndarray, reduce: np.ufunc) -> np
         k += 1
 
 
-def weather_arrays(weather: Mapping[City, pd.DataFrame]) -> dict[str, np.ndarray]:
+def weather_arrays(weather: Mapping[City, pd.DataFrame | Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every station's observations as arrays sorted by (station code, time), with their features.
+
+    ``weather``: per city, a frame of observations or its columns as arrays (``ts_utc`` as UTC datetime64).
 
     Each feature of an observation looks only backwards along its own station's series. Row 0 is a
     placeholder of station code -1 that matches no market, so lookups never index an empty array.
     """
     frames = list(weather.values())
-    obs_ts = np.concatenate([np.zeros(1, np.int64), *(epoch_seconds(w["ts_utc"]) for w in frames)])
-    code = np.concatenate([np.full(1, -1, np.int64), *(np.full(len(w), i, np.int64) for i, w in enumerate(frames))])
+    stamps = [epoch_seconds(w["ts_utc"]) for w in frames]
+    obs_ts = np.concatenate([np.zeros(1, np.int64), *stamps])
+    code = np.concatenate([np.full(1, -1, np.int64), *(np.full(len(ts), i, np.int64) for i, ts in enumerate(stamps))])
     order = np.lexsort((obs_ts, code))
     code, obs_ts = code[order], obs_ts[order]
     # one float block per station, then one row order for all (single-column reads: a list of labels
     # costs more than the columns themselves on frames this small)
     measured = np.concatenate([np.full((1, len(_OBSERVED)), np.nan),
-                               *(np.column_stack([w[name].to_numpy(dtype=float) for name in _OBSERVED])
+                               *(np.column_stack([np.asarray(w[name], dtype=float) for name in _OBSERVED])
                                  for w in frames)])[order]
 
     def column(name: str) -> np.ndarray:
@@ -225,45 +259,55 @@ def build_features(
 
 def feature_arrays(
     candles: pd.DataFrame,
-    markets: pd.DataFrame,
-    weather: Mapping[City, pd.DataFrame],
+    markets: pd.DataFrame | Mapping[str, np.ndarray],
+    weather: Mapping[City, pd.DataFrame | Mapping[str, np.ndarray]],
     *,
     max_obs_age_minutes: int = 20,
     forecasts: ForecastData | None = None,
     max_forecast_age_hours: float = DEFAULT_MAX_FORECAST_AGE_HOURS,
     lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
     weather_features: dict[str, np.ndarray] | None = None,
+    newest_as_of: int | None = None,
 ) -> dict[str, object]:
     """``build_features`` for markets of several cities in one pass (the live tick's cost does not grow per city),
     one array per column: a caller keeping only some of them (the dataset slice by slice, the tick a row per
     market) pays for no frame.
 
-    ``markets`` also has ``city`` (a city key); ``weather`` holds each of those cities' station
-    observations (an empty frame for a city with none).
+    ``markets`` also has ``city`` (a city key), and may be a frame's columns as arrays (``close_time`` as UTC
+    datetime64); ``weather`` holds each of those cities' station observations (an empty frame for a city with
+    none), frames or their columns as arrays (``weather_arrays``).
 
     weather_features: ``weather_arrays(weather)`` when the caller holds it already (the live tick: its weather
-    changes every few minutes, its candles every minute)."""
-    tickers = markets["ticker"].to_numpy(dtype=object)
+    changes every few minutes, its candles every minute).
+
+    newest_as_of: a clock time: only the rows a tick at that time uses (each market's newest candle of the candle
+    lookback, ``newest_rows``), equal to those rows of the whole computation; None: every candle's row."""
+    tickers = np.asarray(markets["ticker"], dtype=object)
     candle_ts = candles["end_period_ts"].to_numpy(dtype=np.int64)
     # the column itself, not Python strings of it: a string column factorizes without making one per candle
     codes, unique = pd.factorize(candles["market_ticker"], sort=True)
     names = unique.to_numpy(dtype=object)
-    row_of_market = pd.Index(tickers).get_indexer(names)
+    row_of_market = index_of(tickers, names)
     if (row_of_market < 0).any():
         raise ValueError(f"candles for markets without metadata: {list(names[row_of_market < 0][:5])}")
     order = np.lexsort((candle_ts, codes))
-    codes, ts = codes.astype(np.int64)[order], candle_ts[order]
-    keys = codes * _KEY_SHIFT + ts
+    history_codes, history_ts = codes.astype(np.int64)[order], candle_ts[order]
+    history_keys = history_codes * _KEY_SHIFT + history_ts
+    # The rows computed: every candle, or the few a tick uses (a tick's window holds ~20 candles per market).
+    # A row's features read the candles before it, so the history keeps them all.
+    rows = slice(None) if newest_as_of is None else newest_rows(history_codes, history_ts, newest_as_of)
+    codes, ts, keys = history_codes[rows], history_ts[rows], history_keys[rows]
 
     # Market constants are computed once per market and spread to its candles by code: per-candle
     # lookups and datetime accessors dominated the live tick, whose frames are small.
     def per_market(name: str, dtype=None) -> np.ndarray:
-        return markets[name].to_numpy(dtype=dtype)[row_of_market]
+        return np.asarray(markets[name], dtype=dtype)[row_of_market]
 
     event_day = per_market("event_date", object).astype("datetime64[D]")
     event_day_number = event_day.astype(np.int64)[codes]
-    floor = per_market("floor_strike", float)[codes]
-    cap = per_market("cap_strike", float)[codes]
+    strike_type = per_market("strike_type", object)
+    market_floor, market_cap = per_market("floor_strike", float), per_market("cap_strike", float)
+    floor, cap = market_floor[codes], market_cap[codes]
     close_ts = epoch_seconds(markets["close_time"])[row_of_market][codes]
     station_of_city = {c.key: i for i, c in enumerate(weather)}
     city_keys = per_market("city", object)
@@ -274,16 +318,17 @@ def feature_arrays(
     offsets = np.array([int(c.standard_offset.total_seconds()) for c in weather], dtype=np.int64)
     offset = offsets[station]
 
-    bid = candles["yes_bid_close"].to_numpy(dtype=float)[order]
-    ask = candles["yes_ask_close"].to_numpy(dtype=float)[order]
-    mid = (bid + ask) / 2
+    history_bid = candles["yes_bid_close"].to_numpy(dtype=float)[order]
+    history_ask = candles["yes_ask_close"].to_numpy(dtype=float)[order]
+    history_mid = (history_bid + history_ask) / 2
+    bid, ask, mid = history_bid[rows], history_ask[rows], history_mid[rows]
     # Columns are collected as arrays and framed once: column-by-column assignment dominated the
     # live loop's per-minute cost on small frames.
     cols: dict[str, object] = {
         "market_ticker": names[codes],
         "end_period_ts": ts,
         "event_date": event_day.astype(object)[codes],
-        "bracket": per_market("strike_type", object)[codes],
+        "bracket": strike_type[codes],
         "floor_strike": floor,
         "cap_strike": cap,
         "yes_bid": bid,
@@ -300,18 +345,20 @@ def feature_arrays(
     quoted = np.clip(mid, 1, 99)  # a one-sided 0 or 100 mid has no finite log-odds
     cols["market_logit"] = np.log(quoted / (100 - quoted))
 
-    five_ago = np.maximum(_asof_positions(keys, keys - 300), 0)
-    recent = (codes[five_ago] == codes) & (ts - ts[five_ago] >= 300) & (ts - ts[five_ago] < CANDLE_LOOKBACK_SECONDS)
-    cols["mid_chg_5m"] = np.where(recent, mid - mid[five_ago], np.nan)
+    five_ago = np.maximum(_asof_positions(history_keys, keys - 300), 0)
+    age = ts - history_ts[five_ago]
+    recent = (history_codes[five_ago] == codes) & (age >= 300) & (age < CANDLE_LOOKBACK_SECONDS)
+    cols["mid_chg_5m"] = np.where(recent, mid - history_mid[five_ago], np.nan)
     volume = np.nan_to_num(candles["volume"].to_numpy(dtype=float)[order])
     # each market's running volume: one cumulative sum, less what came before the market's first row (rows are
     # by market; volumes are whole contracts, so the difference is exact)
     total = np.cumsum(volume)
-    first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
-    cum_volume = total - np.repeat((total - volume)[first], np.diff(np.r_[first, len(codes)]))
-    window_start = _asof_positions(keys, keys - 900)
-    before = (window_start >= 0) & (codes[np.maximum(window_start, 0)] == codes)
-    cols["vol_15m"] = cum_volume - np.where(before, cum_volume[np.maximum(window_start, 0)], 0.0)
+    first = (np.flatnonzero(np.r_[True, history_codes[1:] != history_codes[:-1]]) if len(history_codes)
+             else np.zeros(0, np.int64))
+    cum_volume = total - np.repeat((total - volume)[first], np.diff(np.r_[first, len(history_codes)]))
+    window_start = _asof_positions(history_keys, keys - 900)
+    before = (window_start >= 0) & (history_codes[np.maximum(window_start, 0)] == codes)
+    cols["vol_15m"] = cum_volume[rows] - np.where(before, cum_volume[np.maximum(window_start, 0)], 0.0)
 
     wx = weather_features if weather_features is not None else weather_arrays(weather)
     obs = _asof_positions(wx["keys"], station * _KEY_SHIFT + ts)  # >= 0: the placeholder sorts first
@@ -328,9 +375,7 @@ def feature_arrays(
     cols["above_3h_min"] = cols["temp_now"] - cols["temp_rollmin_3h"]
     cols["dew_depression"] = cols["temp_now"] - cols["dewpoint"]
     # per market, then spread to its candles: comparing millions of bracket strings costs more than the rest
-    lo, hi = (bound[codes] for bound in bracket_bounds(per_market("strike_type", object),
-                                                        per_market("floor_strike", float),
-                                                        per_market("cap_strike", float)))
+    lo, hi = (bound[codes] for bound in bracket_bounds(strike_type, market_floor, market_cap))
     day_start = event_day_number * 86_400 - offset
     cols.update(_forecast_columns(forecasts, station_of_city, station, event_day_number, day_start, ts, lo, hi,
                                   floor, cap, cols, max_forecast_age_hours, lock_margin_f))

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,10 @@ from kwx.config import RtConfig
 from kwx.domain.execution import Caps
 from kwx.domain.features import (
     ALL_FEATURES,
-    CANDLE_LOOKBACK_SECONDS,
     epoch_seconds,
     feature_columns,
+    index_of,
+    newest_rows,
     uses_forecasts,
 )
 from kwx.domain.fees import FeeBook
@@ -60,13 +62,11 @@ def latest_rows(features: FeatureColumns, now_ts: int) -> FeatureColumns:
     """
     ts = np.asarray(features["end_period_ts"], dtype=np.int64)
     codes, _ = pd.factorize(np.asarray(features["market_ticker"], dtype=object), sort=True)
-    seen = np.flatnonzero((ts <= now_ts) & (ts > now_ts - CANDLE_LOOKBACK_SECONDS))
-    seen = seen[np.lexsort((ts[seen], codes[seen]))]
-    newest = np.ones(len(seen), dtype=bool)
-    newest[:-1] = codes[seen[1:]] != codes[seen[:-1]]
+    order = np.lexsort((ts, codes))
+    picked = order[newest_rows(codes[order], ts[order], now_ts)]
     if isinstance(features, pd.DataFrame):
-        return features.iloc[seen[newest]]
-    return {name: np.asarray(values)[seen[newest]] for name, values in features.items()}
+        return features.iloc[picked]
+    return {name: np.asarray(values)[picked] for name, values in features.items()}
 
 
 @dataclass
@@ -106,16 +106,17 @@ def unavailable_inputs(last: TickInputs | None, now_ts: int, reason: str) -> Tic
                       np.zeros(n, dtype=bool), fees)
 
 
-def join_latest(open_markets: pd.DataFrame, latest: FeatureColumns) -> dict[str, np.ndarray]:
+def join_latest(open_markets: pd.DataFrame | Mapping[str, np.ndarray], latest: FeatureColumns) -> dict[str, np.ndarray]:
     """Each open market with its newest feature row (NaN where it has none), in ticker order, as columns.
 
-    open_markets: ticker, city, strike_type, event_date, close_time (aware UTC).
+    open_markets: ticker, city, strike_type, event_date, close_time (aware UTC): a frame, or its columns as arrays
+    (``close_time`` as UTC datetime64; ``Snapshot.markets``).
     latest: the newest feature row per market (``latest_rows``), possibly missing some markets.
     Plain arrays, not a DataFrame: framing ~40 columns every minute cost more than using them.
     """
-    tickers = open_markets["ticker"].to_numpy(dtype=object)
+    tickers = np.asarray(open_markets["ticker"], dtype=object)
     order = np.argsort(tickers, kind="stable")
-    at = pd.Index(np.asarray(latest["market_ticker"], dtype=object)).get_indexer(tickers[order])
+    at = index_of(np.asarray(latest["market_ticker"], dtype=object), tickers[order])
     found = at >= 0
     numeric = [c for c in latest if c not in ("market_ticker", "bracket", "event_date")]
     block = np.full((len(order), len(numeric)), np.nan)
@@ -123,12 +124,12 @@ def join_latest(open_markets: pd.DataFrame, latest: FeatureColumns) -> dict[str,
     columns = {name: block[:, i] for i, name in enumerate(numeric)}
     for name, source in (("market_ticker", "ticker"), ("city", "city"), ("bracket", "strike_type"),
                          ("event_date", "event_date")):
-        columns[name] = open_markets[source].to_numpy(dtype=object)[order]
+        columns[name] = np.asarray(open_markets[source], dtype=object)[order]
     columns["close_ts"] = epoch_seconds(open_markets["close_time"])[order]
     return columns
 
 
-def prepare_inputs(open_markets: pd.DataFrame, latest: pd.DataFrame, resolve: Resolver,
+def prepare_inputs(open_markets: pd.DataFrame | Mapping[str, np.ndarray], latest: FeatureColumns, resolve: Resolver,
                    failed: dict[str, str] | None = None, *, lock_margin_f: float = DEFAULT_LOCK_MARGIN_F,
                    fees: FeeBook | None = None) -> TickInputs:
     """One tick's inputs: each open market joined with its newest feature row and its model's probability."""
@@ -173,7 +174,7 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
     window = np.full(n, None, dtype=object)
     by_model: dict[str, tuple[ModelHandle, list[np.ndarray]]] = {}
     keys = [column(name, object) for name in ("city", "bracket", "event_date")]
-    for (city, bracket, day), rows in _groups(keys, np.flatnonzero(pd.isna(reason))):
+    for (city, bracket, day), rows in _groups(tickers, keys, np.flatnonzero(pd.isna(reason))):
         try:
             handle = resolve(city, bracket, day)
         except ModelUnavailable as exc:
@@ -184,22 +185,30 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
     columns = [c for c in ALL_FEATURES if c in frame]
     position_of = {c: i for i, c in enumerate(columns)}
     matrix = np.column_stack([column(c, float) for c in columns]) if columns else np.empty((n, 0))
+    # (feature set, bracket, model columns) -> the model's columns of every row and each row's forecast (None: the
+    # set reads none), or None where the model does not take its set's features: a tick's 21 models share 3 keys
+    inputs_of: dict[tuple, tuple[np.ndarray, np.ndarray | None] | None] = {}
     for handle, parts in by_model.values():
         # one predict per model: today's and tomorrow's markets usually share a window's model
-        rows = np.concatenate(parts)
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
         yes = yes_probability(handle.model)
-        expected = feature_columns(handle.feature_set, brackets[rows[0]])
-        if list(yes.columns) != expected:
+        key = (handle.feature_set, brackets[rows[0]], yes.columns)
+        if key not in inputs_of:
+            inputs_of[key] = None if list(yes.columns) != feature_columns(handle.feature_set, key[1]) else (
+                matrix[:, [position_of[c] for c in yes.columns]],
+                matrix[:, position_of["forecast_logit_ahead"]] if uses_forecasts(handle.feature_set) else None)
+        if inputs_of[key] is None:
             reason[rows] = f"model {handle.model_id} does not take the {handle.feature_set} features"[:200]
             continue
+        model_inputs, forecast = inputs_of[key]
         asked = rows[~locked[rows]]
-        if uses_forecasts(handle.feature_set):
+        if forecast is not None:
             # the model was trained on imputed forecasts only where history lacked them; live, a missing
             # forecast is a data gap like stale weather, not a median to trade on
-            stale = np.isnan(matrix[asked, position_of["forecast_logit_ahead"]])  # NaN exactly without a forecast
+            stale = np.isnan(forecast[asked])  # NaN exactly without a forecast
             reason[asked[stale]] = STALE_FORECAST
             asked = asked[~stale]
-        p_model[asked] = yes.of_rows(matrix[np.ix_(asked, [position_of[c] for c in yes.columns])])
+        p_model[asked] = yes.of_rows(model_inputs[asked])
         model_id[rows], window[rows] = handle.model_id, handle.window
     close_ts = column("close_ts", np.int64)
     rates = (fees or FeeBook()).schedule(tickers, np.where(np.isnan(candle_ts), close_ts, candle_ts))
@@ -207,22 +216,27 @@ def inputs_from_rows(frame: Mapping[str, ArrayLike], resolve: Resolver,
                       locked, rates)
 
 
-def _groups(keys: list[np.ndarray], rows: np.ndarray):
-    """(key tuple, positions) of the given rows grouped by the key columns, in key order."""
-    keys = [values[rows] for values in keys]
-    known = ~np.any([pd.isna(values) for values in keys], axis=0)
-    rows, keys = rows[known], [values[known] for values in keys]
-    codes = np.zeros(len(rows), dtype=np.int64)
-    for values in keys:
-        part, labels = pd.factorize(values, sort=True)
-        codes = codes * len(labels) + part
-    order = np.argsort(codes, kind="stable")
-    starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
-    for group in np.split(order, starts[1:]) if len(rows) else ():
-        first = group[0]
-        yield tuple(values[first] for values in keys), rows[group]
+def _groups(markets: np.ndarray, keys: list[np.ndarray], rows: np.ndarray):
+    """(key tuple, positions) of the given rows grouped by the key columns, in key order (rows with a missing
+    key in none).
 
-
+    The keys are market attributes (``markets``: each row's ticker), so they are read once per market: one
+    factorize of the tickers instead of a sorted one per key column (each cost more than a tick's few dozen rows).
+    """
+    codes, _ = pd.factorize(markets[rows])
+    _, first = np.unique(codes, return_index=True)  # each market's first row
+    first_keys = [values[rows[first]] for values in keys]
+    known = ~np.any([pd.isna(values) for values in first_keys], axis=0)
+    market_keys = list(zip(*first_keys, strict=True))
+    ordered = sorted({key for key, ok in zip(market_keys, known.tolist(), strict=True) if ok})
+    group_of = {key: group for group, key in enumerate(ordered)}
+    group = np.array([group_of.get(key, -1) for key in market_keys], dtype=np.int64)[codes]
+    order = np.argsort(group, kind="stable")
+    order = order[group[order] >= 0]
+    grouped = group[order]
+    bounds = [0, *(np.flatnonzero(grouped[1:] != grouped[:-1]) + 1).tolist(), len(order)]
+    for start, end in pairwise(bounds if len(order) else ()):
+        yield ordered[grouped[start]], rows[order[start:end]]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from kwx.domain.features import (
     CANDLE_LOOKBACK_SECONDS,
     candles_needed_since,
     epoch_seconds,
+    frame_columns,
     weather_needed_since,
 )
 from kwx.domain.forecast import ForecastData
@@ -40,22 +41,35 @@ class Snapshot:
     """Everything a tick may see at ``now_ts``: open markets, recent candles, recent weather per city."""
 
     now_ts: int
-    markets: pd.DataFrame
+    # the open markets: a frame, or its columns as arrays (close/open_time as UTC datetime64; replay: each tick
+    # reads a dozen of them, and a frame's column cost more to read than the array it holds)
+    markets: pd.DataFrame | dict[str, np.ndarray]
     candles: pd.DataFrame
-    weather: dict[str, pd.DataFrame]
+    # per city, its observations: a frame, or its columns as arrays (ts_utc as UTC datetime64; replay hands out
+    # views of its arrays: slicing seven frames whenever an observation arrived cost more than their features)
+    weather: dict[str, pd.DataFrame | dict[str, np.ndarray]]
     failed: dict[str, str] = field(default_factory=dict)  # market ticker -> why its data is missing
     # the forecasts of the open markets' days public by now_ts, with their error scales (None: none read)
     forecasts: ForecastData | None = None
     # Set by a source that can name its data cheaply (replay: the slice bounds); same version, same data.
     data_version: tuple | None = None
 
-    def check_no_lookahead(self) -> None:
+    def check_no_lookahead(self, checked: Snapshot | None = None) -> None:
+        """``checked``: an earlier snapshot that passed; the frames it handed out too are not read again (nothing
+        in them is later than its clock, so nothing is later than this one's)."""
+        if checked is not None and checked.now_ts > self.now_ts:
+            checked = None
         if len(self.candles) and int(self.candles["end_period_ts"].max()) > self.now_ts:
             raise LookaheadError(f"candle after {self.now_ts} handed to a tick")
         for city, wx in self.weather.items():
-            if len(wx) and int(epoch_seconds(wx["ts_utc"]).max()) > self.now_ts:
+            if checked is not None and checked.weather.get(city) is wx:
+                continue
+            observed = epoch_seconds(wx["ts_utc"])
+            if len(observed) and int(observed.max()) > self.now_ts:
                 raise LookaheadError(f"{city} weather after {self.now_ts} handed to a tick")
-        published = self.forecasts.forecasts["available_ts"] if self.forecasts is not None else ()
+        if self.forecasts is None or (checked is not None and checked.forecasts is self.forecasts):
+            return
+        published = self.forecasts.forecasts["available_ts"]
         if len(published) and int(published.max()) > self.now_ts:
             raise LookaheadError(f"a forecast public after {self.now_ts} handed to a tick")
 
@@ -68,8 +82,9 @@ class Snapshot:
         if self.data_version is not None:
             return self.data_version, in_lookback, failed
         last_candle = int(candle_ts.max()) if len(candle_ts) else 0
-        last_obs = tuple(len(w) and int(epoch_seconds(w["ts_utc"]).max()) for w in self.weather.values())
-        counts = (len(candle_ts), *(len(w) for w in self.weather.values()))
+        observed = [epoch_seconds(w["ts_utc"]) for w in self.weather.values()]
+        last_obs = tuple(len(ts) and int(ts.max()) for ts in observed)
+        counts = (len(candle_ts), *(len(ts) for ts in observed))
         published = self.forecasts.forecasts if self.forecasts is not None else None
         forecasts = (len(published), int(published["available_ts"].max())) if published is not None and len(
             published) else (0, 0)
@@ -86,9 +101,11 @@ class ReplaySource:
         self.markets = selected.assign(
             open_ts=epoch_seconds(selected["open_time"]), close_ts=epoch_seconds(selected["close_time"]),
         ) if len(selected) else selected
+        self._market_columns = frame_columns(self.markets)
         self._open_ts = self.markets["open_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._close_ts = self.markets["close_ts"].to_numpy() if len(selected) else np.zeros(0, np.int64)
         self._last: Snapshot | None = None
+        self._open: tuple[np.ndarray, dict[str, np.ndarray]] | None = None  # (open market rows, their columns)
         self._weather_bounds: dict[str, tuple[int, int]] = {}  # the last snapshot's weather rows per city
         candles = load_candles(engine, self.markets["ticker"].tolist() if len(selected) else [],
                                columns=TICK_CANDLE_COLUMNS)
@@ -98,6 +115,7 @@ class ReplaySource:
         self._candle_market = (pd.Index(self.markets["ticker"]).get_indexer(self.candles["market_ticker"])
                                if len(candles) else np.array([], dtype=np.int64))
         self.weather: dict[str, pd.DataFrame] = {}
+        self._weather_columns: dict[str, dict[str, np.ndarray]] = {}  # self.weather's, as arrays
         self._weather_ts: dict[str, np.ndarray] = {}
         self.day_start: dict[str, int] = {}
         for city_key in sorted({c for c, _ in markets}):
@@ -105,6 +123,7 @@ class ReplaySource:
             start, end = climate_day_bounds(day, city)
             wx = load_weather(engine, city, start - timedelta(days=1, hours=4), end + timedelta(days=1))
             self.weather[city_key] = wx
+            self._weather_columns[city_key] = frame_columns(wx)
             self._weather_ts[city_key] = epoch_seconds(wx["ts_utc"]) if len(wx) else np.array([], dtype=np.int64)
             self.day_start[city_key] = int(start.timestamp())
         # every forecast of the replayed markets' days, served as it became public
@@ -127,20 +146,26 @@ class ReplaySource:
         if self._last is not None and self._last.data_version == version:
             # Most ticks fall inside the same minute bar: the same slices, seen at a later clock time.
             return replace(self._last, now_ts=now_ts)
-        markets = self.markets.iloc[open_now]
+        # the open markets change a few times a day, the data every minute: an unchanged set is the same frame
+        if self._open is None or not np.array_equal(self._open[0], open_now):
+            self._open = (open_now, {name: values[open_now] for name, values in self._market_columns.items()})
+        markets = self._open[1]
         is_open = np.zeros(len(self.markets), dtype=bool)
         is_open[open_now] = True
-        candles = self.candles.iloc[lo + np.flatnonzero(is_open[self._candle_market[lo:hi]])]
-        # an unchanged window is handed out as the same frame: the tick reuses its weather features (``TickRunner``)
+        in_window = is_open[self._candle_market[lo:hi]]
+        # markets have candles only while open, so the window is usually all theirs: a slice, not a row gather
+        candles = self.candles.iloc[lo:hi] if in_window.all() else self.candles.iloc[lo + np.flatnonzero(in_window)]
+        # an unchanged window is handed out as the same columns: the tick reuses its weather features (``TickRunner``)
         last = self._last.weather if self._last is not None else {}
         weather = {city_key: last[city_key] if self._weather_bounds.get(city_key) == (a, b)
-                   else self.weather[city_key].iloc[a:b] for city_key, (a, b) in bounds.items()}
+                   else {name: values[a:b] for name, values in self._weather_columns[city_key].items()}
+                   for city_key, (a, b) in bounds.items()}
         if self._published is None or self._published[0] != published:  # a new run: new states, else the same
             self._published = (published, ForecastData(self.forecasts.forecasts.iloc[:published],
                                                        self.forecasts.scales))
         forecasts = self._published[1]
         snap = Snapshot(now_ts, markets, candles, weather, data_version=version, forecasts=forecasts)
-        snap.check_no_lookahead()
+        snap.check_no_lookahead(checked=self._last)
         self._last, self._weather_bounds = snap, bounds
         return snap
 
