@@ -34,20 +34,22 @@ class PaperTick:
     """What one tick leaves to store, in paper or live mode: its orders' rows and its fills."""
 
     orders: list[dict]  # whole rows (``records.ORDER_COLUMNS``) of the orders the tick placed or changed
-    fills: pd.DataFrame | None = None  # rows for ``fills`` (None: none; most ticks fill nothing)
+    fills: list[dict] | None = None  # rows (``records.FILL_COLUMNS``) for ``fills`` (None: none; most fill nothing)
 
 
 def write_paper_ticks(conn, ticks: list[PaperTick]) -> None:
     """Several ticks' orders and fills in the caller's transaction (``SignalWriter``): each order's newest row
     (rows are whole, so the last one is the order's state), then the fills, which reference them. The rows are
     framed once per write, not per tick: framing cost more than the policy on the ticks that change orders."""
-    rows = [row for t in ticks for row in t.orders]
-    if rows:
-        records.save_orders(conn, pd.DataFrame(rows, columns=records.ORDER_COLUMNS).drop_duplicates(
-            "client_order_id", keep="last"))
-    fills = [t.fills for t in ticks if t.fills is not None and len(t.fills)]
+    newest: dict[str, dict] = {}  # each order's last row, in the order of the last rows
+    for row in (row for t in ticks for row in t.orders):
+        newest.pop(row["client_order_id"], None)
+        newest[row["client_order_id"]] = row
+    if newest:
+        records.save_orders(conn, pd.DataFrame(list(newest.values()), columns=records.ORDER_COLUMNS))
+    fills = [row for t in ticks if t.fills for row in t.fills]
     if fills:
-        records.save_fills(conn, pd.concat(fills, ignore_index=True))
+        records.save_fills(conn, pd.DataFrame(fills, columns=records.FILL_COLUMNS))
 
 
 def _open_through(orders: pd.DataFrame, booked: pd.DataFrame, through: datetime) -> pd.DataFrame:
@@ -73,9 +75,11 @@ class Broker:
         self.fees = fees if fees is not None else load_fee_book(engine, config.fees)
         self.allocator = Allocator(execution_caps(config), self.fees)
         self.halt_file = Path(config.execution.halt_file) if config.execution.halt_file else None
+        self._halt_watch = records.HaltWatch(engine, self.mode, self.halt_file)  # asked every tick
         self.city = get_city(config.markets[0].city)  # whose climate day the daily loss limit counts
         self._loss_checked_minute = -1
         self._event_date: dict[str, object] = {}
+        self._rows_by_ticker: tuple[TickInputs, dict[str, list[int]]] | None = None  # of the last inputs
         # (market, side) -> (contracts, cost with fees, event date): the daily loss limit marks them each minute
         self.book: dict[tuple[str, str], tuple[int, float, object]] = {}
 
@@ -120,7 +124,7 @@ class Broker:
         tick cancels every order; the request is then cleared), and the daily loss limit, checked once a minute
         on the day's fills marked at the tick's mids."""
         minute = int(now.timestamp()) // MINUTE
-        state = records.halt_state(self.engine, self.mode, self.halt_file)
+        state = self._halt_watch.state()
         if minute != self._loss_checked_minute and not state.halted and self.book:
             self._loss_checked_minute = minute
             day = climate_day(now, self.city)
@@ -142,14 +146,25 @@ class Broker:
     def day_pnl_cents(self, inputs: TickInputs, day) -> float:
         """P&L of ``day``'s positions after fees, marked at the tick's mids (the exchange's settlement comes
         the next morning, so within the day every position is open; one without a mid counts at cost)."""
-        mids = dict(zip(inputs.tickers, (np.asarray(inputs.bid) + np.asarray(inputs.ask)) / 2, strict=True))
+        rows_of = self._rows_of(inputs)
+        held = [(ticker, side, contracts, cost) for (ticker, side), (contracts, cost, event_date) in self.book.items()
+                if event_date == day]  # the day's few positions
+        mids = np.array([(inputs.bid[at[-1]] + inputs.ask[at[-1]]) / 2 if (at := rows_of.get(ticker)) else np.nan
+                         for ticker, _, _, _ in held], dtype=float)
+        values = side_value_cents([side for _, side, _, _ in held], mids)
         pnl = 0.0
-        for (ticker, side), (contracts, cost, event_date) in self.book.items():  # the day's few positions
-            mid = mids.get(ticker, np.nan)
-            if event_date == day:
-                value = cost if np.isnan(mid) else contracts * float(side_value_cents(side, mid))
-                pnl += value - cost
+        for (_, _, contracts, cost), mid, value in zip(held, mids.tolist(), values.tolist(), strict=True):
+            pnl += (cost if np.isnan(mid) else contracts * value) - cost
         return pnl
+
+    def _rows_of(self, inputs: TickInputs) -> dict[str, list[int]]:
+        """Each market's rows in the tick's ``inputs`` (kept while the inputs are: most ticks reuse the last's)."""
+        if self._rows_by_ticker is None or self._rows_by_ticker[0] is not inputs:
+            rows: dict[str, list[int]] = {}
+            for i, ticker in enumerate(np.asarray(inputs.tickers).tolist()):
+                rows.setdefault(ticker, []).append(i)
+            self._rows_by_ticker = (inputs, rows)
+        return self._rows_by_ticker[1]
 
     def _book_fills(self, fills: pd.DataFrame) -> None:
         """A frame of fills (``records.FILL_COLUMNS`` with the market's event date) into the loss limit's book."""

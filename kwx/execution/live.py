@@ -309,7 +309,7 @@ class LiveBroker(Broker):
 
     def _output(self) -> PaperTick:
         orders = list(self._changed.values())
-        fills = pd.DataFrame(self._fill_rows, columns=records.FILL_COLUMNS)
+        fills = self._fill_rows
         self._changed, self._fill_rows = {}, []
         return PaperTick(orders, fills)
 

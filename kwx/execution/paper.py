@@ -140,11 +140,15 @@ class PaperBroker(Broker):
         new_orders: list[dict] = []
         updates: list[dict] = []
         tickers = np.asarray(inputs.tickers, dtype=object)
-        known = [self.resting.get(t) for t in tickers]
-        resting_side = np.array([r.side if r else NO_SIDE for r in known], dtype=object)
-        resting_price = np.array([r.price_cents if r else np.nan for r in known])
+        rows_of = self._rows_of(inputs)
+        resting_side, resting_price = np.full(len(tickers), NO_SIDE, dtype=object), np.full(len(tickers), np.nan)
+        for ticker, order in self.resting.items():  # a few orders, not every market
+            for i in rows_of.get(ticker, ()):
+                resting_side[i], resting_price[i] = order.side, order.price_cents
         open_ok, keep_ok = maker_gates(maker.reason, maker.math.edge_cents, maker.minutes_left, self.limits)
-        taker_ok = pd.isna(taker.reason) & (taker.minutes_left >= self.limits.cancel_minutes_before_close)
+        taker_ok = None  # only the taker fallback reads it
+        if self.limits.taker_fallback_cents is not None:
+            taker_ok = pd.isna(taker.reason) & (taker.minutes_left >= self.limits.cancel_minutes_before_close)
         step = order_step(open_ok, keep_ok, maker.math.better, maker.math.price_cents, maker.math.edge_cents,
                           resting_side, resting_price, self.limits, halted=halted, taker_ok=taker_ok,
                           taker_edge_cents=taker.math.edge_cents)
@@ -152,7 +156,7 @@ class PaperBroker(Broker):
         updates += self._filled(fills, now)
         for f in fills:
             self._book_fill(f.market_ticker, f.side, f.contracts, f.price_cents, f.fee_cents, f.event_date)
-        for ticker in sorted(set(self.resting) - set(tickers)):  # markets that left the tick (closed)
+        for ticker in sorted(set(self.resting) - rows_of.keys()):  # markets that left the tick (closed)
             updates.append(self._cancel(ticker, now, "market closed"))
         for i in np.flatnonzero(step.cancel):
             updates.append(self._cancel(tickers[i], now, "halted" if halted else "policy: gates, edge or side"))
@@ -171,7 +175,7 @@ class PaperBroker(Broker):
         changed = self._changed(new_orders, updates)
         if not fills:
             return PaperTick(changed) if changed else None
-        return PaperTick(changed, self._fill_frame(fills))
+        return PaperTick(changed, self._fill_rows(fills))
 
     def _changed(self, new_orders: list[dict | None], updates: list[dict | None]) -> list[dict]:
         """Whole rows of every order the tick placed or changed; finished ones leave the broker's memory."""
@@ -226,7 +230,7 @@ class PaperBroker(Broker):
         backtest's decision at t rests through the minute to t + 60), and each candle counts once. At
         sub-minute ticks this is conservative: an order re-pegged mid-minute fills from the next full minute.
         """
-        if not self.resting or candles.empty:
+        if not self.resting or (candles is not self._matched and candles.empty):  # a matched frame had candles
             return []
         met = []  # (candle, market, order): the minute's new candles (one per market at most) meeting an order
         # Most ticks fall inside a minute an earlier tick matched; a replay then hands out that tick's very frame,
@@ -292,11 +296,9 @@ class PaperBroker(Broker):
                  "created_at": now, "updated_at": now, "cancelled_at": None, "reason": "taker fallback",
                  "signal_ts_utc": now} for f in fills if f.liquidity == "taker"]
 
-    def _fill_frame(self, fills: list[Filled]) -> pd.DataFrame:
-        """The ``fills`` rows of a tick's fills (at least one)."""
-        return pd.DataFrame({
-            "fill_id": [f"{f.client_order_id}-{int(f.fill_ts)}" for f in fills],
-            "client_order_id": [f.client_order_id for f in fills], "market_ticker": [f.market_ticker for f in fills],
-            "side": [f.side for f in fills], "action": "buy", "price_cents": [float(f.price_cents) for f in fills],
-            "count": [int(f.contracts) for f in fills], "fee_cents": [float(f.fee_cents) for f in fills],
-            "liquidity": [f.liquidity for f in fills], "ts_utc": [_time(f.fill_ts) for f in fills], "mode": MODE})
+    def _fill_rows(self, fills: list[Filled]) -> list[dict]:
+        """The ``fills`` rows of a tick's fills."""
+        return [{"fill_id": f"{f.client_order_id}-{int(f.fill_ts)}", "client_order_id": f.client_order_id,
+                 "market_ticker": f.market_ticker, "side": f.side, "action": "buy",
+                 "price_cents": float(f.price_cents), "count": int(f.contracts), "fee_cents": float(f.fee_cents),
+                 "liquidity": f.liquidity, "ts_utc": _time(f.fill_ts), "mode": MODE} for f in fills]
