@@ -69,13 +69,14 @@ class RegistryResolver:
 
 def snapshot_features(snap: Snapshot, config: RtConfig,
                       weather_features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The snapshot's candles through the features training used, every city in one pass, one array per column
-    (the tick keeps a row per market: framing every candle's row cost more than the rest of the tick).
+    """The features training used of each market's newest candle at the snapshot's clock (the row a tick keeps;
+    the older candles are their history), every city in one pass, one array per column.
     ``weather_features``: ``weather_arrays`` of the snapshot's weather, when the caller kept it."""
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
     return feature_arrays(snap.candles, snap.markets, weather, max_obs_age_minutes=config.max_obs_age_minutes,
                           forecasts=snap.forecasts, max_forecast_age_hours=config.max_forecast_age_hours,
-                          lock_margin_f=config.lock_margin_f, weather_features=weather_features)
+                          lock_margin_f=config.lock_margin_f, weather_features=weather_features,
+                          newest_as_of=snap.now_ts)
 
 
 @dataclass(frozen=True)
