@@ -49,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/suite.py $(if $(FULL),--full)
 
 clean-demo:
-	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlartifacts acceptance_reports optuna.db simulations kwx-schedule-state.json
+	rm -rf kwx.db kwx.db-shm kwx.db-wal mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts acceptance_reports optuna.db simulations kwx-schedule-state.json
