@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sqlite3
@@ -48,6 +49,7 @@ def use_write_ahead_log(uri: str) -> None:
     disk several times, in the write-ahead log once, equally durable: a training run's logging is spent
     waiting for the disk otherwise. Readers (`mlflow ui`) no longer wait for a writer either. A store that
     cannot switch (a read-only file, a network filesystem) keeps its journal: nothing depends on the switch.
+    The log is written back into the file when the process exits (``_checkpoint_at_exit``).
     """
     url = make_url(uri)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
@@ -60,6 +62,29 @@ def use_write_ahead_log(uri: str) -> None:
         return
     if mode != "wal":
         log.debug("MLflow store %s keeps its %s journal", url.database, mode)
+        return
+    _checkpoint_at_exit(os.path.abspath(url.database))
+
+
+_checkpointed_at_exit: set[str] = set()
+
+
+def _checkpoint_at_exit(path: str) -> None:
+    """Write the store's log back into its file when this process exits. MLflow holds its connections to the end,
+    so SQLite never does it on their close: the last runs would stay in mlflow.db-wal beside the file, and a
+    copy of mlflow.db alone would miss them."""
+    if path not in _checkpointed_at_exit:
+        _checkpointed_at_exit.add(path)
+        atexit.register(checkpoint_write_ahead_log, path)
+
+
+def checkpoint_write_ahead_log(path: str) -> None:
+    """Everything in the SQLite database's write-ahead log written into the file, and the log emptied."""
+    try:
+        with closing(sqlite3.connect(path, timeout=5)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:  # the next opener replays the log: nothing is lost
+        log.debug("MLflow store %s keeps its log beside it: %s", path, exc)
 
 
 @contextmanager

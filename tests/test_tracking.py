@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from contextlib import closing
 
 import mlflow
 import pytest
@@ -49,3 +51,33 @@ def test_a_store_that_cannot_switch_keeps_its_journal_and_still_logs(tmp_path, m
 def test_only_a_sqlite_file_is_switched(uri, monkeypatch):
     monkeypatch.setattr(tracking.sqlite3, "connect", lambda *a, **k: pytest.fail(f"{uri} opened as SQLite"))
     tracking.use_write_ahead_log(uri)
+
+
+def test_at_exit_the_log_is_written_back_so_a_copy_of_the_file_alone_holds_every_run(tmp_path, monkeypatch):
+    """MLflow holds its connections to the end of the process, so SQLite never writes the log back on their close;
+    kwx does at exit, and a copy of mlflow.db alone (as users share a store) holds every run."""
+    at_exit, register = [], tracking.atexit.register
+
+    def recorded(function, *args):  # kwx's own, kept to be called here; anyone else's registered as usual
+        return at_exit.append(args) if function is tracking.checkpoint_write_ahead_log else register(function, *args)
+
+    monkeypatch.setattr(tracking.atexit, "register", recorded)
+    monkeypatch.setattr(tracking, "_checkpointed_at_exit", set())
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    tracking.configure()
+    tracking.configure()  # once per store, however often a process configures it
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment("copied")) as run:
+        mlflow.log_params({f"p{i}": i for i in range(50)})
+    mlflow.set_tracking_uri(None)
+    log = tmp_path / "mlflow.db-wal"
+    with closing(sqlite3.connect(store)) as still_open:  # as MLflow's connections are at exit
+        still_open.execute("SELECT count(*) FROM runs").fetchall()
+        assert log.stat().st_size > 0
+        assert at_exit == [(str(store),)]
+        tracking.checkpoint_write_ahead_log(str(store))
+        assert log.stat().st_size == 0
+    copy = tmp_path / "copy" / "mlflow.db"
+    copy.parent.mkdir()
+    shutil.copyfile(store, copy)
+    assert len(mlflow.MlflowClient(f"sqlite:///{copy}").get_run(run.info.run_id).data.params) == 50
