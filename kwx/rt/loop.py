@@ -35,7 +35,6 @@ from kwx.rt.engine import (
     ModelUnavailable,
     SignalRows,
     decide,
-    latest_rows,
     prepare_inputs,
     price,
     signal_rows,
@@ -140,7 +139,8 @@ class TickRunner:
             # gives the same features and model probabilities, so those are computed once per change
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
-            latest = latest_rows(snapshot_features(snap, self.config, self._weather_features(snap)), now_ts)
+            # already each market's newest row (``latest_rows`` of the full build, as tests/rt hold it)
+            latest = snapshot_features(snap, self.config, self._weather_features(snap))
             inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
                                     lock_margin_f=self.config.lock_margin_f, fees=self.fees)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None
