@@ -75,7 +75,6 @@ class Broker:
         self.fees = fees if fees is not None else load_fee_book(engine, config.fees)
         self.allocator = Allocator(execution_caps(config), self.fees)
         self.halt_file = Path(config.execution.halt_file) if config.execution.halt_file else None
-        self._halt_watch = records.HaltWatch(engine, self.mode, self.halt_file)  # asked every tick
         self.city = get_city(config.markets[0].city)  # whose climate day the daily loss limit counts
         self._loss_checked_minute = -1
         self._event_date: dict[str, object] = {}
@@ -124,7 +123,7 @@ class Broker:
         tick cancels every order; the request is then cleared), and the daily loss limit, checked once a minute
         on the day's fills marked at the tick's mids."""
         minute = int(now.timestamp()) // MINUTE
-        state = self._halt_watch.state()
+        state = records.halt_state(self.engine, self.mode, self.halt_file)
         if minute != self._loss_checked_minute and not state.halted and self.book:
             self._loss_checked_minute = minute
             day = climate_day(now, self.city)

@@ -11,8 +11,6 @@ halts as well, for operators without a shell into the container.
 
 from __future__ import annotations
 
-import contextlib
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -323,8 +321,12 @@ class HaltState:
         return f"{self.mode}: HALTED{when}{by} ({where}): {self.reason or 'no reason given'}{cancel}"
 
 
+# Built once: the loop reads the row every tick, and building the statement cost more than reading it.
+_CONTROL_ROW = select(ExecutionControl.__table__).where(ExecutionControl.mode == bindparam("mode"))
+
+
 def _control_row(conn: Connection, mode: str):
-    return conn.execute(select(ExecutionControl.__table__).where(ExecutionControl.mode == mode)).first()
+    return conn.execute(_CONTROL_ROW, {"mode": mode}).first()
 
 
 def _set_control(engine: Engine, mode: str, values: dict) -> None:
@@ -375,11 +377,6 @@ def halt_state(engine: Engine, mode: str, halt_file: Path | None = None) -> Halt
     check_mode(mode)
     with engine.connect() as conn:
         row = _control_row(conn, mode)
-    return _halt_state_of(row, mode, halt_file)
-
-
-def _halt_state_of(row, mode: str, halt_file: Path | None) -> HaltState:
-    """``halt_state`` from the ``execution_control`` row of ``mode`` as read (None: there is none)."""
     cancel_all = bool(row and row.cancel_all_requested)
     if halt_file is not None and halt_file.exists():
         try:
@@ -391,66 +388,6 @@ def _halt_state_of(row, mode: str, halt_file: Path | None) -> HaltState:
         return HaltState(mode, False, None, None, "database", False, None, halt_file)
     return HaltState(mode, bool(row.halted), row.reason, row.changed_at, "database", cancel_all, row.changed_by,
                      halt_file)
-
-
-class HaltWatch:
-    """``halt_state`` for a loop that asks every tick, without a query per tick where it can tell nothing changed.
-
-    On SQLite, ``PRAGMA data_version`` on a connection the watch holds moves whenever another connection commits,
-    so the control row is read again (as ``halt_state`` reads it) only after some commit: reading it every tick
-    through the pool cost ~0.3 ms, more than the rest of the paper broker's tick. The version is taken before the
-    row is read, so a halt committed in between is read on the next tick. The held connection reads the table
-    once before it is trusted: a connection that never read does not hold the WAL's shared memory open, and may
-    fail when the pool's connections close. Any error of the held connection ends the watch: from then on, and on
-    PostgreSQL always, the row is read every tick. A halt file is looked for every tick.
-    """
-
-    def __init__(self, engine: Engine, mode: str, halt_file: Path | None = None):
-        self.engine, self.mode, self.halt_file = engine, check_mode(mode), halt_file
-        self._watching = engine.dialect.name == "sqlite"
-        self._held = None  # the DBAPI connection whose data_version is watched
-        self._version: int | None = None  # data_version when ``_row`` was read
-        self._row = None
-        self._finalizer = None
-
-    def state(self) -> HaltState:
-        version = self._data_version()
-        if version is None or version != self._version:
-            with self.engine.connect() as conn:
-                self._row = _control_row(conn, self.mode)
-            self._version = version
-        return _halt_state_of(self._row, self.mode, self.halt_file)
-
-    def _data_version(self) -> int | None:
-        """The held connection's data_version; None when not watching (then the row is read)."""
-        if not self._watching:
-            return None
-        try:
-            if self._held is None:
-                self._held = self._hold()
-            return self._held.execute("PRAGMA data_version").fetchone()[0]
-        except Exception:  # the watch only saves reads: whatever fails, read the row instead
-            self.close()
-            return None
-
-    def _hold(self):
-        proxied = self.engine.raw_connection()  # the engine's pragmas (WAL) and driver settings
-        proxied.detach()  # the watch's own, never handed out by the pool again
-        held = proxied.dbapi_connection
-        self._finalizer = weakref.finalize(self, _close_quietly, held)
-        held.execute("SELECT count(*) FROM execution_control").fetchone()  # opens the WAL index (see above)
-        return held
-
-    def close(self) -> None:
-        """Stop watching (the row is read on every call from now on) and close the held connection."""
-        self._watching, self._held = False, None
-        if self._finalizer is not None:
-            self._finalizer()
-
-
-def _close_quietly(connection) -> None:
-    with contextlib.suppress(Exception):
-        connection.close()
 
 
 def clear_cancel_all(engine: Engine, mode: str, *, read_at: datetime | None = None) -> bool:
