@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -121,36 +123,99 @@ def upsert_frame(conn: Connection, table_name: str, frame: pd.DataFrame, on_conf
     Columns not in the frame are left alone on conflict (re-ingesting candles keeps ``complete``).
     Runs on the caller's connection so several tables commit or roll back together.
     """
-    if on_conflict not in ("update", "nothing"):
-        raise ValueError(f"on_conflict must be 'update' or 'nothing', got {on_conflict!r}")
+    _check_conflict_rule(on_conflict)
     if frame.empty:
         return 0
-    tbl = table(table_name)
-    missing_pk = [c for c in _pk(tbl) if c not in frame.columns]
-    if missing_pk:
-        raise KeyError(f"{table_name} upsert needs its primary key column(s) {missing_pk}")
+    tbl = _target(table_name, frame.columns)
     frame = frame.drop_duplicates(subset=_pk(tbl), keep="last")
-    columns = list(frame.columns)
     dialect = conn.dialect.name
-    placeholders = ", ".join("?" if dialect == "sqlite" else "%s" for _ in columns)
-    sql = (f"INSERT INTO {tbl.name} ({', '.join(columns)}) VALUES ({placeholders}) "
-           f"{_conflict_clause(tbl, columns, on_conflict)}")
     # Slices bound the Python objects alive at once; they share the caller's transaction.
     for begin in range(0, len(frame), _WRITE_ROWS):
         chunk = frame.iloc[begin:begin + _WRITE_ROWS]
-        if dialect == "postgresql":
-            _copy_upsert(conn, tbl, chunk, columns, on_conflict)
-        else:
-            conn.exec_driver_sql(sql, _rows(chunk, tbl, dialect))
+        _write(conn, tbl, list(frame.columns), _rows(chunk, tbl, dialect), on_conflict)
     return len(frame)
 
 
-def _copy_upsert(conn: Connection, tbl: Table, frame: pd.DataFrame, columns: list[str], on_conflict: str) -> None:
+def upsert_rows(conn: Connection, table_name: str, rows: list[dict], on_conflict: str = "update") -> int:
+    """``upsert_frame`` for rows of Python values (dicts with the same keys, None or NaN where missing) that
+    are stored as they would be from a frame. For the few rows a loop writes at a time, where framing them
+    and converting them column by column cost more than writing them."""
+    _check_conflict_rule(on_conflict)
+    if not rows:
+        return 0
+    columns = list(rows[0])
+    tbl = _target(table_name, columns)
+    pk = _pk(tbl)
+    newest: dict[tuple, dict] = {}  # the last row of each key, in the order of the last rows (as upsert_frame)
+    for row in rows:
+        key = tuple(row[c] for c in pk)
+        newest.pop(key, None)
+        newest[key] = row
+    dialect = conn.dialect.name
+    converters = [_value_converter(kind, dialect) for kind in _column_kinds(tbl, columns).values()]
+    values = [tuple(convert(row[c]) for c, convert in zip(columns, converters, strict=True))
+              for row in newest.values()]
+    _write(conn, tbl, columns, values, on_conflict)
+    return len(values)
+
+
+def _value_converter(kind: str, dialect: str):
+    """One value as ``_object_column`` stores its column's: times as UTC text, dates as ISO text, Python
+    bools and scalars, None for every missing value."""
+    if kind == "ts":
+        text_format = _SQLITE_TS_FORMAT if dialect == "sqlite" else _POSTGRES_TS_FORMAT
+        formatted: dict[datetime, str] = {}  # a batch holds a few distinct times (a tick's rows share one)
+
+        def time_text(value):
+            if _missing(value):
+                return None
+            if value not in formatted:
+                instant = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                formatted[value] = instant.strftime(text_format)
+            return formatted[value]
+        return time_text
+    if kind == "date":
+        return lambda value: None if _missing(value) else value.strftime("%Y-%m-%d")
+    if kind == "bool":
+        return lambda value: None if _missing(value) else bool(value)
+    return lambda value: None if _missing(value) else value.item() if isinstance(value, np.generic) else value
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _check_conflict_rule(on_conflict: str) -> None:
+    if on_conflict not in ("update", "nothing"):
+        raise ValueError(f"on_conflict must be 'update' or 'nothing', got {on_conflict!r}")
+
+
+def _target(table_name: str, columns: Iterable[str]) -> Table:
+    """The table an upsert of ``columns`` writes; they must hold its primary key."""
+    tbl = table(table_name)
+    missing_pk = [c for c in _pk(tbl) if c not in columns]
+    if missing_pk:
+        raise KeyError(f"{table_name} upsert needs its primary key column(s) {missing_pk}")
+    return tbl
+
+
+def _write(conn: Connection, tbl: Table, columns: list[str], rows: list[tuple], on_conflict: str) -> None:
+    """Upsert driver-ready ``rows`` of ``columns``: executemany on SQLite, COPY through a staging table on
+    PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        _copy_upsert(conn, tbl, rows, columns, on_conflict)
+        return
+    placeholders = ", ".join("?" if conn.dialect.name == "sqlite" else "%s" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {tbl.name} ({', '.join(columns)}) VALUES ({placeholders}) "
+                         f"{_conflict_clause(tbl, columns, on_conflict)}", rows)
+
+
+def _copy_upsert(conn: Connection, tbl: Table, rows: list[tuple], columns: list[str], on_conflict: str) -> None:
     staging = f"_kwx_stage_{tbl.name}"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     # csv writes None as an empty field; COPY's FORCE_NULL-free default reads unquoted empty as NULL.
-    writer.writerows(_rows(frame, tbl, "postgresql"))
+    writer.writerows(rows)
     buffer.seek(0)
     col_list = ", ".join(columns)
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {tbl.name} INCLUDING DEFAULTS)")

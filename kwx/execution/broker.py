@@ -39,17 +39,14 @@ class PaperTick:
 
 def write_paper_ticks(conn, ticks: list[PaperTick]) -> None:
     """Several ticks' orders and fills in the caller's transaction (``SignalWriter``): each order's newest row
-    (rows are whole, so the last one is the order's state), then the fills, which reference them. The rows are
-    framed once per write, not per tick: framing cost more than the policy on the ticks that change orders."""
-    newest: dict[str, dict] = {}  # each order's last row, in the order of the last rows
-    for row in (row for t in ticks for row in t.orders):
-        newest.pop(row["client_order_id"], None)
-        newest[row["client_order_id"]] = row
-    if newest:
-        records.save_orders(conn, pd.DataFrame(list(newest.values()), columns=records.ORDER_COLUMNS))
+    (rows are whole, so the last one is the order's state), then the fills, which reference them. Written as
+    rows: framing them cost more than the policy on the ticks that change orders."""
+    orders = [row for t in ticks for row in t.orders]
+    if orders:
+        records.save_orders(conn, orders)
     fills = [row for t in ticks if t.fills for row in t.fills]
     if fills:
-        records.save_fills(conn, pd.DataFrame(fills, columns=records.FILL_COLUMNS))
+        records.save_fills(conn, fills)
 
 
 def _open_through(orders: pd.DataFrame, booked: pd.DataFrame, through: datetime) -> pd.DataFrame:
@@ -123,20 +120,20 @@ class Broker:
         tick cancels every order; the request is then cleared), and the daily loss limit, checked once a minute
         on the day's fills marked at the tick's mids."""
         minute = int(now.timestamp()) // MINUTE
-        state = records.halt_state(self.engine, self.mode, self.halt_file)
-        if minute != self._loss_checked_minute and not state.halted and self.book:
+        halted, cancel_all = records.halt_flags(self.engine, self.mode, self.halt_file)
+        if minute != self._loss_checked_minute and not halted and self.book:
             self._loss_checked_minute = minute
             day = climate_day(now, self.city)
             loss = -self.day_pnl_cents(inputs, day)
             limit = self.config.execution.max_daily_loss_dollars * 100
             if loss > limit:
-                state = records.halt(self.engine, self.mode, reason=f"daily loss limit: {day} P&L "
+                halted = records.halt(self.engine, self.mode, reason=f"daily loss limit: {day} P&L "
                                      f"{-loss / 100:+,.2f} $ beyond -{limit / 100:,.2f} $", by="kwx:daily-loss-limit",
-                                     now=now, halt_file=self.halt_file)
-        if state.cancel_all_requested:
+                                     now=now, halt_file=self.halt_file).halted
+        if cancel_all:
             records.clear_cancel_all(self.engine, self.mode)
             return True, True
-        return state.halted, False
+        return halted, False
 
     def halted(self, now: datetime, inputs: TickInputs) -> bool:
         """Whether this tick places nothing and cancels every resting order (see ``_halt``)."""

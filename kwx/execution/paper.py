@@ -239,7 +239,9 @@ class PaperBroker(Broker):
             ends = candles["end_period_ts"].to_numpy()
             self._matched = candles if (ends <= now_ts).all() else None
             fresh = np.flatnonzero((ends > min(r.checked_ts for r in self.resting.values())) & (ends <= now_ts))
-            for k, ticker in zip(fresh, candles["market_ticker"].to_numpy(dtype=object)[fresh], strict=True):
+            # the minute's few rows of the lookback's thousands: only theirs become Python strings
+            fresh_tickers = candles["market_ticker"].array.take(fresh).to_numpy(dtype=object)
+            for k, ticker in zip(fresh, fresh_tickers, strict=True):
                 order = self.resting.get(ticker)
                 if order is not None and ends[k] > order.checked_ts and ends[k] - MINUTE >= order.set_ts:
                     met.append((k, ticker, order))

@@ -11,6 +11,7 @@ halts as well, for operators without a shell into the container.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,10 +20,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Dialect, Engine, and_, bindparam, func, select, update
 
 from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order, RtSignal
-from kwx.data.store import chunks, rows_frame, upsert_frame
+from kwx.data.store import chunks, rows_frame, upsert_frame, upsert_rows
 from kwx.domain.positions import (
     FILL_INPUT_COLUMNS,
     POSITION_KEYS,
@@ -62,17 +63,22 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def _check_values(frame: pd.DataFrame, table: str, allowed: dict[str, tuple[str, ...]]) -> None:
-    """A clear error before the database's CHECK constraint gives an opaque one."""
+def _check_values(data: pd.DataFrame | list[dict], table: str, allowed: dict[str, tuple[str, ...]]) -> None:
+    """A clear error before the database's CHECK constraint gives an opaque one (``data`` a frame or rows)."""
+    framed = isinstance(data, pd.DataFrame)
+    columns = data.columns if framed else data[0].keys() if data else ()
     for column, values in allowed.items():
-        if column in frame.columns:
-            bad = [value for value in frame[column].unique() if value not in values]  # a batch holds a few values
+        if column in columns:
+            # a batch holds a few values
+            seen = data[column].unique() if framed else dict.fromkeys(row[column] for row in data)
+            bad = [value for value in seen if value not in values]
             if bad:
                 raise RecordError(f"{table}.{column}: {', '.join(map(repr, bad[:5]))} not one of {', '.join(values)}")
 
 
 _ORDER_VALUES = {"mode": MODES, "environment": ENVIRONMENTS, "side": SIDES, "action": ACTIONS,
                  "status": ORDER_STATUSES}
+_FILL_VALUES = {"mode": MODES, "side": SIDES, "action": ACTIONS, "liquidity": LIQUIDITY}
 
 
 def _clipped(frame: pd.DataFrame) -> pd.DataFrame:
@@ -83,12 +89,23 @@ def _clipped(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(reason=reason.where(reason.isna(), reason.astype(str).str.slice(0, _REASON_CHARS)))
 
 
-def save_orders(conn: Connection, frame: pd.DataFrame) -> int:
-    """Insert whole orders, or replace the given columns of stored ones, on ``client_order_id``. Every row must
-    carry the non-null columns (the database checks them before it sees the conflict); ``update_orders``
+def _clipped_row(row: dict) -> dict:
+    """``_clipped`` of one row."""
+    reason = row.get("reason")
+    if reason is None or (isinstance(reason, str) and len(reason) <= _REASON_CHARS):
+        return row
+    return {**row, "reason": str(reason)[:_REASON_CHARS]}
+
+
+def save_orders(conn: Connection, orders: pd.DataFrame | list[dict]) -> int:
+    """Insert whole orders, or replace the given columns of stored ones, on ``client_order_id``: a frame, or rows
+    (dicts with the same keys, the last row of an order its newest; what a loop writes, a few at a time). Every
+    row must carry the non-null columns (the database checks them before it sees the conflict); ``update_orders``
     changes a few columns of known orders. Returns the rows sent."""
-    _check_values(frame, "orders", _ORDER_VALUES)
-    return upsert_frame(conn, "orders", _clipped(frame))
+    _check_values(orders, "orders", _ORDER_VALUES)
+    if isinstance(orders, pd.DataFrame):
+        return upsert_frame(conn, "orders", _clipped(orders))
+    return upsert_rows(conn, "orders", [_clipped_row(row) for row in orders])
 
 
 def update_orders(conn: Connection, frame: pd.DataFrame) -> int:
@@ -112,11 +129,13 @@ def update_orders(conn: Connection, frame: pd.DataFrame) -> int:
     return conn.execute(statement, rows.to_dict("records")).rowcount
 
 
-def save_fills(conn: Connection, frame: pd.DataFrame) -> int:
-    """Insert fills; a fill whose ``fill_id`` is stored already is skipped, so an exchange (or a reconciliation)
-    reporting it twice stores it once. Returns the rows sent."""
-    _check_values(frame, "fills", {"mode": MODES, "side": SIDES, "action": ACTIONS, "liquidity": LIQUIDITY})
-    return upsert_frame(conn, "fills", frame, on_conflict="nothing")
+def save_fills(conn: Connection, fills: pd.DataFrame | list[dict]) -> int:
+    """Insert fills (a frame, or rows as ``save_orders`` takes them); a fill whose ``fill_id`` is stored already
+    is skipped, so an exchange (or a reconciliation) reporting it twice stores it once. Returns the rows sent."""
+    _check_values(fills, "fills", _FILL_VALUES)
+    if isinstance(fills, pd.DataFrame):
+        return upsert_frame(conn, "fills", fills, on_conflict="nothing")
+    return upsert_rows(conn, "fills", fills, on_conflict="nothing")
 
 
 def _records(conn: Connection, statement, columns: list[str]) -> pd.DataFrame:
@@ -388,6 +407,38 @@ def halt_state(engine: Engine, mode: str, halt_file: Path | None = None) -> Halt
         return HaltState(mode, False, None, None, "database", False, None, halt_file)
     return HaltState(mode, bool(row.halted), row.reason, row.changed_at, "database", cancel_all, row.changed_by,
                      halt_file)
+
+
+# (halted, cancel_all_requested) of one mode: what the loop needs of the row every tick
+_CONTROL_FLAGS = select(ExecutionControl.halted, ExecutionControl.cancel_all_requested).where(
+    ExecutionControl.mode == bindparam("mode"))
+
+
+@functools.cache
+def _control_flags_sql(dialect: Dialect) -> tuple[str, bool]:
+    """``_CONTROL_FLAGS`` as ``dialect``'s driver takes it: (SQL, whether its one parameter is positional)."""
+    compiled = _CONTROL_FLAGS.compile(dialect=dialect)
+    return compiled.string, compiled.positional
+
+
+def halt_flags(engine: Engine, mode: str, halt_file: Path | None = None) -> tuple[bool, bool]:
+    """(halted, cancel-all requested) as ``halt_state`` has them, for the loop, which asks every tick.
+
+    Read through the driver on a pooled connection, holding nothing between calls: a SQLAlchemy connection and
+    result cost about three times as much (~40 against ~13 us on SQLite, most of paper trading's cost beyond
+    signals in a replayed day), and two booleans need none of their type handling."""
+    check_mode(mode)
+    sql, positional = _control_flags_sql(engine.dialect)
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, (mode,) if positional else {"mode": mode})
+        row = cursor.fetchone()
+        cursor.close()
+    finally:
+        connection.close()  # back to the pool, its transaction rolled back
+    halted = bool(row and row[0]) or (halt_file is not None and halt_file.exists())
+    return halted, bool(row and row[1])
 
 
 def clear_cancel_all(engine: Engine, mode: str, *, read_at: datetime | None = None) -> bool:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import func, select, update
 
-from kwx.data.schema import Candle, Market, WeatherMinute
-from kwx.data.store import upsert_frame, upsert_frames
+from kwx.data.schema import Base, Candle, Market, WeatherMinute
+from kwx.data.store import upsert_frame, upsert_frames, upsert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,61 @@ def test_timestamps_round_trip_through_bulk_and_orm_alike(engine):
 def test_rejects_frames_without_the_primary_key(engine):
     with engine.begin() as conn, pytest.raises(KeyError, match="primary key"):
         upsert_frame(conn, "candles", _candles().drop(columns="end_period_ts"))
+
+
+def _stored_text(engine, table: str, key: str) -> list[tuple]:
+    """Every column as the database holds it, as text: what a bulk write stored, before any type handling."""
+    with engine.connect() as conn:
+        columns = [c.name for c in Base.metadata.tables[table].columns]
+        cast = ", ".join(f"CAST({c} AS TEXT)" for c in columns)
+        return [tuple(row) for row in conn.exec_driver_sql(f"SELECT {cast} FROM {table} ORDER BY {key}")]
+
+
+def _market_rows() -> list[dict]:
+    """``_markets()`` as Python rows, with the values a loop holds: aware and naive times, numpy scalars, NaN."""
+    rows = [{k: (v.to_pydatetime() if isinstance(v, pd.Timestamp) else v) for k, v in row.items()}
+            for row in _markets().to_dict("records")]
+    rows[0]["floor_strike"] = np.float64(85.0)
+    rows[1]["floor_strike"] = float("nan")
+    rows[1]["close_time"] = rows[1]["close_time"].astimezone(timezone(timedelta(hours=-5)))  # the same instant
+    rows[0]["open_time"] = rows[0]["open_time"].replace(tzinfo=None)  # naive is UTC, as in a frame
+    return rows
+
+
+def test_rows_are_stored_exactly_as_the_same_frame_is(engine, tmp_path):
+    """``upsert_rows`` (the loops' few rows at a time) and ``upsert_frame`` write the same text for every kind of
+    column: times, dates, booleans, numbers and missing values."""
+    with engine.begin() as conn:
+        upsert_frame(conn, "markets", _markets())
+    framed = _stored_text(engine, "markets", "ticker")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM markets")
+        duplicate = {**_market_rows()[0], "cap_strike": 99.0}  # the last row of a key is the one written
+        assert upsert_rows(conn, "markets", [duplicate, *_market_rows()]) == 2
+    assert _stored_text(engine, "markets", "ticker") == framed
+    orders = [{"client_order_id": "o-1", "mode": "paper", "environment": "paper",
+               "market_ticker": "KXHIGHCHI-25JUL15-B85.5", "side": "yes", "action": "buy", "limit_price_cents": 39.0,
+               "count": np.int64(5), "filled_count": 0, "remaining_count": 5, "post_only": np.True_,
+               "status": "resting", "created_at": datetime(2025, 7, 15, 12, 0, 0, 250_000, tzinfo=UTC),
+               "updated_at": datetime(2025, 7, 15, 12, 1, tzinfo=UTC), "cancelled_at": None, "reason": None}]
+    with engine.begin() as conn:
+        upsert_rows(conn, "orders", orders)
+    from_rows = _stored_text(engine, "orders", "client_order_id")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM orders")
+        upsert_frame(conn, "orders", pd.DataFrame(orders))
+    assert _stored_text(engine, "orders", "client_order_id") == from_rows
+
+
+def test_rows_keep_the_stored_ones_on_request_and_need_the_primary_key(engine):
+    upsert_frames(engine, {"markets": _markets()})
+    renamed = [{**row, "city": "elsewhere"} for row in _market_rows()]
+    with engine.begin() as conn:
+        assert upsert_rows(conn, "markets", renamed, on_conflict="nothing") == 2
+        assert upsert_rows(conn, "markets", []) == 0
+        with pytest.raises(KeyError, match="primary key"):
+            upsert_rows(conn, "markets", [{"city": "chicago"}])
+        with pytest.raises(ValueError, match="on_conflict"):
+            upsert_rows(conn, "markets", renamed, on_conflict="replace")
+    with engine.connect() as conn:
+        assert set(conn.execute(select(Market.city)).scalars()) == {"chicago"}
