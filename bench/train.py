@@ -26,6 +26,8 @@ from pathlib import Path
 from _result import BenchResult, Judged, add_json_option, report
 from _workspace import scratch_workspace
 
+import kwx  # noqa: F401  loaded before MLflow, as the `kwx` command loads it (see kwx/__init__.py)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRIALS = 6
 COMPARED_SCORES = ("test_log_loss", "test_brier", "test_ece", "cv_log_loss")

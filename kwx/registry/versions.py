@@ -56,30 +56,37 @@ def version_description(tags: dict[str, str]) -> str:
 
 
 def register_window_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], *,
-                            model_id: str):
+                            model_id: str, described: bool = False):
     """A new version of ``name`` from a logged model, tagged with its window (all WINDOW_TAGS required).
 
     ``model_id`` is the logged model's id: a tracking server refuses a ``models:/m-...`` source without it.
+    ``described``: ``name`` exists with its description, which is not read again (a training run's later
+    windows, once its first registered).
     """
     missing = [t for t in WINDOW_TAGS if t not in tags]
     if missing:
         raise ValueError(f"model version tags missing {missing}")
-    description = model_description(tags["city"], tags["bracket"])
+    if not described:
+        describe_registered_model(client, name, model_description(tags["city"], tags["bracket"]))
+    version = client.create_model_version(name, source=model_uri, run_id=run_id,
+                                          tags={k: str(v) for k, v in tags.items()},
+                                          description=version_description(tags), model_id=model_id)
+    link_logged_model(client, model_id, name, version.version)
+    return version
+
+
+def describe_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    """``name`` registered with ``description``, created if need be."""
     try:
         registered = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise
         client.create_registered_model(name, description=description)
-    else:
-        # Models registered before descriptions were complete get the current one; a user's own text stays.
-        if registered.description in (None, "", LEGACY_MODEL_DESCRIPTION):
-            client.update_registered_model(name, description=description)
-    version = client.create_model_version(name, source=model_uri, run_id=run_id,
-                                          tags={k: str(v) for k, v in tags.items()},
-                                          description=version_description(tags), model_id=model_id)
-    link_logged_model(client, model_id, name, version.version)
-    return version
+        return
+    # Models registered before descriptions were complete get the current one; a user's own text stays.
+    if registered.description in (None, "", LEGACY_MODEL_DESCRIPTION):
+        client.update_registered_model(name, description=description)
 
 
 def link_logged_model(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:

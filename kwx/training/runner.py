@@ -7,6 +7,7 @@ version.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -16,9 +17,9 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,12 +32,14 @@ import yaml
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
-from mlflow.entities import Metric
+from mlflow.entities import Dataset as DatasetEntity
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema
 from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
     MLFLOW_GIT_COMMIT,
     MLFLOW_PARENT_RUN_ID,
     MLFLOW_RUN_NOTE,
@@ -319,6 +322,7 @@ def train(
         note += f" Launched by `mlflow run` run {launched}."
         launch_tags = {LAUNCHED_BY_TAG: launched}
     with ExitStack() as stack:
+        stack.enter_context(_heap_spared_by_the_collector())
         if executor is None and workers > 1 and len(usable) > 1:
             # started before the run's setup is logged, so the workers import kwx meanwhile
             executor = stack.enter_context(spawn_pool(min(workers, len(usable))))
@@ -335,13 +339,18 @@ def train(
         t = time.perf_counter()
         model_logging = serving.RunModelLogging()
         schema = rows_schema(frame, features)
+        # Event dates as Arrow dates, which a window's bounds select in C rather than one Python date at a time:
+        # half of each window's dataset time. Only for the datasets (their columns and digests are unchanged);
+        # the windows train on the frame as loaded.
+        dated = frame.assign(event_date=frame["event_date"].astype("date32[pyarrow]"))
         fingerprint = data_fingerprint(frame)
-        mlflow.set_tags({"kwx.city": config.city, "kwx.bracket": config.bracket,
-                         "kwx.config_hash": config.fingerprint(), "kwx.data_fingerprint": fingerprint,
-                         "kwx.git_commit": git_commit(), "kwx.model_name": name})
-        mlflow.log_params(tracking.flat_params(config.model_dump(mode="json")))
-        mlflow.log_params({"n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
-                           "n_rows": len(frame), "features": ",".join(features)})
+        params = tracking.flat_params(config.model_dump(mode="json")) | {
+            "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
+            "n_rows": len(frame), "features": ",".join(features)}
+        tags = {"kwx.city": config.city, "kwx.bracket": config.bracket, "kwx.config_hash": config.fingerprint(),
+                "kwx.data_fingerprint": fingerprint, "kwx.git_commit": git_commit(), "kwx.model_name": name}
+        client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                         tags=[RunTag(k, v) for k, v in tags.items()])
         # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
         mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
         if config_text is not None:
@@ -355,11 +364,12 @@ def train(
         def log_window(result: WindowResult) -> None:
             nonlocal logging_seconds
             t = time.perf_counter()
-            datasets = window_datasets(frame, features, result.window, f"{config.city}-{config.bracket}", data_source,
+            datasets = window_datasets(dated, features, result.window, f"{config.city}-{config.bracket}", data_source,
                                        schema)
             versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
                                                        datasets=datasets, provenance=window_provenance,
-                                                       model_logging=model_logging, forward=forward_as_of is not None)
+                                                       model_logging=model_logging, forward=forward_as_of is not None,
+                                                       model_described=bool(versions))
             logging_seconds += time.perf_counter() - t
             results[result.window.name] = result
             if on_window_done is not None:
@@ -390,6 +400,22 @@ def train(
         timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
         mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
     return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
+
+
+@contextmanager
+def _heap_spared_by_the_collector() -> Iterator[None]:
+    """The run's rows, its modules and whatever else exists when it starts live as long as the run: frozen out of
+    the cyclic collector's scans (``gc.freeze``, as the rt loop does), a full collection of that heap costs
+    0.25-0.6 s, about once a run, landing in whatever the main process was doing, most often a window's logging.
+    Unfrozen when the run ends; a process that froze its heap itself keeps its own policy."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def windows_summary(window_metrics: list[dict[str, float]], predictions: list[pd.DataFrame], label: str,
@@ -459,7 +485,8 @@ def window_metrics(metrics: dict[str, float], datasets: list[tuple[PandasDataset
 
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
                 parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
-                model_logging: serving.RunModelLogging, forward: bool = False) -> str:
+                model_logging: serving.RunModelLogging, forward: bool = False, model_described: bool = False) -> str:
+    """``model_described``: the registered model exists with its description (``register_window_version``)."""
     window = result.window
     tested = (f"trades {window.test_start} to {window.test_end}, scored by `kwx monitor` once those days settle"
               if forward else f"tested on {window.test_start} to {window.test_end} ({result.params['n_test']} rows)")
@@ -470,34 +497,51 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
                 MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NOTE: note, **provenance,
                 **runs.process_tags()}
     # Created with the worker's wall-clock start (start_run cannot take one): the run's duration is training time.
-    created = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000),
-                                tags=run_tags, run_name=window.name)
-    with mlflow.start_run(run_id=created.info.run_id, nested=True) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(result.params)
-        mlflow.log_inputs([dataset for dataset, _ in datasets], contexts=[context for _, context in datasets],
-                          tags_list=[None] * len(datasets))
+    run_id = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000), tags=run_tags,
+                               run_name=window.name).info.run_id
+    # Logged by run id, never made the active run: mlflow.start_run and end_run would read the run back, mark it
+    # RUNNING again and end it at a time replaced below, four store calls a window for nothing. A failure still
+    # ends the run FAILED, as leaving an active run would.
+    try:
+        version = _log_window_run(client, run_id, result, config, name, parent_run_id, datasets=datasets,
+                                  model_logging=model_logging, forward=forward, model_described=model_described)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, end_time=round(result.timings["finished_at"] * 1000))
+    return version
+
+
+def _log_window_run(client: MlflowClient, run_id: str, result: WindowResult, config: TrainConfig, name: str,
+                    parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]],
+                    model_logging: serving.RunModelLogging, forward: bool, model_described: bool) -> str:
+    """What a window's run holds, logged into it by id: params, datasets, files, model, metrics, version."""
+    window = result.window
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in result.params.items()])
+    # as mlflow.log_inputs would log them into the active run
+    client.log_inputs(run_id, [DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, c)])
+                               for dataset, c in datasets])
+    with tempfile.TemporaryDirectory() as tmp:
         for file_name, data in result.artifacts.items():
             (Path(tmp) / file_name).write_bytes(data)
-        mlflow.log_artifacts(tmp)
-        info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example,
-                                       tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
-        # After the model, so every metric names it (the run has none yet for MLflow to copy onto it).
-        client.log_batch(run.info.run_id, metrics=window_metrics(result.metrics, datasets, run.info.run_id,
-                                                                 info.model_id))
-        # Registered last, after predictions, trials, plots and model: a window whose process died midway
-        # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
-        tags = {"city": config.city, "bracket": config.bracket, "window": window.name,
-                "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
-                "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
-                "feature_set": config.feature_set, "config_hash": config.fingerprint(),
-                "parent_run_id": parent_run_id,
-                # a forward window's week is still ahead: `kwx monitor` scores it once it has settled
-                ORIGIN_TAG: FORWARD if forward else WALK_FORWARD,
-                EVALUATION_TAG: EVALUATION_PENDING if forward else EVALUATION_DONE}
-        version = register_window_version(client, name, info.model_uri, run.info.run_id, tags,
-                                          model_id=info.model_id)
-        mlflow.set_tag("kwx.model_version", version.version)
-    client.set_terminated(run.info.run_id, end_time=round(result.timings["finished_at"] * 1000))
+        client.log_artifacts(run_id, tmp)
+    info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example, run_id=run_id,
+                                   tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
+    # After the model, so every metric names it (the run has none yet for MLflow to copy onto it).
+    client.log_batch(run_id, metrics=window_metrics(result.metrics, datasets, run_id, info.model_id))
+    # Registered last, after predictions, trials, plots and model: a window whose process died midway
+    # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
+    tags = {"city": config.city, "bracket": config.bracket, "window": window.name,
+            "train_start": window.train_start.isoformat(), "train_end": window.train_end.isoformat(),
+            "test_start": window.test_start.isoformat(), "test_end": window.test_end.isoformat(),
+            "feature_set": config.feature_set, "config_hash": config.fingerprint(),
+            "parent_run_id": parent_run_id,
+            # a forward window's week is still ahead: `kwx monitor` scores it once it has settled
+            ORIGIN_TAG: FORWARD if forward else WALK_FORWARD,
+            EVALUATION_TAG: EVALUATION_PENDING if forward else EVALUATION_DONE}
+    version = register_window_version(client, name, info.model_uri, run_id, tags, model_id=info.model_id,
+                                      described=model_described)
+    client.set_tag(run_id, "kwx.model_version", version.version)
     return str(version.version)
 
 

@@ -154,9 +154,9 @@ def test_train_fails_its_experiments_dead_runs_and_registers_windows_last(tmp_pa
     other_host = client.create_run(experiment, tags=elsewhere, start_time=int((time.time() - 7 * 86400) * 1000))
     at_registration = []
 
-    def register(client, name, model_uri, run_id, tags, *, model_id):
+    def register(client, name, model_uri, run_id, tags, **kwargs):
         at_registration.append({a.path for a in client.list_artifacts(run_id)})
-        return register_window_version(client, name, model_uri, run_id, tags, model_id=model_id)
+        return register_window_version(client, name, model_uri, run_id, tags, **kwargs)
 
     monkeypatch.setattr(runner, "register_window_version", register)
     engine = make_engine(db)
