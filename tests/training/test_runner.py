@@ -108,6 +108,7 @@ def test_unreachable_tracking_server_fails_fast(engine, monkeypatch):
 def test_the_collector_spares_the_run_s_heap_while_it_logs_and_only_then(engine, tracking):
     """A full collection of the loaded rows cost 0.25-0.6 s inside a window's logging: the heap a run starts with
     is frozen while it trains and logs, unfrozen after, and a process that froze its own heap keeps it frozen."""
+    gc.unfreeze()  # a process that froze nothing (an rt loop test before this one, in this worker, may have)
     frozen_while_logging = []
     runner.train(TrainConfig.model_validate(CONFIG), engine,
                  on_window_done=lambda name, result: frozen_while_logging.append(gc.get_freeze_count()))
