@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Compiled, Connection, Engine, Table
 
 from kwx.data.schema import Base
 
@@ -41,6 +41,12 @@ def rows_frame(rows: Iterable, columns: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records([tuple(row) for row in rows], columns=list(columns))
 
 
+def driver_parameters(compiled: Compiled, params: Mapping[str, object]) -> tuple | Mapping[str, object]:
+    """``params`` (by bind name) as the driver takes them for ``compiled``: in order where its dialect binds by
+    position (SQLite), by name otherwise (psycopg2)."""
+    return tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+
+
 def driver_rows(engine: Engine, statement) -> Iterator[list[tuple]]:
     """The rows of ``statement`` as the driver's plain tuples, ``_READ_ROWS`` at a time: no SQLAlchemy row or type
     processing (3-4x faster on millions of rows), and the tuples of millions of rows never all exist at once.
@@ -49,12 +55,9 @@ def driver_rows(engine: Engine, statement) -> Iterator[list[tuple]]:
     """
     with engine.connect() as conn:
         compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        params = compiled.params
-        if conn.dialect.positional:
-            params = tuple(params[name] for name in compiled.positiontup)
         cursor = conn.connection.driver_connection.cursor()
         try:
-            cursor.execute(str(compiled), params)
+            cursor.execute(str(compiled), driver_parameters(compiled, compiled.params))
             while rows := cursor.fetchmany(_READ_ROWS):
                 yield rows
         finally:

@@ -20,10 +20,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Dialect, Engine, and_, bindparam, func, select, update
+from sqlalchemy import Compiled, Connection, Dialect, Engine, and_, bindparam, func, select, update
 
 from kwx.data.schema import Candle, ExecutionControl, Fill, Market, Order, RtSignal
-from kwx.data.store import chunks, rows_frame, upsert_frame, upsert_rows
+from kwx.data.store import chunks, driver_parameters, rows_frame, upsert_frame, upsert_rows
 from kwx.domain.positions import (
     FILL_INPUT_COLUMNS,
     POSITION_KEYS,
@@ -390,6 +390,11 @@ def _file_reason(path: Path) -> str:
     return first or f"halt file {path} exists"
 
 
+def _halt_file_present(halt_file: Path | None) -> bool:
+    """A halt file halts whatever the database says (``halt_state`` and ``halt_flags`` alike)."""
+    return halt_file is not None and halt_file.exists()
+
+
 def halt_state(engine: Engine, mode: str, halt_file: Path | None = None) -> HaltState:
     """The halt state of ``mode``: a halt file that exists halts whatever the database says (its first line, if
     any, is the reason); otherwise the ``execution_control`` row (none: never halted)."""
@@ -397,7 +402,7 @@ def halt_state(engine: Engine, mode: str, halt_file: Path | None = None) -> Halt
     with engine.connect() as conn:
         row = _control_row(conn, mode)
     cancel_all = bool(row and row.cancel_all_requested)
-    if halt_file is not None and halt_file.exists():
+    if _halt_file_present(halt_file):
         try:
             since = datetime.fromtimestamp(halt_file.stat().st_mtime, UTC)
         except OSError:
@@ -415,10 +420,8 @@ _CONTROL_FLAGS = select(ExecutionControl.halted, ExecutionControl.cancel_all_req
 
 
 @functools.cache
-def _control_flags_sql(dialect: Dialect) -> tuple[str, bool]:
-    """``_CONTROL_FLAGS`` as ``dialect``'s driver takes it: (SQL, whether its one parameter is positional)."""
-    compiled = _CONTROL_FLAGS.compile(dialect=dialect)
-    return compiled.string, compiled.positional
+def _control_flags_compiled(dialect: Dialect) -> Compiled:
+    return _CONTROL_FLAGS.compile(dialect=dialect)
 
 
 def halt_flags(engine: Engine, mode: str, halt_file: Path | None = None) -> tuple[bool, bool]:
@@ -428,16 +431,16 @@ def halt_flags(engine: Engine, mode: str, halt_file: Path | None = None) -> tupl
     result cost about three times as much (~40 against ~13 us on SQLite, most of paper trading's cost beyond
     signals in a replayed day), and two booleans need none of their type handling."""
     check_mode(mode)
-    sql, positional = _control_flags_sql(engine.dialect)
+    compiled = _control_flags_compiled(engine.dialect)
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute(sql, (mode,) if positional else {"mode": mode})
+        cursor.execute(compiled.string, driver_parameters(compiled, {"mode": mode}))
         row = cursor.fetchone()
         cursor.close()
     finally:
         connection.close()  # back to the pool, its transaction rolled back
-    halted = bool(row and row[0]) or (halt_file is not None and halt_file.exists())
+    halted = bool(row and row[0]) or _halt_file_present(halt_file)
     return halted, bool(row and row[1])
 
 
