@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from hypothesis import HealthCheck, settings
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as mlflow_tracking_utils
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -145,9 +146,11 @@ def small_training_run(root: Path, feature_set: str = "elasticnet_relative") -> 
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
-    """A client of a fresh MLflow store in the test's temp directory, which MLflow uses until the test ends."""
+    """A client of a fresh MLflow store in the test's temp directory, which MLflow uses until the test ends, as its
+    global URI too (as ``kwx.tracking.configure`` sets it), so nothing an earlier test left there can outrank it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)
 
@@ -168,12 +171,20 @@ def _promoted_registry_is_mlflows(request):
 def mlflow_pointed_at(uri: str) -> Iterator[None]:
     """MLflow's global tracking and registry URI is ``uri`` inside the block, whatever it was before and after: what
     a module-scoped fixture on the promoted run needs, being set up before any test's autouse fixture."""
-    saved = mlflow.get_tracking_uri()
+    # The raw setting, not get_tracking_uri(): that resolves the environment and MLflow's default, and restoring
+    # the resolved value would leave a global URI set, which outranks the MLFLOW_TRACKING_URI a later test sets
+    # (MLflow's registry store looks logged models up through the global one).
+    saved_global = mlflow_tracking_utils._tracking_uri
+    saved_environment = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved)
+        mlflow.set_tracking_uri(saved_global)
+        if saved_environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_environment
 
 
 @pytest.fixture(scope="session")
