@@ -59,7 +59,8 @@ def register_window_version(client: MlflowClient, name: str, model_uri: str, run
                             model_id: str, described: bool = False):
     """A new version of ``name`` from a logged model, tagged with its window (all WINDOW_TAGS required).
 
-    ``model_id`` is the logged model's id: a tracking server refuses a ``models:/m-...`` source without it.
+    ``model_id`` is the logged model's id: a tracking server refuses a ``models:/m-...`` source without it. The
+    model is new (training logged it for this version), so this version is the only one it has.
     ``described``: ``name`` exists with its description, which is not read again (a training run's later
     windows, once its first registered).
     """
@@ -71,7 +72,7 @@ def register_window_version(client: MlflowClient, name: str, model_uri: str, run
     version = client.create_model_version(name, source=model_uri, run_id=run_id,
                                           tags={k: str(v) for k, v in tags.items()},
                                           description=version_description(tags), model_id=model_id)
-    link_logged_model(client, model_id, name, version.version)
+    link_new_logged_model(client, model_id, name, version.version)
     return version
 
 
@@ -89,17 +90,13 @@ def describe_registered_model(client: MlflowClient, name: str, description: str)
         client.update_registered_model(name, description=description)
 
 
-def link_logged_model(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:
+def link_new_logged_model(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:
     """Record the version on its logged model, which is what the UI's "Registered models" columns read.
 
-    A tracking server does this itself on registration; a database store used directly does not, so kwx
-    adds the entry unless it is there already.
+    A tracking server does this itself on registration; a database store used directly does not. The model is
+    new, so its one version is the whole list: written without reading it first, it is what a server wrote.
     """
-    entry = {"name": name, "version": version}
-    existing = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
-    linked = json.loads(existing) if existing else []
-    if entry not in linked:
-        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version}])})
 
 
 def all_versions(client: MlflowClient, name: str) -> list:

@@ -33,9 +33,10 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema
 from mlflow.utils.mlflow_tags import (
@@ -105,9 +106,11 @@ class TrainSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+FINGERPRINTED_COLUMNS = ["market_ticker", "end_period_ts", "yes_bid", "yes_ask", "label"]
+
+
 def data_fingerprint(frame: pd.DataFrame) -> str:
-    columns = ["market_ticker", "end_period_ts", "yes_bid", "yes_ask", "label"]
-    hashed = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    hashed = pd.util.hash_pandas_object(frame[FINGERPRINTED_COLUMNS], index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
@@ -339,10 +342,12 @@ def train(
         t = time.perf_counter()
         model_logging = serving.RunModelLogging()
         schema = rows_schema(frame, features)
-        # Event dates as Arrow dates, which a window's bounds select in C rather than one Python date at a time:
-        # half of each window's dataset time. Only for the datasets (their columns and digests are unchanged);
-        # the windows train on the frame as loaded.
-        dated = frame.assign(event_date=frame["event_date"].astype("date32[pyarrow]"))
+        # Only the columns a window's datasets read, with event dates as Arrow dates, which a window's bounds select
+        # in C rather than one Python date at a time: most of each window's dataset time went to selecting rows of
+        # every column, and a date at a time. Only for the datasets (their columns and digests are unchanged); the
+        # windows train on the frame as loaded.
+        dated = frame[list(dict.fromkeys([*features, *FINGERPRINTED_COLUMNS, "locked"]))].assign(
+            event_date=frame["event_date"].astype("date32[pyarrow]"))
         fingerprint = data_fingerprint(frame)
         params = tracking.flat_params(config.model_dump(mode="json")) | {
             "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
@@ -497,13 +502,14 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
                 MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NOTE: note, **provenance,
                 **runs.process_tags()}
     # Created with the worker's wall-clock start (start_run cannot take one): the run's duration is training time.
-    run_id = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000), tags=run_tags,
-                               run_name=window.name).info.run_id
+    run = client.create_run(experiment_id, start_time=round(result.timings["started_at"] * 1000), tags=run_tags,
+                            run_name=window.name).info
+    run_id = run.run_id
     # Logged by run id, never made the active run: mlflow.start_run and end_run would read the run back, mark it
     # RUNNING again and end it at a time replaced below, four store calls a window for nothing. A failure still
     # ends the run FAILED, as leaving an active run would.
     try:
-        version = _log_window_run(client, run_id, result, config, name, parent_run_id, datasets=datasets,
+        version = _log_window_run(client, run, result, config, name, parent_run_id, datasets=datasets,
                                   model_logging=model_logging, forward=forward, model_described=model_described)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
@@ -512,23 +518,29 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
     return version
 
 
-def _log_window_run(client: MlflowClient, run_id: str, result: WindowResult, config: TrainConfig, name: str,
+def _log_window_run(client: MlflowClient, run: RunInfo, result: WindowResult, config: TrainConfig, name: str,
                     parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]],
                     model_logging: serving.RunModelLogging, forward: bool, model_described: bool) -> str:
-    """What a window's run holds, logged into it by id: params, datasets, files, model, metrics, version."""
+    """What a window's run holds, logged into it by id: datasets, files, model, params and metrics, version."""
     window = result.window
-    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in result.params.items()])
+    run_id = run.run_id
+    params = {key: str(value) for key, value in result.params.items()}
     # as mlflow.log_inputs would log them into the active run
     client.log_inputs(run_id, [DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, c)])
                                for dataset, c in datasets])
     with tempfile.TemporaryDirectory() as tmp:
         for file_name, data in result.artifacts.items():
             (Path(tmp) / file_name).write_bytes(data)
-        client.log_artifacts(run_id, tmp)
+        # into the artifact location the new run reported: client.log_artifacts would read the run back for it
+        get_artifact_repository(run.artifact_uri, tracking_uri=client.tracking_uri).log_artifacts(tmp)
+    # The model gets the params as an argument, which MLflow would otherwise read back from the run.
     info = model_logging.log_model(result.model, name=window.name, input_example=result.input_example, run_id=run_id,
+                                   params=params,
                                    tags={MLFLOW_RUN_NOTE: logged_model_description(result, config, name, forward)})
-    # After the model, so every metric names it (the run has none yet for MLflow to copy onto it).
-    client.log_batch(run_id, metrics=window_metrics(result.metrics, datasets, run_id, info.model_id))
+    # After the model, so every metric names it (the run has none yet for MLflow to copy onto it); the params in
+    # the same batch.
+    client.log_batch(run_id, metrics=window_metrics(result.metrics, datasets, run_id, info.model_id),
+                     params=[Param(key, value) for key, value in params.items()])
     # Registered last, after predictions, trials, plots and model: a window whose process died midway
     # has no version, and its run (never FINISHED) is what `kwx report` and `kwx runs clean` name.
     tags = {"city": config.city, "bracket": config.bracket, "window": window.name,

@@ -120,7 +120,10 @@ def test_logged_model_says_what_it_predicts_and_its_test_scores_name_the_test_ro
     assert f"Window {version.tags['window']}" in description and version.tags["test_start"] in description
     assert "elasticnet_relative features" in description and all(f in description for f in FEATURES)
 
-    inputs = {i.tags[0].value: i.dataset for i in client.get_run(version.run_id).inputs.dataset_inputs}
+    run = client.get_run(version.run_id)
+    # the window's hyperparameters and counts, on its model as on its run
+    assert logged.params == run.data.params and {"C", "l1_ratio", "n_train", "window"} <= set(logged.params)
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     datasets = {context: (d.name, d.digest) for context, d in inputs.items()}
     linked = {m.key: (m.dataset_name, m.dataset_digest) for m in logged.metrics}
     for key in ("test_log_loss", "test_unlocked_ece", "market_brier", "test_brier_skill"):
