@@ -8,7 +8,6 @@ version.
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -29,9 +28,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy.exc
 import yaml
+from mlflow.data.dataset import Dataset
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
-from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
@@ -72,7 +71,13 @@ from kwx.secrets import redact
 from kwx.training import serving
 from kwx.training.pool import results_in_order, spawn_pool, train_in_worker, window_slice
 from kwx.training.search import make_storage
-from kwx.training.walkforward import WindowPlan, WindowResult, plan, sample_rows, train_test_rows
+from kwx.training.walkforward import (
+    WindowPlan,
+    WindowResult,
+    data_fingerprint,
+    plan,
+    sample_rows,
+)
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 # Launching-run tag: the training (parent) runs it started, comma-separated; the parent's tag names it back.
@@ -104,14 +109,6 @@ class TrainSummary:
     skipped: dict[str, str]  # window name -> reason
     window_metrics: dict[str, dict[str, float]]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-FINGERPRINTED_COLUMNS = ["market_ticker", "end_period_ts", "yes_bid", "yes_ask", "label"]
-
-
-def data_fingerprint(frame: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(frame[FINGERPRINTED_COLUMNS], index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
 def git_commit() -> str:
@@ -171,17 +168,30 @@ class DatabaseDatasetSource(DatasetSource):
 register_dataset_source(DatabaseDatasetSource)
 
 
-class WindowRows(PandasDataset):
-    """A window's rows as an MLflow dataset with a schema given rather than inferred: every window of a run has the
-    same columns, so the run infers their schema once (``rows_schema``), where MLflow would infer it per dataset."""
+class WindowRows(Dataset):
+    """A window's train or test rows as MLflow logs them: kwx's digest, the source, the run's schema and the count,
+    never the rows. The worker that trained on the rows fingerprinted and counted them (``WindowResult.rows``);
+    the run infers the schema once for every window (``rows_schema``). Its ``to_dict`` is a ``PandasDataset``'s
+    of the rows' model columns and label."""
 
-    def __init__(self, df: pd.DataFrame, schema: Schema, **kwargs):
-        super().__init__(df, **kwargs)
-        self._schema = schema
+    def __init__(self, *, name: str, digest: str, source: DatasetSource, schema: Schema, num_rows: int):
+        super().__init__(source=source, name=name, digest=digest)
+        self._schema, self._num_rows = schema, num_rows
+
+    def _compute_digest(self) -> str:
+        return self.digest  # always given
 
     @property
     def schema(self) -> Schema:
         return self._schema
+
+    @property
+    def profile(self) -> dict[str, int]:
+        return {"num_rows": self._num_rows, "num_elements": self._num_rows * len(self._schema.input_names())}
+
+    def to_dict(self) -> dict[str, str]:
+        return super().to_dict() | {"schema": json.dumps({"mlflow_colspec": self._schema.to_dict()}),
+                                    "profile": json.dumps(self.profile)}
 
 
 def rows_schema(frame: pd.DataFrame, features: list[str]) -> Schema:
@@ -198,18 +208,16 @@ def rows_schema(frame: pd.DataFrame, features: list[str]) -> Schema:
                                      ignore_index=True)).inputs
 
 
-def window_datasets(frame: pd.DataFrame, features: list[str], window: Window, label: str,
-                    source: str, schema: Schema) -> list[tuple[PandasDataset, str]]:
+def window_datasets(result: WindowResult, label: str, source: str, schema: Schema) -> list[tuple[WindowRows, str]]:
     """A window's train and test rows as MLflow datasets with their context; the digest is kwx's fingerprint.
 
     Only the model's columns and the label: MLflow logs their schema (``schema``, the run's) and row count, never
-    the rows.
+    the rows. A forward window has no test rows yet.
     """
-    train, test = train_test_rows(frame, window)
-    return [(WindowRows(rows[[*features, "label"]], schema, source=DatabaseDatasetSource(source), targets="label",
-                        name=f"{label}-{window.name}-{part}", digest=data_fingerprint(rows)), context)
-            for rows, part, context in ((train, "train", "training"), (test, "test", "testing"))
-            if len(rows)]  # a forward window has no test rows yet
+    return [(WindowRows(name=f"{label}-{result.window.name}-{part}", digest=digest,
+                        source=DatabaseDatasetSource(source), schema=schema, num_rows=num_rows), context)
+            for part, context in (("train", "training"), ("test", "testing")) if part in result.rows
+            for digest, num_rows in [result.rows[part]]]
 
 
 def link_launching_run(client: MlflowClient, launched_run_id: str, parent_run_id: str) -> None:
@@ -342,12 +350,6 @@ def train(
         t = time.perf_counter()
         model_logging = serving.RunModelLogging()
         schema = rows_schema(frame, features)
-        # Only the columns a window's datasets read, with event dates as Arrow dates, which a window's bounds select
-        # in C rather than one Python date at a time: most of each window's dataset time went to selecting rows of
-        # every column, and a date at a time. Only for the datasets (their columns and digests are unchanged); the
-        # windows train on the frame as loaded.
-        dated = frame[list(dict.fromkeys([*features, *FINGERPRINTED_COLUMNS, "locked"]))].assign(
-            event_date=frame["event_date"].astype("date32[pyarrow]"))
         fingerprint = data_fingerprint(frame)
         params = tracking.flat_params(config.model_dump(mode="json")) | {
             "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
@@ -369,8 +371,7 @@ def train(
         def log_window(result: WindowResult) -> None:
             nonlocal logging_seconds
             t = time.perf_counter()
-            datasets = window_datasets(dated, features, result.window, f"{config.city}-{config.bracket}", data_source,
-                                       schema)
+            datasets = window_datasets(result, f"{config.city}-{config.bracket}", data_source, schema)
             versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
                                                        datasets=datasets, provenance=window_provenance,
                                                        model_logging=model_logging, forward=forward_as_of is not None,
@@ -471,14 +472,14 @@ def logged_model_description(result: WindowResult, config: TrainConfig, name: st
             "(null where unobserved, imputed as in training).")
 
 
-def window_metrics(metrics: dict[str, float], datasets: list[tuple[PandasDataset, str]], run_id: str,
+def window_metrics(metrics: dict[str, float], datasets: list[tuple[WindowRows, str]], run_id: str,
                    model_id: str) -> list[Metric]:
     """A window's metrics as one batch, all of its model's: the scores (``SCORE_PREFIXES``) also name the rows
     they were measured on, so MLflow shows them with the model's training or test dataset."""
     scored_rows = {context: dataset for dataset, context in datasets}
     timestamp = get_current_time_millis()
 
-    def rows_of(key: str) -> PandasDataset | None:
+    def rows_of(key: str) -> WindowRows | None:
         return next((scored_rows[context] for context, prefixes in SCORE_PREFIXES.items()
                      if context in scored_rows and key.startswith(prefixes)), None)
 
@@ -489,7 +490,7 @@ def window_metrics(metrics: dict[str, float], datasets: list[tuple[PandasDataset
 
 
 def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig, name: str, experiment_id: str,
-                parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]], provenance: dict[str, str],
+                parent_run_id: str, *, datasets: list[tuple[WindowRows, str]], provenance: dict[str, str],
                 model_logging: serving.RunModelLogging, forward: bool = False, model_described: bool = False) -> str:
     """``model_described``: the registered model exists with its description (``register_window_version``)."""
     window = result.window
@@ -519,7 +520,7 @@ def _log_window(client: MlflowClient, result: WindowResult, config: TrainConfig,
 
 
 def _log_window_run(client: MlflowClient, run: RunInfo, result: WindowResult, config: TrainConfig, name: str,
-                    parent_run_id: str, *, datasets: list[tuple[PandasDataset, str]],
+                    parent_run_id: str, *, datasets: list[tuple[WindowRows, str]],
                     model_logging: serving.RunModelLogging, forward: bool, model_described: bool) -> str:
     """What a window's run holds, logged into it by id: datasets, files, model, params and metrics, version."""
     window = result.window

@@ -5,6 +5,7 @@ MLflow-free (the runner logs the ``WindowResult``), so it runs in worker process
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -48,6 +49,15 @@ def sample_rows(frame: pd.DataFrame, every_minutes: int) -> pd.DataFrame:
 def _between(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
     days = frame["event_date"]
     return frame[(days >= first) & (days <= last)]
+
+
+FINGERPRINTED_COLUMNS = ["market_ticker", "end_period_ts", "yes_bid", "yes_ask", "label"]
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """Rows' identity for MLflow: their markets, minutes, quotes and labels, hashed."""
+    hashed = pd.util.hash_pandas_object(frame[FINGERPRINTED_COLUMNS], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
 def _training_rows(frame: pd.DataFrame, window: Window) -> pd.DataFrame:
@@ -204,6 +214,9 @@ class WindowResult:
     input_example: pd.DataFrame
     artifacts: dict[str, bytes]  # the run's files by name (``window_artifacts``)
     timings: dict[str, float] = field(default_factory=dict)
+    # (data_fingerprint, row count) of the rows it trained on ("train") and was tested on ("test", when its week
+    # had rows): what its MLflow datasets say of them, taken where the rows are
+    rows: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def search_window(
@@ -267,4 +280,5 @@ def train_window(
         window_artifacts(search.trials, scored, f"{config.city}/{config.bracket}", window.name),
         {"search_seconds": searched - started, "calibrate_seconds": fitted - searched,
          "started_at": started_at, "finished_at": time.time()},
+        {part: (data_fingerprint(rows), len(rows)) for part, rows in (("train", train), ("test", test)) if len(rows)},
     )
