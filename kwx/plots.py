@@ -5,12 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: CI and servers have no display
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure  # never pyplot: no global figure state, no GUI backend to pick or close
 
 
 def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, title: str, n_bins: int = 10) -> Path:
@@ -19,7 +16,8 @@ def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, t
 
     ``n_bins`` is the uniform binning the curves were computed with (``kwx.domain.metrics.reliability``).
     """
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 7.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = Figure(figsize=(5.5, 7.0))
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     width = 0.8 / (n_bins * max(len(curves), 1))
@@ -44,7 +42,6 @@ def reliability_diagram(curves: dict[str, dict[str, list[float]]], path: Path, t
     # diagram's time, which `kwx monitor` pays per evaluated week.
     fig.subplots_adjust(left=0.16, right=0.97, top=0.93, bottom=0.08, hspace=0.08)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -52,7 +49,8 @@ def coefficient_heatmap(coefficients, path: Path, title: str) -> Path:
     """Windows (rows) × features (columns) of coefficients on a diverging scale centred on zero."""
     values = coefficients.to_numpy(dtype=float)
     limit = max(float(abs(values).max()), 1e-12)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * values.shape[1] + 2), max(3.0, 0.35 * values.shape[0] + 1.8)))
+    fig = Figure(figsize=(max(6.0, 0.45 * values.shape[1] + 2), max(3.0, 0.35 * values.shape[0] + 1.8)))
+    ax = fig.subplots()
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(values.shape[1]), coefficients.columns, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]), coefficients.index, fontsize=8)
@@ -60,14 +58,14 @@ def coefficient_heatmap(coefficients, path: Path, title: str) -> Path:
     fig.colorbar(image, ax=ax, label="coefficient")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def importance_bars(summary, path: Path, title: str) -> Path:
     """Horizontal bars of mean importance with ± std error bars, most important on top."""
     ordered = summary.sort_values("importance_mean")
-    fig, ax = plt.subplots(figsize=(6.5, max(3.0, 0.3 * len(ordered) + 1.2)))
+    fig = Figure(figsize=(6.5, max(3.0, 0.3 * len(ordered) + 1.2)))
+    ax = fig.subplots()
     ax.barh(ordered.index, ordered["importance_mean"], xerr=ordered["importance_std"], color="tab:blue",
             ecolor="grey", capsize=2)
     ax.axvline(0, color="grey", linewidth=1)
@@ -76,13 +74,13 @@ def importance_bars(summary, path: Path, title: str) -> Path:
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def equity_curves(curves: dict[str, pd.Series], path: Path, title: str) -> Path:
     """Equity in dollars over settlement days, one line per strategy (e.g. blend, market only, model only)."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for label, equity in curves.items():
         ax.plot(pd.to_datetime(equity.index), equity.to_numpy(), label=label, linewidth=1.5)
     ax.set(xlabel="settlement day", ylabel="equity ($)", title=title)
@@ -91,13 +89,13 @@ def equity_curves(curves: dict[str, pd.Series], path: Path, title: str) -> Path:
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def metric_by_weight(grid: pd.DataFrame, metric: str, path: Path, title: str) -> Path:
     """A backtest metric against the blend weight, the best weight marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(grid["blend_weight"], grid[metric], marker="o")
     best = grid.loc[grid[metric].idxmax()]
     ax.scatter([best["blend_weight"]], [best[metric]], s=120, facecolors="none", edgecolors="red",
@@ -107,5 +105,4 @@ def metric_by_weight(grid: pd.DataFrame, metric: str, path: Path, title: str) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
