@@ -1,6 +1,6 @@
 """Benchmark: serve-rt ticks over all seven cities' open markets (~50-80 at a time) from local data.
 
-    .venv/bin/python bench/rt_tick.py [--mode both|signals|paper] [--max-ticks N]
+    .venv/bin/python bench/rt_tick.py [--mode both|signals|paper] [--rounds N] [--max-ticks N]
         [--feature-set elasticnet_forecast] [--without-forecasts]
 
 Builds demo data for every city, trains small chicago models for the three brackets into a temporary
@@ -12,8 +12,10 @@ Paper mode runs the same day with the paper broker: every tick also steps the or
 resting orders against new candles and writes orders and fills (orders, cancels and fills are printed).
 ``--mode both`` (the default) replays the day in paper mode, then in signals mode, each on its own copy of the
 same prepared data, with the same models, and is judged by the ratio of the two days' walls (target paper <= 1.3x
-signals) and by the signals tick's p99 (target < 5 ms; a whole day < 15 s). ``--max-ticks`` replays only the day's
-first ticks.
+signals) and by the signals tick's p99 (target < 5 ms; a whole day < 15 s). ``--rounds 2`` replays each mode twice
+in the order paper, signals, signals, paper, so a machine that slows down or speeds up during the run weighs on
+both modes alike; a mode's day is then the mean of its rounds and its latencies are pooled. ``--max-ticks``
+replays only the day's first ticks.
 ``--feature-set`` trains the models on another set (default: kwx's default); ``--without-forecasts`` deletes
 the stored forecasts before the replay, so the same tick runs without reading or building forecast features:
 the p99 ratio of a run with and one without is the forecasts' cost (target <= 1.2x).
@@ -39,6 +41,8 @@ BRACKETS = ("between", "greater", "less")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["both", "signals", "paper"], default="both")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="replay each mode N times, alternating the order (paper, signals, signals, paper, ...)")
     parser.add_argument("--max-ticks", type=int, default=None, help="replay only the day's first N ticks")
     parser.add_argument("--feature-set", default=None, help="the models' feature set (default: kwx's default)")
     parser.add_argument("--without-forecasts", action="store_true",
@@ -61,7 +65,9 @@ def main() -> None:
 
     feature_set = args.feature_set or DEFAULT_FEATURE_SET
     modes = ["paper", "signals"] if args.mode == "both" else [args.mode]
-    figures: dict[str, dict] = {}
+    schedule = [(mode, n) for n in range(args.rounds) for mode in (modes if n % 2 == 0 else modes[::-1])]
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    latencies_of: dict[str, list[float]] = {mode: [] for mode in modes}
     with scratch_workspace() as (tmp, engine):
         load_demo(engine, sorted(CITIES), date(2025, 6, 1), date(2025, 7, 22), seed=3)
         for bracket in BRACKETS:
@@ -83,13 +89,13 @@ def main() -> None:
             return ModelHandle(per_market[city, bracket], f"{model_name(city, bracket)}/bench", "bench",
                                feature_set)  # what runner.train trained them on
 
-        for mode in modes:
+        for mode, round_number in schedule:
             config = RtConfig.model_validate({"markets": [{"city": c, "bracket": b} for c in sorted(CITIES)
                                                           for b in BRACKETS],
                                               "tick_seconds": 9, "execution": {"mode": mode}})
-            # Each mode replays on its own copy of the prepared database: a mode replaying after another would
+            # Each replay runs on its own copy of the prepared database: a mode replaying after another would
             # overwrite that one's signal rows and completed candles instead of writing them (~2 s cheaper).
-            replayed = _fresh_copy(tmp / "kwx.db", tmp / f"kwx-{mode}.db")
+            replayed = _fresh_copy(tmp / "kwx.db", tmp / f"kwx-{mode}-{round_number}.db")
             latencies, markets = [], []
 
             def on_tick(tick, _result, latencies=latencies, markets=markets):
@@ -100,13 +106,15 @@ def main() -> None:
             result = replay_day(config, replayed, client, DAY, on_tick=on_tick, resolver=every_city_uses_chicago,
                                 max_ticks=args.max_ticks)
             wall = time.perf_counter() - started
+            latencies_of[mode] += latencies
             latencies.sort()
             run = {"ticks": result.ticks, "wall_s": round(wall, 2), "p50_ms": statistics.median(latencies),
                    "p99_ms": latencies[int(0.99 * len(latencies))], "max_ms": latencies[-1],
                    "markets_median": statistics.median(markets), "signal_rows": result.rows, "sized": result.sized}
-            print(f"{mode}: ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
+            label = f"{mode}" + (f" (round {round_number + 1})" if args.rounds > 1 else "")
+            print(f"{label}: ticks {result.ticks:,} over {DAY} for {len(CITIES)} cities; open markets per tick: "
                   f"median {run['markets_median']:.0f}, max {max(markets)}; {result.sized:,} sized signals", flush=True)
-            print(f"{mode}: tick latency p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+            print(f"{label}: tick latency p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
                   f"max {run['max_ms']:.1f} ms; the ticks replayed in {wall:.1f} s = "
                   f"{result.ticks * 9 / 60 / wall:,.0f} simulated minutes/s ({result.rows:,} signal rows written; "
                   f"features {feature_set}{', forecasts deleted' if args.without_forecasts else ''})", flush=True)
@@ -114,10 +122,11 @@ def main() -> None:
                 orders = records.orders(replayed, "paper")
                 cancels = int(orders["status"].eq("cancelled").sum())
                 run |= {"orders": len(orders), "cancelled": cancels, "fills": len(records.fills(replayed, "paper"))}
-                print(f"paper: {run['orders']:,} orders ({cancels:,} cancelled), {run['fills']:,} fills written",
+                print(f"{label}: {run['orders']:,} orders ({cancels:,} cancelled), {run['fills']:,} fills written",
                       flush=True)
-            figures[mode] = run
+            runs[mode].append(run)
             replayed.dispose()
+    figures = {mode: _combined(mode_runs, latencies_of[mode]) for mode, mode_runs in runs.items()}
 
     judged = []
     full_day = args.max_ticks is None
@@ -134,9 +143,22 @@ def main() -> None:
                         for mode, f in figures.items())
     ticks = f"first {args.max_ticks:,} ticks" if args.max_ticks else "one day"
     report(BenchResult(
-        bench="rt_tick", command="bench/rt_tick.py" + (f" --max-ticks {args.max_ticks}" if args.max_ticks else ""),
-        what=f"serve-rt replay, 7 cities x 3 brackets (21 models), {ticks} at 9 s, SQLite",
+        bench="rt_tick", command="bench/rt_tick.py" + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+        + (f" --max-ticks {args.max_ticks}" if args.max_ticks else ""),
+        what=f"serve-rt replay, 7 cities x 3 brackets (21 models), {ticks} at 9 s, SQLite"
+        + (f", each mode {args.rounds} times in alternating order (mean day)" if args.rounds > 1 else ""),
         summary=summary, figures=figures, judged=judged), args.json)
+
+
+def _combined(runs: list[dict], latencies: list[float]) -> dict:
+    """One mode's figures over its rounds: the mean day, the pooled latencies' percentiles, the first round's
+    counts (every round replays the same day), and each round's day."""
+    if len(runs) == 1:
+        return runs[0]
+    latencies = sorted(latencies)
+    return runs[0] | {"wall_s": round(statistics.fmean(r["wall_s"] for r in runs), 2),
+                      "p50_ms": statistics.median(latencies), "p99_ms": latencies[int(0.99 * len(latencies))],
+                      "max_ms": latencies[-1], "round_walls_s": [r["wall_s"] for r in runs]}
 
 
 def _fresh_copy(prepared: Path, copy: Path):

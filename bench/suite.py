@@ -38,7 +38,7 @@ SUITE: dict[str, tuple[str, list[str], list[str]]] = {
     "train-small": ("train.py", ["--small"], ["--small"]),
     "dataset-sqlite": ("dataset.py", ["--days", "90"], []),
     "dataset-postgres": ("dataset.py", ["--backend", "postgres", "--days", "90"], ["--backend", "postgres"]),
-    "rt_tick": ("rt_tick.py", ["--max-ticks", "2400"], []),
+    "rt_tick": ("rt_tick.py", ["--max-ticks", "2400"], ["--rounds", "2"]),
     "resolve": ("resolve.py", [], []),
     "backtest": ("backtest.py", ["--repeats", "1"], ["--repeats", "3"]),
 }
