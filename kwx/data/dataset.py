@@ -15,7 +15,7 @@ from kwx.cities import EXCLUDED_VC_CITIES, VC_EXCLUDABLE_COLUMNS, City, get_city
 from kwx.data.demo import SOURCE as DEMO_SOURCE
 from kwx.data.forecasts import load_forecast_data
 from kwx.data.schema import Candle, ClimateDaily, Market, WeatherMinute
-from kwx.data.store import IN_CHUNK, driver_rows, rows_frame
+from kwx.data.store import IN_CHUNK, driver_records, driver_rows, rows_frame
 from kwx.domain.features import (
     DEFAULT_FEATURE_SET,
     WEATHER_LOOKBACK_SECONDS,
@@ -95,15 +95,15 @@ def _candle_records(engine: Engine, tickers: list[str], columns: list[str],
     dtype = np.dtype([("market", np.int64), *((c, np.int64 if c == "end_period_ts" else float) for c in columns)])
     pieces = []
     for begin in range(0, len(tickers), IN_CHUNK):
-        # Each market is joined by its position, not selected by ticker: the driver then makes no string per
-        # candle (a city-year has millions), and numpy takes the rows straight from the driver's tuples.
+        # Each market is joined by its position, not selected by ticker: no string is made per candle (a
+        # city-year has millions), and the rows go straight into numpy (``driver_records``).
         wanted = values(column("market", Integer), column("ticker", String), name="wanted").data(
             list(enumerate(tickers[begin:begin + IN_CHUNK], start=begin))).cte()
         statement = select(wanted.c.market, *(getattr(Candle, c) for c in columns)).join_from(
             wanted, Candle, Candle.market_ticker == wanted.c.ticker)
         if until_ts is not None:
             statement = statement.where(Candle.end_period_ts <= until_ts)
-        pieces.extend(np.fromiter(rows, dtype=dtype, count=len(rows)) for rows in driver_rows(engine, statement))
+        pieces.append(driver_records(engine, statement, dtype))
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype)
 
 

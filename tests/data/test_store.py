@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from kwx.data.schema import Base, Candle, Market, WeatherMinute
-from kwx.data.store import upsert_frame, upsert_frames, upsert_rows
+from kwx.data.store import driver_records, driver_rows, upsert_frame, upsert_frames, upsert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +138,32 @@ def test_rows_keep_the_stored_ones_on_request_and_need_the_primary_key(engine):
             upsert_rows(conn, "markets", renamed, on_conflict="replace")
     with engine.connect() as conn:
         assert set(conn.execute(select(Market.city)).scalars()) == {"chicago"}
+
+
+def test_records_are_the_driver_s_rows_as_an_array(engine):
+    """``driver_records`` (COPY and pandas' parser on PostgreSQL) gives what the driver's tuples give: every value
+    exact, NULL as NaN, nothing for no rows; a parameter with a quote in it is quoted, not run."""
+    quoted = "KXHIGHCHI-25JUL15-B85.5' OR '1'='1"
+    candles = pd.DataFrame({"market_ticker": ["KXHIGHCHI-25JUL15-B85.5"] * 3 + ["KXHIGHCHI-25JUL15-T80"],
+                            "end_period_ts": [1752595260, 1752595320, 1752595380, 1752595260],
+                            "yes_bid_close": [40.0, None, 0.1 + 0.2, 1e-9], "yes_ask_close": [42.0, 43.0, 99.99, None],
+                            "volume": [3.0, 0.0, 123456789.0, 7.0]})
+    upsert_frames(engine, {"markets": _markets(), "candles": candles})
+    dtype = np.dtype([("end_period_ts", np.int64), ("yes_bid_close", float), ("yes_ask_close", float),
+                      ("volume", float)])
+
+    def statement(ticker):
+        return (select(Candle.end_period_ts, Candle.yes_bid_close, Candle.yes_ask_close, Candle.volume)
+                .where(Candle.market_ticker.in_([ticker, "KXHIGHCHI-25JUL15-T80"]))
+                .order_by(Candle.market_ticker, Candle.end_period_ts))
+
+    records = driver_records(engine, statement("KXHIGHCHI-25JUL15-B85.5"), dtype)
+    expected = np.concatenate([np.fromiter(rows, dtype=dtype, count=len(rows))
+                               for rows in driver_rows(engine, statement("KXHIGHCHI-25JUL15-B85.5"))])
+    assert records.dtype == dtype and len(records) == 4
+    for name in dtype.names:
+        assert np.array_equal(records[name], expected[name], equal_nan=True), name
+    assert records["yes_bid_close"][2] == 0.1 + 0.2 and np.isnan(records["yes_bid_close"][1])
+    assert records["volume"].tolist() == [3.0, 0.0, 123456789.0, 7.0]
+    assert driver_records(engine, statement(quoted), dtype)["end_period_ts"].tolist() == [1752595260]
+    assert len(driver_records(engine, statement("nothing").where(Candle.volume < 0), dtype)) == 0
