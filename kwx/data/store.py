@@ -11,6 +11,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -53,13 +54,20 @@ def driver_rows(engine: Engine, statement) -> Iterator[list[tuple]]:
 
     The values are the driver's: a caller converts those SQLAlchemy would have (SQLite's dates and times are text).
     """
+    with _driver_cursor(engine, statement) as (cursor, sql, params):
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(_READ_ROWS):
+            yield rows
+
+
+@contextmanager
+def _driver_cursor(engine: Engine, statement) -> Iterator[tuple[object, str, tuple | Mapping[str, object]]]:
+    """A driver cursor on a pooled connection, with ``statement`` as that driver's SQL and parameters."""
     with engine.connect() as conn:
         compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         cursor = conn.connection.driver_connection.cursor()
         try:
-            cursor.execute(str(compiled), driver_parameters(compiled, compiled.params))
-            while rows := cursor.fetchmany(_READ_ROWS):
-                yield rows
+            yield cursor, str(compiled), driver_parameters(compiled, compiled.params)
         finally:
             cursor.close()
 
@@ -76,15 +84,9 @@ def driver_records(engine: Engine, statement, dtype: np.dtype) -> np.ndarray:
     if engine.dialect.name != "postgresql":
         pieces = [np.fromiter(rows, dtype=dtype, count=len(rows)) for rows in driver_rows(engine, statement)]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype)
-    with engine.connect() as conn:
-        compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            query = cursor.mogrify(str(compiled), driver_parameters(compiled, compiled.params)).decode()
-            copied = io.BytesIO()
-            cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", copied)
-        finally:
-            cursor.close()
+    copied = io.BytesIO()
+    with _driver_cursor(engine, statement) as (cursor, sql, params):
+        cursor.copy_expert(f"COPY ({cursor.mogrify(sql, params).decode()}) TO STDOUT WITH (FORMAT csv)", copied)
     copied.seek(0)
     if not copied.getbuffer().nbytes:
         return np.zeros(0, dtype)
