@@ -99,6 +99,28 @@ def test_bad_input_fails_before_any_run(engine, tracking):
     assert tracking.search_experiments(filter_string="name = 'kwx-chicago-between'") == []
 
 
+
+def test_workers_start_while_the_dataset_builds_and_not_on_bad_input(engine, tracking, monkeypatch):
+    events = []
+    spawn_pool, labelled_rows = runner.spawn_pool, runner.labelled_rows
+
+    def spawning(workers):
+        events.append(("pool", workers))
+        return spawn_pool(workers)
+
+    def building(*args, **kwargs):
+        events.append(("dataset",))
+        return labelled_rows(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "spawn_pool", spawning)
+    monkeypatch.setattr(runner, "labelled_rows", building)
+    with pytest.raises(DatasetError, match="no miami/between markets"):
+        runner.train(TrainConfig.model_validate({**CONFIG, "city": "miami"}), engine, workers=2)
+    assert events == []  # the quick check failed first: no process was started for nothing
+    summary = runner.train(TrainConfig.model_validate(CONFIG), engine, workers=4)
+    assert events == [("pool", 3), ("dataset",)]  # as many processes as the config's 3 windows, started first
+    assert len(summary.versions) == 3
+
 def test_unreachable_tracking_server_fails_fast(engine, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(TrackingUnavailableError, match=r"http://127\.0\.0\.1:9 is unreachable"):
