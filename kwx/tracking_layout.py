@@ -111,7 +111,7 @@ WINDOW_METRICS = (
     Entry("cv_market_{score}", "the market on the same out-of-fold rows"),
     Entry("cv_brier_skill", "out-of-fold Brier skill vs the market on quoted rows (forward gates read it)"),
     Entry("nonzero_coefs", "coefficients the fitted ElasticNet kept"),
-    Entry("search_fits", "saga fits the search ran: one per C of each trial's regularization path on each fold (each "
+    Entry("search_fits", "fits the search ran: one per C of each trial's regularization path on each fold (each "
                          "path's first fit cold, the rest warm-started from the previous C)"),
     Entry("unconverged_fits", "of those, fits that stopped at the iteration limit"),
     Entry("final_fit_converged", "1 when the final fit converged"),

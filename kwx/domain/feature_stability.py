@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# saga leaves exact zeros for dropped features; anything smaller than this is a numerical zero.
+# An L1 penalty leaves exact zeros for dropped features; anything smaller than this is a numerical zero.
 ZERO = 1e-10
 
 

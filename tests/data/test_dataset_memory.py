@@ -15,7 +15,7 @@ from kwx.data.dataset import forecasts_for, load_candles, load_dataset, load_mar
 from kwx.data.db import make_engine
 from kwx.data.demo import load_demo
 from kwx.domain.features import build_features, feature_columns
-from kwx.training.model import ModelParams, make_pipeline
+from kwx.training.model import ModelParams, fit_pipeline
 
 pytestmark = pytest.mark.integration
 START, END = date(2025, 7, 10), date(2025, 7, 14)
@@ -48,8 +48,8 @@ def test_float32_features_give_the_models_probabilities_of_float64_ones(engine):
     probabilities = {}
     for precision, frame in (("float64", exact), ("float32", data)):
         X = frame[names].astype(float)  # training fits float64 matrices whatever the dataset stores
-        model = make_pipeline(ModelParams("elasticnet", C=0.1, l1_ratio=0.5, class_weight="none"), seed=0)
-        model.fit(X[train], y[train])
+        model = fit_pipeline(X[train], y[train], ModelParams("elasticnet", C=0.1, l1_ratio=0.5, class_weight="none"),
+                             seed=0)
         probabilities[precision] = model.predict_proba(X[test])[:, 1]
     p64, p32 = probabilities["float64"], probabilities["float32"]
     assert test.sum() > 1000 and 0 < y[test].mean() < 1

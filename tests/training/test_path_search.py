@@ -12,6 +12,8 @@ from sklearn.utils.class_weight import compute_sample_weight
 from kwx.config import TrainConfig
 from kwx.training.model import (
     ModelParams,
+    fit_logit,
+    fit_pipeline,
     group_folds,
     make_logit,
     make_pipeline,
@@ -43,7 +45,7 @@ def test_prepared_folds_are_what_the_pipeline_feeds_its_logit():
     folds = group_folds(groups, 4)
     params = ModelParams("elasticnet", 0.3, 0.5, "none")
     for (fit_rows, held_out), fold in zip(folds, prepare_folds(X, y, folds), strict=True):
-        pipeline = make_pipeline(params, seed=1).fit(X.iloc[fit_rows], y[fit_rows])
+        pipeline = fit_pipeline(X.iloc[fit_rows], y[fit_rows], params, seed=1)
         preprocessing = pipeline[:-1]
         np.testing.assert_array_equal(fold.X_train, preprocessing.transform(X.iloc[fit_rows]))
         np.testing.assert_array_equal(fold.X_test, preprocessing.transform(X.iloc[held_out]))
@@ -52,8 +54,28 @@ def test_prepared_folds_are_what_the_pipeline_feeds_its_logit():
         for matrix in (fold.X_train, fold.X_test):
             assert matrix.dtype == np.float64 and matrix.flags.c_contiguous
         # so a logit fit on the prepared rows is the pipeline's own
-        logit = make_logit(params, seed=1).fit(fold.X_train, fold.y_train)
+        logit = fit_logit(make_logit(params, seed=1), fold.X_train, fold.y_train)
         np.testing.assert_array_equal(logit.coef_, pipeline.named_steps["logit"].coef_)
+
+
+@pytest.mark.parametrize("params", [ModelParams("elasticnet", 0.3, 0.5, "none"),
+                                    ModelParams("l1", 0.05, 1.0, "balanced"),
+                                    ModelParams("l2", 3.0, 0.0, "balanced")])
+def test_the_fitted_pipeline_is_the_exact_minimum_as_a_plain_sklearn_model(params):
+    """``fit_pipeline``'s logistic regression is the minimum saga reaches only far past kwx's TOL, and it is the
+    LogisticRegression ``make_logit`` describes: saved, served and loaded without glum or kwx."""
+    X, y, _ = _data()
+    ours = fit_pipeline(X, y, params, seed=1)
+    exact = make_pipeline(params, seed=1).set_params(logit__tol=1e-10, logit__max_iter=200_000).fit(X, y)
+    at_tol = make_pipeline(params, seed=1).fit(X, y)  # what kwx served before: saga stopped at TOL
+    gap = np.abs(ours.decision_function(X) - exact.decision_function(X)).max()
+    assert gap < 2e-4 < np.abs(at_tol.decision_function(X) - exact.decision_function(X)).max()
+    np.testing.assert_allclose(ours.predict_proba(X), exact.predict_proba(X), atol=1e-4)
+    logit = ours.named_steps["logit"]
+    assert type(logit) is LogisticRegression and logit.get_params() == make_logit(params, seed=1).get_params()
+    assert logit.coef_.shape == (1, X.shape[1]) and logit.intercept_.shape == (1,) and logit.n_iter_[0] >= 1
+    np.testing.assert_array_equal(logit.classes_, [0, 1])
+    assert ours.n_features_in_ == X.shape[1] and list(ours.feature_names_in_) == list(X.columns)
 
 
 @pytest.mark.parametrize("params", [ModelParams("elasticnet", 0.0, 0.5, "none"),
