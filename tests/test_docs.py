@@ -176,4 +176,8 @@ def test_the_benchmark_page_shows_every_figure_its_verdict_and_what_did_not_run(
     assert "paper day / signals day: 1.79 (target &lt;= 1.3, **missed**)" in page
     assert "signals tick p99: 4.2 ms (target &lt; 5 ms, met)" in page
     assert "skipped: no PostgreSQL at postgresql://h/db" in page and "failed: ... PromotionRefused: gates" in page
+    assert "(x86_64, 23.5 GiB)" in page  # a result written before the suite recorded the CPU's model
+    result["machine"]["cpu_model"] = "AMD EPYC 7B13"
+    path.write_text(json.dumps(result))
+    assert "on 2 cores (AMD EPYC 7B13, x86_64, 23.5 GiB)" in benchmark_reference.render(path)
     assert "No full benchmark result" in benchmark_reference.render(tmp_path / "absent.json")

@@ -43,9 +43,10 @@ def render(path: Path = FULL_RESULT) -> str:
     machine = result["machine"]
     load = ", ".join(f"{x:.2f}" for x in machine["load_average_start"])
     end = ", ".join(f"{x:.2f}" for x in machine["load_average_end"])
+    cpu = ", ".join(filter(None, (machine.get("cpu_model"), machine["processor"])))  # results before cpu_model: none
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
     lines += [f"Measured {result['started_at']} at commit {code(machine['commit'])} on {machine['cores']} cores "
-              f"({machine['processor']}, {machine['memory_gib']} GiB), load average {load} at the start and "
+              f"({cpu}, {machine['memory_gib']} GiB), load average {load} at the start and "
               f"{end} at the end (1, 5, 15 min), Python {machine['python']}; {versions}.", "",
               "| benchmark | command | figures | judged by |", "|---|---|---|---|",
               *(_row(bench) for bench in result["benchmarks"])]
