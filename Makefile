@@ -25,11 +25,13 @@ demo: $(STAMP)
 	$(BIN)/kwx demo
 
 # One pytest worker per core; TEST_WORKERS=0 runs the suite in a single process. Each test file stays on one
-# worker (--dist loadfile): some files build state test by test on a module fixture, in file order.
+# worker (--dist loadfile): some files build state test by test on a module fixture, in file order. Files are
+# handed out in the collection's order, which starts the minutes-long ones first (tests/conftest.py);
+# xdist's default reorder, by tests per file, started them last and left one worker running alone for minutes.
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

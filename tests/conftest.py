@@ -41,9 +41,14 @@ DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``long`` (minutes each) start first, so the parallel workers of `make test` do not all finish
-    and then wait on one of them."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Files with tests marked ``long`` start first, the longest first (``long(seconds=...)``: the file's time on a
+    2-core machine), so the parallel workers of `make test` do not all finish and then wait on one of them. Each
+    file's tests keep their order (`make test` keeps a file on one worker, in the collection's file order)."""
+    seconds: dict[object, float] = {}
+    for item in items:
+        if (marker := item.get_closest_marker("long")) is not None:
+            seconds[item.path] = max(seconds.get(item.path, 0), marker.kwargs.get("seconds", 60))
+    items.sort(key=lambda item: -seconds.get(item.path, 0))
 
 
 @pytest.fixture(autouse=True)

@@ -176,7 +176,7 @@ def test_default_configs_are_the_working_directorys(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.long
+@pytest.mark.long(seconds=190)
 def test_a_wheel_install_runs_init_and_the_demo_in_an_empty_directory(tmp_path):
     """The wheel carries everything a user needs: no repository checkout, no configs of its own."""
     repo = Path(__file__).resolve().parent.parent

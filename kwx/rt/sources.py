@@ -51,7 +51,8 @@ class Snapshot:
     failed: dict[str, str] = field(default_factory=dict)  # market ticker -> why its data is missing
     # the forecasts of the open markets' days public by now_ts, with their error scales (None: none read)
     forecasts: ForecastData | None = None
-    # Set by a source that can name its data cheaply (replay: the slice bounds); same version, same data.
+    # Set by a source that can name its data cheaply (replay: the slice bounds); same version, same data, and the
+    # same candles inside the candle lookback (it changes when one leaves it).
     data_version: tuple | None = None
 
     def check_no_lookahead(self, checked: Snapshot | None = None) -> None:
@@ -76,11 +77,11 @@ class Snapshot:
     def signature(self) -> tuple:
         """Changes exactly when the tick's inputs change: a candle or observation arriving, or leaving the
         snapshot's window or the candle lookback (the counts), the market set, a fetch failure."""
-        candle_ts = self.candles["end_period_ts"].to_numpy()
-        in_lookback = int((candle_ts > self.now_ts - CANDLE_LOOKBACK_SECONDS).sum())
         failed = tuple(sorted(self.failed.items()))
         if self.data_version is not None:
-            return self.data_version, in_lookback, failed
+            return self.data_version, failed
+        candle_ts = self.candles["end_period_ts"].to_numpy()
+        in_lookback = int((candle_ts > self.now_ts - CANDLE_LOOKBACK_SECONDS).sum())
         last_candle = int(candle_ts.max()) if len(candle_ts) else 0
         observed = [epoch_seconds(w["ts_utc"]) for w in self.weather.values()]
         last_obs = tuple(len(ts) and int(ts.max()) for ts in observed)
@@ -142,7 +143,11 @@ class ReplaySource:
             since = weather_needed_since(now_ts, self.day_start[city_key], self.max_obs_age_minutes)
             bounds[city_key] = (int(np.searchsorted(ts, since, side="left")), int(np.searchsorted(ts, now_ts, "right")))
         published = int(np.searchsorted(self._forecast_ts, now_ts, side="right"))
-        version = (open_now.tobytes(), int(lo), int(hi), tuple(bounds.values()), published)
+        # the first candle inside the candle lookback: the version changes when one leaves it (``Snapshot.signature``
+        # then need not count them every tick); counted over every market's candles, so it may change for a closed
+        # market's candle too, which only recomputes the same features
+        lookback = int(np.searchsorted(self._candle_ts, now_ts - CANDLE_LOOKBACK_SECONDS, side="right"))
+        version = (open_now.tobytes(), int(lo), lookback, int(hi), tuple(bounds.values()), published)
         if self._last is not None and self._last.data_version == version:
             # Most ticks fall inside the same minute bar: the same slices, seen at a later clock time.
             return replace(self._last, now_ts=now_ts)

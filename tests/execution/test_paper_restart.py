@@ -86,7 +86,7 @@ def _serve_replay(tmp_path: Path, url: str, tracking_uri: str, engine, *, kill_a
         serve.wait(timeout=10)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=105)
 def test_a_paper_replay_killed_and_rerun_or_run_twice_writes_what_one_clean_run_writes(promoted, market_db,
                                                                                         tmp_path):
     engine, client = market_db, promoted["client"]

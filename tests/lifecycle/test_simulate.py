@@ -28,7 +28,7 @@ from kwx.training.model import predict_yes
 from kwx.training.walkforward import sample_rows
 from tests.conftest import LENIENT_MARKET_GATES, demo_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long(seconds=85)]
 
 START, END = date(2025, 6, 16), date(2025, 7, 6)  # three weeks, Monday to Sunday
 SHIFTED = [date(2025, 6, 23) + timedelta(days=k) for k in range(7)]  # week two's reports read 8 °F high

@@ -20,7 +20,7 @@ from kwx.registry.versions import PENDING_TAG, stage_table
 from kwx.training import runner
 from tests.conftest import LENIENT_MARKET_GATES, demo_database
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long(seconds=120)]
 
 NAME = "kwx-chicago-between"
 CONFIG = {"city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -284,6 +285,23 @@ def test_a_candle_leaving_the_lookback_changes_the_tick_signature():
     assert before != Snapshot(1_950, markets, candles, weather).signature()
     # and a candle leaving the window altogether changes it too
     assert before != Snapshot(1_800, markets, candles.iloc[1:], weather).signature()
+
+
+def test_the_replay_s_data_version_changes_whenever_the_counted_signature_does(promoted):
+    """The replay names its data by slice bounds, so the tick's signature skips counting candles every tick; over
+    every tick of six hours it must change at least whenever the signature that counts them changes."""
+    source = ReplaySource(promoted["engine"], [("chicago", "between"), ("chicago", "greater")], DAY, 20)
+    start = int(source.candles["end_period_ts"].iloc[0])
+    named = counted = None
+    lookback_changes = 0
+    for now_ts in range(start, start + 6 * 3600, 9):
+        snap = source.snapshot(now_ts)
+        new_named, new_counted = snap.signature(), replace(snap, data_version=None).signature()
+        if counted is not None and new_counted != counted:
+            assert new_named != named, now_ts
+            lookback_changes += new_counted[4] != counted[4] and new_counted[:4] == counted[:4]
+        named, counted = new_named, new_counted
+    assert lookback_changes > 0  # ticks where only a candle leaving the lookback changed the inputs were seen
 
 
 def test_a_snapshot_is_reused_inside_a_minute_and_renewed_by_new_data(promoted):

@@ -23,7 +23,7 @@ from kwx.data.dataset import load_dataset
 from kwx.domain.features import feature_columns
 from kwx.training.model import predict_yes
 
-pytestmark = [pytest.mark.integration, pytest.mark.long]
+pytestmark = [pytest.mark.integration, pytest.mark.long(seconds=70)]
 MODEL_URI = "models:/kwx-chicago-between@production"
 FEATURES = feature_columns("elasticnet_relative", "between")
 # Runs in the fresh venv: kwx must not be importable there, else the test proves nothing.
