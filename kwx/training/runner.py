@@ -305,132 +305,120 @@ def train(
             # otherwise hold up the first window (measured: 4.6 s of a 54 s 2-worker run on 2 cores).
             planned = plan_windows(config.start, config.end, config.train_days, config.test_days, config.step_days)
             executor = pool.enter_context(spawn_pool(max(1, min(workers, len(planned)))))
-        return _train(config, engine, workers=workers, optuna_storage_spec=optuna_storage_spec,
-                      experiment=experiment, config_text=config_text, on_window_done=on_window_done,
-                      prepared=prepared or prepare(config, engine), executor=executor,
-                      launched_run_id=launched_run_id, forward_as_of=forward_as_of, started=started)
+        frame, features, plans = prepared or prepare(config, engine)
+        uri = tracking.configure()
+        validate_storage(optuna_storage_spec, uri)
+        name = model_name(config.city, config.bracket)
+        client = MlflowClient()
+        # `mlflow run` hands over its run in MLFLOW_RUN_ID, in whatever experiment launched it (Default without
+        # --experiment-name). Training never logs into it, so it always lands in its own experiment; taken out of the
+        # environment as mlflow.start_run itself would, so the parent below is a new run.
+        launched = launched_run_id or os.environ.pop("MLFLOW_RUN_ID", None)
+        experiment_id = tracking.ensure_experiment(experiment or name)
+        # Runs a killed `kwx train` of this host left RUNNING; only provably dead ones, other hosts' are left alone.
+        for verdict in runs.clean(client, [experiment_id], other_hosts_hours=None):
+            if verdict.dead:
+                log.warning(verdict.line())
+        usable = [p for p in plans if p.usable]
+        skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
+        study_prefix = search_study_prefix(config)
+        logging_seconds = 0.0
+        results: dict[str, WindowResult] = {}
+        versions: dict[str, str] = {}
 
-
-def _train(config: TrainConfig, engine: Engine, *, workers: int, optuna_storage_spec: str | None,
-           experiment: str | None, config_text: str | None,
-           on_window_done: Callable[[str, WindowResult], None] | None,
-           prepared: tuple[pd.DataFrame, list[str], list[WindowPlan]], executor: Executor | None,
-           launched_run_id: str | None, forward_as_of: date | None, started: float) -> TrainSummary:
-    """``train`` once its rows are prepared (``started``: when the call began, for its wall time)."""
-    frame, features, plans = prepared
-    uri = tracking.configure()
-    validate_storage(optuna_storage_spec, uri)
-    name = model_name(config.city, config.bracket)
-    client = MlflowClient()
-    # `mlflow run` hands over its run in MLFLOW_RUN_ID, in whatever experiment launched it (Default without
-    # --experiment-name). Training never logs into it, so it always lands in its own experiment; taken out of the
-    # environment as mlflow.start_run itself would, so the parent below is a new run.
-    launched = launched_run_id or os.environ.pop("MLFLOW_RUN_ID", None)
-    experiment_id = tracking.ensure_experiment(experiment or name)
-    # Runs a killed `kwx train` of this host left RUNNING; only provably dead ones, other hosts' are left alone.
-    for verdict in runs.clean(client, [experiment_id], other_hosts_hours=None):
-        if verdict.dead:
-            log.warning(verdict.line())
-    usable = [p for p in plans if p.usable]
-    skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
-    study_prefix = search_study_prefix(config)
-    logging_seconds = 0.0
-    results: dict[str, WindowResult] = {}
-    versions: dict[str, str] = {}
-
-    provenance = source_tags()
-    if forward_as_of is None:
-        note = (f"Walk-forward training of {config.city}/{config.bracket} ({config.feature_set} features, config "
-                f"{config.fingerprint()}): {len(usable)} of {len(plans)} planned windows, each trained on "
-                f"{config.train_days} days and tested on the next {config.test_days}, every {config.step_days} "
-                f"days from {config.start} to {config.end}. Each window is a nested run and a version of {name}.")
-    else:
-        note = (f"Forward retrain of {config.city}/{config.bracket} as of {forward_as_of} ({config.feature_set} "
-                f"features, config {config.fingerprint()}): one window trained on the {config.train_days} days "
-                f"before it, to trade the next {config.test_days}. Its nested run holds the cross-validated "
-                f"scores; `kwx monitor` adds the realized test-week scores once the week has settled.")
-    launch_tags = {}
-    forward_tags = {} if forward_as_of is None else {FORWARD_AS_OF_TAG: forward_as_of.isoformat()}
-    if launched:
-        # The launch's own source tags say how training was started (the MLproject entry point, its commit).
-        provenance |= {k: v for k, v in client.get_run(launched).data.tags.items()
-                       if k.startswith(("mlflow.source.", "mlflow.project."))}
-        note += f" Launched by `mlflow run` run {launched}."
-        launch_tags = {LAUNCHED_BY_TAG: launched}
-    with ExitStack() as stack:
-        stack.enter_context(_heap_spared_by_the_collector())
-        if executor is None and workers > 1 and len(usable) > 1:
-            # started before the run's setup is logged, so the workers import kwx meanwhile
-            executor = stack.enter_context(spawn_pool(min(workers, len(usable))))
-        # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
-        parent = stack.enter_context(mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
-            tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
-                  MLFLOW_RUN_NOTE: note}))
+        provenance = source_tags()
+        if forward_as_of is None:
+            note = (f"Walk-forward training of {config.city}/{config.bracket} ({config.feature_set} features, config "
+                    f"{config.fingerprint()}): {len(usable)} of {len(plans)} planned windows, each trained on "
+                    f"{config.train_days} days and tested on the next {config.test_days}, every {config.step_days} "
+                    f"days from {config.start} to {config.end}. Each window is a nested run and a version of {name}.")
+        else:
+            note = (f"Forward retrain of {config.city}/{config.bracket} as of {forward_as_of} ({config.feature_set} "
+                    f"features, config {config.fingerprint()}): one window trained on the {config.train_days} days "
+                    f"before it, to trade the next {config.test_days}. Its nested run holds the cross-validated "
+                    f"scores; `kwx monitor` adds the realized test-week scores once the week has settled.")
+        launch_tags = {}
+        forward_tags = {} if forward_as_of is None else {FORWARD_AS_OF_TAG: forward_as_of.isoformat()}
         if launched:
-            link_launching_run(client, launched, parent.info.run_id)
-        window_provenance = {k: v for k, v in parent.data.tags.items()
-                             if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
-        data_source = redact(engine.url.render_as_string(hide_password=True))
-        t = time.perf_counter()
-        model_logging = serving.RunModelLogging()
-        schema = rows_schema(frame, features)
-        fingerprint = data_fingerprint(frame)
-        params = tracking.flat_params(config.model_dump(mode="json")) | {
-            "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
-            "n_rows": len(frame), "features": ",".join(features)}
-        tags = {"kwx.city": config.city, "kwx.bracket": config.bracket, "kwx.config_hash": config.fingerprint(),
-                "kwx.data_fingerprint": fingerprint, "kwx.git_commit": git_commit(), "kwx.model_name": name}
-        client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                         tags=[RunTag(k, v) for k, v in tags.items()])
-        # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
-        mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
-        if config_text is not None:
-            mlflow.log_text(config_text, "config_source.yaml")
-        mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
-                          "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
-                          "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,
-                          "skip_reason": p.skip_reason} for p in plans], "window_plan.json")
-        logging_seconds += time.perf_counter() - t
-
-        def log_window(result: WindowResult) -> None:
-            nonlocal logging_seconds
+            # The launch's own source tags say how training was started (the MLproject entry point, its commit).
+            provenance |= {k: v for k, v in client.get_run(launched).data.tags.items()
+                           if k.startswith(("mlflow.source.", "mlflow.project."))}
+            note += f" Launched by `mlflow run` run {launched}."
+            launch_tags = {LAUNCHED_BY_TAG: launched}
+        with ExitStack() as stack:
+            stack.enter_context(_heap_spared_by_the_collector())
+            if executor is None and workers > 1 and len(usable) > 1:
+                # started before the run's setup is logged, so the workers import kwx meanwhile
+                executor = stack.enter_context(spawn_pool(min(workers, len(usable))))
+            # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
+            parent = stack.enter_context(mlflow.start_run(
+                experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
+                tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
+                      MLFLOW_RUN_NOTE: note}))
+            if launched:
+                link_launching_run(client, launched, parent.info.run_id)
+            window_provenance = {k: v for k, v in parent.data.tags.items()
+                                 if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
+            data_source = redact(engine.url.render_as_string(hide_password=True))
             t = time.perf_counter()
-            datasets = window_datasets(result, f"{config.city}-{config.bracket}", data_source, schema)
-            versions[result.window.name] = _log_window(client, result, config, name, experiment_id, parent.info.run_id,
-                                                       datasets=datasets, provenance=window_provenance,
-                                                       model_logging=model_logging, forward=forward_as_of is not None,
-                                                       model_described=bool(versions))
+            model_logging = serving.RunModelLogging()
+            schema = rows_schema(frame, features)
+            fingerprint = data_fingerprint(frame)
+            params = tracking.flat_params(config.model_dump(mode="json")) | {
+                "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
+                "n_rows": len(frame), "features": ",".join(features)}
+            tags = {"kwx.city": config.city, "kwx.bracket": config.bracket, "kwx.config_hash": config.fingerprint(),
+                    "kwx.data_fingerprint": fingerprint, "kwx.git_commit": git_commit(), "kwx.model_name": name}
+            client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                             tags=[RunTag(k, v) for k, v in tags.items()])
+            # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
+            mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+            if config_text is not None:
+                mlflow.log_text(config_text, "config_source.yaml")
+            mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
+                              "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
+                              "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,
+                              "skip_reason": p.skip_reason} for p in plans], "window_plan.json")
             logging_seconds += time.perf_counter() - t
-            results[result.window.name] = result
-            if on_window_done is not None:
-                on_window_done(result.window.name, result)
 
-        jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
-        # Logged in window order so version numbers follow time; the pool still trains in parallel.
-        for result in results_in_order(train_in_worker, jobs, workers, executor):
-            log_window(result)
+            def log_window(result: WindowResult) -> None:
+                nonlocal logging_seconds
+                t = time.perf_counter()
+                datasets = window_datasets(result, f"{config.city}-{config.bracket}", data_source, schema)
+                versions[result.window.name] = _log_window(
+                    client, result, config, name, experiment_id, parent.info.run_id, datasets=datasets,
+                    provenance=window_provenance, model_logging=model_logging, forward=forward_as_of is not None,
+                    model_described=bool(versions))
+                logging_seconds += time.perf_counter() - t
+                results[result.window.name] = result
+                if on_window_done is not None:
+                    on_window_done(result.window.name, result)
 
-        t = time.perf_counter()
-        window_metrics = {w: results[w].metrics for w in sorted(results)}
-        with tempfile.TemporaryDirectory() as tmp:
-            summary_metrics = windows_summary(list(window_metrics.values()),
-                                              [results[w].predictions for w in sorted(results)],
-                                              f"{config.city}/{config.bracket}", Path(tmp), config.acceptance)
-            if any(Path(tmp).iterdir()):
-                mlflow.log_artifacts(tmp)
-        mlflow.log_metrics(summary_metrics)
-        mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
-        logging_seconds += time.perf_counter() - t
-        total = time.perf_counter() - started
-        fits = sum(r.metrics["search_fits"] for r in results.values())
-        paths = fits / config.search.C_path_points
-        timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
-                   "mlflow_fraction": logging_seconds / total, "fits": fits, "paths": paths,
-                   "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
-        timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
-        mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
-    return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
+            jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
+            # Logged in window order so version numbers follow time; the pool still trains in parallel.
+            for result in results_in_order(train_in_worker, jobs, workers, executor):
+                log_window(result)
+
+            t = time.perf_counter()
+            window_metrics = {w: results[w].metrics for w in sorted(results)}
+            with tempfile.TemporaryDirectory() as tmp:
+                summary_metrics = windows_summary(list(window_metrics.values()),
+                                                  [results[w].predictions for w in sorted(results)],
+                                                  f"{config.city}/{config.bracket}", Path(tmp), config.acceptance)
+                if any(Path(tmp).iterdir()):
+                    mlflow.log_artifacts(tmp)
+            mlflow.log_metrics(summary_metrics)
+            mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
+            logging_seconds += time.perf_counter() - t
+            total = time.perf_counter() - started
+            fits = sum(r.metrics["search_fits"] for r in results.values())
+            paths = fits / config.search.C_path_points
+            timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
+                       "mlflow_fraction": logging_seconds / total, "fits": fits, "paths": paths,
+                       "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
+            timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
+            mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
+        return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 
 
 @contextmanager
