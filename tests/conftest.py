@@ -192,6 +192,16 @@ def mlflow_pointed_at(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_environment
 
 
+RT_RECORD_TABLES = ("fills", "orders", "execution_control", "rt_signals", "rt_ticks")
+
+
+def clear_rt_records(engine) -> None:
+    """Empty what the loop writes: the session's shared stores hold whatever earlier tests replayed or traded."""
+    with engine.begin() as conn:
+        for table in RT_RECORD_TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
 @pytest.fixture(scope="session")
 def promoted(tmp_path_factory):
     """The small training run promoted to Production, shared by the rt and backtest tests."""

@@ -24,7 +24,7 @@ from kwx.domain.signals import FeeSchedule
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import finalize_signals
 from kwx.rt.replay import replay_day
-from tests.conftest import mlflow_pointed_at
+from tests.conftest import clear_rt_records, mlflow_pointed_at
 
 pytestmark = pytest.mark.integration
 RT = {"markets": [{"city": "chicago", "bracket": "between"}]}
@@ -51,6 +51,7 @@ def test_decisions_equal_the_replayed_live_signals(promoted, period):
     engine, client = promoted["engine"], promoted["client"]
     config = RtConfig.model_validate({**RT, "tick_seconds": TICK_SECONDS})
     day = date(2025, 7, 18)
+    clear_rt_records(engine)  # other files' replays of the day, at other ticks, share this session's store
     replay_day(config, engine, client, day)
     with engine.connect() as conn:
         replayed = pd.read_sql(select(RtSignal).where(RtSignal.ts_utc >= datetime(2025, 7, 18, 6, tzinfo=UTC),

@@ -23,6 +23,7 @@ from kwx.dashboard.app import Dashboard
 from kwx.dashboard.registry import RegistryView
 from kwx.data.db import make_engine, make_read_only_engine
 from kwx.rt.replay import replay_day
+from tests.conftest import clear_rt_records
 
 DAY = date(2025, 7, 18)
 # Registry answers and the page's refresh both follow the config: short here so a provoked change shows fast.
@@ -51,9 +52,7 @@ def replayed(promoted, tmp_path_factory) -> dict:
     db = sqlite_copy(promoted["db"], root / "kwx.db")
     tracking_uri = sqlite_copy(promoted["tracking_uri"], root / "mlflow.db")
     engine = make_engine(db)
-    with engine.begin() as conn:  # whatever other tests replayed into the shared store
-        for table in ("fills", "orders", "execution_control", "rt_signals", "rt_ticks"):
-            conn.execute(text(f"DELETE FROM {table}"))
+    clear_rt_records(engine)
     client = MlflowClient(tracking_uri)
     config = RtConfig.model_validate({**RT, "tick_seconds": REPLAY_TICK_SECONDS})
     replay_day(config, engine, client, DAY)

@@ -5,17 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import text
 
 from kwx.data import migrations
 from kwx.data.db import make_engine
 from kwx.data.demo import load_demo
-
-
-def clear_paper_records(engine):
-    with engine.begin() as conn:
-        for table in ("fills", "orders", "execution_control", "rt_signals", "rt_ticks"):
-            conn.execute(text(f"DELETE FROM {table}"))
+from tests.conftest import clear_rt_records
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -23,7 +17,7 @@ def market_db(request, promoted):
     """The promoted model's demo markets: its own SQLite database, or the same demo data in a fresh PostgreSQL
     one (the models come from the same registry either way)."""
     if request.param == "sqlite":
-        clear_paper_records(promoted["engine"])
+        clear_rt_records(promoted["engine"])
         yield promoted["engine"]
         return
     url = request.getfixturevalue("postgres_url")

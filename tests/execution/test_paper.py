@@ -17,7 +17,7 @@ from kwx.data.db import make_engine
 from kwx.execution import records
 from kwx.registry.cache import RegistryCache
 from kwx.rt.replay import replay_day
-from tests.execution.conftest import clear_paper_records
+from tests.conftest import clear_rt_records
 
 pytestmark = pytest.mark.integration
 DAY = date(2025, 7, 18)
@@ -76,7 +76,7 @@ def test_a_halt_made_while_the_loop_runs_applies_from_the_next_tick(promoted):
     """The broker asks for the halt state every tick: an operator's halt from another process cancels every
     resting order at the next tick and places none."""
     engine, client = promoted["engine"], promoted["client"]
-    clear_paper_records(engine)
+    clear_rt_records(engine)
     operator = make_engine(engine.url.render_as_string(hide_password=False))  # `kwx rt halt` elsewhere
     resting, halted = set(), []
 
@@ -100,7 +100,7 @@ def test_a_halt_made_while_the_loop_runs_applies_from_the_next_tick(promoted):
 
 def test_a_halt_cancels_the_resting_orders_and_places_none(promoted):
     engine, client = promoted["engine"], promoted["client"]
-    clear_paper_records(engine)
+    clear_rt_records(engine)
     config = RtConfig.model_validate(PAPER)
     now = datetime(2025, 7, 18, 6, tzinfo=UTC)
     records.halt(engine, "paper", reason="test: operator halt", by="pytest", now=now, cancel_all=True)

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from kwx.config import RtConfig
 from kwx.rt.replay import replay_day
-from tests.execution.conftest import clear_paper_records
+from tests.conftest import clear_rt_records
 from tests.execution.test_paper import DAY, PAPER
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def test_a_paper_replay_killed_and_rerun_or_run_twice_writes_what_one_clean_run_
     assert len(clean["fills"]) > 0 and len(clean["orders"]) > len(clean["fills"]) // 2, "the day must trade"
     ticks = len(clean["rt_ticks"])
 
-    clear_paper_records(engine)
+    clear_rt_records(engine)
     for kill_at in (ticks // 4, ticks * 3 // 5):  # killed at ~25 %, then the rerun at ~60 %, then run to its end
         _serve_replay(tmp_path, url, promoted["tracking_uri"], engine, kill_at=kill_at)
         assert _ticks_written(engine) < ticks, "killed before the day's end"
@@ -118,7 +118,7 @@ def test_a_paper_replay_stopped_at_any_tick_goes_on_as_one_run_at_ticks_apart_fr
     the resumed broker must know when that was, and it is in no record (a fill moves ``updated_at``)."""
     engine, client = promoted["engine"], promoted["client"]
     config = RtConfig.model_validate({**PAPER, "tick_seconds": STEP_SECONDS})
-    clear_paper_records(engine)
+    clear_rt_records(engine)
     replay_day(config, engine, client, DAY, max_ticks=TICKS_OFF_MINUTE)
     clean = _tables(engine)
     assert len(clean["fills"]) > 0, "the window must trade for the comparison to mean anything"
@@ -129,7 +129,7 @@ def test_a_paper_replay_stopped_at_any_tick_goes_on_as_one_run_at_ticks_apart_fr
     filling = sorted({-(-(ts - first) // pd.Timedelta(seconds=STEP_SECONDS)) for ts in maker})
     stops = sorted({stop for tick in filling[:4] for stop in (tick, tick + 1)})
     assert len(stops) >= 4, "the window must fill resting orders for the comparison to mean anything"
-    clear_paper_records(engine)
+    clear_rt_records(engine)
     done = 0
     for stop in [*stops, TICKS_OFF_MINUTE]:
         assert replay_day(config, engine, client, DAY, max_ticks=stop - done).resumed_after == done

@@ -28,6 +28,7 @@ from kwx.rt.loop import BufferFullError, RegistryResolver, SignalWriter
 from kwx.rt.replay import replay_day
 from kwx.rt.retry import Backoff, DbRetry
 from kwx.rt.sources import LookaheadError, ReplaySource, Snapshot
+from tests.conftest import clear_rt_records
 
 pytestmark = pytest.mark.integration
 DAY = date(2025, 7, 18)
@@ -41,15 +42,9 @@ def _stored(engine) -> pd.DataFrame:
     return frame
 
 
-def _clear(engine):
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM rt_signals"))
-        conn.execute(text("DELETE FROM rt_ticks"))
-
-
 def test_replay_equals_batch_and_is_idempotent(promoted):
     engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+    clear_rt_records(engine)
     config = RtConfig.model_validate(RT)
     result = replay_day(config, engine, client, DAY)
     assert result.ticks == 24 * 12 - 1 and result.rows > 0
@@ -86,7 +81,7 @@ def test_unlocked_probabilities_are_never_0_or_1_and_locks_are_the_rules(promote
     """Over a whole replayed day: every open market's probability is strictly inside (0, 1); every locked
     one is exactly the outcome the settlement rule decides from the day's running maximum, and it settled so."""
     engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+    clear_rt_records(engine)
     config = RtConfig.model_validate(RT)
     replay_day(config, engine, client, DAY)
     stored = _stored(engine)
@@ -136,7 +131,7 @@ def test_no_tick_reads_data_after_its_clock(promoted, monkeypatch):
 
 def test_a_day_without_a_promoted_model_skips_with_the_reason(promoted):
     engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+    clear_rt_records(engine)
     replay_day(RtConfig.model_validate(RT), engine, client, date(2025, 7, 5), max_ticks=100)
     stored = _stored(engine)
     modelled = stored["skip_reason"].fillna("")
@@ -193,7 +188,7 @@ def test_writer_survives_a_terminated_backend(promoted, postgres_url, postgres_a
 
 
 def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
-    _clear(promoted["engine"])
+    clear_rt_records(promoted["engine"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
     cli = CliRunner()
     config = tmp_path / "rt.yaml"
@@ -232,7 +227,7 @@ def test_sigint_and_sigterm_finish_the_current_tick(promoted):
     from kwx.rt.loop import StopFlag, TickRunner, run_loop
 
     engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+    clear_rt_records(engine)
     config = RtConfig.model_validate(RT)
     source = ReplaySource(engine, [("chicago", "between")], DAY, config.max_obs_age_minutes)
     start, _ = climate_day_bounds(DAY, get_city("chicago"))
@@ -318,7 +313,7 @@ def test_a_snapshot_is_reused_inside_a_minute_and_renewed_by_new_data(promoted):
 
 def test_tick_records_count_real_skip_reasons(promoted):
     engine, client = promoted["engine"], promoted["client"]
-    _clear(engine)
+    clear_rt_records(engine)
     replay_day(RtConfig.model_validate(RT), engine, client, DAY, max_ticks=40)
     with engine.connect() as conn:
         ticks = conn.execute(text("SELECT markets, signals, skips FROM rt_ticks")).all()
