@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -135,11 +136,13 @@ def small_training_run(root: Path, feature_set: str = "elasticnet_relative") -> 
     mp = pytest.MonkeyPatch()
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    mp.chdir(root)
-    summary = runner.train(TrainConfig.model_validate({
-        "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
-        "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "feature_set": feature_set,
-        "acceptance": {"min_windows": 1, "max_ece": 0.5, **LENIENT_MARKET_GATES}}), engine)
+    # only the training runs in root: a session-long chdir would be where every later test's monkeypatch returns,
+    # and relative paths between tests (kwx.db, mlflow.db) would then name this shared store
+    with contextlib.chdir(root):
+        summary = runner.train(TrainConfig.model_validate({
+            "city": "chicago", "bracket": "between", "start": "2025-07-01", "end": "2025-07-24", "train_days": 12,
+            "test_days": 4, "step_days": 4, "trials": 2, "cv_splits": 3, "feature_set": feature_set,
+            "acceptance": {"min_windows": 1, "max_ece": 0.5, **LENIENT_MARKET_GATES}}), engine)
     try:
         yield {"engine": engine, "client": MlflowClient(tracking_uri), "db": db, "tracking_uri": tracking_uri,
                "run_id": summary.parent_run_id, "windows": sorted(summary.versions)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+import subprocess
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -193,7 +195,13 @@ def test_every_handler_kwx_configures_redacts_messages_and_tracebacks(monkeypatc
 # --- the sweep: live loop, ingest and training with a sentinel key ---------------------------------
 
 def _files_holding(root: Path, secret: str) -> list[str]:
-    return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    # grep in a child process: reading a -wal or -shm file here would drop the POSIX locks this process's open
+    # SQLite connections hold on it (closing any descriptor of a file releases them all), and the next other process
+    # to close that database would think itself the last and delete its WAL under them ("disk I/O error").
+    found = subprocess.run(["grep", "-rlF", "--binary-files=text", "--", secret, str(root)], capture_output=True,
+                           text=True, check=False)
+    assert found.returncode in (0, 1), found.stderr  # 1: no file holds it
+    return found.stdout.splitlines()
 
 
 def _tables_holding(url: str, secret: str) -> list[str]:
@@ -267,5 +275,10 @@ def test_a_sentinel_key_reaches_no_output_log_table_or_artifact(promoted, tmp_pa
         assert conn.execute(text("SELECT count(*) FROM rt_signals WHERE skip_reason LIKE "
                                  "'%rejected the API key%'")).scalar_one() > 0
     live.dispose()
+    with tempfile.TemporaryDirectory() as canary:  # the sweep finds a planted copy, nested and among binary bytes
+        planted = Path(canary) / "artifacts" / "blob.bin"
+        planted.parent.mkdir()
+        planted.write_bytes(b"\0\xff" + SENTINEL.encode() + b"\0")
+        assert _files_holding(Path(canary), SENTINEL) == [str(planted)]
     assert _files_holding(tmp_path, SENTINEL) == []
     assert _files_holding(Path(promoted["tracking_uri"].removeprefix("sqlite:///")).parent, SENTINEL) == []
