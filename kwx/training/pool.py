@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import ExitStack
+from contextlib import contextmanager
 from multiprocessing import get_context
 
 import optuna
@@ -24,15 +24,28 @@ from kwx.training.walkforward import WindowPlan, WindowResult, train_window
 PARENT_POLL_SECONDS = 0.5
 
 
-def spawn_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes, started now: each imports kwx while the caller prepares work."""
+@contextmanager
+def spawn_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes, started now: each imports kwx while the caller prepares work.
+
+    Leaving the block waits for the jobs submitted; leaving it on an error drops them and stops the workers, so
+    the error reaches the user now, not after every window the failed run had handed out."""
     # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
     # A spawn pool starts a process per submitted job while none is idle: one no-op each starts them all.
     for _ in range(workers):
         pool.submit(_started)
-    return pool
+    try:
+        yield pool
+    except BaseException:
+        # A worker holds nothing to clean up: it is stopped as abruptly when its parent dies (_exit_with_parent).
+        # concurrent.futures has no public way to stop them before Python 3.14 (terminate_workers).
+        for process in list(pool._processes.values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)  # its manager thread reaps them, failing what they held
+        raise
+    pool.shutdown(wait=True)
 
 
 def _started() -> None:
@@ -59,18 +72,22 @@ def _exit_with_parent(parent_pid: int) -> None:
 def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor: Executor | None = None) -> Iterator:
     """``fn(*job)`` of every job, yielded in job order while up to ``workers`` processes run them.
 
-    Inline with one worker or one job; ``executor`` is a pool the caller started (``spawn_pool``), perhaps shared
-    across calls (spawned workers take seconds to import kwx, so a matrix starts them once, not per config).
+    Inline (as the results are asked for) with one worker or one job. ``executor`` is a pool the caller started
+    (``spawn_pool``), perhaps shared across calls (spawned workers take seconds to import kwx, so a matrix starts
+    them once, not per config): every job is submitted to it before this returns, so the workers start on them
+    while the caller does other work.
     """
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield fn(*job)
-        return
-    with ExitStack() as stack:
-        pool = executor or stack.enter_context(spawn_pool(min(workers, len(jobs))))
-        futures = [pool.submit(fn, *job) for job in jobs]
-        for future in futures:
-            yield future.result()
+        return (fn(*job) for job in jobs)
+    if executor is None:
+        return _in_own_pool(fn, jobs, workers)
+    futures = [executor.submit(fn, *job) for job in jobs]
+    return (future.result() for future in futures)
+
+
+def _in_own_pool(fn: Callable, jobs: Sequence[tuple], workers: int) -> Iterator:
+    with spawn_pool(min(workers, len(jobs))) as pool:
+        yield from results_in_order(fn, jobs, workers, pool)
 
 
 def window_slice(frame: pd.DataFrame, window_plan: WindowPlan) -> pd.DataFrame:

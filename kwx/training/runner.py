@@ -299,15 +299,28 @@ def train(
     window trading from that day (``kwx.lifecycle.retrain``), whose test week is still ahead."""
     started = time.perf_counter()
     with ExitStack() as pool:
-        if prepared is None and executor is None and workers > 1:
-            require_inputs(config, engine)
-            # Started before the dataset is built: spawned workers take seconds to import kwx, which would
-            # otherwise hold up the first window (measured: 4.6 s of a 54 s 2-worker run on 2 cores).
-            planned = plan_windows(config.start, config.end, config.train_days, config.test_days, config.step_days)
-            executor = pool.enter_context(spawn_pool(max(1, min(workers, len(planned)))))
+        if executor is None and workers > 1:
+            if prepared is None:
+                require_inputs(config, engine)  # bad input starts no process
+                windows = len(plan_windows(config.start, config.end, config.train_days, config.test_days,
+                                           config.step_days))
+            else:
+                windows = sum(p.usable for p in prepared[2])
+            if windows > 1:
+                # Started before the dataset is built: spawned workers take seconds to import kwx, which would
+                # otherwise hold up the first window (measured: 4.6 s of a 54 s 2-worker run on 2 cores).
+                executor = pool.enter_context(spawn_pool(min(workers, windows)))
         frame, features, plans = prepared or prepare(config, engine)
-        uri = tracking.configure()
-        validate_storage(optuna_storage_spec, uri)
+        validate_storage(optuna_storage_spec, tracking.tracking_uri())
+        usable = [p for p in plans if p.usable]
+        study_prefix = search_study_prefix(config)
+        jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
+        # Handed to the workers before MLflow is touched: the store's check (a new store's tables take a second),
+        # its experiment, the parent run and its setup logging (2.4 s of a 16 s 2-worker run) no longer hold them
+        # up. An unreachable store still fails at once: the pool stops its workers on the way out. Yielded in
+        # window order, so version numbers follow time.
+        window_results = results_in_order(train_in_worker, jobs, workers, executor)
+        tracking.configure()
         name = model_name(config.city, config.bracket)
         client = MlflowClient()
         # `mlflow run` hands over its run in MLFLOW_RUN_ID, in whatever experiment launched it (Default without
@@ -319,9 +332,7 @@ def train(
         for verdict in runs.clean(client, [experiment_id], other_hosts_hours=None):
             if verdict.dead:
                 log.warning(verdict.line())
-        usable = [p for p in plans if p.usable]
         skipped = {p.window.name: p.skip_reason for p in plans if not p.usable}
-        study_prefix = search_study_prefix(config)
         logging_seconds = 0.0
         results: dict[str, WindowResult] = {}
         versions: dict[str, str] = {}
@@ -347,9 +358,6 @@ def train(
             launch_tags = {LAUNCHED_BY_TAG: launched}
         with ExitStack() as stack:
             stack.enter_context(_heap_spared_by_the_collector())
-            if executor is None and workers > 1 and len(usable) > 1:
-                # started before the run's setup is logged, so the workers import kwx meanwhile
-                executor = stack.enter_context(spawn_pool(min(workers, len(usable))))
             # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
             parent = stack.enter_context(mlflow.start_run(
                 experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
@@ -394,9 +402,7 @@ def train(
                 if on_window_done is not None:
                     on_window_done(result.window.name, result)
 
-            jobs = [(window_slice(frame, p), features, config, p, optuna_storage_spec, study_prefix) for p in usable]
-            # Logged in window order so version numbers follow time; the pool still trains in parallel.
-            for result in results_in_order(train_in_worker, jobs, workers, executor):
+            for result in window_results:
                 log_window(result)
 
             t = time.perf_counter()

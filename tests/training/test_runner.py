@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
+import time
 from datetime import date
 
 import mlflow
@@ -98,11 +100,10 @@ def test_bad_input_fails_before_any_run(engine, tracking):
         runner.train(too_short, engine)
     assert tracking.search_experiments(filter_string="name = 'kwx-chicago-between'") == []
 
-
-
-def test_workers_start_while_the_dataset_builds_and_not_on_bad_input(engine, tracking, monkeypatch):
+def test_workers_start_while_the_dataset_builds_and_train_while_mlflow_is_set_up(engine, tracking, monkeypatch):
     events = []
-    spawn_pool, labelled_rows = runner.spawn_pool, runner.labelled_rows
+    spawn_pool, labelled_rows, results_in_order = runner.spawn_pool, runner.labelled_rows, runner.results_in_order
+    ensure_experiment = runner.tracking.ensure_experiment
 
     def spawning(workers):
         events.append(("pool", workers))
@@ -112,19 +113,37 @@ def test_workers_start_while_the_dataset_builds_and_not_on_bad_input(engine, tra
         events.append(("dataset",))
         return labelled_rows(*args, **kwargs)
 
+    def handing_out(fn, jobs, workers, executor):
+        results = results_in_order(fn, jobs, workers, executor)
+        events.append(("windows handed out", sum(item.fn is fn for item in executor._pending_work_items.values())))
+        return results
+
+    def creating(*args, **kwargs):
+        events.append(("experiment",))
+        return ensure_experiment(*args, **kwargs)
+
     monkeypatch.setattr(runner, "spawn_pool", spawning)
     monkeypatch.setattr(runner, "labelled_rows", building)
+    monkeypatch.setattr(runner, "results_in_order", handing_out)
+    monkeypatch.setattr(runner.tracking, "ensure_experiment", creating)
     with pytest.raises(DatasetError, match="no miami/between markets"):
         runner.train(TrainConfig.model_validate({**CONFIG, "city": "miami"}), engine, workers=2)
     assert events == []  # the quick check failed first: no process was started for nothing
     summary = runner.train(TrainConfig.model_validate(CONFIG), engine, workers=4)
-    assert events == [("pool", 3), ("dataset",)]  # as many processes as the config's 3 windows, started first
-    assert len(summary.versions) == 3
+    # as many processes as the config's 3 windows, started first; the windows reach them before MLflow is touched
+    assert events[:3] == [("pool", 3), ("dataset",), ("windows handed out", 3)]
+    assert events[3:] == [("experiment",)] and len(summary.versions) == 3
 
-def test_unreachable_tracking_server_fails_fast(engine, monkeypatch):
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_unreachable_tracking_server_fails_fast(engine, monkeypatch, workers):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    started = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match=r"http://127\.0\.0\.1:9 is unreachable"):
-        runner.train(TrainConfig.model_validate(CONFIG), engine)
+        runner.train(TrainConfig.model_validate(CONFIG), engine, workers=workers)
+    # with 2 workers the windows were handed out first: the workers were stopped, not waited for
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - started < 20
 
 
 def test_the_collector_spares_the_run_s_heap_while_it_logs_and_only_then(engine, tracking):
