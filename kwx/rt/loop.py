@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -246,14 +247,23 @@ class SignalWriter:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM finish the current tick, then the loop exits cleanly."""
+    """SIGINT/SIGTERM finish the current tick, then the loop exits cleanly: at once, not after the time left to
+    the next tick (up to ``tick_seconds``, which may be an hour)."""
 
     def __init__(self):
-        self.stopped = False
+        self._event = threading.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: setattr(self, "stopped", True))
+            signal.signal(sig, lambda *_: self._event.set())
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less once stopped."""
+        self._event.wait(seconds)
 
 
 def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalWriter, *, until_ts: int | None = None,
@@ -295,8 +305,8 @@ def run_loop(config: RtConfig, clock: Clock, runner: TickRunner, writer: SignalW
         ticks += 1
         if isinstance(clock, SimulatedClock):
             clock.advance(step)
-        else:
-            time.sleep(max(0.0, config.tick_seconds - (time.perf_counter() - started)))
+        elif max_ticks is None or ticks < max_ticks:  # no wait after the last tick (`serve-rt --once`)
+            stop.wait(max(0.0, config.tick_seconds - (time.perf_counter() - started)))
     if not writer.flush():
         raise BufferFullError(f"stopped with {len(writer.pending)} ticks unwritten: the database is unreachable")
     return ticks
