@@ -223,4 +223,3 @@ def test_a_wheel_install_runs_init_and_the_demo_in_an_empty_directory(tmp_path):
     for asset in ("static/index.html", "static/dashboard.js", "static/vendor/uPlot.iife.min.js"):
         assert (Path(site) / asset).is_file(), asset
     assert (work / "kwx.db").is_file() and (work / "mlflow.db").is_file()
-

@@ -298,7 +298,7 @@ def train(
     the run `mlflow run` created (default: MLFLOW_RUN_ID). ``forward_as_of``: the run trains the forward
     window trading from that day (``kwx.lifecycle.retrain``), whose test week is still ahead."""
     started = time.perf_counter()
-    with ExitStack() as pool:
+    with ExitStack() as stack:
         if executor is None and workers > 1:
             if prepared is None:
                 require_inputs(config, engine)  # bad input starts no process
@@ -309,7 +309,7 @@ def train(
             if windows > 1:
                 # Started before the dataset is built: spawned workers take seconds to import kwx, which would
                 # otherwise hold up the first window (measured: 4.6 s of a 54 s 2-worker run on 2 cores).
-                executor = pool.enter_context(spawn_pool(min(workers, windows)))
+                executor = stack.enter_context(spawn_pool(min(workers, windows)))
         frame, features, plans = prepared or prepare(config, engine)
         validate_storage(optuna_storage_spec, tracking.tracking_uri())
         usable = [p for p in plans if p.usable]
@@ -356,74 +356,73 @@ def train(
                            if k.startswith(("mlflow.source.", "mlflow.project."))}
             note += f" Launched by `mlflow run` run {launched}."
             launch_tags = {LAUNCHED_BY_TAG: launched}
-        with ExitStack() as stack:
-            stack.enter_context(_heap_spared_by_the_collector())
-            # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
-            parent = stack.enter_context(mlflow.start_run(
-                experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
-                tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
-                      MLFLOW_RUN_NOTE: note}))
-            if launched:
-                link_launching_run(client, launched, parent.info.run_id)
-            window_provenance = {k: v for k, v in parent.data.tags.items()
-                                 if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
-            data_source = redact(engine.url.render_as_string(hide_password=True))
+        stack.enter_context(_heap_spared_by_the_collector())
+        # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
+        parent = stack.enter_context(mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
+            tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
+                  MLFLOW_RUN_NOTE: note}))
+        if launched:
+            link_launching_run(client, launched, parent.info.run_id)
+        window_provenance = {k: v for k, v in parent.data.tags.items()
+                             if k == MLFLOW_USER or k.startswith(("mlflow.source.", "mlflow.project."))}
+        data_source = redact(engine.url.render_as_string(hide_password=True))
+        t = time.perf_counter()
+        model_logging = serving.RunModelLogging()
+        schema = rows_schema(frame, features)
+        fingerprint = data_fingerprint(frame)
+        params = tracking.flat_params(config.model_dump(mode="json")) | {
+            "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
+            "n_rows": len(frame), "features": ",".join(features)}
+        tags = {"kwx.city": config.city, "kwx.bracket": config.bracket, "kwx.config_hash": config.fingerprint(),
+                "kwx.data_fingerprint": fingerprint, "kwx.git_commit": git_commit(), "kwx.model_name": name}
+        client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                         tags=[RunTag(k, v) for k, v in tags.items()])
+        # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
+        mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        if config_text is not None:
+            mlflow.log_text(config_text, "config_source.yaml")
+        mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
+                          "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
+                          "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,
+                          "skip_reason": p.skip_reason} for p in plans], "window_plan.json")
+        logging_seconds += time.perf_counter() - t
+
+        def log_window(result: WindowResult) -> None:
+            nonlocal logging_seconds
             t = time.perf_counter()
-            model_logging = serving.RunModelLogging()
-            schema = rows_schema(frame, features)
-            fingerprint = data_fingerprint(frame)
-            params = tracking.flat_params(config.model_dump(mode="json")) | {
-                "n_windows_planned": len(plans), "n_windows_usable": len(usable), "workers": workers,
-                "n_rows": len(frame), "features": ",".join(features)}
-            tags = {"kwx.city": config.city, "kwx.bracket": config.bracket, "kwx.config_hash": config.fingerprint(),
-                    "kwx.data_fingerprint": fingerprint, "kwx.git_commit": git_commit(), "kwx.model_name": name}
-            client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                             tags=[RunTag(k, v) for k, v in tags.items()])
-            # config.yaml is the effective config (overrides applied, defaults filled): what promotion re-reads.
-            mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "config.yaml")
-            if config_text is not None:
-                mlflow.log_text(config_text, "config_source.yaml")
-            mlflow.log_dict([{"window": p.window.name, "train_start": str(p.window.train_start),
-                              "train_end": str(p.window.train_end), "test_start": str(p.window.test_start),
-                              "test_end": str(p.window.test_end), "n_train": p.n_train, "n_test": p.n_test,
-                              "skip_reason": p.skip_reason} for p in plans], "window_plan.json")
+            datasets = window_datasets(result, f"{config.city}-{config.bracket}", data_source, schema)
+            versions[result.window.name] = _log_window(
+                client, result, config, name, experiment_id, parent.info.run_id, datasets=datasets,
+                provenance=window_provenance, model_logging=model_logging, forward=forward_as_of is not None,
+                model_described=bool(versions))
             logging_seconds += time.perf_counter() - t
+            results[result.window.name] = result
+            if on_window_done is not None:
+                on_window_done(result.window.name, result)
 
-            def log_window(result: WindowResult) -> None:
-                nonlocal logging_seconds
-                t = time.perf_counter()
-                datasets = window_datasets(result, f"{config.city}-{config.bracket}", data_source, schema)
-                versions[result.window.name] = _log_window(
-                    client, result, config, name, experiment_id, parent.info.run_id, datasets=datasets,
-                    provenance=window_provenance, model_logging=model_logging, forward=forward_as_of is not None,
-                    model_described=bool(versions))
-                logging_seconds += time.perf_counter() - t
-                results[result.window.name] = result
-                if on_window_done is not None:
-                    on_window_done(result.window.name, result)
+        for result in window_results:
+            log_window(result)
 
-            for result in window_results:
-                log_window(result)
-
-            t = time.perf_counter()
-            window_metrics = {w: results[w].metrics for w in sorted(results)}
-            with tempfile.TemporaryDirectory() as tmp:
-                summary_metrics = windows_summary(list(window_metrics.values()),
-                                                  [results[w].predictions for w in sorted(results)],
-                                                  f"{config.city}/{config.bracket}", Path(tmp), config.acceptance)
-                if any(Path(tmp).iterdir()):
-                    mlflow.log_artifacts(tmp)
-            mlflow.log_metrics(summary_metrics)
-            mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
-            logging_seconds += time.perf_counter() - t
-            total = time.perf_counter() - started
-            fits = sum(r.metrics["search_fits"] for r in results.values())
-            paths = fits / config.search.C_path_points
-            timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
-                       "mlflow_fraction": logging_seconds / total, "fits": fits, "paths": paths,
-                       "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
-            timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
-            mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
+        t = time.perf_counter()
+        window_metrics = {w: results[w].metrics for w in sorted(results)}
+        with tempfile.TemporaryDirectory() as tmp:
+            summary_metrics = windows_summary(list(window_metrics.values()),
+                                              [results[w].predictions for w in sorted(results)],
+                                              f"{config.city}/{config.bracket}", Path(tmp), config.acceptance)
+            if any(Path(tmp).iterdir()):
+                mlflow.log_artifacts(tmp)
+        mlflow.log_metrics(summary_metrics)
+        mlflow.log_dict({"skipped": skipped, "versions": versions}, "windows.json")
+        logging_seconds += time.perf_counter() - t
+        total = time.perf_counter() - started
+        fits = sum(r.metrics["search_fits"] for r in results.values())
+        paths = fits / config.search.C_path_points
+        timings = {"wall_seconds": total, "mlflow_seconds": logging_seconds,
+                   "mlflow_fraction": logging_seconds / total, "fits": fits, "paths": paths,
+                   "search_seconds": sum(r.timings["search_seconds"] for r in results.values())}
+        timings["seconds_per_path"] = timings["search_seconds"] / max(paths, 1)
+        mlflow.log_metrics({f"timing_{k}": v for k, v in timings.items()})
         return TrainSummary(parent.info.run_id, experiment_id, name, versions, skipped, window_metrics, timings)
 
 

@@ -100,6 +100,7 @@ def test_bad_input_fails_before_any_run(engine, tracking):
         runner.train(too_short, engine)
     assert tracking.search_experiments(filter_string="name = 'kwx-chicago-between'") == []
 
+
 def test_workers_start_while_the_dataset_builds_and_train_while_mlflow_is_set_up(engine, tracking, monkeypatch):
     events = []
     spawn_pool, labelled_rows, results_in_order = runner.spawn_pool, runner.labelled_rows, runner.results_in_order
