@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from kwx import tracking
 from kwx.config import MatrixConfig, TrainConfig, load_config, parse_config
 from kwx.training import runner
-from kwx.training.pool import spawn_pool
+from kwx.training.pool import worker_pool
 from kwx.training.walkforward import WindowPlan, WindowResult
 
 # `kwx train --all` trains the user's configs, relative to the working directory (`kwx init` writes them).
@@ -107,7 +107,7 @@ def train_matrix(
     results = []
     with ExitStack() as stack:
         launched = stack.enter_context(_outside_launched_run())
-        pool = stack.enter_context(spawn_pool(workers)) if workers > 1 else None
+        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
         for entry in entries:
             if on_config_start is not None:
                 on_config_start(entry)

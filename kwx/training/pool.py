@@ -1,18 +1,21 @@
-"""The processes walk-forward windows train in: a spawned pool that exits with its parent, results in job order.
+"""The processes walk-forward windows train in: forked from one server that imported kwx once, exiting with
+their parent, results in job order.
 
-MLflow-free: a spawned worker imports this module and what a window needs (kwx.training.walkforward), never the
-runner that logs, so it starts in about half the time the runner's imports take.
+MLflow-free: the server imports this module and what a window needs (kwx.training.walkforward), never the runner
+that logs, and each worker forks from it ready to train. Spawned workers each imported all of it themselves: two
+imports of ~1.7 CPU-s competing with the caller's dataset build on a 2-core machine.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import get_context
 
 import optuna
 import pandas as pd
@@ -22,24 +25,43 @@ from kwx.training.search import make_storage
 from kwx.training.walkforward import WindowPlan, WindowResult, train_window
 
 PARENT_POLL_SECONDS = 0.5
+# The CLI, imported by the server when the caller is the `kwx` command: each worker runs the command's script
+# again as its __mp_main__ (the server itself cannot: Python 3.11's forkserver never hands it the script's path),
+# and the script imports the CLI, ~0.9 s a worker.
+CLI_MODULE = "kwx.cli"
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Fork server where the platform has one (Linux, macOS), else spawn: never a plain fork, whose workers would
+    inherit the caller's MLflow/SQLAlchemy threads and connections. The server is the caller's, started with its
+    first pool and reused by every later one (a matrix of configs, a test session)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, *([CLI_MODULE] if CLI_MODULE in sys.modules else [])])
+    return context
 
 
 @contextmanager
-def spawn_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of ``workers`` spawned processes, started now: each imports kwx while the caller prepares work.
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` processes, starting now: in the background, so the caller prepares work meanwhile
+    (starting the first pool waits for the fork server's imports).
 
     Leaving the block waits for the jobs submitted; leaving it on an error drops them and stops the workers, so
     the error reaches the user now, not after every window the failed run had handed out."""
-    # spawn: workers must not inherit the parent's MLflow/SQLAlchemy threads and connections.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
-    # A spawn pool starts a process per submitted job while none is idle: one no-op each starts them all.
-    for _ in range(workers):
-        pool.submit(_started)
+    # A worker gets the caller's environment as it is now, as a spawned one would: the fork server's is the
+    # caller's as it was when the server started (a storage URL's credentials may have come since).
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_worker_setup,
+                               initargs=(os.getpid(), dict(os.environ)))
+    starter = ThreadPoolExecutor(1, thread_name_prefix="kwx-pool-start")
+    started = starter.submit(_start_workers, pool, workers)
+    starter.shutdown(wait=False)  # its one job goes on; the thread ends with it
     try:
         yield pool
+        started.result()  # a pool that could not start says so, not a thread's traceback
     except BaseException:
-        # A worker holds nothing to clean up: it is stopped as abruptly when its parent dies (_exit_with_parent).
+        started.exception()  # every worker started so far is known
+        # A worker holds nothing to clean up: it is stopped as abruptly when its parent dies (_worker_setup).
         # concurrent.futures has no public way to stop them before Python 3.14 (terminate_workers).
         for process in list(pool._processes.values()):
             process.terminate()
@@ -48,34 +70,54 @@ def spawn_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """A pool starts a process per submitted job while none is idle: one no-op each starts them all."""
+    for _ in range(workers):
+        pool.submit(_started)
+
+
 def _started() -> None:
-    """The job that starts a worker: unpickling it imported this module, and with it everything a window needs."""
+    """The job that starts a worker: it runs once the worker has forked (or, spawned, imported this module)."""
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: the worker exits once the process that started it is gone.
+def _worker_setup(parent_pid: int, environment: Mapping[str, str]) -> None:
+    """Pool initializer: the caller's environment, and the worker exits once the process that started it is gone.
 
     A SIGKILLed parent never shuts its pool down, and each worker holds the call queue's write end itself, so
-    it would wait for work forever. An orphan is re-parented, which changes ``os.getppid()``: polled from a
-    daemon thread this works on Linux and macOS alike, and whatever thread of the parent spawned the worker
-    (prctl's PR_SET_PDEATHSIG is Linux-only and fires when that *thread* exits). The pid comes from the
-    parent, so a parent that died before this ran is noticed too.
+    it would wait for work forever. The fork server exits with its parent, so a worker is re-parented when
+    either is gone, which changes ``os.getppid()``: polled from a daemon thread this works on Linux and macOS
+    alike, and whatever thread of the parent started the worker (prctl's PR_SET_PDEATHSIG is Linux-only and
+    fires when that *thread* exits). The parent's pid comes from the parent, so a parent that died before this
+    ran (its worker already re-parented) is noticed too.
     """
+    os.environ.clear()
+    os.environ.update(environment)
+    first_parent = os.getppid()  # the fork server, or the caller itself for a spawned worker
+
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while os.getppid() == first_parent and _alive(parent_pid):
             time.sleep(PARENT_POLL_SECONDS)
         os._exit(1)
 
     threading.Thread(target=watch, name="kwx-exit-with-parent", daemon=True).start()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process under the pid: the parent is gone
+        return False
+    return True
+
+
 def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor: Executor | None = None) -> Iterator:
     """``fn(*job)`` of every job, yielded in job order while up to ``workers`` processes run them.
 
     Inline (as the results are asked for) with one worker or one job. ``executor`` is a pool the caller started
-    (``spawn_pool``), perhaps shared across calls (spawned workers take seconds to import kwx, so a matrix starts
-    them once, not per config): every job is submitted to it before this returns, so the workers start on them
-    while the caller does other work.
+    (``worker_pool``), perhaps shared across calls (a matrix starts its workers once, not per config): every job
+    is submitted to it before this returns, so the workers start on them while the caller does other work.
     """
     if workers <= 1 or len(jobs) <= 1:
         return (fn(*job) for job in jobs)
@@ -86,7 +128,7 @@ def results_in_order(fn: Callable, jobs: Sequence[tuple], workers: int, executor
 
 
 def _in_own_pool(fn: Callable, jobs: Sequence[tuple], workers: int) -> Iterator:
-    with spawn_pool(min(workers, len(jobs))) as pool:
+    with worker_pool(min(workers, len(jobs))) as pool:
         yield from results_in_order(fn, jobs, workers, pool)
 
 

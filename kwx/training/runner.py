@@ -37,6 +37,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types import Schema
 from mlflow.utils.mlflow_tags import (
     MLFLOW_DATASET_CONTEXT,
@@ -69,7 +70,7 @@ from kwx.registry.versions import (
 )
 from kwx.secrets import redact
 from kwx.training import serving
-from kwx.training.pool import results_in_order, spawn_pool, train_in_worker, window_slice
+from kwx.training.pool import results_in_order, train_in_worker, window_slice, worker_pool
 from kwx.training.search import make_storage
 from kwx.training.walkforward import (
     WindowPlan,
@@ -297,7 +298,7 @@ def train(
     ``executor`` a process pool of ``workers`` the caller shares across several configs, ``launched_run_id``
     the run `mlflow run` created (default: MLFLOW_RUN_ID). ``forward_as_of``: the run trains the forward
     window trading from that day (``kwx.lifecycle.retrain``), whose test week is still ahead."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with ExitStack() as stack:
         if executor is None and workers > 1:
             if prepared is None:
@@ -307,9 +308,9 @@ def train(
             else:
                 windows = sum(p.usable for p in prepared[2])
             if windows > 1:
-                # Started before the dataset is built: spawned workers take seconds to import kwx, which would
+                # Started before the dataset is built: the fork server takes seconds to import kwx, which would
                 # otherwise hold up the first window (measured: 4.6 s of a 54 s 2-worker run on 2 cores).
-                executor = stack.enter_context(spawn_pool(min(workers, windows)))
+                executor = stack.enter_context(worker_pool(min(workers, windows)))
         frame, features, plans = prepared or prepare(config, engine)
         validate_storage(optuna_storage_spec, tracking.tracking_uri())
         usable = [p for p in plans if p.usable]
@@ -357,11 +358,13 @@ def train(
             note += f" Launched by `mlflow run` run {launched}."
             launch_tags = {LAUNCHED_BY_TAG: launched}
         stack.enter_context(_heap_spared_by_the_collector())
-        # The process tags come with the run's creation: a run killed a moment later can still be judged dead.
-        parent = stack.enter_context(mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"train {config.city}/{config.bracket}",
-            tags={"kwx.kind": "train", **runs.process_tags(), **provenance, **launch_tags, **forward_tags,
-                  MLFLOW_RUN_NOTE: note}))
+        # The process tags come with the run's creation: a run killed a moment later can still be judged dead. It
+        # starts when training did: its windows were handed out (and may have started) before MLflow was touched.
+        run_name = f"train {config.city}/{config.bracket}"
+        created = client.create_run(experiment_id, start_time=round(started_at * 1000), run_name=run_name,
+                                    tags=resolve_tags({"kwx.kind": "train", **runs.process_tags(), **provenance,
+                                                       **launch_tags, **forward_tags, MLFLOW_RUN_NOTE: note}))
+        parent = stack.enter_context(mlflow.start_run(run_id=created.info.run_id, run_name=run_name))
         if launched:
             link_launching_run(client, launched, parent.info.run_id)
         window_provenance = {k: v for k, v in parent.data.tags.items()

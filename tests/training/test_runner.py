@@ -103,12 +103,12 @@ def test_bad_input_fails_before_any_run(engine, tracking):
 
 def test_workers_start_while_the_dataset_builds_and_train_while_mlflow_is_set_up(engine, tracking, monkeypatch):
     events = []
-    spawn_pool, labelled_rows, results_in_order = runner.spawn_pool, runner.labelled_rows, runner.results_in_order
+    worker_pool, labelled_rows, results_in_order = runner.worker_pool, runner.labelled_rows, runner.results_in_order
     ensure_experiment = runner.tracking.ensure_experiment
 
-    def spawning(workers):
+    def starting(workers):
         events.append(("pool", workers))
-        return spawn_pool(workers)
+        return worker_pool(workers)
 
     def building(*args, **kwargs):
         events.append(("dataset",))
@@ -123,7 +123,7 @@ def test_workers_start_while_the_dataset_builds_and_train_while_mlflow_is_set_up
         events.append(("experiment",))
         return ensure_experiment(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "spawn_pool", spawning)
+    monkeypatch.setattr(runner, "worker_pool", starting)
     monkeypatch.setattr(runner, "labelled_rows", building)
     monkeypatch.setattr(runner, "results_in_order", handing_out)
     monkeypatch.setattr(runner.tracking, "ensure_experiment", creating)
