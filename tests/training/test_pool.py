@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kwx.training.pool import results_in_order, worker_pool
+from kwx.training.pool import WORKER_NICENESS, results_in_order, worker_pool
 
 
 def test_a_worker_imports_what_a_window_needs_and_not_mlflow():
@@ -36,6 +36,12 @@ def test_workers_fork_from_one_server_that_every_pool_shares():
         parents = set(results_in_order(os.getppid, [()] * 4, 2, first)) | \
             set(results_in_order(os.getppid, [()] * 4, 2, second))
     assert len(parents) == 1 and parents != {os.getpid()}
+
+
+def test_workers_run_below_the_caller_s_priority():
+    """The run's process (logging, progress) and a live loop on the host come before the search."""
+    with worker_pool(2) as pool:
+        assert set(results_in_order(os.nice, [(0,)] * 2, 2, pool)) == {min(os.nice(0) + WORKER_NICENESS, 19)}
 
 
 def test_a_worker_sees_the_caller_s_environment_as_it_is_when_the_pool_starts(monkeypatch):
@@ -69,7 +75,7 @@ def test_a_worker_of_the_kwx_command_finds_the_cli_imported_by_the_server(tmp_pa
 
 
         if __name__ == "__main__":
-            from kwx.training.pool import results_in_order, worker_pool
+            from kwx.training.pool import WORKER_NICENESS, results_in_order, worker_pool
             with worker_pool(2) as pool:
                 print(sorted(set(results_in_order(pid_after, [(1,)] * 2, 2, pool))))
     """))
