@@ -5,6 +5,9 @@ IO only: rows come from the database, every feature from ``kwx.domain.features``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -160,13 +163,34 @@ def has_demo_settlements(engine: Engine, cities: list[str], start: date, end: da
         return conn.execute(statement).first() is not None
 
 
+_shared_forecasts: ContextVar[dict[tuple, ForecastData] | None] = ContextVar("kwx_shared_forecasts", default=None)
+
+
+@contextmanager
+def forecasts_shared() -> Iterator[None]:
+    """Within the block, datasets of the same cities and days read the stored forecasts once and share them
+    (with their states, computed once too): a matrix prepares a city's brackets one after another, and each
+    read the same rows. Only within the block, so no build ever sees forecasts older than the block."""
+    token = _shared_forecasts.set({})
+    try:
+        yield
+    finally:
+        _shared_forecasts.reset(token)
+
+
 def forecasts_for(engine: Engine, feature_set: str | None, cities: list[str], start: date,
                   end: date) -> ForecastData | None:
     """The stored forecasts of [start, end] when ``feature_set`` reads them (all sets when None), else None:
-    a set without forecast features pays nothing for them."""
+    a set without forecast features pays nothing for them. Inside ``forecasts_shared``, read once per block."""
     if feature_set is not None and not uses_forecasts(feature_set):
         return None
-    return load_forecast_data(engine, cities, start, end)
+    shared = _shared_forecasts.get()
+    if shared is None:
+        return load_forecast_data(engine, cities, start, end)
+    key = (engine, tuple(sorted(cities)), start, end)
+    if key not in shared:
+        shared[key] = load_forecast_data(engine, cities, start, end)
+    return shared[key]
 
 
 def load_dataset(

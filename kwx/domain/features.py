@@ -391,15 +391,20 @@ def _forecast_columns(forecasts: ForecastData | None, city_codes: dict[str, int]
     if forecasts is None or not len(forecasts.forecasts):
         return {name: np.full(len(ts), np.nan) for name in FORECAST_FEATURES}
     states, scales = forecasts.prepared(city_codes)
-    out = {name: np.empty(len(ts)) for name in FORECAST_FEATURES}
-    # In slices: a city-year's rows through ~40 temporaries at once page-faulted more than they computed.
-    for begin in range(0, len(ts), _FORECAST_SLICE):
-        rows = slice(begin, begin + _FORECAST_SLICE)
-        part = forecast_features(
+
+    def features_of(rows: slice) -> dict[str, np.ndarray]:
+        return forecast_features(
             states, scales, row_city=station[rows], row_day=event_day_number[rows], row_day_start=day_start[rows],
             row_ts=ts[rows], lo=lo[rows], hi=hi[rows], floor=floor[rows], cap=cap[rows],
             running_max=cols["day_max_so_far"][rows], hour_local=cols["hour_of_day_local"][rows],
             temp_now=cols["temp_now"][rows], max_age_hours=max_age_hours, lock_margin_f=lock_margin_f)
-        for name, values in part.items():
+
+    if 0 < len(ts) <= _FORECAST_SLICE:  # a dataset build hands over a slice of this size: no copy
+        return features_of(slice(None))
+    out = {name: np.empty(len(ts)) for name in FORECAST_FEATURES}
+    # In slices: a city-year's rows through ~40 temporaries at once page-faulted more than they computed.
+    for begin in range(0, len(ts), _FORECAST_SLICE):
+        rows = slice(begin, begin + _FORECAST_SLICE)
+        for name, values in features_of(rows).items():
             out[name][rows] = values
     return out

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from kwx import tracking
 from kwx.config import MatrixConfig, TrainConfig, load_config, parse_config
+from kwx.data.dataset import forecasts_shared
 from kwx.training import runner
 from kwx.training.pool import worker_pool
 from kwx.training.walkforward import WindowPlan, WindowResult
@@ -76,13 +77,14 @@ def prepare_all(members: list[tuple[Path, TrainConfig]], engine: Engine,
                 on_prepared: Callable[[Path], None] | None = None) -> tuple[list[MatrixEntry], dict[Path, str]]:
     """Prepare every config; returns those that can train and, per failing config, its one-line reason."""
     entries, failures = [], {}
-    for path, config in members:
-        try:
-            entries.append(MatrixEntry(path, config, runner.prepare(config, engine)))
-        except runner.PREPARE_ERRORS as exc:
-            failures[path] = " ".join(str(exc).split())
-        if on_prepared is not None:
-            on_prepared(path)
+    with forecasts_shared():  # a city's brackets read its forecasts once
+        for path, config in members:
+            try:
+                entries.append(MatrixEntry(path, config, runner.prepare(config, engine)))
+            except runner.PREPARE_ERRORS as exc:
+                failures[path] = " ".join(str(exc).split())
+            if on_prepared is not None:
+                on_prepared(path)
     return entries, failures
 
 

@@ -14,6 +14,7 @@ from kwx.data import dataset, migrations
 from kwx.data.dataset import (
     DatasetError,
     forecasts_for,
+    forecasts_shared,
     load_candles,
     load_dataset,
     load_markets,
@@ -23,8 +24,9 @@ from kwx.data.dataset import (
 )
 from kwx.data.db import make_engine
 from kwx.data.demo import generate, load_demo
-from kwx.data.forecasts import load_forecasts
+from kwx.data.forecasts import load_forecast_data, load_forecasts
 from kwx.data.schema import ClimateDaily
+from kwx.domain import features
 from kwx.domain.features import build_features, feature_columns
 from kwx.domain.forecast import FORECAST_COLUMNS
 from kwx.domain.markets import locked_outcomes, settlement_outcomes
@@ -108,6 +110,29 @@ def test_slices_of_markets_equal_one_build_of_all(engine, monkeypatch, bracket):
         whole["bracket"], whole["floor_strike"], whole["cap_strike"], whole["event_date"].map(tmax).astype(float)))
     np.testing.assert_array_equal(data["locked_outcome"], locked_outcomes(
         whole["bracket"], whole["floor_strike"], whole["cap_strike"], whole["day_max_so_far"]))
+
+
+def test_datasets_built_in_a_shared_block_read_the_forecasts_once_and_equal_separate_builds(engine, monkeypatch):
+    separate = {b: load_dataset(engine, "chicago", b, START, END, "elasticnet_forecast") for b in ("between", "less")}
+    reads = []
+    monkeypatch.setattr(dataset, "load_forecast_data",
+                        lambda *args, **kwargs: reads.append(args[1:]) or load_forecast_data(*args, **kwargs))
+    with forecasts_shared():
+        shared = {b: load_dataset(engine, "chicago", b, START, END, "elasticnet_forecast") for b in ("between", "less")}
+        load_dataset(engine, "chicago", "less", START, date(2025, 7, 13), "elasticnet_forecast")  # other days
+    assert reads == [(["chicago"], START, END), (["chicago"], START, date(2025, 7, 13))]
+    for bracket, data in separate.items():
+        pd.testing.assert_frame_equal(shared[bracket], data)
+    load_dataset(engine, "chicago", "less", START, END, "elasticnet_forecast")
+    assert len(reads) == 3  # after the block every build reads what is stored now
+
+
+def test_forecast_features_in_slices_equal_one_pass(engine, monkeypatch):
+    whole = load_dataset(engine, "chicago", "between", START, END, "elasticnet_forecast")
+    monkeypatch.setattr(features, "_FORECAST_SLICE", 1000)  # every slice of markets in several pieces
+    sliced = load_dataset(engine, "chicago", "between", START, END, "elasticnet_forecast")
+    assert len(whole) > 3 * 1000
+    pd.testing.assert_frame_equal(sliced, whole)
 
 
 def test_weather_is_joined_as_of_never_after(engine):

@@ -12,8 +12,10 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from kwx.cli import app
-from kwx.config import ConfigError, MatrixConfig, load_config
-from kwx.training import matrix
+from kwx.config import ConfigError, MatrixConfig, TrainConfig, load_config
+from kwx.data import dataset
+from kwx.data.db import make_engine
+from kwx.training import matrix, runner
 from tests.conftest import demo_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,6 +136,21 @@ def test_matrix_trains_each_config_into_its_own_model(tmp_path, demo_db, trackin
     assert "None:2" in rows[0] and f"{chicago['mean_test_log_loss']:.4f}" in rows[0]
     detailed = cli.invoke(app, ["models", "list", "--city", "nyc", "--bracket", "between"])
     assert detailed.exit_code == 0 and detailed.output.count("win_2025") == 2
+
+
+@pytest.mark.integration
+def test_a_city_s_brackets_read_its_forecasts_once_while_the_matrix_is_prepared(demo_db, monkeypatch):
+    reads, read = [], dataset.load_forecast_data
+    monkeypatch.setattr(dataset, "load_forecast_data",
+                        lambda *args, **kwargs: reads.append(args[1]) or read(*args, **kwargs))
+    members = [(Path(f"{city}_{bracket}.yaml"), TrainConfig.model_validate(
+        {**SMALL, "city": city, "bracket": bracket, "feature_set": "elasticnet_forecast"}))
+        for city in ("chicago", "nyc") for bracket in ("between", "less")]
+    entries, failures = matrix.prepare_all(members, make_engine(demo_db))
+    assert not failures and len(entries) == 4
+    assert reads == [["chicago"], ["nyc"]]
+    runner.prepare(members[0][1], make_engine(demo_db))
+    assert len(reads) == 3  # outside a matrix's preparation every build reads the forecasts stored now
 
 
 @pytest.mark.integration
