@@ -10,8 +10,8 @@ that city-year, then per feature set and bracket the rows and seconds to build t
 and the peak RSS of the process that built it (a fresh child per set, so the figure is the dataset's own, not
 the generator's). The brackets are built as a matrix prepares a city's configs: one read of the forecasts
 serves all three (``forecasts_shared``). With both default sets it prints the ratio forecast / relative: the
-cost of reading forecasts and computing their features (target ≤ 1.2×). Target for the city-year: the default set (elasticnet_relative) in < 8 s and every set
-within 1 GB peak RSS on a 2-core machine.
+cost of reading forecasts and computing their features (target ≤ 1.2×). Target for the city-year: the
+default set (elasticnet_relative) in < 8 s and every set within 1 GB peak RSS on a 2-core machine.
 """
 
 from __future__ import annotations
