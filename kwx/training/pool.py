@@ -113,9 +113,7 @@ def _worker_setup(parent_pid: int, environment: Mapping[str, str]) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process under the pid: the parent is gone
+    except (ProcessLookupError, PermissionError):  # no such process, or someone else's under the parent's pid
         return False
     return True
 
