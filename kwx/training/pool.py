@@ -76,13 +76,18 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
-    """A pool starts a process per submitted job while none is idle: one no-op each starts them all."""
-    for _ in range(workers):
-        pool.submit(_started)
+    """Every worker of ``pool``, now. A pool starts a process per submitted job only while none is idle, and a
+    forked worker is idle a moment after it starts, so no-op jobs alone started one worker, sometimes two. The
+    pool has no public call for this (``_spawn_process`` is what ``submit`` calls); the no-op then starts the
+    thread that hands out jobs and, at shutdown, tells the workers to exit."""
+    with pool._shutdown_lock:
+        while len(pool._processes) < workers:
+            pool._spawn_process()
+    pool.submit(_started)
 
 
 def _started() -> None:
-    """The job that starts a worker: it runs once the worker has forked (or, spawned, imported this module)."""
+    """The job that starts the pool's manager thread once its workers are running."""
 
 
 def _worker_setup(parent_pid: int, environment: Mapping[str, str]) -> None:
