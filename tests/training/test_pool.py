@@ -75,7 +75,7 @@ def test_a_worker_of_the_kwx_command_finds_the_cli_imported_by_the_server(tmp_pa
 
 
         if __name__ == "__main__":
-            from kwx.training.pool import WORKER_NICENESS, results_in_order, worker_pool
+            from kwx.training.pool import results_in_order, worker_pool
             with worker_pool(2) as pool:
                 print(sorted(set(results_in_order(pid_after, [(1,)] * 2, 2, pool))))
     """))
