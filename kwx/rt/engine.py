@@ -54,6 +54,45 @@ Resolver = Callable[[str, str, date], ModelHandle]
 FeatureColumns = pd.DataFrame | Mapping[str, np.ndarray]  # feature rows: framed, or as one array per column
 
 
+class TickResolutions:
+    """A resolver that asks ``resolve`` once per (city, bracket, day), its model or its ``ModelUnavailable``
+    reason kept: a tick asks which feature sets its models read before it builds features, then asks for the same
+    models again for their rows. One per tick: a promotion reaches the next tick."""
+
+    def __init__(self, resolve: Resolver):
+        self._resolve = resolve
+        self._answers: dict[tuple[str, str, date], ModelHandle | str] = {}
+
+    def __call__(self, city: str, bracket: str, day: date) -> ModelHandle:
+        key = (city, bracket, day)
+        if key not in self._answers:
+            try:
+                self._answers[key] = self._resolve(city, bracket, day)
+            except ModelUnavailable as exc:
+                self._answers[key] = str(exc)
+        answer = self._answers[key]
+        if isinstance(answer, str):
+            raise ModelUnavailable(answer)
+        return answer
+
+
+def reads_forecasts(open_markets: pd.DataFrame | Mapping[str, np.ndarray], resolve: Resolver) -> bool:
+    """Whether the model of any open market (``Snapshot.markets``: city, strike_type, event_date) reads forecast
+    features. When none does, a tick need not build them: a tenth of its features' cost, and every signal the
+    same, since a model reads only its own set's columns."""
+    keys = zip(*(np.asarray(open_markets[name], dtype=object).tolist()
+                 for name in ("city", "strike_type", "event_date")), strict=True)
+    for city, bracket, day in set(keys):
+        if pd.isna(city) or pd.isna(bracket) or pd.isna(day):
+            continue
+        try:
+            if uses_forecasts(resolve(city, bracket, day).feature_set):
+                return True
+        except ModelUnavailable:
+            continue
+    return False
+
+
 def latest_rows(features: FeatureColumns, now_ts: int) -> FeatureColumns:
     """Each market's newest feature row in (now - CANDLE_LOOKBACK, now]: what a streaming caller holds.
 

@@ -35,9 +35,11 @@ from kwx.rt.engine import (
     ModelHandle,
     ModelUnavailable,
     SignalRows,
+    TickResolutions,
     decide,
     prepare_inputs,
     price,
+    reads_forecasts,
     signal_rows,
     unavailable_inputs,
 )
@@ -67,14 +69,16 @@ class RegistryResolver:
         return ModelHandle(choice.model, meta["model_id"], choice.window, meta["feature_set"])
 
 
-def snapshot_features(snap: Snapshot, config: RtConfig,
-                      weather_features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def snapshot_features(snap: Snapshot, config: RtConfig, weather_features: dict[str, np.ndarray] | None = None, *,
+                      with_forecasts: bool = True) -> dict[str, np.ndarray]:
     """The features training used of each market's newest candle at the snapshot's clock (the row a tick keeps;
     the older candles are their history), every city in one pass, one array per column.
-    ``weather_features``: ``weather_arrays`` of the snapshot's weather, when the caller kept it."""
+    ``weather_features``: ``weather_arrays`` of the snapshot's weather, when the caller kept it;
+    ``with_forecasts=False``: the forecast features are NaN, not built (no model of the tick reads them)."""
     weather = {get_city(key): frame for key, frame in snap.weather.items()}
     return feature_arrays(snap.candles, snap.markets, weather, max_obs_age_minutes=config.max_obs_age_minutes,
-                          forecasts=snap.forecasts, max_forecast_age_hours=config.max_forecast_age_hours,
+                          forecasts=snap.forecasts if with_forecasts else None,
+                          max_forecast_age_hours=config.max_forecast_age_hours,
                           lock_margin_f=config.lock_margin_f, weather_features=weather_features,
                           newest_as_of=snap.now_ts)
 
@@ -141,8 +145,10 @@ class TickRunner:
             # (a promotion therefore reaches the loop with the next new candle, well inside the
             # registry refresh interval); the clock-dependent gates and the math run every tick.
             # already each market's newest row (``latest_rows`` of the full build, as tests/rt hold it)
-            latest = snapshot_features(snap, self.config, self._weather_features(snap))
-            inputs = prepare_inputs(snap.markets, latest, self.resolve, snap.failed,
+            resolve = TickResolutions(self.resolve)
+            latest = snapshot_features(snap, self.config, self._weather_features(snap),
+                                       with_forecasts=reads_forecasts(snap.markets, resolve))
+            inputs = prepare_inputs(snap.markets, latest, resolve, snap.failed,
                                     lock_margin_f=self.config.lock_margin_f, fees=self.fees)
             maker = price(inputs, self.config, maker=True) if self.broker is not None else None
             self._memo = (key, inputs, price(inputs, self.config), maker)

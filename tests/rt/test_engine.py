@@ -131,3 +131,30 @@ def test_strongest_signals_keep_each_markets_best_sized_row():
     assert strongest.sized == 7
     assert table[["market_ticker", "edge_cents"]].values.tolist() == [["A", 7.0], ["B", 4.0], ["C", 1.0]]
     assert table["ts_utc"].tolist() == [pd.Timestamp(s, unit="s", tz="UTC") for s in (109, 118, 100)]
+
+
+def test_a_tick_asks_for_each_model_once_and_knows_whether_any_reads_forecasts(baseline_model):
+    from kwx.rt.engine import TickResolutions, reads_forecasts
+
+    asked = []
+    sets = {"chicago": "elasticnet_relative", "nyc": "elasticnet_forecast"}
+
+    def resolve(city, bracket, day):
+        asked.append((city, bracket, day))
+        if city == "miami":
+            raise ModelUnavailable(f"no model for {city}/{bracket} on {day}")
+        return ModelHandle(baseline_model, f"{city}/1", "w", sets[city])
+
+    def markets(*cities):
+        return {"city": np.array(cities, dtype=object), "strike_type": np.full(len(cities), "between", dtype=object),
+                "event_date": np.full(len(cities), DAY, dtype=object)}
+
+    tick = TickResolutions(resolve)
+    assert not reads_forecasts(markets("chicago", "chicago", "miami", None), tick)
+    assert reads_forecasts(markets("chicago", "nyc"), tick)
+    for _ in range(2):  # the rows' own resolution finds every answer kept, the missing model's reason too
+        assert tick("chicago", "between", DAY).feature_set == "elasticnet_relative"
+        with pytest.raises(ModelUnavailable, match="no model for miami/between on 2025-07-18"):
+            tick("miami", "between", DAY)
+    assert sorted(asked) == [("chicago", "between", DAY), ("miami", "between", DAY), ("nyc", "between", DAY)]
+    assert not reads_forecasts(markets(), TickResolutions(resolve))

@@ -102,3 +102,41 @@ def test_a_ticks_newest_rows_with_forecasts_equal_the_whole_days(promoted):
             np.testing.assert_array_equal(newest[name], whole[name], err_msg=f"{name} at {now}")
         forecast_rows += int(np.count_nonzero(~np.isnan(newest["p_forecast"])))
     assert forecast_rows > 50
+
+
+def test_a_tick_whose_models_read_no_forecasts_builds_none_and_signals_the_same(promoted, monkeypatch):
+    """The promoted models read the relative set: the runner's ticks build no forecast feature, though the day has
+    forecasts, and price every market as the full build's rows do; a model that reads forecasts gets them built."""
+    from kwx.config import RtConfig
+    from kwx.domain import features
+    from kwx.registry.cache import RegistryCache
+    from kwx.rt.engine import ModelHandle, prepare_inputs, price
+    from kwx.rt.loop import RegistryResolver, TickRunner, snapshot_features
+
+    built = []
+    real = features.forecast_features
+    monkeypatch.setattr(features, "forecast_features", lambda *a, **k: built.append(1) or real(*a, **k))
+    config = RtConfig.model_validate({"markets": [{"city": "chicago", "bracket": "between"}]})
+    source = ReplaySource(promoted["engine"], [("chicago", "between")], DAY, config.max_obs_age_minutes)
+    assert len(source.forecasts.forecasts)
+    resolve = RegistryResolver(RegistryCache(promoted["client"]), "Production")
+    runner = TickRunner(config, source, resolve)
+    start, _ = climate_day_bounds(DAY, get_city("chicago"))
+    now = int(start.timestamp()) + 13 * 3600 + 5
+    runner.run(now)
+    assert built == []
+    snap = source.snapshot(now)
+    everything = prepare_inputs(snap.markets, snapshot_features(snap, config), resolve)
+    assert built  # the full build computes them
+    assert not np.isnan(runner._memo[1].p_model).all()
+    np.testing.assert_array_equal(runner._memo[1].p_model, everything.p_model)
+    np.testing.assert_array_equal(runner._memo[2].p_blend, price(everything, config).p_blend)
+
+    built.clear()
+
+    def reads_forecasts(city, bracket, day):
+        handle = resolve(city, bracket, day)
+        return ModelHandle(handle.model, handle.model_id, handle.window, "elasticnet_forecast")
+
+    TickRunner(config, source, reads_forecasts).run(now)
+    assert built
