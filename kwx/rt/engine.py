@@ -372,6 +372,10 @@ class SignalRows:
         return pd.DataFrame({name: pd.to_datetime(values, unit="s", utc=True) if name == "ts_utc" else values
                              for name, values in self.columns.items()})
 
+    def stored(self) -> dict[str, np.ndarray]:
+        """The columns as ``upsert_columns`` writes them: ``ts_utc`` as UTC ``datetime64``."""
+        return self.columns | {"ts_utc": self.columns["ts_utc"].astype("datetime64[s]")}
+
     def take(self, rows) -> SignalRows:
         return SignalRows({name: values[rows] for name, values in self.columns.items()})
 

@@ -25,7 +25,7 @@ from kwx.cities import get_city
 from kwx.clock import Clock, SimulatedClock
 from kwx.config import RtConfig
 from kwx.data.schema import Candle
-from kwx.data.store import upsert_frame
+from kwx.data.store import upsert_columns, upsert_frame
 from kwx.domain.features import feature_arrays, weather_arrays
 from kwx.domain.fees import FeeBook
 from kwx.execution.broker import write_paper_ticks
@@ -226,13 +226,13 @@ class SignalWriter:
         # All pending ticks in one transaction: each tick is wholly written or not at all (live, that
         # is one tick per transaction, or the whole backlog after an outage; a replay batches 100).
         batch = list(self.pending)
-        signals = SignalRows.concat([s for s, _, _, _ in batch]).frame()
+        signals = SignalRows.concat([s for s, _, _, _ in batch])
         ticks = pd.DataFrame([t for _, t, _, _ in batch])
         complete = [{"t": t, "ts": ts} for _, _, keys, _ in batch for t, ts in keys]
 
         def write() -> None:
             with self.engine.begin() as conn:
-                upsert_frame(conn, "rt_signals", signals)
+                upsert_columns(conn, "rt_signals", signals.stored())
                 upsert_frame(conn, "rt_ticks", ticks)
                 if complete:
                     conn.execute(_MARK_COMPLETE, complete)

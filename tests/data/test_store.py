@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from kwx.data.schema import Base, Candle, Market, WeatherMinute
-from kwx.data.store import driver_records, driver_rows, upsert_frame, upsert_frames, upsert_rows
+from kwx.data.store import driver_records, driver_rows, upsert_columns, upsert_frame, upsert_frames, upsert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,33 @@ def test_rows_are_stored_exactly_as_the_same_frame_is(engine, tmp_path):
         conn.exec_driver_sql("DELETE FROM orders")
         upsert_frame(conn, "orders", pd.DataFrame(orders))
     assert _stored_text(engine, "orders", "client_order_id") == from_rows
+
+
+def test_columns_are_stored_exactly_as_the_same_frame_is(engine):
+    """``upsert_columns`` (the loop's batch of signal ticks, as arrays) writes what ``upsert_frame`` writes of the
+    same rows framed: times from ``datetime64``, text and missing text, numbers and NaN, booleans."""
+    from kwx.rt.engine import SignalRows
+
+    with engine.begin() as conn:
+        upsert_frame(conn, "markets", _markets())
+    tickers = _markets()["ticker"].to_numpy(dtype=object)
+    signals = SignalRows({
+        "ts_utc": np.array([1752595260, 1752595260, 1752595269, 1752595269]),
+        "market_ticker": tickers[[0, 1, 0, 1]], "city": np.full(4, "chicago", dtype=object),
+        "bracket": np.array(["between", "less"] * 2, dtype=object), "p_model": np.array([0.25, np.nan, 0.5, 1.0]),
+        "edge_cents": np.array([3.5, np.nan, -1.0, 0.0]), "side": np.array(["yes", None, None, "no"], dtype=object),
+        "skip_reason": np.array([None, "no two-sided quote", "edge below 2c", None], dtype=object),
+        "locked": np.array([False, False, True, False])})
+    with engine.begin() as conn:
+        assert upsert_columns(conn, "rt_signals", signals.stored()) == 4
+    written = _stored_text(engine, "rt_signals", "ts_utc, market_ticker")
+    assert [row[:2] for row in written][2][1] == tickers[0] and written[1][4] is None  # NaN is NULL
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM rt_signals")
+        upsert_frame(conn, "rt_signals", signals.frame())
+    assert _stored_text(engine, "rt_signals", "ts_utc, market_ticker") == written
+    with engine.begin() as conn:
+        assert upsert_columns(conn, "rt_signals", signals.take([]).stored()) == 0
 
 
 def test_rows_keep_the_stored_ones_on_request_and_need_the_primary_key(engine):
