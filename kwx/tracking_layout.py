@@ -66,9 +66,12 @@ PLACEHOLDERS: dict[str, tuple[str, str]] = {
                            "path (reference/config.md#train)"),
     "rt_trading_field": ("|".join(_config_paths(RtConfig, only=("risk", "fees", "execution"))),
                          "every field of the rt config's risk, fees and execution sections"),
-    "timing": ("wall_seconds|mlflow_seconds|mlflow_fraction|fits|paths|search_seconds|seconds_per_path",
-               "wall_seconds, mlflow_seconds (logging), mlflow_fraction, fits (the search's fits, one per C on a "
-               "path), paths (its regularization paths: one per trial and fold), search_seconds, seconds_per_path"),
+    "timing": ("wall_seconds|mlflow_seconds|mlflow_fraction|summary_seconds|fits|paths|search_seconds|"
+               "seconds_per_path",
+               "wall_seconds, mlflow_seconds (logging: runs, params, metrics, files, models, versions), "
+               "mlflow_fraction, summary_seconds (the pooled evaluation over the windows and its diagram), fits "
+               "(the search's fits, one per C on a path), paths (its regularization paths: one per trial and fold), "
+               "search_seconds, seconds_per_path"),
     "evidence": ("brier_skill|log_loss_skill|calibration_slope|calibration_intercept",
                  "brier_skill, log_loss_skill, calibration_slope or calibration_intercept"),
     "source": ("open|locked", "open (rows the model priced) or locked (rows the settlement rule decided)"),

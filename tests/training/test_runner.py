@@ -61,6 +61,12 @@ def test_trains_one_run_and_version_per_window(engine, tracking, workers):
     for key in ("mean_test_log_loss", "std_test_log_loss", "mean_test_ece", "mean_market_brier", "n_windows"):
         assert key in parent.data.metrics
     assert parent.data.tags["kwx.data_fingerprint"] and parent.data.params["trials"] == "3"
+    # logging and the pooled evaluation are timed apart, each a part of the wall, and logged on the parent
+    t = summary.timings
+    assert t["mlflow_seconds"] > 0 and t["summary_seconds"] > 0
+    assert t["mlflow_seconds"] + t["summary_seconds"] < t["wall_seconds"]
+    assert t["mlflow_fraction"] == pytest.approx(t["mlflow_seconds"] / t["wall_seconds"])
+    assert parent.data.metrics["timing_summary_seconds"] == pytest.approx(t["summary_seconds"])
     for child in children:
         metrics, params = child.data.metrics, child.data.params
         for key in ("test_log_loss", "test_brier", "test_ece", "test_mce", "test_auc", "nonzero_coefs",
