@@ -116,12 +116,15 @@ def serve_rt(
     tracking_uri: TrackingUriOption = None,
 ) -> None:
     """The real-time loop. execution.mode in the config decides what it does with the signals: signals (a dry
-    run: rt_signals only), paper (simulated orders and fills) or live (orders on Kalshi, demo unless --env prod)."""
+    run: rt_signals only), paper (simulated orders and fills) or live (orders on Kalshi, demo unless --env prod).
+    Ctrl-C or SIGTERM finishes the tick in flight, writes every tick run and exits 0, live or replaying (a paper
+    replay run again goes on from there)."""
     import logging
 
     from kwx.cli.train import _parse_overrides
     from kwx.config import RtConfig
     from kwx.rt import replay as replay_mod
+    from kwx.rt.loop import StopFlag
 
     cfg = load_or_fail(config, RtConfig, _parse_overrides(set_ or []))
     confirm_production = confirm_production or real_money
@@ -135,12 +138,13 @@ def serve_rt(
     engine = open_engine(db_url)
     try:
         # transient: a replay that cannot start leaves its one error line, not an empty bar above it
-        with progress(transient=True) as bar:
+        # Ctrl-C or SIGTERM: the tick in flight finishes and every tick run is written
+        with progress(transient=True) as bar, StopFlag().installed() as stop:
             task = bar.add_task(f"replay {replay:%Y-%m-%d}", total=None)
             result = replay_mod.replay_day(
                 cfg, engine, client, replay.date(), speed=None if speed == "max" else float(speed),
-                max_ticks=max_ticks, on_tick=lambda tick, _s: bar.update(task, advance=1,
-                                                                         description=f"{tick['ts_utc']:%H:%M:%S}"))
+                max_ticks=max_ticks, stop=stop,
+                on_tick=lambda tick, _s: bar.update(task, advance=1, description=f"{tick['ts_utc']:%H:%M:%S}"))
     except replay_mod.ReplayError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -148,6 +152,9 @@ def serve_rt(
     if result.resumed_after:
         console.print(f"went on after the {result.resumed_after:,} ticks of {replay:%Y-%m-%d} an earlier paper "
                       "replay stored", highlight=False)
+    if result.stopped:
+        again = "; the same command goes on from there" if cfg.execution.mode == "paper" else ""
+        console.print(f"stopped: {result.ticks:,} ticks of {replay:%Y-%m-%d} run and written{again}", highlight=False)
     console.print(f"replayed {result.ticks:,} ticks of {replay:%Y-%m-%d} in {result.seconds:.1f} s "
                   f"({result.simulated_minutes_per_second:,.0f} simulated minutes/s); "
                   f"{result.rows:,} signal rows, {result.sized:,} with a position size; {target}", highlight=False)

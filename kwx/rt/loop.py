@@ -12,7 +12,8 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
@@ -266,6 +267,18 @@ class StopFlag:
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._event.set())
+
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        """``install`` for a block, the handlers before it restored after it: a replay inside `kwx demo` must
+        not leave Ctrl-C setting a flag nothing reads any more."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.install()
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less once stopped."""

@@ -23,7 +23,7 @@ from kwx.execution.broker import MINUTE
 from kwx.execution.modes import broker_for
 from kwx.registry.cache import RegistryCache
 from kwx.rt.engine import Resolver, SignalRows
-from kwx.rt.loop import RegistryResolver, SignalWriter, TickResult, TickRunner, run_loop
+from kwx.rt.loop import RegistryResolver, SignalWriter, StopFlag, TickResult, TickRunner, run_loop
 from kwx.rt.retry import Backoff, DbRetry
 from kwx.rt.sources import ReplaySource
 
@@ -43,6 +43,7 @@ class ReplayResult:
     sized: int
     strongest: pd.DataFrame
     resumed_after: int = 0  # ticks an earlier run of a paper replay had stored: this one went on after them
+    stopped: bool = False  # a stop signal ended it before the day's last tick (every tick it ran is written)
 
     @property
     def simulated_minutes_per_second(self) -> float:
@@ -74,12 +75,15 @@ class StrongestSignals:
 
 def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date, *, speed: float | None = None,
                max_ticks: int | None = None, on_tick: Callable | None = None,
-               resolver: Resolver | None = None) -> ReplayResult:
+               resolver: Resolver | None = None, stop: StopFlag | None = None) -> ReplayResult:
     """Every tick of ``day``'s climate day (the first configured city's), at ``config.tick_seconds``.
 
     ``speed`` None runs as fast as possible; a number sleeps so that simulated time runs that many
-    times faster than real time. ``resolver`` defaults to the registry at ``config.stage``.
+    times faster than real time. ``resolver`` defaults to the registry at ``config.stage``. ``stop`` (its
+    ``install()`` ties it to SIGINT and SIGTERM) ends the replay after the tick in flight, cutting a ``speed``
+    wait short, with every tick it ran written: a paper replay run again goes on from there.
     """
+    stop = stop or StopFlag()
     if config.execution.mode == "live":
         # a past day's decisions must never reach an exchange: replays trade on paper or only write signals
         raise ReplayError("execution.mode live cannot be replayed: a replay trades paper or writes signals only "
@@ -116,16 +120,16 @@ def replay_day(config: RtConfig, engine: Engine, client: MlflowClient, day: date
     def tick_done(tick: dict, result: TickResult) -> None:
         strongest.add(result.rows)
         if speed:
-            time.sleep(config.tick_seconds / speed)
+            stop.wait(config.tick_seconds / speed)
         if on_tick is not None:
             on_tick(tick, result)
 
     started = time.perf_counter()
     ticks = run_loop(config, clock, runner, writer, until_ts=int(end.timestamp()) - 1, max_ticks=max_ticks,
-                     realtime=False, on_tick=tick_done)
+                     realtime=False, stop=stop, on_tick=tick_done)
     seconds = time.perf_counter() - started
     return ReplayResult(ticks, config.tick_seconds, seconds, writer.rows_written, strongest.sized, strongest.table(),
-                        resumed_after=(resume_at - first) // step)
+                        resumed_after=(resume_at - first) // step, stopped=stop.stopped)
 
 
 def _ticks_stored(engine: Engine, mode: str, first: datetime, end: datetime) -> int:

@@ -208,6 +208,66 @@ def test_cli_replay_and_status(promoted, monkeypatch, tmp_path):
     assert no_key.exit_code == 2 and "set VC_API_KEY" in no_key.output
 
 
+def test_a_stop_signal_ends_a_replay_after_the_tick_in_flight_with_every_tick_written(promoted):
+    """SIGTERM while a slowed replay waits between ticks: the wait ends at once, no tick follows, and the tick run
+    is written though a replay writes in batches of 100; the handlers before the block come back after it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from kwx.rt.loop import StopFlag
+
+    engine, client = promoted["engine"], promoted["client"]
+    clear_rt_records(engine)
+    waits = []
+
+    class SignalledWhileWaiting(StopFlag):
+        def wait(self, seconds: float) -> None:
+            if not waits:
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            waits.append(seconds)
+            super().wait(seconds)
+
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    with SignalledWhileWaiting().installed() as stop:  # ticks of 300 s at 5x real time: a minute between ticks
+        result = replay_day(RtConfig.model_validate(RT), engine, client, DAY, speed=5, max_ticks=3, stop=stop)
+    assert time.monotonic() - started < 30 and waits == [60.0]
+    assert result.stopped and result.ticks == 1
+    assert _stored(engine)["ts_utc"].nunique() == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not replay_day(RtConfig.model_validate(RT), engine, client, DAY, max_ticks=2).stopped
+
+
+def test_ctrl_c_stops_a_cli_replay_with_one_line_and_exit_0(promoted, monkeypatch, tmp_path):
+    """`kwx serve-rt --replay` under Ctrl-C: a line that says it stopped, the usual summary, no traceback."""
+    import os
+    import signal
+    import threading
+    import time
+
+    clear_rt_records(promoted["engine"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", promoted["tracking_uri"])
+    config = tmp_path / "rt.yaml"
+    config.write_text("markets: [{city: chicago, bracket: between}]\ntick_seconds: 300\n")
+    default = signal.getsignal(signal.SIGINT)
+
+    def interrupt_once_the_replay_handles_it() -> None:
+        deadline = time.monotonic() + 60
+        while signal.getsignal(signal.SIGINT) is default and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_the_replay_handles_it, daemon=True).start()
+    result = CliRunner().invoke(app, ["serve-rt", "--config", str(config), "--replay", "2025-07-18", "--speed", "5",
+                                      "--db-url", promoted["db"]])
+    assert result.exit_code == 0, result.output
+    assert "stopped: " in result.output and " ticks of 2025-07-18 run and written" in result.output
+    assert "Traceback" not in result.output
+    assert signal.getsignal(signal.SIGINT) is default
+
+
 def test_replay_of_a_day_with_no_stored_data_is_one_line_exit_2(promoted, sqlite_url, tmp_path, monkeypatch):
     migrations.upgrade(sqlite_url)  # an empty database
     # the shared store: the CLI points MLflow's process-wide URI at it, and later tests load models from it
