@@ -4,13 +4,16 @@
     .venv/bin/python bench/dataset.py --backend postgres  # KWX_TEST_PG_URL's server, a throwaway database
     .venv/bin/python bench/dataset.py --feature-sets elasticnet_rich   # one set only
     .venv/bin/python bench/dataset.py --days 90        # a quarter: `make bench`'s quick size
+    .venv/bin/python bench/dataset.py --rounds 2       # each set twice, alternating (`make bench FULL=1`)
 
 Prints the time to generate+load the demo data, the forecasts table's rows and bytes (data and indexes) for
 that city-year, then per feature set and bracket the rows and seconds to build the dataset, the total rows/s,
 and the peak RSS of the process that built it (a fresh child per set, so the figure is the dataset's own, not
 the generator's). The brackets are built as a matrix prepares a city's configs: one read of the forecasts
 serves all three (``forecasts_shared``). With both default sets it prints the ratio forecast / relative: the
-cost of reading forecasts and computing their features (target ≤ 1.2×). Target for the city-year: the
+cost of reading forecasts and computing their features (target ≤ 1.2×). ``--rounds 2`` builds the sets in the
+order relative, forecast, forecast, relative, so a machine that slows down or speeds up weighs on both alike; a
+set's time is then the mean of its rounds and its peak RSS the highest. Target for the city-year: the
 default set (elasticnet_relative) in < 8 s and every set within 1 GB peak RSS on a 2-core machine.
 """
 
@@ -61,6 +64,17 @@ def measure(url: str, feature_set: str, start: date) -> dict:
             "peak_rss_mb": round(peak_mb), "per_bracket": per_bracket}
 
 
+def _combined(measured: list[dict]) -> dict:
+    """One set's figures over its rounds: the mean time (rows/s of it), the highest peak RSS, the first round's
+    per-bracket figures, and each round's time."""
+    if len(measured) == 1:
+        return measured[0]
+    seconds = round(sum(m["seconds"] for m in measured) / len(measured), 2)
+    return measured[0] | {"seconds": seconds, "rows_per_s": round(measured[0]["rows"] / seconds),
+                          "peak_rss_mb": max(m["peak_rss_mb"] for m in measured),
+                          "round_seconds": [m["seconds"] for m in measured]}
+
+
 def forecast_storage(url: str) -> tuple[int, int | None]:
     """Rows of the forecasts table and its bytes with indexes (PostgreSQL's own count; SQLite's dbstat)."""
     from sqlalchemy import text
@@ -102,6 +116,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--feature-sets", nargs="+", default=["elasticnet_relative", "elasticnet_forecast"])
     parser.add_argument("--days", type=int, default=CITY_YEAR, help="climate days of data (default a city-year)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="build each set N times, alternating the order (relative, forecast, forecast, ...)")
     parser.add_argument("--measure-url", help=argparse.SUPPRESS)
     add_json_option(parser)
     args = parser.parse_args()
@@ -113,12 +129,14 @@ def main() -> None:
     with scratch_database(args.backend) as url:
         load_seconds = prepare(url, start)
         forecast_rows, forecast_bytes = forecast_storage(url)
-        results = {}
-        for feature_set in args.feature_sets:
-            child = subprocess.run([sys.executable, __file__, "--measure-url", url, "--feature-sets", feature_set,
-                                    "--days", str(args.days)],
-                                   capture_output=True, text=True, check=True)
-            results[feature_set] = json.loads(child.stdout)
+        rounds: dict[str, list[dict]] = {feature_set: [] for feature_set in args.feature_sets}
+        for n in range(args.rounds):
+            for feature_set in args.feature_sets if n % 2 == 0 else args.feature_sets[::-1]:
+                child = subprocess.run([sys.executable, __file__, "--measure-url", url, "--feature-sets", feature_set,
+                                        "--days", str(args.days)],
+                                       capture_output=True, text=True, check=True)
+                rounds[feature_set].append(json.loads(child.stdout))
+        results = {feature_set: _combined(measured) for feature_set, measured in rounds.items()}
     print(f"backend            {args.backend}")
     print(f"demo generate+load {load_seconds:.1f} s (chicago, {start}..{END})")
     size = f"{forecast_bytes / 2**20:.1f} MiB with indexes" if forecast_bytes else "size unknown"
@@ -139,13 +157,17 @@ def main() -> None:
                                  " s"))
         judged += [Judged(f"{feature_set} peak RSS", result["peak_rss_mb"], "<", 1024, " MB")
                    for feature_set, result in results.items()]
+    if args.rounds > 1:
+        print("rounds: " + "; ".join(f"{feature_set} {', '.join(f'{t:.2f}' for t in result['round_seconds'])} s"
+                                     for feature_set, result in results.items()))
     rows = next(iter(results.values()))["rows"]
     summary = "; ".join(f"{feature_set.removeprefix('elasticnet_')} {result['seconds']:.1f} s, peak RSS "
                         f"{result['peak_rss_mb']:,} MB" for feature_set, result in results.items())
     sets = " ".join(args.feature_sets)
     report(BenchResult(
         bench=f"dataset-{args.backend}",
-        command=f"bench/dataset.py --backend {args.backend} --days {args.days} --feature-sets {sets}",
+        command=f"bench/dataset.py --backend {args.backend} --days {args.days} --feature-sets {sets}"
+        + (f" --rounds {args.rounds}" if args.rounds > 1 else ""),
         what=f"chicago datasets, all three brackets, {args.days} days ({rows:,} rows), {args.backend}",
         summary=summary, figures={"demo_load_s": round(load_seconds, 1), **results}, judged=judged), args.json)
 

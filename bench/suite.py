@@ -36,8 +36,9 @@ PG_URL = os.environ.get("KWX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0
 SUITE: dict[str, tuple[str, list[str], list[str]]] = {
     "train": ("train.py", ["--workers", "1", "2", "--trials", "2"], ["--workers", "1", "2", "--trials", "6"]),
     "train-small": ("train.py", ["--small"], ["--small"]),
-    "dataset-sqlite": ("dataset.py", ["--days", "90"], []),
-    "dataset-postgres": ("dataset.py", ["--backend", "postgres", "--days", "90"], ["--backend", "postgres"]),
+    "dataset-sqlite": ("dataset.py", ["--days", "90"], ["--rounds", "2"]),
+    "dataset-postgres": ("dataset.py", ["--backend", "postgres", "--days", "90"],
+                         ["--backend", "postgres", "--rounds", "2"]),
     "rt_tick": ("rt_tick.py", ["--max-ticks", "2400"], ["--rounds", "2"]),
     "resolve": ("resolve.py", [], []),
     "backtest": ("backtest.py", ["--repeats", "1"], ["--repeats", "3"]),
