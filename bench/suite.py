@@ -57,7 +57,9 @@ def machine() -> dict:
             versions[package] = None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip() or "unknown"
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+    # the results an earlier run wrote are no change to what is measured
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 f":(exclude){RESULTS.relative_to(REPO)}"], cwd=REPO,
                                 capture_output=True, text=True, check=False).stdout.strip())
     return {"cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1), "platform": platform.platform(),
             "processor": platform.machine(), "cpu_model": cpu_model(), "python": platform.python_version(),
