@@ -166,8 +166,9 @@ def upsert_frame(conn: Connection, table_name: str, frame: pd.DataFrame, on_conf
     _check_conflict_rule(on_conflict)
     if frame.empty:
         return 0
-    frame = frame.drop_duplicates(subset=_pk(_target(table_name, frame.columns)), keep="last")
-    return upsert_columns(conn, table_name, {name: frame[name] for name in frame.columns}, on_conflict)
+    tbl = _target(table_name, frame.columns)
+    frame = frame.drop_duplicates(subset=_pk(tbl), keep="last")
+    return _upsert_unique(conn, tbl, {name: frame[name] for name in frame.columns}, on_conflict)
 
 
 def upsert_columns(conn: Connection, table_name: str, columns: Mapping[str, pd.Series | np.ndarray],
@@ -176,7 +177,12 @@ def upsert_columns(conn: Connection, table_name: str, columns: Mapping[str, pd.S
     whose rows are already unique on the table's primary key: a loop's batch of ticks, written without framing
     them (framing and deduplicating a batch of signals cost half as much again as writing it)."""
     _check_conflict_rule(on_conflict)
-    tbl = _target(table_name, columns)
+    return _upsert_unique(conn, _target(table_name, columns), columns, on_conflict)
+
+
+def _upsert_unique(conn: Connection, tbl: Table, columns: Mapping[str, pd.Series | np.ndarray],
+                   on_conflict: str) -> int:
+    """Columns whose rows are unique on ``tbl``'s primary key, checked by the caller, written in slices."""
     rows = len(next(iter(columns.values()), ()))
     dialect = conn.dialect.name
     # Slices bound the Python objects alive at once; they share the caller's transaction.
